@@ -1,0 +1,199 @@
+//! Who Hangar works for: GitHub endpoints, the credentials used there, and
+//! the repositories, organizations and enterprises runners are registered to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EntityId, ResourceName};
+use crate::secret::Secret;
+
+/// A GitHub or GitHub Enterprise Server instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: ResourceName,
+    pub description: String,
+    /// Web URL, e.g. `https://github.com` or `https://ghes.example.com`.
+    pub base_url: String,
+    /// REST API URL, e.g. `https://api.github.com` or `https://HOST/api/v3`.
+    pub api_base_url: String,
+    /// PEM bundle to trust for this endpoint (GHES with a private CA).
+    pub ca_bundle: Option<String>,
+}
+
+/// How Hangar authenticates to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "auth_type", rename_all = "snake_case")]
+pub enum CredentialsAuth {
+    Pat {
+        token: Secret,
+    },
+    App {
+        app_id: i64,
+        installation_id: i64,
+        /// PEM-encoded RSA private key of the App.
+        private_key: Secret,
+    },
+}
+
+impl CredentialsAuth {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialsAuth::Pat { .. } => "pat",
+            CredentialsAuth::App { .. } => "app",
+        }
+    }
+}
+
+/// Named credentials bound to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub name: ResourceName,
+    pub description: String,
+    pub endpoint: ResourceName,
+    pub auth: CredentialsAuth,
+    /// Secret of a GitHub App's own webhook (one hook for every installation).
+    pub app_webhook_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    Repository,
+    Organization,
+    Enterprise,
+}
+
+impl EntityKind {
+    pub const ALL: [EntityKind; 3] = [
+        EntityKind::Repository,
+        EntityKind::Organization,
+        EntityKind::Enterprise,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Repository => "repository",
+            EntityKind::Organization => "organization",
+            EntityKind::Enterprise => "enterprise",
+        }
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EntityKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EntityKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown entity kind {s:?}"))
+    }
+}
+
+/// Where runners are registered on GitHub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EntityScope {
+    Repository { owner: String, name: String },
+    Organization { name: String },
+    Enterprise { slug: String },
+}
+
+impl EntityScope {
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            EntityScope::Repository { .. } => EntityKind::Repository,
+            EntityScope::Organization { .. } => EntityKind::Organization,
+            EntityScope::Enterprise { .. } => EntityKind::Enterprise,
+        }
+    }
+
+    /// `owner/name`, the organization or the enterprise slug.
+    pub fn display_name(&self) -> String {
+        match self {
+            EntityScope::Repository { owner, name } => format!("{owner}/{name}"),
+            EntityScope::Organization { name } => name.clone(),
+            EntityScope::Enterprise { slug } => slug.clone(),
+        }
+    }
+
+    /// Validates the GitHub names: non-empty, no `/`, no whitespace, at most
+    /// 100 characters.
+    pub fn validate(&self) -> Result<(), String> {
+        let parts: Vec<(&str, &str)> = match self {
+            EntityScope::Repository { owner, name } => vec![("owner", owner), ("name", name)],
+            EntityScope::Organization { name } => vec![("name", name)],
+            EntityScope::Enterprise { slug } => vec![("name", slug)],
+        };
+        for (field, value) in parts {
+            if value.is_empty() {
+                return Err(format!("{field} must not be empty"));
+            }
+            if value.len() > 100 {
+                return Err(format!("{field} is longer than 100 characters"));
+            }
+            if let Some(c) = value
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            {
+                return Err(format!(
+                    "{field} {value:?} contains {c:?}; GitHub names use letters, digits, '-', '_' and '.'"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A repository, organization or enterprise served by Hangar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: EntityId,
+    pub scope: EntityScope,
+    pub credentials_name: ResourceName,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_validation() {
+        let ok = EntityScope::Repository {
+            owner: "mkulke".into(),
+            name: "garm-playground".into(),
+        };
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.display_name(), "mkulke/garm-playground");
+        let bad = EntityScope::Repository {
+            owner: "a/b".into(),
+            name: "x".into(),
+        };
+        assert!(bad.validate().unwrap_err().contains("'/'"));
+        assert!(
+            EntityScope::Organization {
+                name: String::new()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn credentials_never_print_secrets() {
+        let c = CredentialsAuth::Pat {
+            token: Secret::new("ghp_abc"),
+        };
+        assert!(!format!("{c:?}").contains("ghp_abc"));
+    }
+}

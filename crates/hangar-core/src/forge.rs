@@ -1,0 +1,159 @@
+//! The `Forge` trait: what Hangar needs from GitHub (or GHES) to register,
+//! find and remove one-job runners, and to re-check a job.
+//!
+//! The implementation (octocrab) lives in `hangar-github`; the scheduler only
+//! sees `Arc<dyn Forge>` and the error kinds that decide its next step.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::entity::{Credentials, Endpoint, EntityScope};
+use crate::ids::JobId;
+use crate::provider::RunnerTool;
+use crate::secret::Secret;
+
+/// Where a call goes: an endpoint, the credentials to use there, and the
+/// repository/organization/enterprise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgeTarget {
+    pub endpoint: Endpoint,
+    pub credentials: Credentials,
+    pub scope: EntityScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgeError {
+    #[error("not found on GitHub: {0}")]
+    NotFound(String),
+    /// The runner is running a job (GitHub answers 422); retry later.
+    #[error("runner is busy: {0}")]
+    Busy(String),
+    /// A runner with that name already exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// Primary or secondary rate limit; do not call before `retry_after`.
+    #[error("rate limited by GitHub for {retry_after:?}: {message}")]
+    RateLimited {
+        retry_after: Duration,
+        message: String,
+    },
+    #[error("GitHub refused the credentials: {0}")]
+    Unauthorized(String),
+    /// Network trouble or a 5xx; retry with backoff.
+    #[error("transient GitHub failure: {0}")]
+    Transient(String),
+    #[error("GitHub request failed: {0}")]
+    Fatal(String),
+}
+
+impl ForgeError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ForgeError::Busy(_) | ForgeError::RateLimited { .. } | ForgeError::Transient(_)
+        )
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForgeError::NotFound(_) => "not_found",
+            ForgeError::Busy(_) => "busy",
+            ForgeError::AlreadyExists(_) => "already_exists",
+            ForgeError::RateLimited { .. } => "rate_limited",
+            ForgeError::Unauthorized(_) => "unauthorized",
+            ForgeError::Transient(_) => "transient",
+            ForgeError::Fatal(_) => "fatal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitRequest {
+    pub name: String,
+    pub runner_group_id: i64,
+    pub labels: Vec<String>,
+    pub work_folder: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitConfig {
+    pub runner_id: i64,
+    pub runner_name: String,
+    pub encoded_jit_config: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationToken {
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A self-hosted runner as GitHub lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeRunner {
+    pub id: i64,
+    pub name: String,
+    /// `online` or `offline`.
+    pub status: String,
+    pub busy: bool,
+    pub labels: Vec<String>,
+}
+
+/// A workflow job as GitHub reports it on re-check. `status` is kept as text:
+/// GitHub also answers `requested`, `pending` and `waiting`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeJob {
+    pub id: JobId,
+    pub run_attempt: Option<i64>,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub labels: Vec<String>,
+    pub runner_name: Option<String>,
+}
+
+/// GitHub, as Hangar uses it.
+#[async_trait]
+pub trait Forge: Send + Sync + fmt::Debug {
+    /// Registers a one-job runner and returns its JIT config. Never retried
+    /// blindly: a name clash comes back as [`ForgeError::AlreadyExists`].
+    async fn generate_jit_config(
+        &self,
+        target: &ForgeTarget,
+        req: &JitRequest,
+    ) -> Result<JitConfig, ForgeError>;
+
+    /// A registration token, for images that cannot use JIT configs.
+    async fn registration_token(
+        &self,
+        target: &ForgeTarget,
+    ) -> Result<RegistrationToken, ForgeError>;
+
+    /// Every self-hosted runner of the entity (all pages).
+    async fn list_runners(&self, target: &ForgeTarget) -> Result<Vec<ForgeRunner>, ForgeError>;
+
+    /// Removes a runner. Already gone is `Ok`; a busy runner is
+    /// [`ForgeError::Busy`].
+    async fn delete_runner(&self, target: &ForgeTarget, runner_id: i64) -> Result<(), ForgeError>;
+
+    /// A job of `repository` (`owner/name`); `None` when GitHub has no such job.
+    async fn get_job(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        job_id: JobId,
+    ) -> Result<Option<ForgeJob>, ForgeError>;
+
+    /// The id of a runner group by name (`None` means the default group, 1).
+    async fn runner_group_id(
+        &self,
+        target: &ForgeTarget,
+        name: Option<&str>,
+    ) -> Result<i64, ForgeError>;
+
+    /// GitHub's runner downloads list (URLs and checksums).
+    async fn runner_downloads(&self, target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError>;
+}

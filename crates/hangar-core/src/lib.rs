@@ -1,0 +1,29 @@
+//! Hangar's domain model, free of I/O.
+//!
+//! Everything that decides *what* Hangar does lives here: validated names and
+//! labels, pool specifications, the job and instance state machines, pool
+//! choice, userdata rendering, and the [`Provider`] and [`Forge`] traits that
+//! the outside world is reached through. Nothing in this crate opens a file, a
+//! socket or a database, so every rule can be unit-tested in isolation.
+
+pub mod entity;
+pub mod forge;
+pub mod ids;
+pub mod instance;
+pub mod job;
+pub mod labels;
+pub mod matching;
+pub mod pool;
+pub mod provider;
+pub mod secret;
+pub mod userdata;
+
+pub use entity::{Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope};
+pub use forge::{Forge, ForgeError, ForgeTarget};
+pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
+pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
+pub use job::{Job, JobAction, JobStatus};
+pub use labels::{Label, LabelError, Labels};
+pub use pool::{OsArch, OsType, Pool, PoolSpec, PoolSpecError, RunnerPrefix};
+pub use provider::{Provider, ProviderError};
+pub use secret::Secret;

@@ -1,0 +1,253 @@
+//! The `Provider` trait: how Hangar gets a VM (or container) made and unmade.
+//!
+//! Implementations live in their own crates (libvirt, Azure, external
+//! executables); the scheduler only ever sees `Arc<dyn Provider>`. Errors are
+//! shaped by what the caller must decide next: retry, back off, or give up.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ControllerId, InstanceName, PoolId};
+use crate::labels::Labels;
+use crate::pool::{OsArch, OsType, PoolSpec};
+use crate::secret::Secret;
+
+/// Why a provider call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The instance (or image, or flavor) does not exist. For deletes this is
+    /// success; for creates a configuration problem.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Out of quota or capacity; retry later, with a longer wait.
+    #[error("quota or capacity exhausted: {0}")]
+    Quota(String),
+    /// A passing failure (connection lost, throttled, 5xx); retry with backoff.
+    #[error("transient provider failure: {0}")]
+    Transient(String),
+    /// The pool's image, flavor or extra specs are unusable for this provider.
+    #[error("invalid pool settings: {0}")]
+    InvalidSpec(String),
+    /// Anything else that retrying will not fix.
+    #[error("provider failure: {0}")]
+    Fatal(String),
+}
+
+impl ProviderError {
+    /// Whether the same call may succeed later without anyone changing
+    /// anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Quota(_) | ProviderError::Transient(_))
+    }
+
+    /// A short, fixed name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::NotFound(_) => "not_found",
+            ProviderError::Quota(_) => "quota",
+            ProviderError::Transient(_) => "transient",
+            ProviderError::InvalidSpec(_) => "invalid_spec",
+            ProviderError::Fatal(_) => "fatal",
+        }
+    }
+}
+
+/// Proxy settings that reach the runner and the guest's package tools.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxySettings {
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl ProxySettings {
+    pub fn is_empty(&self) -> bool {
+        self.http_proxy.is_none() && self.https_proxy.is_none() && self.no_proxy.is_none()
+    }
+
+    /// `self` where set, `fallback` elsewhere (pool settings over provider).
+    pub fn or(&self, fallback: &ProxySettings) -> ProxySettings {
+        ProxySettings {
+            http_proxy: self
+                .http_proxy
+                .clone()
+                .or_else(|| fallback.http_proxy.clone()),
+            https_proxy: self
+                .https_proxy
+                .clone()
+                .or_else(|| fallback.https_proxy.clone()),
+            no_proxy: self.no_proxy.clone().or_else(|| fallback.no_proxy.clone()),
+        }
+    }
+}
+
+/// One entry of GitHub's runner downloads list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerTool {
+    pub os: String,
+    pub architecture: String,
+    pub download_url: String,
+    pub filename: String,
+    pub sha256_checksum: Option<String>,
+}
+
+/// What an instance needs to bootstrap its runner, as data. Providers that
+/// render their own bootstrap (garm's external providers) use this; the rest
+/// pass [`CreateInstanceRequest::userdata`] through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapParams {
+    /// Web URL of the repository, organization or enterprise.
+    pub repo_url: String,
+    /// Base of the instance metadata routes (`…/api/v1/metadata`).
+    pub metadata_url: String,
+    /// The status callback URL (`…/api/v1/callbacks/status`).
+    pub callback_url: String,
+    /// The instance's own bearer token for the two URLs above.
+    pub instance_token: Secret,
+    pub jit_config_enabled: bool,
+    pub runner_group: Option<String>,
+    pub tools: Vec<RunnerTool>,
+    pub ca_cert_bundle: Option<String>,
+    pub proxy: ProxySettings,
+}
+
+/// Everything a provider needs to create one instance.
+#[derive(Debug, Clone)]
+pub struct CreateInstanceRequest {
+    pub name: InstanceName,
+    pub controller_id: ControllerId,
+    pub pool_id: PoolId,
+    pub image: String,
+    pub flavor: String,
+    pub os_type: OsType,
+    pub os_arch: OsArch,
+    /// The labels the runner registers with (pool tags plus Hangar's own).
+    pub labels: Labels,
+    pub extra_specs: serde_json::Map<String, serde_json::Value>,
+    /// Rendered boot script (cloud-init user-data); see [`crate::userdata`].
+    pub userdata: String,
+    pub bootstrap: BootstrapParams,
+}
+
+/// Identifies an instance to the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRef {
+    pub name: InstanceName,
+    /// The provider's id, when the create call got far enough to return one.
+    pub provider_id: Option<String>,
+    pub controller_id: ControllerId,
+    pub pool_id: PoolId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderInstanceStatus {
+    Creating,
+    Running,
+    Stopped,
+    Error,
+    Unknown,
+}
+
+/// An instance as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderInstance {
+    pub provider_id: String,
+    pub name: String,
+    pub status: ProviderInstanceStatus,
+    /// From the instance's tags/metadata; `None` when it carries none.
+    pub controller_id: Option<ControllerId>,
+    pub pool_id: Option<PoolId>,
+    pub addresses: Vec<String>,
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    /// The provider's explanation when `status` is `Error`.
+    pub fault: Option<String>,
+}
+
+/// A place that makes runner instances.
+///
+/// Every method must be safe to call again after a crash half-way: `create`
+/// cleans up what it made when it fails, `delete` of something already gone
+/// succeeds.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// `libvirt`, `azure`, `external`, …
+    fn kind(&self) -> &'static str;
+
+    /// Whether instances bootstrap from a JIT config (true) or a registration
+    /// token.
+    fn jit_enabled(&self) -> bool {
+        true
+    }
+
+    /// How many calls may run at once against this provider.
+    fn max_concurrency(&self) -> usize {
+        8
+    }
+
+    /// How long one create may take before the scheduler gives up on it.
+    fn create_timeout(&self) -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+
+    /// Checks a pool's image, flavor and extra specs before they are stored.
+    async fn validate_pool(&self, spec: &PoolSpec) -> Result<(), ProviderError>;
+
+    /// Creates and starts an instance.
+    async fn create_instance(
+        &self,
+        req: &CreateInstanceRequest,
+    ) -> Result<ProviderInstance, ProviderError>;
+
+    /// Deletes an instance and everything made for it. Already gone is `Ok`.
+    async fn delete_instance(&self, instance: &InstanceRef) -> Result<(), ProviderError>;
+
+    /// The instance as the provider sees it; `NotFound` when it is gone.
+    async fn get_instance(&self, instance: &InstanceRef)
+    -> Result<ProviderInstance, ProviderError>;
+
+    /// Every instance carrying this controller's and pool's tags.
+    async fn list_instances(
+        &self,
+        controller_id: ControllerId,
+        pool_id: PoolId,
+    ) -> Result<Vec<ProviderInstance>, ProviderError>;
+
+    /// A cheap reachability check for `/readyz`.
+    async fn health(&self) -> Result<(), ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_kinds() {
+        assert!(ProviderError::Transient("x".into()).is_retryable());
+        assert!(ProviderError::Quota("x".into()).is_retryable());
+        assert!(!ProviderError::Fatal("x".into()).is_retryable());
+        assert!(!ProviderError::NotFound("x".into()).is_retryable());
+        assert!(!ProviderError::InvalidSpec("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn proxy_pool_over_provider() {
+        let pool = ProxySettings {
+            http_proxy: Some("http://pool:3128".into()),
+            ..Default::default()
+        };
+        let prov = ProxySettings {
+            http_proxy: Some("http://prov:3128".into()),
+            no_proxy: Some("localhost".into()),
+            ..Default::default()
+        };
+        let merged = pool.or(&prov);
+        assert_eq!(merged.http_proxy.as_deref(), Some("http://pool:3128"));
+        assert_eq!(merged.no_proxy.as_deref(), Some("localhost"));
+        assert!(merged.https_proxy.is_none());
+    }
+}

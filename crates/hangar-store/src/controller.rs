@@ -1,0 +1,132 @@
+//! The controller row: this installation's id, the key-derivation salt and
+//! key check, the JWT signing secret and the operator's URL overrides.
+
+use hangar_core::{ControllerId, Secret};
+use rand::RngCore;
+use sqlx::{Row, SqlitePool};
+
+use crate::{Result, Sealer, Store, StoreError, corrupt, now_ms};
+
+const JWT_PURPOSE: &str = "controller.jwt_secret";
+
+/// The controller as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerInfo {
+    pub controller_id: ControllerId,
+    /// Overrides of the URLs derived from `public_url`; `None` = derived.
+    pub metadata_url: Option<String>,
+    pub callback_url: Option<String>,
+    pub webhook_url: Option<String>,
+}
+
+/// Creates the controller row on first start; returns the id and the sealer.
+pub(crate) async fn ensure(
+    pool: &SqlitePool,
+    passphrase: &Secret,
+    verified: Option<Sealer>,
+) -> Result<(ControllerId, Sealer)> {
+    let row = sqlx::query("SELECT controller_id, kdf_salt, key_check FROM controller WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    if let Some(row) = row {
+        let id: String = row.get(0);
+        let sealer = match verified {
+            Some(s) => s,
+            None => {
+                let salt: Vec<u8> = row.get(1);
+                let check: Vec<u8> = row.get(2);
+                let s = Sealer::derive(passphrase, &salt)?;
+                if !s.verify_key_check(&check) {
+                    return Err(StoreError::WrongPassphrase {
+                        path: "(database)".into(),
+                    });
+                }
+                s
+            }
+        };
+        let id = id.parse().map_err(corrupt)?;
+        return Ok((id, sealer));
+    }
+    let salt = Sealer::new_salt();
+    let sealer = Sealer::derive(passphrase, &salt)?;
+    let id = ControllerId::new_random();
+    let mut jwt = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut jwt);
+    let jwt_sealed = sealer.seal(JWT_PURPOSE, hex::encode(jwt).as_bytes());
+    sqlx::query(
+        "INSERT INTO controller (id, controller_id, kdf_salt, key_check, jwt_secret, created_at)
+         VALUES (1, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(&salt)
+    .bind(sealer.key_check())
+    .bind(jwt_sealed)
+    .bind(now_ms())
+    .execute(pool)
+    .await?;
+    tracing::info!(controller.id = %id, "created a new controller identity");
+    Ok((id, sealer))
+}
+
+impl Store {
+    pub async fn controller_info(&self) -> Result<ControllerInfo> {
+        let row = sqlx::query(
+            "SELECT metadata_url, callback_url, webhook_url FROM controller WHERE id = 1",
+        )
+        .fetch_one(self.r())
+        .await?;
+        Ok(ControllerInfo {
+            controller_id: self.controller_id(),
+            metadata_url: row.get(0),
+            callback_url: row.get(1),
+            webhook_url: row.get(2),
+        })
+    }
+
+    /// Sets (Some) or clears (Some("")) URL overrides; `None` leaves a field.
+    pub async fn update_controller_urls(
+        &self,
+        metadata_url: Option<&str>,
+        callback_url: Option<&str>,
+        webhook_url: Option<&str>,
+    ) -> Result<ControllerInfo> {
+        let norm = |v: Option<&str>| {
+            v.map(|s| {
+                if s.is_empty() {
+                    None
+                } else {
+                    Some(s.to_owned())
+                }
+            })
+        };
+        let mut tx = self.w().begin().await?;
+        for (sql, val) in [
+            (
+                "UPDATE controller SET metadata_url = ? WHERE id = 1",
+                norm(metadata_url),
+            ),
+            (
+                "UPDATE controller SET callback_url = ? WHERE id = 1",
+                norm(callback_url),
+            ),
+            (
+                "UPDATE controller SET webhook_url = ? WHERE id = 1",
+                norm(webhook_url),
+            ),
+        ] {
+            if let Some(v) = val {
+                sqlx::query(sql).bind(v).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        self.controller_info().await
+    }
+
+    /// The secret API tokens are signed with, generated on first start.
+    pub async fn jwt_secret(&self) -> Result<Secret> {
+        let blob: Vec<u8> = sqlx::query_scalar("SELECT jwt_secret FROM controller WHERE id = 1")
+            .fetch_one(self.r())
+            .await?;
+        Ok(self.sealer().open_secret(JWT_PURPOSE, &blob)?)
+    }
+}

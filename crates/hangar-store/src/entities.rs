@@ -1,0 +1,225 @@
+//! Repositories, organizations and enterprises, with their sealed webhook
+//! secrets.
+
+use hangar_core::{Entity, EntityId, EntityKind, EntityScope, ForgeTarget, ResourceName, Secret};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+
+#[derive(Debug, Clone)]
+pub struct NewEntity {
+    pub scope: EntityScope,
+    pub credentials_name: ResourceName,
+    pub webhook_secret: Secret,
+}
+
+fn hook_purpose(id: EntityId) -> String {
+    format!("entities.webhook_secret:{id}")
+}
+
+fn scope_columns(scope: &EntityScope) -> (&'static str, &str, &str) {
+    match scope {
+        EntityScope::Repository { owner, name } => ("repository", owner, name),
+        EntityScope::Organization { name } => ("organization", "", name),
+        EntityScope::Enterprise { slug } => ("enterprise", "", slug),
+    }
+}
+
+fn entity_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Entity> {
+    let id: String = row.get("id");
+    let kind: String = row.get("kind");
+    let owner: String = row.get("owner");
+    let name: String = row.get("name");
+    let scope = match kind.parse::<EntityKind>().map_err(corrupt)? {
+        EntityKind::Repository => EntityScope::Repository { owner, name },
+        EntityKind::Organization => EntityScope::Organization { name },
+        EntityKind::Enterprise => EntityScope::Enterprise { slug: name },
+    };
+    Ok(Entity {
+        id: id.parse().map_err(corrupt)?,
+        scope,
+        credentials_name: ResourceName::parse(row.get("credentials_name")).map_err(corrupt)?,
+        created_at: to_dt(row.get("created_at")),
+        updated_at: to_dt(row.get("updated_at")),
+    })
+}
+
+impl Store {
+    pub async fn create_entity(&self, new: &NewEntity) -> Result<Entity> {
+        if new.webhook_secret.is_empty() {
+            return Err(StoreError::Invalid(
+                "the webhook secret must not be empty".into(),
+            ));
+        }
+        let id = EntityId::new_random();
+        let (kind, owner, name) = scope_columns(&new.scope);
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO entities (id, kind, owner, name, credentials_name, webhook_secret, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(kind)
+        .bind(owner)
+        .bind(name)
+        .bind(new.credentials_name.as_str())
+        .bind(self.sealer().seal_secret(&hook_purpose(id), &new.webhook_secret))
+        .bind(now)
+        .bind(now)
+        .execute(self.w())
+        .await
+        .map_err(|e| {
+            map_constraint(
+                e,
+                &format!("{kind} {} is already registered", new.scope.display_name()),
+                &format!("credentials {:?} do not exist", new.credentials_name.as_str()),
+            )
+        })?;
+        self.entity(id).await
+    }
+
+    pub async fn entity(&self, id: EntityId) -> Result<Entity> {
+        let row = sqlx::query("SELECT * FROM entities WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.r())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entity {id}")))?;
+        entity_from_row(&row)
+    }
+
+    pub async fn list_entities(&self, kind: Option<EntityKind>) -> Result<Vec<Entity>> {
+        let rows = match kind {
+            Some(k) => {
+                sqlx::query("SELECT * FROM entities WHERE kind = ? ORDER BY owner, name")
+                    .bind(k.as_str())
+                    .fetch_all(self.r())
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM entities ORDER BY kind, owner, name")
+                    .fetch_all(self.r())
+                    .await?
+            }
+        };
+        rows.iter().map(entity_from_row).collect()
+    }
+
+    /// The entity registered for this scope (names compare case-insensitively).
+    pub async fn entity_by_scope(&self, scope: &EntityScope) -> Result<Option<Entity>> {
+        let (kind, owner, name) = scope_columns(scope);
+        let row = sqlx::query("SELECT * FROM entities WHERE kind = ? AND owner = ? AND name = ?")
+            .bind(kind)
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref().map(entity_from_row).transpose()
+    }
+
+    pub async fn update_entity(
+        &self,
+        id: EntityId,
+        credentials_name: Option<&ResourceName>,
+        webhook_secret: Option<&Secret>,
+    ) -> Result<Entity> {
+        if webhook_secret.is_some_and(Secret::is_empty) {
+            return Err(StoreError::Invalid(
+                "the webhook secret must not be empty".into(),
+            ));
+        }
+        let mut tx = self.w().begin().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM entities WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("entity {id}")));
+        }
+        let now = now_ms();
+        if let Some(c) = credentials_name {
+            sqlx::query("UPDATE entities SET credentials_name = ?, updated_at = ? WHERE id = ?")
+                .bind(c.as_str())
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    map_constraint(e, "", &format!("credentials {:?} do not exist", c.as_str()))
+                })?;
+        }
+        if let Some(s) = webhook_secret {
+            sqlx::query("UPDATE entities SET webhook_secret = ?, updated_at = ? WHERE id = ?")
+                .bind(self.sealer().seal_secret(&hook_purpose(id), s))
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.entity(id).await
+    }
+
+    pub async fn delete_entity(&self, id: EntityId) -> Result<()> {
+        let mut tx = self.w().begin().await?;
+        let pools: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM pools WHERE entity_id = ? ORDER BY id")
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+        if !pools.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "entity {id} still has {} pool(s) ({}); delete them first",
+                pools.len(),
+                pools.join(", ")
+            )));
+        }
+        let done = sqlx::query("DELETE FROM entities WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("entity {id}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every entity with its webhook secret opened (for the in-memory cache
+    /// that lets a bad signature be refused without a query).
+    pub async fn entity_webhook_secrets(&self) -> Result<Vec<(Entity, Secret)>> {
+        let rows = sqlx::query("SELECT * FROM entities")
+            .fetch_all(self.r())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let e = entity_from_row(row)?;
+                let s = self.sealer().open_secret(
+                    &hook_purpose(e.id),
+                    &row.get::<Vec<u8>, _>("webhook_secret"),
+                )?;
+                Ok((e, s))
+            })
+            .collect()
+    }
+
+    pub async fn entity_webhook_secret(&self, id: EntityId) -> Result<Secret> {
+        let blob: Vec<u8> = sqlx::query_scalar("SELECT webhook_secret FROM entities WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.r())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entity {id}")))?;
+        Ok(self.sealer().open_secret(&hook_purpose(id), &blob)?)
+    }
+
+    /// Endpoint, credentials and scope of an entity: what a GitHub call needs.
+    pub async fn forge_target(&self, id: EntityId) -> Result<ForgeTarget> {
+        let entity = self.entity(id).await?;
+        let credentials = self.credentials(entity.credentials_name.as_str()).await?;
+        let endpoint = self.endpoint(credentials.endpoint.as_str()).await?;
+        Ok(ForgeTarget {
+            endpoint,
+            credentials,
+            scope: entity.scope,
+        })
+    }
+}

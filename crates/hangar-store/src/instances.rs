@@ -1,0 +1,473 @@
+//! Instances: capacity reservation, the two status machines, the instance
+//! token and the one-time JIT config.
+
+use chrono::{DateTime, Utc};
+use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, PoolId, RunnerStatus, Secret};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+
+macro_rules! instance_columns {
+    () => {
+        "name, pool_id, provider_id, status, runner_status, runner_id, job_id, addresses, status_message, create_attempts, created_at, updated_at"
+    };
+}
+
+/// A reservation request.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub name: InstanceName,
+    pub pool_id: PoolId,
+    pub provider_name: String,
+    /// SHA-256 of the instance token (the token itself is never stored).
+    pub token_hash: [u8; 32],
+    pub job_id: Option<JobId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub pool_id: Option<PoolId>,
+    pub statuses: Option<Vec<InstanceStatus>>,
+    pub include_deleted: bool,
+}
+
+/// Capacity use of one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUsage {
+    /// Instances holding capacity (everything not deleted).
+    pub live: u32,
+    /// Instances that are or will be a runner free to take a job: not being
+    /// deleted, not failed, runner pending/installing/idle.
+    pub spare: u32,
+    /// Of those, runners already idle.
+    pub idle: u32,
+    pub active: u32,
+}
+
+/// Counts for metrics: (pool, status, runner status) → n.
+pub type InstanceCounts = Vec<(PoolId, InstanceStatus, RunnerStatus, u64)>;
+
+/// The instance a token belongs to.
+#[derive(Debug, Clone)]
+pub struct TokenLookup {
+    pub instance: Instance,
+    pub has_jit_config: bool,
+    pub jit_fetched: bool,
+}
+
+fn jit_purpose(name: &InstanceName) -> String {
+    format!("instances.jit_config:{name}")
+}
+
+pub(crate) fn instance_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Instance> {
+    let name: String = row.get("name");
+    let pool_id: String = row.get("pool_id");
+    Ok(Instance {
+        name: InstanceName::parse(&name).map_err(corrupt)?,
+        pool_id: pool_id.parse().map_err(corrupt)?,
+        provider_id: row.get("provider_id"),
+        status: row.get::<String, _>("status").parse().map_err(corrupt)?,
+        runner_status: row
+            .get::<String, _>("runner_status")
+            .parse()
+            .map_err(corrupt)?,
+        runner_id: row.get("runner_id"),
+        job_id: row.get::<Option<i64>, _>("job_id").map(JobId),
+        addresses: serde_json::from_str(row.get("addresses")).map_err(corrupt)?,
+        status_message: row.get("status_message"),
+        create_attempts: row.get::<i64, _>("create_attempts") as u32,
+        created_at: to_dt(row.get("created_at")),
+        updated_at: to_dt(row.get("updated_at")),
+    })
+}
+
+fn not_found(name: &InstanceName) -> StoreError {
+    StoreError::NotFound(format!("instance {name}"))
+}
+
+impl Store {
+    /// Records a new instance in `pending_create` if the pool has room.
+    /// Returns `None` when the pool is at `max_runners` or disabled. Runs in
+    /// one transaction on the single writer, so concurrent reservations can
+    /// never exceed the limit.
+    pub async fn reserve_instance(&self, new: &NewInstance) -> Result<Option<Instance>> {
+        let mut tx = self.w().begin().await?;
+        let pool = sqlx::query("SELECT max_runners, enabled FROM pools WHERE id = ?")
+            .bind(new.pool_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pool {}", new.pool_id)))?;
+        let max: i64 = pool.get(0);
+        let enabled: bool = pool.get(1);
+        if !enabled {
+            return Ok(None);
+        }
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE pool_id = ? AND status != 'deleted'",
+        )
+        .bind(new.pool_id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if live >= max {
+            return Ok(None);
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, token_hash, created_at, updated_at)
+             VALUES (?, ?, ?, 'pending_create', 'pending', ?, ?, ?, ?)",
+        )
+        .bind(new.name.as_str())
+        .bind(new.pool_id.to_string())
+        .bind(&new.provider_name)
+        .bind(new.job_id.map(|j| j.0))
+        .bind(&new.token_hash[..])
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_constraint(e, &format!("instance {} already exists", new.name), "pool does not exist"))?;
+        tx.commit().await?;
+        self.instance(&new.name).await.map(Some)
+    }
+
+    pub async fn instance(&self, name: &InstanceName) -> Result<Instance> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE name = ?"
+        ))
+        .bind(name.as_str())
+        .fetch_optional(self.r())
+        .await?
+        .ok_or_else(|| not_found(name))?;
+        instance_from_row(&row)
+    }
+
+    pub async fn list_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>> {
+        let mut q = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE 1 = 1"
+        ));
+        if let Some(p) = f.pool_id {
+            q.push(" AND pool_id = ").push_bind(p.to_string());
+        }
+        if let Some(statuses) = &f.statuses {
+            q.push(" AND status IN (");
+            let mut sep = q.separated(", ");
+            for s in statuses {
+                sep.push_bind(s.as_str());
+            }
+            q.push(")");
+        } else if !f.include_deleted {
+            q.push(" AND status != 'deleted'");
+        }
+        q.push(" ORDER BY created_at, name");
+        let rows = q.build().fetch_all(self.r()).await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    /// Moves an instance to `to` if the core table allows it from its current
+    /// status, in one transaction. `message` replaces the status message when
+    /// given.
+    pub async fn set_instance_status(
+        &self,
+        name: &InstanceName,
+        to: InstanceStatus,
+        message: Option<&str>,
+    ) -> Result<Instance> {
+        let mut tx = self.w().begin().await?;
+        let current: String = sqlx::query_scalar("SELECT status FROM instances WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(name))?;
+        let from: InstanceStatus = current.parse().map_err(corrupt)?;
+        from.check_transition(to)?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE instances SET status = ?, status_message = coalesce(?, status_message), updated_at = ?,
+                deleted_at = CASE WHEN ? = 'deleted' THEN ? ELSE deleted_at END,
+                token_hash = CASE WHEN ? = 'deleted' THEN NULL ELSE token_hash END,
+                jit_config = CASE WHEN ? = 'deleted' THEN NULL ELSE jit_config END
+             WHERE name = ?",
+        )
+        .bind(to.as_str())
+        .bind(message)
+        .bind(now)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(to.as_str())
+        .bind(to.as_str())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.instance(name).await
+    }
+
+    /// Moves the runner to `to` if the core table allows it.
+    pub async fn set_runner_status(
+        &self,
+        name: &InstanceName,
+        to: RunnerStatus,
+        message: Option<&str>,
+    ) -> Result<Instance> {
+        let mut tx = self.w().begin().await?;
+        let current: String =
+            sqlx::query_scalar("SELECT runner_status FROM instances WHERE name = ?")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found(name))?;
+        let from: RunnerStatus = current.parse().map_err(corrupt)?;
+        from.check_transition(to)?;
+        sqlx::query(
+            "UPDATE instances SET runner_status = ?, status_message = coalesce(?, status_message), updated_at = ?
+             WHERE name = ?",
+        )
+        .bind(to.as_str())
+        .bind(message)
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.instance(name).await
+    }
+
+    /// Stores the JIT config (sealed) and the GitHub runner id.
+    pub async fn set_instance_jit(
+        &self,
+        name: &InstanceName,
+        runner_id: i64,
+        jit_config: &Secret,
+    ) -> Result<()> {
+        let sealed = self.sealer().seal_secret(&jit_purpose(name), jit_config);
+        let done = sqlx::query(
+            "UPDATE instances SET runner_id = ?, jit_config = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(runner_id)
+        .bind(sealed)
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(name));
+        }
+        Ok(())
+    }
+
+    /// Records the GitHub runner id (registration-token instances learn it
+    /// from the runner list).
+    pub async fn set_instance_runner_id(&self, name: &InstanceName, runner_id: i64) -> Result<()> {
+        sqlx::query("UPDATE instances SET runner_id = ?, updated_at = ? WHERE name = ?")
+            .bind(runner_id)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts a create attempt: `pending_create → creating`, counting it.
+    pub async fn begin_create(&self, name: &InstanceName) -> Result<Instance> {
+        let mut tx = self.w().begin().await?;
+        let current: String = sqlx::query_scalar("SELECT status FROM instances WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(name))?;
+        let from: InstanceStatus = current.parse().map_err(corrupt)?;
+        from.check_transition(InstanceStatus::Creating)?;
+        sqlx::query(
+            "UPDATE instances SET status = 'creating', create_attempts = create_attempts + 1, updated_at = ? WHERE name = ?",
+        )
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.instance(name).await
+    }
+
+    /// Records what the provider reported for a created instance and moves
+    /// it to `running`.
+    pub async fn finish_create(
+        &self,
+        name: &InstanceName,
+        provider_id: &str,
+        addresses: &[String],
+    ) -> Result<Instance> {
+        let mut tx = self.w().begin().await?;
+        let current: String = sqlx::query_scalar("SELECT status FROM instances WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(name))?;
+        let from: InstanceStatus = current.parse().map_err(corrupt)?;
+        from.check_transition(InstanceStatus::Running)?;
+        sqlx::query(
+            "UPDATE instances SET status = 'running', provider_id = ?, addresses = ?, status_message = NULL,
+                next_attempt_at = NULL, updated_at = ? WHERE name = ?",
+        )
+        .bind(provider_id)
+        .bind(serde_json::to_string(addresses).map_err(corrupt)?)
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.instance(name).await
+    }
+
+    /// Sets when the next attempt (create retry or delete retry) may happen.
+    pub async fn set_next_attempt(
+        &self,
+        name: &InstanceName,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE instances SET next_attempt_at = ?, updated_at = ? WHERE name = ?")
+            .bind(at.map(|t| t.timestamp_millis()))
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// When the next attempt may happen (`None`: now).
+    pub async fn next_attempt(&self, name: &InstanceName) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT next_attempt_at FROM instances WHERE name = ?")
+                .bind(name.as_str())
+                .fetch_optional(self.r())
+                .await?
+                .ok_or_else(|| not_found(name))?;
+        Ok(at.map(to_dt))
+    }
+
+    /// The instance a token hash belongs to, if it is still valid (not
+    /// deleted).
+    pub async fn instance_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<TokenLookup>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            ", jit_config IS NOT NULL AS has_jit, jit_fetched_at IS NOT NULL AS fetched
+             FROM instances WHERE token_hash = ?"
+        ))
+        .bind(&token_hash[..])
+        .fetch_optional(self.r())
+        .await?;
+        row.map(|row| {
+            Ok(TokenLookup {
+                instance: instance_from_row(&row)?,
+                has_jit_config: row.get("has_jit"),
+                jit_fetched: row.get("fetched"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Hands out the JIT config exactly once: returns it and forgets it.
+    /// A second call is a [`StoreError::Conflict`].
+    pub async fn take_jit_config(&self, name: &InstanceName) -> Result<Secret> {
+        let mut tx = self.w().begin().await?;
+        let row = sqlx::query("SELECT jit_config, jit_fetched_at FROM instances WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(name))?;
+        let sealed: Option<Vec<u8>> = row.get(0);
+        let fetched: Option<i64> = row.get(1);
+        if fetched.is_some() {
+            return Err(StoreError::Conflict(
+                "the JIT config of this instance was already fetched".into(),
+            ));
+        }
+        let sealed = sealed
+            .ok_or_else(|| StoreError::NotFound(format!("a JIT config for instance {name}")))?;
+        let secret = self.sealer().open_secret(&jit_purpose(name), &sealed)?;
+        sqlx::query("UPDATE instances SET jit_config = NULL, jit_fetched_at = ?, updated_at = ? WHERE name = ?")
+            .bind(now_ms())
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    /// Capacity use of every pool that has instances.
+    pub async fn pool_usage(&self) -> Result<Vec<(PoolId, PoolUsage)>> {
+        let rows = sqlx::query(
+            "SELECT pool_id,
+                SUM(CASE WHEN status != 'deleted' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
+                          AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status != 'deleted' AND runner_status = 'active' THEN 1 ELSE 0 END)
+             FROM instances WHERE status != 'deleted' GROUP BY pool_id",
+        )
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let p: String = r.get(0);
+                Ok((
+                    p.parse().map_err(corrupt)?,
+                    PoolUsage {
+                        live: r.get::<i64, _>(1) as u32,
+                        spare: r.get::<i64, _>(2) as u32,
+                        idle: r.get::<i64, _>(3) as u32,
+                        active: r.get::<i64, _>(4) as u32,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn instance_counts(&self) -> Result<InstanceCounts> {
+        let rows = sqlx::query(
+            "SELECT pool_id, status, runner_status, COUNT(*) FROM instances GROUP BY pool_id, status, runner_status",
+        )
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let p: String = r.get(0);
+                Ok((
+                    p.parse().map_err(corrupt)?,
+                    r.get::<String, _>(1).parse().map_err(corrupt)?,
+                    r.get::<String, _>(2).parse().map_err(corrupt)?,
+                    r.get::<i64, _>(3) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// The live instance whose runner has this name (runner name = instance
+    /// name; `None` for names Hangar did not make).
+    pub async fn instance_by_runner_name(&self, runner_name: &str) -> Result<Option<Instance>> {
+        let Ok(name) = InstanceName::parse(runner_name) else {
+            return Ok(None);
+        };
+        match self.instance(&name).await {
+            Ok(i) => Ok(Some(i)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets `deleted` instances older than `before`.
+    pub async fn purge_deleted_instances(&self, before: DateTime<Utc>) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM instances WHERE status = 'deleted' AND deleted_at < ?")
+                .bind(before.timestamp_millis())
+                .execute(self.w())
+                .await?
+                .rows_affected(),
+        )
+    }
+}

@@ -1,0 +1,294 @@
+//! All of Hangar's SQL, and nothing else.
+//!
+//! SQLite through sqlx: one writer connection (so writes queue in-process
+//! instead of failing with "database is locked") and a small pool of readers
+//! (WAL lets them run beside the writer). Migrations from the top-level
+//! `migrations/` folder are embedded and run by [`Store::open`]. Every status
+//! change passes the core transition check inside the transaction that writes
+//! it. Secrets are sealed with [`seal::Sealer`] before they touch the disk.
+
+mod controller;
+mod credentials;
+mod endpoints;
+mod entities;
+mod instances;
+mod jobs;
+mod pools;
+pub mod seal;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use hangar_core::{ControllerId, Secret, TransitionError};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+
+pub use controller::ControllerInfo;
+pub use credentials::CredentialsSummary;
+pub use entities::NewEntity;
+pub use instances::{InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
+pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand};
+pub use seal::{SealError, Sealer};
+pub use users::User;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(
+        "the database {path} was created with a different passphrase; refusing to start (the database was not changed). Use the passphrase it was created with."
+    )]
+    WrongPassphrase { path: String },
+    #[error("cannot seal or open a secret: {0}")]
+    Seal(#[from] SealError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://path/to/file.db` (relative paths are relative to the working
+    /// directory) or `sqlite:path`.
+    pub url: String,
+    pub passphrase: Secret,
+    /// `FULL` (default) fsyncs every commit: an acknowledged webhook survives
+    /// power loss. `NORMAL` survives a crash of the process only.
+    pub synchronous_full: bool,
+    /// Reader connections besides the single writer.
+    pub readers: u32,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>, passphrase: Secret) -> Self {
+        Self {
+            url: url.into(),
+            passphrase,
+            synchronous_full: true,
+            readers: 4,
+        }
+    }
+}
+
+/// The database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    write: SqlitePool,
+    read: SqlitePool,
+    sealer: Sealer,
+    controller_id: ControllerId,
+    path: PathBuf,
+}
+
+/// The file path of a `sqlite:` URL.
+pub fn sqlite_path(url: &str) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "database url {url:?} is not supported: use sqlite://PATH"
+            ))
+        })?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Invalid(format!(
+            "database url {url:?} names no file: use sqlite://PATH"
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl Store {
+    /// Opens (creating when missing) and migrates the database.
+    ///
+    /// An existing database is first opened read-only to check the
+    /// passphrase; with the wrong one this fails with
+    /// [`StoreError::WrongPassphrase`] before anything is written.
+    pub async fn open(opts: &StoreOptions) -> Result<Self> {
+        let path = sqlite_path(&opts.url)?;
+        let mut sealer = None;
+        if path.exists() {
+            sealer = check_existing(&path, &opts.passphrase).await?;
+        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                context: format!("cannot create the database folder {}", parent.display()),
+                source,
+            })?;
+        }
+
+        let base = SqliteConnectOptions::new()
+            .filename(&path)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if opts.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        MIGRATOR.run(&write).await?;
+
+        let (controller_id, sealer) = controller::ensure(&write, &opts.passphrase, sealer).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(opts.readers.max(1))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                write,
+                read,
+                sealer,
+                controller_id,
+                path,
+            }),
+        })
+    }
+
+    pub fn controller_id(&self) -> ControllerId {
+        self.inner.controller_id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.inner.read).await?;
+        Ok(())
+    }
+
+    /// The applied migration versions, oldest first.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&self.inner.read)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
+    }
+
+    /// Waits for in-flight queries and closes every connection (checkpoints
+    /// the WAL).
+    pub async fn close(&self) {
+        self.inner.read.close().await;
+        self.inner.write.close().await;
+    }
+
+    fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
+    }
+
+    fn w(&self) -> &SqlitePool {
+        &self.inner.write
+    }
+
+    fn r(&self) -> &SqlitePool {
+        &self.inner.read
+    }
+}
+
+/// Checks the passphrase of an existing database without writing to it.
+async fn check_existing(path: &Path, passphrase: &Secret) -> Result<Option<Sealer>> {
+    // With no WAL file around, open as immutable: SQLite then creates no
+    // -wal/-shm files either, so a refused start leaves the folder as it was.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut conn = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .read_only(true)
+        .immutable(!Path::new(&wal).exists())
+        .create_if_missing(false)
+        .connect()
+        .await?;
+    let has_controller: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'controller'",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    let mut result = None;
+    if has_controller.is_some() {
+        let row = sqlx::query("SELECT kdf_salt, key_check FROM controller WHERE id = 1")
+            .fetch_optional(&mut conn)
+            .await?;
+        if let Some(row) = row {
+            let salt: Vec<u8> = row.get(0);
+            let check: Vec<u8> = row.get(1);
+            let sealer = Sealer::derive(passphrase, &salt)?;
+            if !sealer.verify_key_check(&check) {
+                conn.close().await.ok();
+                return Err(StoreError::WrongPassphrase {
+                    path: path.display().to_string(),
+                });
+            }
+            result = Some(sealer);
+        }
+    }
+    conn.close().await?;
+    Ok(result)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(crate) fn to_dt(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Maps a UNIQUE or FOREIGN KEY violation to a clear conflict message.
+pub(crate) fn map_constraint(e: sqlx::Error, unique: &str, foreign: &str) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(unique.to_owned());
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::Conflict(foreign.to_owned());
+        }
+    }
+    StoreError::Database(e)
+}

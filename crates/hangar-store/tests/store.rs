@@ -1,0 +1,529 @@
+//! The store against real SQLite files: opening, sealing, conflicts, the
+//! state machines, capacity and job intake.
+
+use std::path::{Path, PathBuf};
+
+use hangar_core::*;
+use hangar_store::*;
+use sha2::Digest as _;
+
+const PASS: &str = "a test passphrase that is long enough!";
+
+fn opts(dir: &Path) -> StoreOptions {
+    StoreOptions::new(
+        format!("sqlite://{}", dir.join("data/hangar.db").display()),
+        Secret::new(PASS),
+    )
+}
+
+async fn open(dir: &Path) -> Store {
+    Store::open(&opts(dir)).await.expect("store opens")
+}
+
+fn db_file(dir: &Path) -> PathBuf {
+    dir.join("data/hangar.db")
+}
+
+async fn seed(store: &Store) -> (Entity, Pool) {
+    store
+        .create_endpoint(&Endpoint {
+            name: ResourceName::parse("github.com").unwrap(),
+            description: String::new(),
+            base_url: "https://github.com".into(),
+            api_base_url: "https://api.github.com".into(),
+            ca_bundle: None,
+        })
+        .await
+        .unwrap();
+    store
+        .create_credentials(&Credentials {
+            name: ResourceName::parse("gh").unwrap(),
+            description: "test".into(),
+            endpoint: ResourceName::parse("github.com").unwrap(),
+            auth: CredentialsAuth::Pat {
+                token: Secret::new("ghp_SUPERSECRETTOKEN123"),
+            },
+            app_webhook_secret: None,
+        })
+        .await
+        .unwrap();
+    let entity = store
+        .create_entity(&NewEntity {
+            scope: EntityScope::Repository {
+                owner: "octo".into(),
+                name: "app".into(),
+            },
+            credentials_name: ResourceName::parse("gh").unwrap(),
+            webhook_secret: Secret::new("whsec_VERYSECRETHOOK"),
+        })
+        .await
+        .unwrap();
+    let pool = store.create_pool(entity.id, &spec(3)).await.unwrap();
+    (entity, pool)
+}
+
+fn spec(max: u32) -> PoolSpec {
+    PoolSpec {
+        provider_name: ResourceName::parse("fake").unwrap(),
+        image: "img".into(),
+        flavor: "small".into(),
+        tags: Labels::parse_list("self-hosted,linux").unwrap(),
+        os_type: OsType::Linux,
+        os_arch: OsArch::Amd64,
+        min_idle_runners: 0,
+        max_runners: max,
+        runner_prefix: RunnerPrefix::default(),
+        runner_bootstrap_timeout: 20,
+        extra_specs: serde_json::Map::new(),
+        runner_group: None,
+        priority: 0,
+        enabled: true,
+    }
+}
+
+fn new_instance(pool: PoolId, n: usize) -> NewInstance {
+    let mut token_hash = [0u8; 32];
+    token_hash.copy_from_slice(&sha2::Sha256::digest(format!("token-{n}")));
+    NewInstance {
+        name: InstanceName::parse(&format!("hangar-{n}")).unwrap(),
+        pool_id: pool,
+        provider_name: "fake".into(),
+        token_hash,
+        job_id: None,
+    }
+}
+
+#[tokio::test]
+async fn creates_folder_and_file_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert!(db_file(dir.path()).exists());
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    let id = store.controller_id();
+    let (entity, pool) = seed(&store).await;
+    store.close().await;
+
+    let store = open(dir.path()).await;
+    assert_eq!(store.controller_id(), id, "controller id is stable");
+    assert_eq!(store.entity(entity.id).await.unwrap(), entity);
+    assert_eq!(store.pool(pool.id).await.unwrap().spec, pool.spec);
+    match store.credentials("gh").await.unwrap().auth {
+        CredentialsAuth::Pat { token } => assert_eq!(token.expose(), "ghp_SUPERSECRETTOKEN123"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+#[tokio::test]
+async fn wrong_passphrase_refuses_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    seed(&store).await;
+    store.close().await;
+    let before = sha(&db_file(dir.path()));
+    let listing_before: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let mut wrong = opts(dir.path());
+    wrong.passphrase = Secret::new("another passphrase, also long enough");
+    let err = Store::open(&wrong).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+    assert!(err.to_string().contains("different passphrase"), "{err}");
+    assert_eq!(
+        sha(&db_file(dir.path())),
+        before,
+        "database bytes unchanged"
+    );
+    let listing_after: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        listing_before.len(),
+        listing_after.len(),
+        "no files left behind"
+    );
+
+    // The right passphrase still works afterwards.
+    open(dir.path()).await;
+}
+
+#[tokio::test]
+async fn short_passphrase_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.passphrase = Secret::new("short");
+    let err = Store::open(&o).await.unwrap_err();
+    assert!(err.to_string().contains("at least 32"), "{err}");
+}
+
+#[tokio::test]
+async fn no_secret_is_stored_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (_, pool) = seed(&store).await;
+    let inst = store
+        .reserve_instance(&new_instance(pool.id, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_instance_jit(&inst.name, 7, &Secret::new("JITCONFIGSECRETBLOB"))
+        .await
+        .unwrap();
+    store.close().await;
+    let secrets = [
+        "ghp_SUPERSECRETTOKEN123",
+        "whsec_VERYSECRETHOOK",
+        "JITCONFIGSECRETBLOB",
+        PASS,
+    ];
+    // Raw bytes of every file of the database.
+    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for s in secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{s} found in plain text"
+            );
+        }
+    }
+    // And what an operator would look at.
+    if let Ok(out) = std::process::Command::new("sqlite3")
+        .arg(db_file(dir.path()))
+        .arg(".dump")
+        .output()
+    {
+        let dump = String::from_utf8_lossy(&out.stdout);
+        assert!(dump.contains("CREATE TABLE credentials"), "dump ran");
+        for s in secrets {
+            assert!(!dump.contains(s), "{s} in .dump");
+        }
+    } else {
+        eprintln!("sqlite3 CLI not installed: checked raw database bytes only");
+    }
+}
+
+#[tokio::test]
+async fn conflicts_say_what_is_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+
+    let e = store.delete_endpoint("github.com").await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("gh")),
+        "{e}"
+    );
+    let e = store.delete_credentials("gh").await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("octo/app")),
+        "{e}"
+    );
+    let e = store.delete_entity(entity.id).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains(&pool.id.to_string())),
+        "{e}"
+    );
+
+    store
+        .reserve_instance(&new_instance(pool.id, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let e = store.delete_pool(pool.id).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("hangar-1")),
+        "{e}"
+    );
+
+    // Duplicates.
+    let dup = store
+        .create_entity(&NewEntity {
+            scope: EntityScope::Repository {
+                owner: "OCTO".into(),
+                name: "App".into(),
+            },
+            credentials_name: ResourceName::parse("gh").unwrap(),
+            webhook_secret: Secret::new("x"),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&dup, StoreError::Conflict(m) if m.contains("already registered")),
+        "{dup}"
+    );
+    // Unknown credentials.
+    let e = store
+        .create_entity(&NewEntity {
+            scope: EntityScope::Organization {
+                name: "acme".into(),
+            },
+            credentials_name: ResourceName::parse("nope").unwrap(),
+            webhook_secret: Secret::new("x"),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("do not exist")),
+        "{e}"
+    );
+
+    // Nothing was lost on the way.
+    assert!(store.entity(entity.id).await.is_ok());
+    assert!(store.pool(pool.id).await.is_ok());
+}
+
+#[tokio::test]
+async fn status_changes_follow_the_core_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (_, pool) = seed(&store).await;
+    let inst = store
+        .reserve_instance(&new_instance(pool.id, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstanceStatus::PendingCreate);
+
+    let e = store
+        .set_instance_status(&inst.name, InstanceStatus::Running, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Transition(_)), "{e}");
+    assert_eq!(
+        store.instance(&inst.name).await.unwrap().status,
+        InstanceStatus::PendingCreate
+    );
+
+    let i = store.begin_create(&inst.name).await.unwrap();
+    assert_eq!((i.status, i.create_attempts), (InstanceStatus::Creating, 1));
+    let i = store
+        .finish_create(&inst.name, "vm-1", &["10.0.0.5".into()])
+        .await
+        .unwrap();
+    assert_eq!(i.status, InstanceStatus::Running);
+    assert_eq!(i.provider_id.as_deref(), Some("vm-1"));
+
+    store
+        .set_runner_status(&inst.name, RunnerStatus::Idle, None)
+        .await
+        .unwrap();
+    store
+        .set_runner_status(&inst.name, RunnerStatus::Active, None)
+        .await
+        .unwrap();
+    let e = store
+        .set_runner_status(&inst.name, RunnerStatus::Idle, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("active -> idle"), "{e}");
+
+    for s in [
+        InstanceStatus::PendingDelete,
+        InstanceStatus::Deleting,
+        InstanceStatus::Deleted,
+    ] {
+        store
+            .set_instance_status(&inst.name, s, None)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .set_instance_status(&inst.name, InstanceStatus::Running, None)
+            .await
+            .is_err()
+    );
+    // Deleted rows stay as history but free capacity and are hidden by default.
+    assert!(
+        store
+            .list_instances(&InstanceFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let all = store
+        .list_instances(&InstanceFilter {
+            include_deleted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    store.delete_pool(pool.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_reservations_never_exceed_max_runners() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await; // max 3
+    let other = store.create_pool(entity.id, &spec(5)).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..60 {
+        let store = store.clone();
+        let p = if n % 2 == 0 { pool.id } else { other.id };
+        tasks.push(tokio::spawn(async move {
+            store.reserve_instance(&new_instance(p, n)).await
+        }));
+    }
+    let mut got = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap().is_some() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 3 + 5);
+    let usage: std::collections::HashMap<_, _> =
+        store.pool_usage().await.unwrap().into_iter().collect();
+    assert_eq!(usage[&pool.id].live, 3);
+    assert_eq!(usage[&other.id].live, 5);
+
+    // Disabled pools reserve nothing.
+    let mut s = spec(10);
+    s.enabled = false;
+    let off = store.create_pool(entity.id, &s).await.unwrap();
+    assert!(
+        store
+            .reserve_instance(&new_instance(off.id, 999))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn jit_config_is_handed_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (_, pool) = seed(&store).await;
+    let new = new_instance(pool.id, 1);
+    let inst = store.reserve_instance(&new).await.unwrap().unwrap();
+    store
+        .set_instance_jit(&inst.name, 42, &Secret::new("jit"))
+        .await
+        .unwrap();
+    let found = store
+        .instance_by_token(&new.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.instance.name, inst.name);
+    assert!(found.has_jit_config && !found.jit_fetched);
+    assert_eq!(
+        store.take_jit_config(&inst.name).await.unwrap().expose(),
+        "jit"
+    );
+    let again = store.take_jit_config(&inst.name).await.unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    assert!(store.instance_by_token(&[0u8; 32]).await.unwrap().is_none());
+}
+
+fn event(store_entity: EntityId, id: i64, action: JobAction, pool: Option<PoolId>) -> JobEvent {
+    JobEvent {
+        job_id: JobId(id),
+        run_attempt: 1,
+        action,
+        entity_id: store_entity,
+        labels: Labels::parse_list("self-hosted,linux").unwrap(),
+        repository: "octo/app".into(),
+        workflow_run_id: Some(1),
+        name: Some("build".into()),
+        runner_name: (action == JobAction::InProgress).then(|| "hangar-1".to_owned()),
+        conclusion: (action == JobAction::Completed).then(|| "success".to_owned()),
+        pool_id: pool,
+    }
+}
+
+#[tokio::test]
+async fn job_events_deduplicate_and_only_move_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let big = 29_679_449_555_i64; // above 2^31
+    let p = Some(pool.id);
+
+    let out = store
+        .record_job_events(&[
+            event(entity.id, big, JobAction::Queued, p),
+            event(entity.id, big, JobAction::Queued, p),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            JobOutcome::Recorded {
+                status: JobStatus::Queued,
+                pool_id: p
+            },
+            JobOutcome::Duplicate
+        ]
+    );
+    // Completed arrives before in_progress.
+    let out = store
+        .record_job_events(&[event(entity.id, big, JobAction::Completed, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![JobOutcome::Recorded {
+            status: JobStatus::Completed,
+            pool_id: p
+        }]
+    );
+    let out = store
+        .record_job_events(&[
+            event(entity.id, big, JobAction::InProgress, p),
+            event(entity.id, big, JobAction::Queued, p),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![JobOutcome::Stale, JobOutcome::Duplicate]);
+    let job = store.job(JobId(big), 1).await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.conclusion.as_deref(), Some("success"));
+    assert_eq!(job.pool_id, p);
+
+    // A new attempt is a new job.
+    let mut ev = event(entity.id, big, JobAction::Queued, p);
+    ev.run_attempt = 2;
+    let out = store.record_job_events(&[ev]).await.unwrap();
+    assert!(matches!(
+        out[0],
+        JobOutcome::Recorded {
+            status: JobStatus::Queued,
+            ..
+        }
+    ));
+
+    let queued = store
+        .list_jobs(&JobFilter {
+            status: Some(JobStatus::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].run_attempt, 2);
+    let demand = store
+        .pool_demand(chrono::Utc::now() - chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        demand,
+        vec![(
+            pool.id,
+            PoolDemand {
+                queued: 1,
+                queued_young: 1
+            }
+        )]
+    );
+}
