@@ -1,0 +1,115 @@
+//! A simulated runner: what a freshly booted instance does, over real HTTP.
+//!
+//! It fetches the JIT config from Hangar's metadata endpoint with the
+//! instance token, reports `installing` and `idle` through the status
+//! callback, and — when the JIT config was issued by FakeGitHub — tells
+//! FakeGitHub that the runner is online, so FakeGitHub can hand it a job.
+
+use base64::Engine as _;
+use hangar_core::provider::BootstrapParams;
+use serde::{Deserialize, Serialize};
+
+/// What FakeGitHub puts (base64-encoded JSON) in the JIT configs it issues.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FakeJitConfig {
+    /// Base URL of the FakeGitHub that issued it.
+    pub fake_github_url: String,
+    pub runner_id: i64,
+    pub runner_name: String,
+}
+
+impl FakeJitConfig {
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(self).expect("serialises"))
+    }
+
+    pub fn decode(encoded: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// How far a simulated boot got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootOutcome {
+    /// Runner reported idle and FakeGitHub was told it is online.
+    OnlineAtFakeGitHub { runner_id: i64 },
+    /// Runner reported idle; the JIT config was not FakeGitHub's.
+    Idle,
+}
+
+async fn callback(
+    client: &reqwest::Client,
+    b: &BootstrapParams,
+    status: &str,
+    message: &str,
+) -> Result<(), String> {
+    let resp = client
+        .post(&b.callback_url)
+        .bearer_auth(b.instance_token.expose())
+        .json(&serde_json::json!({ "status": status, "message": message }))
+        .send()
+        .await
+        .map_err(|e| format!("callback {status}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("callback {status}: HTTP {}", resp.status()));
+    }
+    Ok(())
+}
+
+/// Runs the bootstrap of one instance.
+pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, String> {
+    let client = reqwest::Client::new();
+    callback(&client, b, "installing", "simulated boot").await?;
+    let url = format!("{}/jit-config", b.metadata_url.trim_end_matches('/'));
+    let resp = client
+        .get(&url)
+        .bearer_auth(b.instance_token.expose())
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(format!("GET {url}: HTTP {status}: {body}"));
+    }
+    let jit = resp.text().await.map_err(|e| e.to_string())?;
+    callback(&client, b, "idle", "simulated runner started").await?;
+    let Some(fake) = FakeJitConfig::decode(&jit) else {
+        return Ok(BootOutcome::Idle);
+    };
+    let online = format!(
+        "{}/_fake/runners/{}/online",
+        fake.fake_github_url.trim_end_matches('/'),
+        fake.runner_id
+    );
+    let resp = client
+        .post(&online)
+        .send()
+        .await
+        .map_err(|e| format!("POST {online}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("POST {online}: HTTP {}", resp.status()));
+    }
+    Ok(BootOutcome::OnlineAtFakeGitHub {
+        runner_id: fake.runner_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_jit_round_trip() {
+        let j = FakeJitConfig {
+            fake_github_url: "http://127.0.0.1:1".into(),
+            runner_id: 7,
+            runner_name: "hangar-x".into(),
+        };
+        assert_eq!(FakeJitConfig::decode(&j.encode()), Some(j));
+        assert_eq!(FakeJitConfig::decode("not base64 at all!"), None);
+    }
+}
