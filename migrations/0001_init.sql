@@ -103,6 +103,7 @@ CREATE TABLE jobs (
     PRIMARY KEY (id, run_attempt)
 );
 CREATE INDEX jobs_open ON jobs (status_rank, pool_id);
+CREATE INDEX jobs_runner ON jobs (runner_name);
 
 -- One row per (job, attempt, action) ever received: deduplicates deliveries.
 CREATE TABLE job_events (

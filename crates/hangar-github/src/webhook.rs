@@ -161,7 +161,10 @@ mod tests {
         assert_eq!(verify(b"other", body, &sig), Err(SignatureError::Mismatch));
         let mut changed = body.to_vec();
         changed[3] ^= 1;
-        assert_eq!(verify(b"s3cret", &changed, &sig), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"s3cret", &changed, &sig),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(b"", body, &sig), Err(SignatureError::NoSecret));
     }
 
@@ -177,7 +180,10 @@ mod tests {
 
     #[test]
     fn header_forms() {
-        assert_eq!(signature_from_headers(None, None), Err(SignatureError::Missing));
+        assert_eq!(
+            signature_from_headers(None, None),
+            Err(SignatureError::Missing)
+        );
         assert_eq!(
             signature_from_headers(None, Some("sha1=abc")),
             Err(SignatureError::Sha1Only)
@@ -198,7 +204,10 @@ mod tests {
 
     #[test]
     fn parses_every_shared_payload() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/github-webhooks/workflow_job");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/github-webhooks/workflow_job"
+        );
         let Ok(entries) = std::fs::read_dir(dir) else {
             panic!("webhook fixtures missing at {dir}");
         };

@@ -19,8 +19,6 @@ pub struct NewInstance {
     pub name: InstanceName,
     pub pool_id: PoolId,
     pub provider_name: String,
-    /// SHA-256 of the instance token (the token itself is never stored).
-    pub token_hash: [u8; 32],
     pub job_id: Option<JobId>,
 }
 
@@ -113,14 +111,13 @@ impl Store {
         }
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, token_hash, created_at, updated_at)
-             VALUES (?, ?, ?, 'pending_create', 'pending', ?, ?, ?, ?)",
+            "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
+             VALUES (?, ?, ?, 'pending_create', 'pending', ?, ?, ?)",
         )
         .bind(new.name.as_str())
         .bind(new.pool_id.to_string())
         .bind(&new.provider_name)
         .bind(new.job_id.map(|j| j.0))
-        .bind(&new.token_hash[..])
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -271,8 +268,14 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a create attempt: `pending_create → creating`, counting it.
-    pub async fn begin_create(&self, name: &InstanceName) -> Result<Instance> {
+    /// Starts a create attempt: `pending_create → creating`, counting it and
+    /// installing a fresh instance token (the token goes into this attempt's
+    /// userdata; an earlier attempt's token stops working).
+    pub async fn begin_create(
+        &self,
+        name: &InstanceName,
+        token_hash: &[u8; 32],
+    ) -> Result<Instance> {
         let mut tx = self.w().begin().await?;
         let current: String = sqlx::query_scalar("SELECT status FROM instances WHERE name = ?")
             .bind(name.as_str())
@@ -282,8 +285,10 @@ impl Store {
         let from: InstanceStatus = current.parse().map_err(corrupt)?;
         from.check_transition(InstanceStatus::Creating)?;
         sqlx::query(
-            "UPDATE instances SET status = 'creating', create_attempts = create_attempts + 1, updated_at = ? WHERE name = ?",
+            "UPDATE instances SET status = 'creating', create_attempts = create_attempts + 1, token_hash = ?,
+                next_attempt_at = NULL, updated_at = ? WHERE name = ?",
         )
+        .bind(&token_hash[..])
         .bind(now_ms())
         .bind(name.as_str())
         .execute(&mut *tx)
@@ -469,5 +474,150 @@ impl Store {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    /// Reserves up to `count` new instances in one transaction, never above
+    /// the pool's `max_runners`, handing each the oldest queued job of the
+    /// pool that no live instance was made for yet. Returns what was made.
+    pub async fn reserve_instances(
+        &self,
+        pool_id: PoolId,
+        provider_name: &str,
+        names: &[InstanceName],
+    ) -> Result<Vec<Instance>> {
+        let mut tx = self.w().begin().await?;
+        let pool = sqlx::query("SELECT max_runners, enabled FROM pools WHERE id = ?")
+            .bind(pool_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pool {pool_id}")))?;
+        let max: i64 = pool.get(0);
+        let enabled: bool = pool.get(1);
+        if !enabled || names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE pool_id = ? AND status != 'deleted'",
+        )
+        .bind(pool_id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let room = usize::try_from((max - live).max(0))
+            .unwrap_or(0)
+            .min(names.len());
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let jobs: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE pool_id = ? AND status = 'queued'
+               AND id NOT IN (SELECT job_id FROM instances WHERE job_id IS NOT NULL AND status != 'deleted')
+             ORDER BY queued_at LIMIT ?",
+        )
+        .bind(pool_id.to_string())
+        .bind(room as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = now_ms();
+        for (i, name) in names.iter().take(room).enumerate() {
+            sqlx::query(
+                "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
+                 VALUES (?, ?, ?, 'pending_create', 'pending', ?, ?, ?)",
+            )
+            .bind(name.as_str())
+            .bind(pool_id.to_string())
+            .bind(provider_name)
+            .bind(jobs.get(i).copied())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_constraint(e, &format!("instance {name} already exists"), "pool does not exist"))?;
+        }
+        let mut q = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE name IN ("
+        ));
+        let mut sep = q.separated(", ");
+        for name in names.iter().take(room) {
+            sep.push_bind(name.as_str());
+        }
+        q.push(") ORDER BY created_at, name");
+        let rows = q.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    /// After a restart, nothing is under way any more: instances caught in
+    /// `creating` go to `error` (their create may or may not have happened;
+    /// the error path cleans up either way) and `deleting` back to
+    /// `pending_delete`. Returns how many were moved.
+    pub async fn recover_interrupted(&self) -> Result<u64> {
+        let mut tx = self.w().begin().await?;
+        let now = now_ms();
+        let a = sqlx::query(
+            "UPDATE instances SET status = 'error', status_message = 'create interrupted by a restart', updated_at = ?
+             WHERE status = 'creating'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let b = sqlx::query(
+            "UPDATE instances SET status = 'pending_delete', updated_at = ? WHERE status = 'deleting'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(a + b)
+    }
+
+    /// Live instances of a pool whose runner took a job that GitHub now
+    /// reports `in_progress` or `completed`, with that job's status: lets
+    /// reconcile catch up on deliveries the event path missed.
+    pub async fn instances_with_job_progress(
+        &self,
+        pool_id: PoolId,
+    ) -> Result<Vec<(InstanceName, JobId, hangar_core::JobStatus)>> {
+        let rows = sqlx::query(
+            "SELECT i.name, j.id, j.status FROM instances i JOIN jobs j ON j.runner_name = i.name
+             WHERE i.pool_id = ? AND i.status != 'deleted' AND j.status_rank >= 2",
+        )
+        .bind(pool_id.to_string())
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    InstanceName::parse(r.get(0)).map_err(corrupt)?,
+                    JobId(r.get(1)),
+                    r.get::<String, _>(2).parse().map_err(corrupt)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records which job an instance's runner took.
+    pub async fn set_instance_job(&self, name: &InstanceName, job: JobId) -> Result<()> {
+        sqlx::query("UPDATE instances SET job_id = ?, updated_at = ? WHERE name = ?")
+            .bind(job.0)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// Capacity use of one pool.
+    pub async fn pool_usage_of(&self, pool_id: PoolId) -> Result<PoolUsage> {
+        Ok(self
+            .pool_usage()
+            .await?
+            .into_iter()
+            .find(|(p, _)| *p == pool_id)
+            .map(|(_, u)| u)
+            .unwrap_or_default())
     }
 }

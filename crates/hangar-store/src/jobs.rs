@@ -326,4 +326,15 @@ impl Store {
         tx.commit().await?;
         Ok(n)
     }
+
+    /// When the latest attempt of a job was queued.
+    pub async fn job_queued_at(&self, id: JobId) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT queued_at FROM jobs WHERE id = ? ORDER BY run_attempt DESC LIMIT 1",
+        )
+        .bind(id.0)
+        .fetch_optional(self.r())
+        .await?;
+        Ok(at.map(to_dt))
+    }
 }

@@ -268,6 +268,13 @@ async fn check_existing(path: &Path, passphrase: &Secret) -> Result<Option<Seale
     Ok(result)
 }
 
+/// SHA-256 of an instance token: what the database keeps instead of the
+/// token itself (tokens are 256-bit random, so a plain hash is enough).
+pub fn hash_token(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }

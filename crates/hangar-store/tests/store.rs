@@ -82,15 +82,18 @@ fn spec(max: u32) -> PoolSpec {
 }
 
 fn new_instance(pool: PoolId, n: usize) -> NewInstance {
-    let mut token_hash = [0u8; 32];
-    token_hash.copy_from_slice(&sha2::Sha256::digest(format!("token-{n}")));
     NewInstance {
         name: InstanceName::parse(&format!("hangar-{n}")).unwrap(),
         pool_id: pool,
         provider_name: "fake".into(),
-        token_hash,
         job_id: None,
     }
+}
+
+fn token_hash(n: usize) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&sha2::Sha256::digest(format!("token-{n}")));
+    h
 }
 
 #[tokio::test]
@@ -301,7 +304,10 @@ async fn status_changes_follow_the_core_tables() {
         InstanceStatus::PendingCreate
     );
 
-    let i = store.begin_create(&inst.name).await.unwrap();
+    let i = store
+        .begin_create(&inst.name, &token_hash(1))
+        .await
+        .unwrap();
     assert_eq!((i.status, i.create_attempts), (InstanceStatus::Creating, 1));
     let i = store
         .finish_create(&inst.name, "vm-1", &["10.0.0.5".into()])
@@ -409,8 +415,20 @@ async fn jit_config_is_handed_out_once() {
         .set_instance_jit(&inst.name, 42, &Secret::new("jit"))
         .await
         .unwrap();
+    assert!(
+        store
+            .instance_by_token(&token_hash(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "no token before a create attempt"
+    );
+    store
+        .begin_create(&inst.name, &token_hash(1))
+        .await
+        .unwrap();
     let found = store
-        .instance_by_token(&new.token_hash)
+        .instance_by_token(&token_hash(1))
         .await
         .unwrap()
         .unwrap();
@@ -525,5 +543,66 @@ async fn job_events_deduplicate_and_only_move_forward() {
                 queued_young: 1
             }
         )]
+    );
+}
+
+#[tokio::test]
+async fn batch_reservation_hands_out_jobs_and_respects_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await; // max 3
+    let events: Vec<JobEvent> = (1..=5)
+        .map(|i| event(entity.id, 100 + i, JobAction::Queued, Some(pool.id)))
+        .collect();
+    store.record_job_events(&events).await.unwrap();
+    let names: Vec<InstanceName> = (0..5)
+        .map(|i| InstanceName::parse(&format!("hangar-b{i}")).unwrap())
+        .collect();
+    let made = store
+        .reserve_instances(pool.id, "fake", &names)
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 3);
+    let mut jobs: Vec<i64> = made.iter().map(|i| i.job_id.unwrap().0).collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        vec![101, 102, 103],
+        "oldest queued jobs first, each once"
+    );
+    assert!(
+        store
+            .reserve_instances(pool.id, "fake", &names[3..])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A restart in the middle of work.
+    store
+        .begin_create(&made[0].name, &token_hash(1))
+        .await
+        .unwrap();
+    let i = store
+        .begin_create(&made[1].name, &token_hash(2))
+        .await
+        .unwrap();
+    store.finish_create(&i.name, "p", &[]).await.unwrap();
+    store
+        .set_instance_status(&i.name, InstanceStatus::PendingDelete, None)
+        .await
+        .unwrap();
+    store
+        .set_instance_status(&i.name, InstanceStatus::Deleting, None)
+        .await
+        .unwrap();
+    assert_eq!(store.recover_interrupted().await.unwrap(), 2);
+    assert_eq!(
+        store.instance(&made[0].name).await.unwrap().status,
+        InstanceStatus::Error
+    );
+    assert_eq!(
+        store.instance(&made[1].name).await.unwrap().status,
+        InstanceStatus::PendingDelete
     );
 }

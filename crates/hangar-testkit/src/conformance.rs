@@ -8,8 +8,8 @@ use hangar_core::provider::{
     BootstrapParams, CreateInstanceRequest, InstanceRef, ProviderInstanceStatus, ProxySettings,
 };
 use hangar_core::{
-    ControllerId, InstanceName, Labels, OsArch, OsType, PoolId, PoolSpec, Provider,
-    ProviderError, ResourceName, RunnerPrefix, Secret,
+    ControllerId, InstanceName, Labels, OsArch, OsType, PoolId, PoolSpec, Provider, ProviderError,
+    ResourceName, RunnerPrefix, Secret,
 };
 
 /// Provider-specific inputs for the suite.
@@ -112,7 +112,10 @@ pub async fn run(provider: &dyn Provider, case: &ConformanceCase) {
         spec.image = bad.clone();
         let err = provider.validate_pool(&spec).await;
         assert!(
-            matches!(err, Err(ProviderError::InvalidSpec(_)) | Err(ProviderError::NotFound(_))),
+            matches!(
+                err,
+                Err(ProviderError::InvalidSpec(_)) | Err(ProviderError::NotFound(_))
+            ),
             "validate_pool must reject image {bad:?}, got {err:?}"
         );
     }
@@ -124,7 +127,11 @@ pub async fn run(provider: &dyn Provider, case: &ConformanceCase) {
         .await
         .expect("create_instance succeeds");
     assert!(!a.provider_id.is_empty(), "create returns a provider id");
-    assert_eq!(a.name, req_a.name.as_str(), "create returns the instance name");
+    assert_eq!(
+        a.name,
+        req_a.name.as_str(),
+        "create returns the instance name"
+    );
     assert!(
         matches!(
             a.status,
@@ -139,8 +146,15 @@ pub async fn run(provider: &dyn Provider, case: &ConformanceCase) {
         .get_instance(&iref(&req_a, Some(a.provider_id.clone())))
         .await
         .expect("get_instance finds the new instance");
-    assert_eq!(got.provider_id, a.provider_id, "get returns the same provider id");
-    assert_eq!(got.controller_id, Some(controller), "instance carries the controller id");
+    assert_eq!(
+        got.provider_id, a.provider_id,
+        "get returns the same provider id"
+    );
+    assert_eq!(
+        got.controller_id,
+        Some(controller),
+        "instance carries the controller id"
+    );
     assert_eq!(got.pool_id, Some(pool), "instance carries the pool id");
     let by_name = provider
         .get_instance(&iref(&req_a, None))
@@ -176,14 +190,19 @@ pub async fn run(provider: &dyn Provider, case: &ConformanceCase) {
         .list_instances(ControllerId::new_random(), pool)
         .await
         .expect("list for another controller succeeds");
-    assert!(foreign.is_empty(), "another controller's list is empty, got {foreign:?}");
+    assert!(
+        foreign.is_empty(),
+        "another controller's list is empty, got {foreign:?}"
+    );
 
     // Delete, twice, and of something that never existed.
     provider
         .delete_instance(&iref(&req_a, Some(a.provider_id.clone())))
         .await
         .expect("delete succeeds");
-    let gone = provider.get_instance(&iref(&req_a, Some(a.provider_id.clone()))).await;
+    let gone = provider
+        .get_instance(&iref(&req_a, Some(a.provider_id.clone())))
+        .await;
     assert!(
         matches!(gone, Err(ProviderError::NotFound(_))),
         "get after delete is NotFound, got {gone:?}"
@@ -209,7 +228,11 @@ pub async fn run(provider: &dyn Provider, case: &ConformanceCase) {
         .into_iter()
         .map(|i| i.name)
         .collect();
-    assert_eq!(left, vec![req_b.name.to_string()], "deleted instances leave the list");
+    assert_eq!(
+        left,
+        vec![req_b.name.to_string()],
+        "deleted instances leave the list"
+    );
 
     // Clean up.
     provider

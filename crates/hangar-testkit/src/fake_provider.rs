@@ -130,7 +130,13 @@ impl FakeProvider {
     }
 
     pub fn instances(&self) -> Vec<FakeInstance> {
-        self.state.lock().unwrap().instances.values().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .instances
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn instance(&self, name: &str) -> Option<FakeInstance> {
@@ -204,9 +210,15 @@ impl Provider for FakeProvider {
 
     async fn validate_pool(&self, spec: &PoolSpec) -> Result<(), ProviderError> {
         if spec.image == "invalid" {
-            return Err(ProviderError::InvalidSpec("image \"invalid\" does not exist".into()));
+            return Err(ProviderError::InvalidSpec(
+                "image \"invalid\" does not exist".into(),
+            ));
         }
-        if let Some(k) = spec.extra_specs.keys().find(|k| k.as_str() != "fake_option") {
+        if let Some(k) = spec
+            .extra_specs
+            .keys()
+            .find(|k| k.as_str() != "fake_option")
+        {
             return Err(ProviderError::InvalidSpec(format!(
                 "unknown extra spec {k:?} (the fake provider accepts only \"fake_option\")"
             )));

@@ -20,7 +20,8 @@ pub struct FakeJitConfig {
 
 impl FakeJitConfig {
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(self).expect("serialises"))
+        base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(self).expect("serialises"))
     }
 
     pub fn decode(encoded: &str) -> Option<Self> {

@@ -1,0 +1,375 @@
+//! Request and response bodies of the admin, instance and webhook routes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every error answer: `{"error": "...", "details": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// Answer of the webhook routes and other fire-and-forget calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookAck {
+    /// `recorded`, `duplicate`, `stale`, `unmatched`, `ignored` or `pong`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FirstRunRequest {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub full_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    pub username: String,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub is_admin: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointCreate {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub base_url: String,
+    pub api_base_url: String,
+    /// PEM bundle to trust for this endpoint (GHES with a private CA).
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EndpointUpdate {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// An empty string removes the bundle.
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EndpointResponse {
+    pub name: String,
+    pub description: String,
+    pub base_url: String,
+    pub api_base_url: String,
+    pub ca_bundle: Option<String>,
+}
+
+/// New credentials. Secrets are write-only: no response ever contains them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CredentialsCreate {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Name of the endpoint these credentials are for.
+    pub endpoint: String,
+    /// `pat` or `app`.
+    pub auth_type: String,
+    /// The personal access token (auth_type `pat`).
+    #[serde(default)]
+    pub pat_oauth_token: Option<String>,
+    #[serde(default)]
+    pub app_id: Option<i64>,
+    #[serde(default)]
+    pub installation_id: Option<i64>,
+    /// PEM private key of the GitHub App (auth_type `app`).
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// Secret of the App's own webhook, to accept deliveries to `POST /webhooks`.
+    #[serde(default)]
+    pub app_webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CredentialsUpdate {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub pat_oauth_token: Option<String>,
+    #[serde(default)]
+    pub app_id: Option<i64>,
+    #[serde(default)]
+    pub installation_id: Option<i64>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// An empty string removes it.
+    #[serde(default)]
+    pub app_webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialsResponse {
+    pub name: String,
+    pub description: String,
+    pub endpoint: String,
+    pub auth_type: String,
+    pub app_id: Option<i64>,
+    pub installation_id: Option<i64>,
+    pub has_app_webhook_secret: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// New repository, organization or enterprise. `owner` is only for
+/// repositories; for an enterprise `name` is its slug.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EntityCreate {
+    #[serde(default)]
+    pub owner: Option<String>,
+    pub name: String,
+    pub credentials_name: String,
+    /// Generated (and returned once) when not given.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EntityUpdate {
+    #[serde(default)]
+    pub credentials_name: Option<String>,
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EntityResponse {
+    pub id: Uuid,
+    /// `repository`, `organization` or `enterprise`.
+    pub kind: String,
+    /// Repository owner; empty for organizations and enterprises.
+    pub owner: String,
+    pub name: String,
+    pub credentials_name: String,
+    /// Where GitHub must send this entity's `workflow_job` deliveries.
+    pub webhook_url: String,
+    pub pool_count: u32,
+    /// Only in the answer to a create that generated the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolCreate {
+    pub provider_name: String,
+    pub image: String,
+    pub flavor: String,
+    /// Runner labels; a job is served when all its labels are among these.
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub os_type: Option<String>,
+    #[serde(default)]
+    pub os_arch: Option<String>,
+    #[serde(default)]
+    pub min_idle_runners: Option<u32>,
+    #[serde(default)]
+    pub max_runners: Option<u32>,
+    #[serde(default)]
+    pub runner_prefix: Option<String>,
+    /// Minutes from creation to an idle runner before the instance is replaced.
+    #[serde(default)]
+    pub runner_bootstrap_timeout: Option<u32>,
+    /// Provider-specific settings; must be a JSON object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub extra_specs: Option<serde_json::Value>,
+    #[serde(default)]
+    pub runner_group: Option<String>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PoolUpdate {
+    #[serde(default)]
+    pub provider_name: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub flavor: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub os_type: Option<String>,
+    #[serde(default)]
+    pub os_arch: Option<String>,
+    #[serde(default)]
+    pub min_idle_runners: Option<u32>,
+    #[serde(default)]
+    pub max_runners: Option<u32>,
+    #[serde(default)]
+    pub runner_prefix: Option<String>,
+    #[serde(default)]
+    pub runner_bootstrap_timeout: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub extra_specs: Option<serde_json::Value>,
+    /// An empty string selects the default group.
+    #[serde(default)]
+    pub runner_group: Option<String>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolResponse {
+    pub id: Uuid,
+    pub entity_id: Uuid,
+    pub provider_name: String,
+    pub image: String,
+    pub flavor: String,
+    pub tags: Vec<String>,
+    pub os_type: String,
+    pub os_arch: String,
+    pub min_idle_runners: u32,
+    pub max_runners: u32,
+    pub runner_prefix: String,
+    pub runner_bootstrap_timeout: u32,
+    #[schema(value_type = Object)]
+    pub extra_specs: serde_json::Value,
+    pub runner_group: Option<String>,
+    pub priority: u32,
+    pub enabled: bool,
+    /// Instances currently holding capacity.
+    pub instance_count: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceResponse {
+    pub name: String,
+    pub pool_id: Uuid,
+    pub provider_id: Option<String>,
+    /// `pending_create`, `creating`, `running`, `error`, `pending_delete`, `deleting`, `deleted`.
+    pub status: String,
+    /// `pending`, `installing`, `idle`, `active`, `terminated`, `failed`.
+    pub runner_status: String,
+    pub runner_id: Option<i64>,
+    pub job_id: Option<i64>,
+    pub addresses: Vec<String>,
+    pub status_message: Option<String>,
+    pub create_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobResponse {
+    pub id: i64,
+    pub run_attempt: i64,
+    /// `waiting`, `queued`, `in_progress` or `completed`.
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub labels: Vec<String>,
+    /// `owner/name`.
+    pub repository: String,
+    pub runner_name: Option<String>,
+    pub name: Option<String>,
+    pub workflow_run_id: Option<i64>,
+    pub entity_id: Uuid,
+    /// `None` when no pool matched the job's labels.
+    pub pool_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProviderResponse {
+    pub name: String,
+    /// `libvirt`, `azure` or `external`.
+    pub kind: String,
+    pub description: String,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ControllerCounts {
+    pub pools: u64,
+    pub instances: u64,
+    pub queued_jobs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ControllerResponse {
+    pub controller_id: Uuid,
+    pub version: String,
+    /// Base of every URL below, from the daemon's config.
+    pub public_url: String,
+    /// Entity webhook URLs are `<webhook_base_url>/<entity id>`.
+    pub webhook_base_url: String,
+    pub metadata_url: String,
+    pub callback_url: String,
+    pub providers: Vec<ProviderResponse>,
+    pub counts: ControllerCounts,
+}
+
+/// Overrides of the URLs derived from `public_url`; an empty string
+/// restores the derived value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ControllerUpdate {
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    #[serde(default)]
+    pub webhook_base_url: Option<String>,
+}
+
+/// What a booting instance reports about its runner.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusCallback {
+    /// `installing`, `idle` or `failed`.
+    pub status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub database: String,
+    #[serde(default)]
+    pub providers: Vec<ProviderResponse>,
+}

@@ -1,0 +1,9 @@
+//! Hangar's HTTP wire types, shared by the server and the CLI.
+//!
+//! These are not the domain types: they are what crosses the wire, with the
+//! field names the contract pins (DESIGN §4). The server converts at its
+//! edge; the CLI prints them. Every type has an OpenAPI schema.
+
+pub mod dto;
+
+pub use dto::*;

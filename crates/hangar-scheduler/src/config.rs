@@ -1,0 +1,82 @@
+//! The `[scheduler]` section of hangard's config: timings and limits of the
+//! pool manager, all with working defaults.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Seconds between level-triggered passes over every pool (events wake
+    /// the scheduler at once; this catches everything else).
+    pub reconcile_interval_secs: u64,
+    /// Seconds a freshly queued job is left to an idle runner before another
+    /// instance is made for it.
+    pub idle_grace_secs: u64,
+    /// Provider create attempts per instance before it is given up.
+    pub create_attempts: u32,
+    /// First retry delay in milliseconds; doubles per failure, with jitter.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Seconds between attempts to remove a runner GitHub reports busy.
+    pub busy_retry_secs: u64,
+    /// Seconds a job may stay queued before it is re-checked against GitHub.
+    pub job_recheck_after_secs: u64,
+    /// Hours `deleted` instances are kept as history.
+    pub deleted_history_hours: u64,
+    /// Hours completed jobs are kept.
+    pub completed_job_history_hours: u64,
+    /// GitHub calls at once per set of credentials.
+    pub github_concurrency: usize,
+    /// Seconds a running instance may be missing from the provider's list
+    /// before it counts as lost (covers list/create races).
+    pub lost_instance_grace_secs: u64,
+    /// Seconds to let in-flight provider calls finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_interval_secs: 30,
+            idle_grace_secs: 5,
+            create_attempts: 3,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 60_000,
+            busy_retry_secs: 30,
+            job_recheck_after_secs: 300,
+            deleted_history_hours: 24,
+            completed_job_history_hours: 24 * 7,
+            github_concurrency: 8,
+            lost_instance_grace_secs: 120,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.reconcile_interval_secs.max(1))
+    }
+
+    pub fn idle_grace(&self) -> Duration {
+        Duration::from_secs(self.idle_grace_secs)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.create_attempts == 0 {
+            return Err("scheduler.create_attempts must be at least 1".into());
+        }
+        if self.github_concurrency == 0 {
+            return Err("scheduler.github_concurrency must be at least 1".into());
+        }
+        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+            return Err(
+                "scheduler.backoff_base_ms must be > 0 and not above backoff_max_ms".into(),
+            );
+        }
+        Ok(())
+    }
+}

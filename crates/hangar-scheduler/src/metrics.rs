@@ -1,0 +1,195 @@
+//! Prometheus metrics of the whole daemon, in one registry. Label sets are
+//! bounded: provider, operation, outcome, pool, status — never a job or an
+//! instance.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub event: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderOpLabels {
+    pub provider: String,
+    pub op: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderDurationLabels {
+    pub provider: String,
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GithubCallLabels {
+    pub credentials: String,
+    pub op: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialsLabels {
+    pub credentials: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub pool: String,
+    pub status: String,
+    pub runner_status: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~10 min.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 18,
+    ))
+}
+
+/// Every metric Hangar exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Mutex<Registry>,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub provider_ops: Family<ProviderOpLabels, Counter>,
+    pub provider_op_seconds: Family<ProviderDurationLabels, Histogram, fn() -> Histogram>,
+    pub github_calls: Family<GithubCallLabels, Counter>,
+    pub github_rate_limit_remaining: Family<CredentialsLabels, Gauge>,
+    pub jobs: Family<StatusLabels, Gauge>,
+    pub instances: Family<InstanceLabels, Gauge>,
+    pub time_to_create_seconds: Histogram,
+    pub time_to_runner_seconds: Histogram,
+    pub reconcile_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hangar");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            webhooks: Family::default(),
+            provider_ops: Family::default(),
+            provider_op_seconds: Family::new_with_constructor(latency_histogram),
+            github_calls: Family::default(),
+            github_rate_limit_remaining: Family::default(),
+            jobs: Family::default(),
+            instances: Family::default(),
+            time_to_create_seconds: latency_histogram(),
+            time_to_runner_seconds: latency_histogram(),
+            reconcile_seconds: latency_histogram(),
+        };
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by event and outcome",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "provider_operations",
+            "Provider calls by provider, operation and outcome",
+            m.provider_ops.clone(),
+        );
+        registry.register(
+            "provider_operation_duration_seconds",
+            "Duration of provider calls",
+            m.provider_op_seconds.clone(),
+        );
+        registry.register(
+            "github_api_calls",
+            "GitHub API calls made by the scheduler, by credentials, operation and outcome",
+            m.github_calls.clone(),
+        );
+        registry.register(
+            "github_rate_limit_remaining",
+            "Last x-ratelimit-remaining seen per credentials",
+            m.github_rate_limit_remaining.clone(),
+        );
+        registry.register("jobs", "Jobs by status", m.jobs.clone());
+        registry.register(
+            "instances",
+            "Instances by pool, status and runner status",
+            m.instances.clone(),
+        );
+        registry.register(
+            "time_to_create_seconds",
+            "From a job being queued to the provider create call for its instance",
+            m.time_to_create_seconds.clone(),
+        );
+        registry.register(
+            "time_to_runner_seconds",
+            "From a job being queued to a runner taking it",
+            m.time_to_runner_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one pool reconcile",
+            m.reconcile_seconds.clone(),
+        );
+        *m.registry.lock().expect("registry lock") = registry;
+        m
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn webhook(&self, event: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn provider_op(&self, provider: &str, op: &str, outcome: &str, seconds: f64) {
+        self.provider_ops
+            .get_or_create(&ProviderOpLabels {
+                provider: provider.to_owned(),
+                op: op.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.provider_op_seconds
+            .get_or_create(&ProviderDurationLabels {
+                provider: provider.to_owned(),
+                op: op.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn github_call(&self, credentials: &str, op: &str, outcome: &str) {
+        self.github_calls
+            .get_or_create(&GithubCallLabels {
+                credentials: credentials.to_owned(),
+                op: op.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}

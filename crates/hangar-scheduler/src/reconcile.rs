@@ -1,0 +1,273 @@
+//! `reconcile_pool`: brings one pool to the state its jobs and settings ask
+//! for. Level-triggered and idempotent — it reads everything it decides on
+//! from the store, so it does the right thing whether it runs because of a
+//! webhook, a timer, a finished delete or a restart.
+
+use chrono::Utc;
+use hangar_core::{Instance, InstanceName, InstanceStatus, JobStatus, Pool, PoolId, RunnerStatus};
+use hangar_store::{InstanceFilter, StoreError};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+
+use crate::{Scheduler, SchedulerError};
+
+/// What one reconcile of a pool did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PoolReport {
+    /// Instances reserved now (their create runs in the background).
+    pub reserved: u32,
+    /// Create or delete tasks started (including retries).
+    pub creates_started: u32,
+    pub deletes_started: u32,
+    /// Idle runners retired because demand dropped.
+    pub scaled_down: u32,
+    /// Instances whose bootstrap took too long.
+    pub timed_out: u32,
+    /// Instances given up on after too many failed creates.
+    pub given_up: u32,
+}
+
+/// How many spare runners a pool should have: its idle minimum plus every
+/// queued job, minus the young jobs an idle runner can take right now.
+pub(crate) fn wanted_spare(pool: &Pool, queued: u32, queued_young: u32, idle: u32) -> u32 {
+    if !pool.spec.enabled {
+        return 0;
+    }
+    pool.spec.min_idle_runners + queued - queued_young.min(idle)
+}
+
+fn random_suffix() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(12)
+        .map(|b| char::from(b).to_ascii_lowercase())
+        .collect()
+}
+
+impl Scheduler {
+    /// Reconciles one pool. Must not run twice at once for the same pool
+    /// (the loop guarantees it; callers outside the loop must too).
+    #[tracing::instrument(skip_all, fields(pool.id = %pool_id))]
+    pub async fn reconcile_pool(&self, pool_id: PoolId) -> Result<PoolReport, SchedulerError> {
+        let store = &self.inner.store;
+        let pool = match store.pool(pool_id).await {
+            Ok(p) => p,
+            Err(StoreError::NotFound(_)) => return Ok(PoolReport::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut report = PoolReport::default();
+        let now = Utc::now();
+
+        // Catch up on job progress the event path may have missed.
+        for (name, job, status) in store.instances_with_job_progress(pool_id).await? {
+            let inst = store.instance(&name).await?;
+            match status {
+                JobStatus::InProgress
+                    if inst.runner_status.can_transition_to(RunnerStatus::Active) =>
+                {
+                    store
+                        .set_runner_status(&name, RunnerStatus::Active, None)
+                        .await?;
+                    store.set_instance_job(&name, job).await?;
+                }
+                JobStatus::Completed
+                    if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
+                {
+                    store
+                        .set_instance_status(
+                            &name,
+                            InstanceStatus::PendingDelete,
+                            Some("job completed"),
+                        )
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+
+        let instances = store
+            .list_instances(&InstanceFilter {
+                pool_id: Some(pool_id),
+                ..Default::default()
+            })
+            .await?;
+        let timeout = chrono::Duration::minutes(i64::from(pool.spec.runner_bootstrap_timeout));
+        for inst in &instances {
+            if self.is_in_flight(&inst.name) {
+                continue;
+            }
+            let due = store
+                .next_attempt(&inst.name)
+                .await?
+                .is_none_or(|at| at <= now);
+            match inst.status {
+                InstanceStatus::PendingCreate if due => {
+                    self.spawn_create(inst.clone(), pool.clone());
+                    report.creates_started += 1;
+                }
+                InstanceStatus::Error => {
+                    if inst.create_attempts >= self.inner.config.create_attempts {
+                        store
+                            .set_instance_status(
+                                &inst.name,
+                                InstanceStatus::PendingDelete,
+                                Some(&format!(
+                                    "gave up after {} failed create attempts",
+                                    inst.create_attempts
+                                )),
+                            )
+                            .await?;
+                        tracing::warn!(instance.name = %inst.name, attempts = inst.create_attempts, "giving up on instance");
+                        report.given_up += 1;
+                        self.spawn_delete(inst.name.clone(), pool.clone());
+                        report.deletes_started += 1;
+                    } else if due {
+                        // Retry: clean up whatever the failed attempt left,
+                        // then create again under the same name.
+                        store
+                            .set_instance_status(&inst.name, InstanceStatus::PendingCreate, None)
+                            .await?;
+                        let mut retry = inst.clone();
+                        retry.status = InstanceStatus::PendingCreate;
+                        self.spawn_create(retry, pool.clone());
+                        report.creates_started += 1;
+                    }
+                }
+                InstanceStatus::Running
+                    if inst.runner_status.is_bootstrapping() && now - inst.created_at > timeout =>
+                {
+                    store
+                        .set_instance_status(
+                            &inst.name,
+                            InstanceStatus::PendingDelete,
+                            Some(&format!(
+                                "runner not up within the bootstrap timeout of {} min",
+                                pool.spec.runner_bootstrap_timeout
+                            )),
+                        )
+                        .await?;
+                    tracing::warn!(instance.name = %inst.name, "bootstrap timeout");
+                    report.timed_out += 1;
+                    self.spawn_delete(inst.name.clone(), pool.clone());
+                    report.deletes_started += 1;
+                }
+                InstanceStatus::PendingDelete if due => {
+                    self.spawn_delete(inst.name.clone(), pool.clone());
+                    report.deletes_started += 1;
+                }
+                _ => {}
+            }
+        }
+
+        // Scale. Re-read usage: the loop above may have changed it.
+        let usage = store.pool_usage_of(pool_id).await?;
+        let young_after =
+            now - chrono::Duration::from_std(self.inner.config.idle_grace()).unwrap_or_default();
+        let demand = store
+            .pool_demand(young_after)
+            .await?
+            .into_iter()
+            .find(|(p, _)| *p == pool_id)
+            .map(|(_, d)| d)
+            .unwrap_or_default();
+        let want = wanted_spare(&pool, demand.queued, demand.queued_young, usage.idle);
+        if usage.spare < want {
+            let room = pool.spec.max_runners.saturating_sub(usage.live);
+            let n = (want - usage.spare).min(room);
+            if n > 0 {
+                let names = (0..n)
+                    .map(|_| InstanceName::generate(&pool.spec.runner_prefix, &random_suffix()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| SchedulerError::Other(e.to_string()))?;
+                let made = store
+                    .reserve_instances(pool_id, pool.spec.provider_name.as_str(), &names)
+                    .await?;
+                report.reserved = made.len() as u32;
+                for inst in made {
+                    tracing::info!(instance.name = %inst.name, job.id = ?inst.job_id.map(|j| j.0), "reserved instance");
+                    self.spawn_create(inst, pool.clone());
+                    report.creates_started += 1;
+                }
+            }
+        } else if usage.spare > want {
+            let excess = usage.spare - want;
+            let mut idle: Vec<&Instance> = instances
+                .iter()
+                .filter(|i| {
+                    i.status == InstanceStatus::Running
+                        && i.runner_status == RunnerStatus::Idle
+                        && !self.is_in_flight(&i.name)
+                })
+                .collect();
+            idle.sort_by_key(|i| i.created_at);
+            for inst in idle.into_iter().take(excess as usize) {
+                store
+                    .set_instance_status(
+                        &inst.name,
+                        InstanceStatus::PendingDelete,
+                        Some("scaled down: not needed"),
+                    )
+                    .await?;
+                tracing::info!(instance.name = %inst.name, "scaling down idle runner");
+                report.scaled_down += 1;
+                self.spawn_delete(inst.name.clone(), pool.clone());
+                report.deletes_started += 1;
+            }
+        }
+        if report != PoolReport::default() {
+            tracing::debug!(?report, "reconciled");
+        }
+        Ok(report)
+    }
+
+    pub(crate) fn is_in_flight(&self, name: &InstanceName) -> bool {
+        self.inner
+            .in_flight
+            .lock()
+            .expect("in_flight lock")
+            .contains(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_core::*;
+
+    fn pool(min_idle: u32, enabled: bool) -> Pool {
+        Pool {
+            id: PoolId::new_random(),
+            entity_id: EntityId::new_random(),
+            spec: PoolSpec {
+                provider_name: ResourceName::parse("fake").unwrap(),
+                image: "i".into(),
+                flavor: "f".into(),
+                tags: Labels::parse_list("a").unwrap(),
+                os_type: OsType::Linux,
+                os_arch: OsArch::Amd64,
+                min_idle_runners: min_idle,
+                max_runners: 10,
+                runner_prefix: RunnerPrefix::default(),
+                runner_bootstrap_timeout: 20,
+                extra_specs: Default::default(),
+                runner_group: None,
+                priority: 0,
+                enabled,
+            },
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn idle_runner_absorbs_a_young_job() {
+        // One idle runner, one job just queued: no second instance yet.
+        assert_eq!(wanted_spare(&pool(1, true), 1, 1, 1), 1);
+        // Once the grace is over, a replacement is wanted.
+        assert_eq!(wanted_spare(&pool(1, true), 1, 0, 1), 2);
+        // No idle runner: every job needs one.
+        assert_eq!(wanted_spare(&pool(0, true), 3, 3, 0), 3);
+        assert_eq!(wanted_spare(&pool(2, true), 0, 0, 0), 2);
+        assert_eq!(wanted_spare(&pool(2, false), 5, 0, 0), 0);
+    }
+}

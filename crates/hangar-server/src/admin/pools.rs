@@ -1,0 +1,276 @@
+//! `/api/v1/pools`: validation (core rules, then the provider's own), and
+//! wake-ups so a new or changed pool is acted on at once.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hangar_api::{InstanceResponse, PoolCreate, PoolResponse, PoolUpdate};
+use hangar_core::{EntityId, Labels, Pool, PoolId, PoolSpec, ResourceName, RunnerPrefix};
+use hangar_store::InstanceFilter;
+
+use crate::AppState;
+use crate::admin::instance_response;
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiResult, JsonBody};
+
+fn response(p: Pool, instance_count: u32) -> PoolResponse {
+    PoolResponse {
+        id: p.id.0,
+        entity_id: p.entity_id.0,
+        provider_name: p.spec.provider_name.to_string(),
+        image: p.spec.image,
+        flavor: p.spec.flavor,
+        tags: p.spec.tags.to_vec(),
+        os_type: p.spec.os_type.as_str().to_owned(),
+        os_arch: p.spec.os_arch.as_str().to_owned(),
+        min_idle_runners: p.spec.min_idle_runners,
+        max_runners: p.spec.max_runners,
+        runner_prefix: p.spec.runner_prefix.to_string(),
+        runner_bootstrap_timeout: p.spec.runner_bootstrap_timeout,
+        extra_specs: serde_json::Value::Object(p.spec.extra_specs),
+        runner_group: p.spec.runner_group,
+        priority: p.spec.priority,
+        enabled: p.spec.enabled,
+        instance_count,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+    }
+}
+
+pub(crate) fn parse_pool_id(id: &str) -> ApiResult<PoolId> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("pool {id:?} not found")))
+}
+
+pub(crate) async fn list_for(
+    s: &AppState,
+    entity: Option<EntityId>,
+) -> ApiResult<Vec<PoolResponse>> {
+    let usage: HashMap<_, _> = s.store.pool_usage().await?.into_iter().collect();
+    Ok(s.store
+        .list_pools(entity)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let n = usage.get(&p.id).map(|u| u.live).unwrap_or(0);
+            response(p, n)
+        })
+        .collect())
+}
+
+fn tags(v: &[String]) -> ApiResult<Labels> {
+    Labels::from_strs(v).map_err(|e| ApiError::bad_request(format!("tags: {e}")))
+}
+
+/// Core validation, then the provider's (which must exist).
+async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
+    spec.validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(proxy) = spec.extra_specs.get(hangar_scheduler::RESERVED_EXTRA_SPEC) {
+        serde_json::from_value::<hangar_core::provider::ProxySettings>(proxy.clone()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "extra_specs.proxy must be {{\"http_proxy\", \"https_proxy\", \"no_proxy\"}} strings: {e}"
+            ))
+        })?;
+    }
+    let entry = s
+        .scheduler
+        .providers()
+        .get(spec.provider_name.as_str())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "provider {:?} is not configured; configured providers: {}",
+                spec.provider_name.as_str(),
+                s.scheduler.providers().names().join(", ")
+            ))
+        })?;
+    let mut for_provider = spec.clone();
+    for_provider.extra_specs = hangar_scheduler::provider_extra_specs(&spec.extra_specs);
+    entry
+        .provider
+        .validate_pool(&for_provider)
+        .await
+        .map_err(|e| match e {
+            hangar_core::ProviderError::Transient(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider unavailable for validation",
+            )
+            .with_details(m),
+            other => ApiError::bad_request(format!("provider {:?} rejects the pool", entry.name))
+                .with_details(other.to_string()),
+        })
+}
+
+pub(crate) async fn create_for(
+    s: &AppState,
+    entity: EntityId,
+    req: PoolCreate,
+) -> ApiResult<PoolResponse> {
+    let spec = PoolSpec {
+        provider_name: ResourceName::parse(&req.provider_name)
+            .map_err(|e| ApiError::bad_request(format!("provider_name: {e}")))?,
+        image: req.image,
+        flavor: req.flavor,
+        tags: tags(&req.tags)?,
+        os_type: req
+            .os_type
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: hangar_core::PoolSpecError| ApiError::bad_request(e.to_string()))?
+            .unwrap_or_default(),
+        os_arch: req
+            .os_arch
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: hangar_core::PoolSpecError| ApiError::bad_request(e.to_string()))?
+            .unwrap_or_default(),
+        min_idle_runners: req.min_idle_runners.unwrap_or(0),
+        max_runners: req.max_runners.unwrap_or(10),
+        runner_prefix: req
+            .runner_prefix
+            .as_deref()
+            .map(RunnerPrefix::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .unwrap_or_default(),
+        runner_bootstrap_timeout: req
+            .runner_bootstrap_timeout
+            .unwrap_or(PoolSpec::DEFAULT_BOOTSTRAP_TIMEOUT_MIN),
+        extra_specs: PoolSpec::extra_specs_from_value(req.extra_specs.unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        runner_group: req.runner_group.filter(|g| !g.is_empty()),
+        priority: req.priority.unwrap_or(0),
+        enabled: req.enabled.unwrap_or(true),
+    };
+    validate(s, &spec).await?;
+    let pool = s.store.create_pool(entity, &spec).await?;
+    tracing::info!(pool.id = %pool.id, entity.id = %entity, provider = %spec.provider_name, "pool created");
+    s.refresh_catalog().await?;
+    s.scheduler.wake_pool(pool.id);
+    Ok(response(pool, 0))
+}
+
+#[utoipa::path(get, path = "/api/v1/pools", tag = "pools",
+    responses((status = 200, body = Vec<PoolResponse>)), security(("bearer" = [])))]
+pub async fn list(_: Admin, State(s): State<AppState>) -> ApiResult<Json<Vec<PoolResponse>>> {
+    Ok(Json(list_for(&s, None).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)),
+    responses((status = 200, body = PoolResponse), (status = 404, body = hangar_api::ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PoolResponse>> {
+    let id = parse_pool_id(&id)?;
+    let p = s.store.pool(id).await?;
+    let n = s.store.pool_usage_of(id).await?.live;
+    Ok(Json(response(p, n)))
+}
+
+#[utoipa::path(put, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)), request_body = PoolUpdate,
+    responses((status = 200, body = PoolResponse), (status = 400, body = hangar_api::ErrorBody), (status = 404, body = hangar_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PoolUpdate>,
+) -> ApiResult<Json<PoolResponse>> {
+    let id = parse_pool_id(&id)?;
+    let mut spec = s.store.pool(id).await?.spec;
+    if let Some(p) = req.provider_name {
+        spec.provider_name = ResourceName::parse(&p)
+            .map_err(|e| ApiError::bad_request(format!("provider_name: {e}")))?;
+    }
+    if let Some(v) = req.image {
+        spec.image = v;
+    }
+    if let Some(v) = req.flavor {
+        spec.flavor = v;
+    }
+    if let Some(v) = req.tags {
+        spec.tags = tags(&v)?;
+    }
+    if let Some(v) = req.os_type {
+        spec.os_type = v
+            .parse()
+            .map_err(|e: hangar_core::PoolSpecError| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(v) = req.os_arch {
+        spec.os_arch = v
+            .parse()
+            .map_err(|e: hangar_core::PoolSpecError| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(v) = req.min_idle_runners {
+        spec.min_idle_runners = v;
+    }
+    if let Some(v) = req.max_runners {
+        spec.max_runners = v;
+    }
+    if let Some(v) = req.runner_prefix {
+        spec.runner_prefix =
+            RunnerPrefix::parse(&v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(v) = req.runner_bootstrap_timeout {
+        spec.runner_bootstrap_timeout = v;
+    }
+    if let Some(v) = req.extra_specs {
+        spec.extra_specs = PoolSpec::extra_specs_from_value(v)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(v) = req.runner_group {
+        spec.runner_group = Some(v).filter(|g| !g.is_empty());
+    }
+    if let Some(v) = req.priority {
+        spec.priority = v;
+    }
+    if let Some(v) = req.enabled {
+        spec.enabled = v;
+    }
+    validate(&s, &spec).await?;
+    let p = s.store.update_pool(id, &spec).await?;
+    s.scheduler.invalidate_entity(Some(p.entity_id));
+    s.refresh_catalog().await?;
+    s.scheduler.wake_pool(id);
+    let n = s.store.pool_usage_of(id).await?.live;
+    Ok(Json(response(p, n)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = hangar_api::ErrorBody), (status = 409, description = "Still has instances", body = hangar_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_pool_id(&id)?;
+    s.store.delete_pool(id).await?;
+    s.refresh_catalog().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/pools/{id}/instances", tag = "pools", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<InstanceResponse>), (status = 404, body = hangar_api::ErrorBody)), security(("bearer" = [])))]
+pub async fn instances(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<InstanceResponse>>> {
+    let id = parse_pool_id(&id)?;
+    s.store.pool(id).await?;
+    let list = s
+        .store
+        .list_instances(&InstanceFilter {
+            pool_id: Some(id),
+            ..Default::default()
+        })
+        .await?;
+    Ok(Json(list.iter().map(instance_response).collect()))
+}

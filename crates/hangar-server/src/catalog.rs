@@ -1,0 +1,148 @@
+//! An in-memory snapshot of what webhook intake needs: every entity with its
+//! webhook secret, every GitHub App's hook secret, and every pool's labels.
+//!
+//! Intake verifies signatures and matches labels against this snapshot, so a
+//! forged delivery costs an HMAC and nothing else — never a database query.
+//! The admin API rebuilds it after every change it makes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hangar_core::matching::{PoolCandidate, rank_pools};
+use hangar_core::{Entity, EntityId, EntityKind, EntityScope, Labels, PoolId, Secret};
+use hangar_store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct PoolEntry {
+    pub id: PoolId,
+    pub tags: Labels,
+    pub priority: u32,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntityEntry {
+    pub entity: Entity,
+    pub secret: Secret,
+    pub pools: Vec<PoolEntry>,
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub entities: HashMap<EntityId, Arc<EntityEntry>>,
+    /// (kind, lowercase owner, lowercase name) → entity.
+    by_scope: HashMap<(EntityKind, String, String), EntityId>,
+    /// GitHub App id → that App's webhook secrets (one per credentials).
+    pub apps: HashMap<i64, Vec<Secret>>,
+}
+
+impl Snapshot {
+    pub fn entity(&self, id: &EntityId) -> Option<&Arc<EntityEntry>> {
+        self.entities.get(id)
+    }
+
+    pub fn by_scope(&self, scope: &EntityScope) -> Option<&Arc<EntityEntry>> {
+        self.by_scope
+            .get(&scope_key(scope))
+            .and_then(|id| self.entities.get(id))
+    }
+
+    pub fn of_kind(&self, kind: Option<EntityKind>) -> impl Iterator<Item = &Arc<EntityEntry>> {
+        self.entities
+            .values()
+            .filter(move |e| kind.is_none_or(|k| e.entity.scope.kind() == k))
+    }
+}
+
+fn scope_key(scope: &EntityScope) -> (EntityKind, String, String) {
+    match scope {
+        EntityScope::Repository { owner, name } => (
+            EntityKind::Repository,
+            owner.to_ascii_lowercase(),
+            name.to_ascii_lowercase(),
+        ),
+        EntityScope::Organization { name } => (
+            EntityKind::Organization,
+            String::new(),
+            name.to_ascii_lowercase(),
+        ),
+        EntityScope::Enterprise { slug } => (
+            EntityKind::Enterprise,
+            String::new(),
+            slug.to_ascii_lowercase(),
+        ),
+    }
+}
+
+/// The shared, swappable snapshot plus an approximate per-pool load used to
+/// break priority ties.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    snapshot: RwLock<Arc<Snapshot>>,
+    load: RwLock<HashMap<PoolId, u32>>,
+}
+
+impl Catalog {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("catalog lock").clone()
+    }
+
+    /// Rebuilds the snapshot from the store.
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let secrets = store.entity_webhook_secrets().await?;
+        let pools = store.list_pools(None).await?;
+        let apps = store.app_webhook_secrets().await?;
+        let mut snap = Snapshot::default();
+        for (entity, secret) in secrets {
+            let id = entity.id;
+            snap.by_scope.insert(scope_key(&entity.scope), id);
+            let entity_pools = pools
+                .iter()
+                .filter(|p| p.entity_id == id)
+                .map(|p| PoolEntry {
+                    id: p.id,
+                    tags: p.spec.tags.clone(),
+                    priority: p.spec.priority,
+                    enabled: p.spec.enabled,
+                })
+                .collect();
+            snap.entities.insert(
+                id,
+                Arc::new(EntityEntry {
+                    entity,
+                    secret,
+                    pools: entity_pools,
+                }),
+            );
+        }
+        for (_, app_id, secret) in apps {
+            snap.apps.entry(app_id).or_default().push(secret);
+        }
+        *self.snapshot.write().expect("catalog lock") = Arc::new(snap);
+        Ok(())
+    }
+
+    pub async fn refresh_load(&self, store: &Store) -> Result<(), StoreError> {
+        let usage = store.pool_usage().await?;
+        *self.load.write().expect("load lock") =
+            usage.into_iter().map(|(p, u)| (p, u.live)).collect();
+        Ok(())
+    }
+
+    /// The best pool of `entity` for a job with `labels`.
+    pub fn choose_pool(&self, entity: &EntityEntry, labels: &Labels) -> Option<PoolId> {
+        let load = self.load.read().expect("load lock");
+        let candidates: Vec<PoolCandidate<'_>> = entity
+            .pools
+            .iter()
+            .map(|p| PoolCandidate {
+                id: p.id,
+                tags: &p.tags,
+                priority: p.priority,
+                enabled: p.enabled,
+                busy: load.get(&p.id).copied().unwrap_or(0),
+            })
+            .collect();
+        rank_pools(labels, &candidates).into_iter().next()
+    }
+}

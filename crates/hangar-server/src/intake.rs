@@ -1,0 +1,68 @@
+//! The intake writer: one task that commits webhook deliveries in batches.
+//!
+//! Each handler sends its parsed event and waits for the commit; the writer
+//! takes everything that queued up meanwhile and records it in one
+//! transaction, so under load one fsync covers many deliveries while a lone
+//! delivery is still committed at once. A 202 is only sent after the commit.
+
+use hangar_scheduler::{JobNotice, Scheduler};
+use hangar_store::{JobEvent, JobOutcome, Store};
+use tokio::sync::{mpsc, oneshot};
+
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<JobOutcome, String>>;
+
+#[derive(Debug, Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<(JobEvent, Reply)>,
+}
+
+impl Intake {
+    /// Starts the writer. It ends when every `Intake` handle is dropped.
+    pub fn start(store: Store, scheduler: Scheduler) -> Self {
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(writer(store, scheduler, rx));
+        Self { tx }
+    }
+
+    /// Records one event; returns once it is committed.
+    pub async fn record(&self, event: JobEvent) -> Result<JobOutcome, String> {
+        let (reply, wait) = oneshot::channel();
+        self.tx
+            .send((event, reply))
+            .await
+            .map_err(|_| "intake is shutting down".to_owned())?;
+        wait.await.map_err(|_| "intake writer stopped".to_owned())?
+    }
+}
+
+async fn writer(store: Store, scheduler: Scheduler, mut rx: mpsc::Receiver<(JobEvent, Reply)>) {
+    let mut batch: Vec<(JobEvent, Reply)> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let events: Vec<JobEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+        match store.record_job_events(&events).await {
+            Ok(outcomes) => {
+                for ((event, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    if let JobOutcome::Recorded { status, pool_id } = outcome {
+                        scheduler.job_recorded(JobNotice {
+                            job_id: event.job_id,
+                            run_attempt: event.run_attempt,
+                            status,
+                            pool_id,
+                            runner_name: event.runner_name.clone(),
+                        });
+                    }
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, deliveries = batch.len(), "cannot record webhook deliveries");
+                let msg = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Hangar's HTTP side, as one axum router built in one place
+//! ([`router`]), so tests can drive it with `oneshot` or on a real socket.
+//!
+//! Handlers are thin: they extract input, make one call into the store or
+//! the scheduler, and return a DTO from `hangar-api`. Webhook intake never
+//! calls GitHub or a provider; it records and wakes the scheduler.
+
+pub mod admin;
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod instance_api;
+pub mod intake;
+pub mod ops;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hangar_scheduler::{Metrics, Scheduler};
+use hangar_store::Store;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::TokenKeys;
+use crate::catalog::Catalog;
+use crate::intake::Intake;
+
+/// Server settings from the daemon's config.
+pub struct Settings {
+    pub public_url: String,
+    pub webhook_body_limit: usize,
+    pub version: String,
+    pub token_ttl: Duration,
+    /// Called before `/metrics` is encoded, to refresh gauges owned by
+    /// others (e.g. GitHub rate-limit figures).
+    pub metrics_hook: Option<Box<dyn Fn(&Metrics) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("public_url", &self.public_url)
+            .field("webhook_body_limit", &self.webhook_body_limit)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+pub const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub store: Store,
+    pub scheduler: Scheduler,
+    pub catalog: Catalog,
+    pub intake: Intake,
+    pub tokens: TokenKeys,
+    pub settings: Settings,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state: loads the catalog, reads the JWT secret, starts the
+    /// intake writer and a background refresh of pool load figures.
+    pub async fn new(
+        store: Store,
+        scheduler: Scheduler,
+        settings: Settings,
+        jwt_secret: Option<hangar_core::Secret>,
+    ) -> Result<Self, hangar_store::StoreError> {
+        let catalog = Catalog::default();
+        catalog.refresh(&store).await?;
+        catalog.refresh_load(&store).await?;
+        let secret = match jwt_secret {
+            Some(s) => s,
+            None => store.jwt_secret().await?,
+        };
+        let tokens = TokenKeys::new(&secret, settings.token_ttl);
+        let intake = Intake::start(store.clone(), scheduler.clone());
+        let state = AppState(Arc::new(Inner {
+            store,
+            scheduler,
+            catalog,
+            intake,
+            tokens,
+            settings,
+        }));
+        let weak = Arc::downgrade(&state.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = inner.catalog.refresh_load(&inner.store).await {
+                    tracing::debug!(error = %e, "cannot refresh pool load");
+                }
+            }
+        });
+        Ok(state)
+    }
+
+    pub async fn refresh_catalog(&self) -> Result<(), error::ApiError> {
+        self.catalog.refresh(&self.store).await?;
+        Ok(())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Hangar", description = "Autoscaled ephemeral GitHub Actions runners"),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "webhooks", description = "GitHub deliveries"),
+        (name = "auth", description = "First run and login"),
+        (name = "instances", description = "Runner instances, and the routes instances call"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["bearer", "instance_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// Every route with its OpenAPI description, registered together so the
+/// document cannot miss a route.
+fn api_router() -> OpenApiRouter<AppState> {
+    use admin::entities::{enterprises, organizations, repositories};
+    use admin::{controller, credentials, endpoints, instances, jobs, pools};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(webhooks::shared_webhook))
+        .routes(routes!(webhooks::entity_webhook))
+        .routes(routes!(auth::first_run))
+        .routes(routes!(auth::login))
+        .routes(routes!(endpoints::list, endpoints::create))
+        .routes(routes!(
+            endpoints::get,
+            endpoints::update,
+            endpoints::delete
+        ))
+        .routes(routes!(credentials::list, credentials::create))
+        .routes(routes!(
+            credentials::get,
+            credentials::update,
+            credentials::delete
+        ))
+        .routes(routes!(repositories::list, repositories::create))
+        .routes(routes!(
+            repositories::get,
+            repositories::update,
+            repositories::delete
+        ))
+        .routes(routes!(repositories::list_pools, repositories::create_pool))
+        .routes(routes!(organizations::list, organizations::create))
+        .routes(routes!(
+            organizations::get,
+            organizations::update,
+            organizations::delete
+        ))
+        .routes(routes!(
+            organizations::list_pools,
+            organizations::create_pool
+        ))
+        .routes(routes!(enterprises::list, enterprises::create))
+        .routes(routes!(
+            enterprises::get,
+            enterprises::update,
+            enterprises::delete
+        ))
+        .routes(routes!(enterprises::list_pools, enterprises::create_pool))
+        .routes(routes!(pools::list))
+        .routes(routes!(pools::get, pools::update, pools::delete))
+        .routes(routes!(pools::instances))
+        .routes(routes!(instances::list))
+        .routes(routes!(instances::get, instances::delete))
+        .routes(routes!(jobs::list))
+        .routes(routes!(controller::providers))
+        .routes(routes!(controller::get, controller::update))
+        .routes(routes!(instance_api::jit_config))
+        .routes(routes!(instance_api::registration_token))
+        .routes(routes!(instance_api::status_callback))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_router().split_for_parts();
+    doc.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .tag("ops")
+                .summary(Some("This document"))
+                .response(
+                    "200",
+                    utoipa::openapi::Response::new("The OpenAPI 3 document"),
+                ),
+        ),
+    );
+    doc
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    let doc = Arc::new(openapi());
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,95 @@
+//! Operational routes: liveness, readiness (database and providers) and
+//! Prometheus metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use hangar_api::HealthResponse;
+use hangar_scheduler::metrics::{InstanceLabels, StatusLabels};
+
+use crate::AppState;
+use crate::admin::provider_health;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = HealthResponse)))]
+pub async fn healthz() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        database: "unchecked".into(),
+        providers: vec![],
+    })
+}
+
+/// The database answers; providers' health is reported (an unhealthy
+/// provider degrades, but does not fail, readiness: webhooks can still be
+/// taken).
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, body = HealthResponse),
+    (status = 503, description = "Database unreachable", body = HealthResponse)))]
+pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
+    let db = s.store.ping().await;
+    let providers = provider_health(s.scheduler.providers().iter()).await;
+    let status = match (&db, providers.iter().all(|p| p.healthy)) {
+        (Err(_), _) => "unavailable",
+        (Ok(()), true) => "ok",
+        (Ok(()), false) => "degraded",
+    };
+    let code = if db.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(HealthResponse {
+            status: status.into(),
+            database: match db {
+                Ok(()) => "ok".into(),
+                Err(e) => e.to_string(),
+            },
+            providers,
+        }),
+    )
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let m = s.scheduler.metrics();
+    if let Ok(jobs) = s.store.job_counts().await {
+        m.jobs.clear();
+        for (status, n) in jobs {
+            m.jobs
+                .get_or_create(&StatusLabels {
+                    status: status.as_str().into(),
+                })
+                .set(n as i64);
+        }
+    }
+    if let Ok(counts) = s.store.instance_counts().await {
+        m.instances.clear();
+        for (pool, status, runner, n) in counts {
+            if status == hangar_core::InstanceStatus::Deleted {
+                continue;
+            }
+            m.instances
+                .get_or_create(&InstanceLabels {
+                    pool: pool.to_string(),
+                    status: status.as_str().into(),
+                    runner_status: runner.as_str().into(),
+                })
+                .set(n as i64);
+        }
+    }
+    if let Some(hook) = &s.settings.metrics_hook {
+        hook(m);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}

@@ -1,0 +1,361 @@
+//! Webhook intake: `POST /webhooks/{entity_id}` and `POST /webhooks`.
+//!
+//! Order of work, always: size limit → signature (HMAC-SHA256 of the raw
+//! bytes, from the in-memory catalog; no database) → parse → durable record
+//! → answer. Nothing here calls GitHub or a provider.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hangar_api::WebhookAck;
+use hangar_core::{EntityKind, EntityScope, JobAction, JobId, Labels};
+use hangar_github::webhook::{self, DeliveryTarget, SignatureError, WorkflowJobEvent};
+use hangar_store::{JobEvent, JobOutcome};
+use http_body_util::BodyExt as _;
+
+use crate::AppState;
+use crate::catalog::EntityEntry;
+use crate::error::ApiError;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the body, refusing anything over `limit` — by its declared length
+/// before reading a byte, or as soon as the stream passes the limit.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large")
+            .with_details(format!("the limit is {limit} bytes"))
+    };
+    if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => {
+            Err(ApiError::bad_request("cannot read the request body").with_details(e.to_string()))
+        }
+    }
+}
+
+fn signature_error(e: SignatureError) -> ApiError {
+    ApiError::unauthorized("webhook signature rejected").with_details(e.to_string())
+}
+
+fn ack(status: StatusCode, outcome: &str, job_id: Option<i64>) -> Response {
+    (
+        status,
+        Json(WebhookAck {
+            outcome: outcome.to_owned(),
+            job_id,
+        }),
+    )
+        .into_response()
+}
+
+/// A delivery for one entity.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{entity_id}",
+    tag = "webhooks",
+    params(("entity_id" = String, Path, description = "Entity id from its webhook_url")),
+    request_body(content = String, description = "The raw GitHub delivery", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Job recorded", body = WebhookAck),
+        (status = 200, description = "Accepted, nothing to do (ping, other event, no matching pool, duplicate)", body = WebhookAck),
+        (status = 400, description = "Malformed payload", body = hangar_api::ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = hangar_api::ErrorBody),
+        (status = 404, description = "Unknown entity", body = hangar_api::ErrorBody),
+        (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+    )
+)]
+pub async fn entity_webhook(
+    State(state): State<AppState>,
+    Path(entity_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let event = header(&headers, webhook::EVENT_HEADER)
+        .unwrap_or("")
+        .to_owned();
+    let result = async {
+        let body = read_limited(&headers, body, state.settings.webhook_body_limit).await?;
+        let snap = state.catalog.snapshot();
+        let entry = entity_id
+            .parse()
+            .ok()
+            .and_then(|id| snap.entity(&id).cloned())
+            .ok_or_else(|| ApiError::not_found(format!("no entity {entity_id:?} is registered")))?;
+        let sig = webhook::signature_from_headers(
+            header(&headers, webhook::SIGNATURE_256_HEADER),
+            header(&headers, webhook::SIGNATURE_SHA1_HEADER),
+        )
+        .map_err(signature_error)?;
+        webhook::verify(entry.secret.expose().as_bytes(), &body, &sig).map_err(signature_error)?;
+        handle_verified(&state, &event, &entry, &body).await
+    }
+    .await;
+    finish(&state, &event, result)
+}
+
+/// A delivery to the shared hook: routed by the target headers or the
+/// payload. GitHub App deliveries (target type `integration`) are verified
+/// with the App's secret and routed by repository/organization.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    request_body(content = String, description = "The raw GitHub delivery", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Job recorded", body = WebhookAck),
+        (status = 200, description = "Accepted, nothing to do", body = WebhookAck),
+        (status = 400, description = "Malformed payload", body = hangar_api::ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = hangar_api::ErrorBody),
+        (status = 404, description = "No registered entity for this delivery", body = hangar_api::ErrorBody),
+        (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+    )
+)]
+pub async fn shared_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let event = header(&headers, webhook::EVENT_HEADER)
+        .unwrap_or("")
+        .to_owned();
+    let result = async {
+        let body = read_limited(&headers, body, state.settings.webhook_body_limit).await?;
+        let sig = webhook::signature_from_headers(
+            header(&headers, webhook::SIGNATURE_256_HEADER),
+            header(&headers, webhook::SIGNATURE_SHA1_HEADER),
+        )
+        .map_err(signature_error)?;
+        let snap = state.catalog.snapshot();
+        let target_type = header(&headers, webhook::TARGET_TYPE_HEADER).unwrap_or("");
+        if target_type == "integration" {
+            let app_id: i64 = header(&headers, webhook::TARGET_ID_HEADER)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ApiError::bad_request("GitHub App delivery without a numeric X-GitHub-Hook-Installation-Target-ID"))?;
+            let secrets = snap
+                .apps
+                .get(&app_id)
+                .ok_or_else(|| ApiError::not_found(format!("no credentials hold a webhook secret for GitHub App {app_id}")))?;
+            if !secrets
+                .iter()
+                .any(|s| webhook::verify(s.expose().as_bytes(), &body, &sig).is_ok())
+            {
+                return Err(signature_error(SignatureError::Mismatch));
+            }
+            let target: DeliveryTarget = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request("malformed JSON payload").with_details(e.to_string()))?;
+            let entry = route(&snap, &target)
+                .ok_or_else(|| ApiError::not_found("no registered repository, organization or enterprise matches this delivery"))?;
+            return handle_verified(&state, &event, &entry, &body).await;
+        }
+        let kind = match target_type {
+            "repository" => Some(EntityKind::Repository),
+            "organization" => Some(EntityKind::Organization),
+            "business" | "enterprise" => Some(EntityKind::Enterprise),
+            _ => None,
+        };
+        // Verify against the candidates' secrets before parsing anything; a
+        // secret that verifies identifies the entity (payload confirms).
+        let mut verified = false;
+        for entry in snap.of_kind(kind) {
+            if webhook::verify(entry.secret.expose().as_bytes(), &body, &sig).is_err() {
+                continue;
+            }
+            verified = true;
+            let target: DeliveryTarget = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request("malformed JSON payload").with_details(e.to_string()))?;
+            if route(&snap, &target).is_none_or(|e| e.entity.id == entry.entity.id) {
+                return handle_verified(&state, &event, entry, &body).await;
+            }
+        }
+        if verified {
+            return Err(ApiError::not_found("the delivery verifies, but no registered entity matches its payload"));
+        }
+        if snap.entities.is_empty() {
+            return Err(ApiError::not_found("no entities are registered"));
+        }
+        Err(signature_error(SignatureError::Mismatch))
+    }
+    .await;
+    finish(&state, &event, result)
+}
+
+/// The registered entity a delivery is about: its repository, else the
+/// repository's or the payload's organization, else its enterprise.
+fn route(snap: &crate::catalog::Snapshot, t: &DeliveryTarget) -> Option<Arc<EntityEntry>> {
+    if let Some(r) = &t.repository {
+        if let Some(e) = snap.by_scope(&EntityScope::Repository {
+            owner: r.owner.login.clone(),
+            name: r.name.clone(),
+        }) {
+            return Some(e.clone());
+        }
+    }
+    let orgs = t
+        .organization
+        .iter()
+        .map(|o| o.login.clone())
+        .chain(t.repository.iter().map(|r| r.owner.login.clone()));
+    for org in orgs {
+        if let Some(e) = snap.by_scope(&EntityScope::Organization { name: org }) {
+            return Some(e.clone());
+        }
+    }
+    t.enterprise
+        .as_ref()
+        .and_then(|ent| {
+            snap.by_scope(&EntityScope::Enterprise {
+                slug: ent.slug.clone(),
+            })
+        })
+        .cloned()
+}
+
+/// Whether a verified payload belongs to the entity its URL names.
+fn belongs_to(entry: &EntityEntry, ev: &WorkflowJobEvent) -> bool {
+    let repo_owner = ev.repository.as_ref().map(|r| r.owner.login.as_str());
+    match &entry.entity.scope {
+        EntityScope::Repository { owner, name } => ev.repository.as_ref().is_some_and(|r| {
+            r.owner.login.eq_ignore_ascii_case(owner) && r.name.eq_ignore_ascii_case(name)
+        }),
+        EntityScope::Organization { name } => {
+            ev.organization
+                .as_ref()
+                .is_some_and(|o| o.login.eq_ignore_ascii_case(name))
+                || repo_owner.is_some_and(|o| o.eq_ignore_ascii_case(name))
+        }
+        // Enterprise payloads do not always name the enterprise.
+        EntityScope::Enterprise { slug } => ev
+            .enterprise
+            .as_ref()
+            .is_none_or(|e| e.slug.eq_ignore_ascii_case(slug)),
+    }
+}
+
+async fn handle_verified(
+    state: &AppState,
+    event: &str,
+    entry: &EntityEntry,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    match event {
+        "ping" => {
+            serde_json::from_slice::<serde_json::Value>(body).map_err(|e| {
+                ApiError::bad_request("malformed JSON payload").with_details(e.to_string())
+            })?;
+            Ok(ack(StatusCode::OK, "pong", None))
+        }
+        "workflow_job" => {
+            let ev: WorkflowJobEvent = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request("malformed workflow_job payload").with_details(e.to_string())
+            })?;
+            let job_id = ev.workflow_job.id;
+            let Some(action) = JobAction::from_webhook(&ev.action) else {
+                return Ok(ack(StatusCode::OK, "ignored", Some(job_id)));
+            };
+            if !belongs_to(entry, &ev) {
+                return Err(ApiError::bad_request(format!(
+                    "this delivery is not about {} {}",
+                    entry.entity.scope.kind(),
+                    entry.entity.scope.display_name()
+                )));
+            }
+            // Labels Hangar cannot represent can match no pool either.
+            let labels = Labels::from_strs(&ev.workflow_job.labels).unwrap_or_else(|_| {
+                Labels::from_strs(
+                    ev.workflow_job
+                        .labels
+                        .iter()
+                        .filter(|l| hangar_core::Label::parse(l).is_ok()),
+                )
+                .unwrap_or_default()
+            });
+            let matchable = labels.len() == ev.workflow_job.labels.len();
+            let pool_id = if matchable {
+                state.catalog.choose_pool(entry, &labels)
+            } else {
+                None
+            };
+            let repository = ev
+                .repository
+                .as_ref()
+                .map(|r| r.full_name.clone())
+                .unwrap_or_default();
+            let record = JobEvent {
+                job_id: JobId(job_id),
+                run_attempt: ev.workflow_job.run_attempt,
+                action,
+                entity_id: entry.entity.id,
+                labels,
+                repository,
+                workflow_run_id: ev.workflow_job.run_id,
+                name: ev.workflow_job.name.clone(),
+                runner_name: ev.workflow_job.runner_name.clone(),
+                conclusion: ev.workflow_job.conclusion.clone(),
+                pool_id,
+            };
+            let outcome = state.intake.record(record).await.map_err(|e| {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot record the job")
+                    .with_details(e)
+            })?;
+            Ok(match outcome {
+                JobOutcome::Recorded {
+                    pool_id: Some(_), ..
+                } => ack(StatusCode::ACCEPTED, "recorded", Some(job_id)),
+                JobOutcome::Recorded { pool_id: None, .. } => {
+                    ack(StatusCode::OK, "unmatched", Some(job_id))
+                }
+                JobOutcome::Duplicate => ack(StatusCode::OK, "duplicate", Some(job_id)),
+                JobOutcome::Stale => ack(StatusCode::OK, "stale", Some(job_id)),
+            })
+        }
+        _ => Ok(ack(StatusCode::OK, "ignored", None)),
+    }
+}
+
+fn finish(state: &AppState, event: &str, result: Result<Response, ApiError>) -> Response {
+    let event_label = match event {
+        "workflow_job" | "ping" => event,
+        "" => "none",
+        _ => "other",
+    };
+    match result {
+        Ok(resp) => {
+            let outcome = match resp.status() {
+                StatusCode::ACCEPTED => "recorded",
+                _ => "accepted",
+            };
+            state.scheduler.metrics().webhook(event_label, outcome);
+            resp
+        }
+        Err(e) => {
+            let outcome = match e.status {
+                StatusCode::UNAUTHORIZED => "bad_signature",
+                StatusCode::NOT_FOUND => "unknown_entity",
+                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                StatusCode::BAD_REQUEST => "malformed",
+                _ => "error",
+            };
+            state.scheduler.metrics().webhook(event_label, outcome);
+            e.into_response()
+        }
+    }
+}
