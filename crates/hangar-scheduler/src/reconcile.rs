@@ -4,8 +4,8 @@
 //! webhook, a timer, a finished delete or a restart.
 
 use chrono::Utc;
-use hangar_core::{Instance, InstanceName, InstanceStatus, JobStatus, Pool, PoolId, RunnerStatus};
-use hangar_store::{InstanceFilter, StoreError};
+use hangar_core::{InstanceName, InstanceStatus, JobStatus, Pool, PoolId, RunnerStatus};
+use hangar_store::StoreError;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
@@ -85,21 +85,12 @@ impl Scheduler {
             }
         }
 
-        let instances = store
-            .list_instances(&InstanceFilter {
-                pool_id: Some(pool_id),
-                ..Default::default()
-            })
-            .await?;
         let timeout = chrono::Duration::minutes(i64::from(pool.spec.runner_bootstrap_timeout));
-        for inst in &instances {
+        for (inst, next_attempt) in store.instances_needing_work(pool_id, now - timeout).await? {
             if self.is_in_flight(&inst.name) {
                 continue;
             }
-            let due = store
-                .next_attempt(&inst.name)
-                .await?
-                .is_none_or(|at| at <= now);
+            let due = next_attempt.is_none_or(|at| at <= now);
             match inst.status {
                 InstanceStatus::PendingCreate if due => {
                     self.spawn_create(inst.clone(), pool.clone());
@@ -133,9 +124,7 @@ impl Scheduler {
                         report.creates_started += 1;
                     }
                 }
-                InstanceStatus::Running
-                    if inst.runner_status.is_bootstrapping() && now - inst.created_at > timeout =>
-                {
+                InstanceStatus::Running if inst.runner_status.is_bootstrapping() => {
                     store
                         .set_instance_status(
                             &inst.name,
@@ -191,16 +180,10 @@ impl Scheduler {
             }
         } else if usage.spare > want {
             let excess = usage.spare - want;
-            let mut idle: Vec<&Instance> = instances
-                .iter()
-                .filter(|i| {
-                    i.status == InstanceStatus::Running
-                        && i.runner_status == RunnerStatus::Idle
-                        && !self.is_in_flight(&i.name)
-                })
-                .collect();
-            idle.sort_by_key(|i| i.created_at);
-            for inst in idle.into_iter().take(excess as usize) {
+            for inst in store.idle_instances(pool_id, excess).await? {
+                if self.is_in_flight(&inst.name) {
+                    continue;
+                }
                 store
                     .set_instance_status(
                         &inst.name,

@@ -574,16 +574,21 @@ impl Store {
         Ok(a + b)
     }
 
-    /// Live instances of a pool whose runner took a job that GitHub now
-    /// reports `in_progress` or `completed`, with that job's status: lets
-    /// reconcile catch up on deliveries the event path missed.
+    /// Instances of a pool whose runner took a job that GitHub reports
+    /// `in_progress` (runner not yet marked active) or `completed` (instance
+    /// not yet being retired), with that job's status: lets reconcile catch
+    /// up on deliveries the event path missed. Only rows that need a change.
     pub async fn instances_with_job_progress(
         &self,
         pool_id: PoolId,
     ) -> Result<Vec<(InstanceName, JobId, hangar_core::JobStatus)>> {
         let rows = sqlx::query(
             "SELECT i.name, j.id, j.status FROM instances i JOIN jobs j ON j.runner_name = i.name
-             WHERE i.pool_id = ? AND i.status != 'deleted' AND j.status_rank >= 2",
+             WHERE i.pool_id = ? AND (
+                (j.status = 'in_progress' AND i.status != 'deleted'
+                    AND i.runner_status IN ('pending', 'installing', 'idle'))
+                OR (j.status = 'completed' AND i.status IN ('pending_create', 'running', 'error'))
+             )",
         )
         .bind(pool_id.to_string())
         .fetch_all(self.r())
@@ -619,5 +624,54 @@ impl Store {
             .find(|(p, _)| *p == pool_id)
             .map(|(_, u)| u)
             .unwrap_or_default())
+    }
+
+    /// The instances of a pool that need a step now or soon: waiting to be
+    /// created, failed, waiting to be deleted, or running with a runner
+    /// that is still bootstrapping and was created before
+    /// `bootstrap_cutoff`. Each comes with the time its next attempt is
+    /// allowed (`None`: now). Everything else needs nothing, so reconcile's
+    /// cost follows the work, not the pool's size.
+    pub async fn instances_needing_work(
+        &self,
+        pool_id: PoolId,
+        bootstrap_cutoff: DateTime<Utc>,
+    ) -> Result<Vec<(Instance, Option<DateTime<Utc>>)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            ", next_attempt_at FROM instances
+             WHERE pool_id = ? AND (
+                status IN ('pending_create', 'error', 'pending_delete')
+                OR (status = 'running' AND runner_status IN ('pending', 'installing') AND created_at < ?)
+             )
+             ORDER BY created_at, name"
+        ))
+        .bind(pool_id.to_string())
+        .bind(bootstrap_cutoff.timestamp_millis())
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let next: Option<i64> = r.get("next_attempt_at");
+                Ok((instance_from_row(r)?, next.map(to_dt)))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` running instances of a pool with an idle runner,
+    /// oldest first (candidates for scaling down).
+    pub async fn idle_instances(&self, pool_id: PoolId, limit: u32) -> Result<Vec<Instance>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE pool_id = ? AND status = 'running' AND runner_status = 'idle'
+             ORDER BY created_at, name LIMIT ?"
+        ))
+        .bind(pool_id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter().map(instance_from_row).collect()
     }
 }

@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 use crate::runner_sim;
 
 /// What happens after a create succeeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BootMode {
     /// Nothing: the instance exists but its runner never comes up.
     None,
@@ -29,6 +30,9 @@ pub struct FakeProviderConfig {
     pub delete_latency: Duration,
     pub boot: BootMode,
     pub max_concurrency: usize,
+    /// Appends `<op> <instance> <unix µs>` per create/delete call, so a
+    /// process outside (a benchmark) can see when calls happened.
+    pub calls_log: Option<std::path::PathBuf>,
 }
 
 impl Default for FakeProviderConfig {
@@ -38,7 +42,63 @@ impl Default for FakeProviderConfig {
             delete_latency: Duration::ZERO,
             boot: BootMode::None,
             max_concurrency: 64,
+            calls_log: None,
         }
+    }
+}
+
+/// The `[provider.fake]` table of hangard's config (`kind = "fake"`: for
+/// demos, tests and benchmarks — no real machine is made).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeProviderSettings {
+    /// Milliseconds each create takes.
+    #[serde(default)]
+    pub create_latency_ms: u64,
+    #[serde(default)]
+    pub delete_latency_ms: u64,
+    /// `simulate`: each instance walks through the real bootstrap calls;
+    /// `none`: runners never come up.
+    #[serde(default = "default_boot")]
+    pub boot: BootMode,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    pub calls_log: Option<std::path::PathBuf>,
+}
+
+fn default_boot() -> BootMode {
+    BootMode::Simulate
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+
+impl From<FakeProviderSettings> for FakeProviderConfig {
+    fn from(s: FakeProviderSettings) -> Self {
+        Self {
+            create_latency: Duration::from_millis(s.create_latency_ms),
+            delete_latency: Duration::from_millis(s.delete_latency_ms),
+            boot: s.boot,
+            max_concurrency: s.max_concurrency,
+            calls_log: s.calls_log,
+        }
+    }
+}
+
+fn log_call(path: &Option<std::path::PathBuf>, op: &str, name: &str) {
+    use std::io::Write as _;
+    let Some(path) = path else { return };
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{op} {name} {micros}");
     }
 }
 
@@ -230,10 +290,11 @@ impl Provider for FakeProvider {
         &self,
         req: &CreateInstanceRequest,
     ) -> Result<ProviderInstance, ProviderError> {
-        let (latency, boot) = {
+        let (latency, boot, log) = {
             let c = self.config.lock().unwrap();
-            (c.create_latency, c.boot)
+            (c.create_latency, c.boot, c.calls_log.clone())
         };
+        log_call(&log, "create", req.name.as_str());
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -276,7 +337,11 @@ impl Provider for FakeProvider {
     }
 
     async fn delete_instance(&self, instance: &InstanceRef) -> Result<(), ProviderError> {
-        let latency = self.config.lock().unwrap().delete_latency;
+        let (latency, log) = {
+            let c = self.config.lock().unwrap();
+            (c.delete_latency, c.calls_log.clone())
+        };
+        log_call(&log, "delete", instance.name.as_str());
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }

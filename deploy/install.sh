@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs Hangar as a systemd service:
+#   binaries   -> $PREFIX/bin/hangard, $PREFIX/bin/hangar
+#   unit       -> /etc/systemd/system/hangard.service (+ libvirt drop-in with --libvirt)
+#   config     -> /etc/hangar/hangard.toml (from config/hangard.example.toml, kept if present)
+#   secrets    -> /etc/hangar/credentials/{passphrase,jwt-secret} (generated, 0600, kept if present)
+#   state      -> /var/lib/hangar (empty; systemd's StateDirectory owns it)
+#   user       -> system user "hangar"
+# Usage: deploy/install.sh [--libvirt] [--bin-dir DIR]   (DESTDIR=/tmp/x for a staged install)
+# Build first: cargo build --release -p hangar-daemon -p hangar-cli
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+destdir=${DESTDIR:-}
+prefix=${PREFIX:-/usr}
+bindir="$root/target/release"
+libvirt=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --libvirt) libvirt=1 ;;
+        --bin-dir) bindir=$2; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+for b in hangard hangar; do
+    [ -x "$bindir/$b" ] || { echo "missing $bindir/$b: cargo build --release -p hangar-daemon -p hangar-cli" >&2; exit 1; }
+done
+
+say() { echo "install: $*"; }
+
+install -d -m 0755 "$destdir$prefix/bin" "$destdir/etc/systemd/system" "$destdir/etc/hangar" "$destdir$prefix/share/doc/hangar"
+install -m 0755 "$bindir/hangard" "$bindir/hangar" "$destdir$prefix/bin/"
+say "binaries in $destdir$prefix/bin"
+
+sed "s|^ExecStart=/usr/bin/hangard|ExecStart=$prefix/bin/hangard|" "$here/systemd/hangard.service" \
+    > "$destdir/etc/systemd/system/hangard.service"
+chmod 0644 "$destdir/etc/systemd/system/hangard.service"
+if [ "$libvirt" = 1 ]; then
+    install -d -m 0755 "$destdir/etc/systemd/system/hangard.service.d"
+    install -m 0644 "$here/systemd/hangard.service.d/libvirt.conf" "$destdir/etc/systemd/system/hangard.service.d/"
+fi
+say "unit in $destdir/etc/systemd/system"
+
+install -m 0644 "$root/config/hangard.example.toml" "$destdir$prefix/share/doc/hangar/hangard.example.toml"
+install -m 0644 "$root/README.md" "$destdir$prefix/share/doc/hangar/README.md"
+if [ ! -e "$destdir/etc/hangar/hangard.toml" ]; then
+    # The example with the paths a service uses: state under /var/lib/hangar,
+    # passphrase from the systemd credential.
+    sed -e 's|^url = "sqlite://./data/hangar.db"|url = "sqlite:///var/lib/hangar/hangar.db"|' \
+        -e 's|^passphrase = .*|# passphrase: from the systemd credential "passphrase"|' \
+        "$root/config/hangard.example.toml" > "$destdir/etc/hangar/hangard.toml"
+    chmod 0640 "$destdir/etc/hangar/hangard.toml"
+    say "config in $destdir/etc/hangar/hangard.toml (edit server.public_url and the providers)"
+else
+    say "kept existing $destdir/etc/hangar/hangard.toml"
+fi
+
+install -d -m 0700 "$destdir/etc/hangar/credentials"
+for secret in passphrase jwt-secret; do
+    f="$destdir/etc/hangar/credentials/$secret"
+    if [ ! -e "$f" ]; then
+        (umask 077; head -c 48 /dev/urandom | base64 | tr -d '\n=/+' > "$f")
+        say "generated $f"
+    fi
+done
+
+install -d -m 0700 "$destdir/var/lib/hangar"
+if [ -z "$destdir" ]; then
+    if ! id hangar >/dev/null 2>&1; then
+        useradd --system --home-dir /var/lib/hangar --shell /usr/sbin/nologin hangar
+        say "created user hangar"
+    fi
+    chown hangar:hangar /var/lib/hangar
+    chgrp hangar /etc/hangar/hangard.toml
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        say "run: systemctl enable --now hangard"
+    fi
+fi
+say "done"
