@@ -14,10 +14,19 @@ use serde_json::{Value, json};
 /// A built binary of this workspace (`target/<profile>/<name>`), next to the
 /// test executable's `deps/` folder. `cargo xtask ci` builds them first.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("HANGAR_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("target dir");
     let p = dir.join(name);
     assert!(
@@ -65,11 +74,13 @@ url = "sqlite://{db}"
 passphrase = "{PASSPHRASE}"
 
 [logging]
-level = "info,hangar_scheduler=debug"
+level = "{level}"
 
 {extra}
 "#,
-        db = dir.join("data/hangar.db").display()
+        db = dir.join("data/hangar.db").display(),
+        level = std::env::var("HANGAR_E2E_LOG")
+            .unwrap_or_else(|_| "info,hangar_scheduler=debug".into()),
     );
     std::fs::write(&config, text).expect("write config");
     config
@@ -78,7 +89,12 @@ level = "info,hangar_scheduler=debug"
 impl Daemon {
     /// Starts hangard with `config` and waits for `/healthz`.
     pub async fn start(dir: &Path, port: u16, config: &Path) -> anyhow::Result<Self> {
-        let log = dir.join(format!("hangard-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()));
+        let log = dir.join(format!(
+            "hangard-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        ));
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin("hangard"))
             .arg("--config")
@@ -213,7 +229,12 @@ impl Api {
         })
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self
             .client
             .request(method, format!("{}{}", self.url, path))
@@ -224,7 +245,11 @@ impl Api {
         let r = req.send().await?;
         let status = r.status().as_u16();
         let text = r.text().await?;
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok((status, v))
     }
 
@@ -271,7 +296,9 @@ impl Api {
     }
 
     pub async fn add_pool(&self, repo: &str, body: Value) -> anyhow::Result<String> {
-        let v = self.post(&format!("/api/v1/repositories/{repo}/pools"), body).await?;
+        let v = self
+            .post(&format!("/api/v1/repositories/{repo}/pools"), body)
+            .await?;
         Ok(v["id"].as_str().context("id")?.to_owned())
     }
 

@@ -102,17 +102,18 @@ fn missing_packages(pkgs: &[&str]) -> Vec<String> {
 /// The Debian packages the build needs (libvirt's C library for the `virt`
 /// crate) and the tests use (the sqlite3 CLI for the at-rest check,
 /// systemd-analyze for the unit file, ISO tools for NoCloud seeds).
-const BUILD_PACKAGES: &[&str] = &[
-    "libvirt-dev",
-    "pkg-config",
-    "sqlite3",
-    "genisoimage",
-];
+const BUILD_PACKAGES: &[&str] = &["libvirt-dev", "pkg-config", "sqlite3", "genisoimage"];
 
 fn system_packages() -> Result {
     step("system packages");
-    if Command::new("dpkg-query").arg("--version").output().is_err() {
-        eprintln!("not a Debian/Ubuntu system: install libvirt's development files and pkg-config yourself");
+    if Command::new("dpkg-query")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "not a Debian/Ubuntu system: install libvirt's development files and pkg-config yourself"
+        );
         return Ok(());
     }
     let missing = missing_packages(BUILD_PACKAGES);
@@ -141,16 +142,17 @@ fn libvirt_setup() -> Option<Vec<(String, String)>> {
     }
     let cache = std::env::var("HANGAR_GUEST_CACHE")
         .unwrap_or_else(|_| root.join("target/hangar-guest").display().to_string());
-    let ok = run(Command::new("bash").arg(&setup)).and_then(|_| {
-        run(Command::new("bash").arg(&guest).arg(&cache))
-    });
+    let ok = run(Command::new("bash").arg(&setup))
+        .and_then(|_| run(Command::new("bash").arg(&guest).arg(&cache)));
     match ok {
         Ok(()) => Some(vec![
             ("HANGAR_LIBVIRT_TESTS".into(), "1".into()),
             ("HANGAR_GUEST_CACHE".into(), cache),
         ]),
         Err(e) => {
-            eprintln!("\n!!! SKIPPING real-libvirt tests: this machine cannot run a libvirt daemon: {e}\n");
+            eprintln!(
+                "\n!!! SKIPPING real-libvirt tests: this machine cannot run a libvirt daemon: {e}\n"
+            );
             None
         }
     }
@@ -163,7 +165,14 @@ fn ci() -> Result {
     step("rustfmt");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("clippy");
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     let unit = root().join("deploy/systemd/hangard.service");
     if unit.exists() {
         step("systemd unit");
@@ -191,7 +200,15 @@ fn dev(args: &[String]) -> Result {
         .unwrap_or_else(|| root().join("config/hangard.toml").display().to_string());
     step(&format!("hangard --config {config}"));
     run(cargo()
-        .args(["run", "--package", "hangar-daemon", "--bin", "hangard", "--", "--config"])
+        .args([
+            "run",
+            "--package",
+            "hangar-daemon",
+            "--bin",
+            "hangard",
+            "--",
+            "--config",
+        ])
         .arg(&config))
 }
 
@@ -199,11 +216,27 @@ fn bench(args: &[String]) -> Result {
     system_packages()?;
     let which = args.first().map(String::as_str).unwrap_or("all");
     if !matches!(which, "webhooks" | "schedule" | "all") {
-        return Err(format!("unknown bench {which:?}: use webhooks, schedule or all"));
+        return Err(format!(
+            "unknown bench {which:?}: use webhooks, schedule or all"
+        ));
     }
     step("build release binaries");
-    run(cargo().args(["build", "--release", "--package", "hangar-daemon", "--package", "hangar-bench", "--package", "hangar-testkit", "--bins"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "hangar-daemon",
+        "--package",
+        "hangar-e2e",
+        "--package",
+        "hangar-testkit",
+        "--bins",
+    ]))?;
     step(&format!("bench {which}"));
-    let bin = root().join("target/release/hangar-bench");
-    run(Command::new(bin).arg(which).current_dir(root()))
+    let release = root().join("target/release");
+    run(Command::new(release.join("hangar-bench"))
+        .arg(which)
+        .current_dir(root())
+        .env("HANGAR_BIN_DIR", &release)
+        .env("HANGAR_E2E_LOG", "warn"))
 }

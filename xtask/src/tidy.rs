@@ -7,7 +7,9 @@ use std::process::Command;
 use crate::Result;
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -38,7 +40,10 @@ pub fn run(root: &Path) -> Result {
         }
     }
     if missing.is_empty() {
-        eprintln!("tidy: {} Rust files, each with a //! module doc", files.len());
+        eprintln!(
+            "tidy: {} Rust files, each with a //! module doc",
+            files.len()
+        );
         Ok(())
     } else {
         Err(format!(
@@ -50,9 +55,17 @@ pub fn run(root: &Path) -> Result {
 
 /// `systemd-analyze verify` on the unit, when the tool exists.
 pub fn verify_unit(unit: &Path) -> Result {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("!!! systemd-analyze not installed: unit file not verified");
         return Ok(());
     }
-    crate::run(Command::new("bash").arg(crate::root().join("deploy/systemd/verify.sh")).arg(unit))
+    crate::run(
+        Command::new("bash")
+            .arg(crate::root().join("deploy/systemd/verify.sh"))
+            .arg(unit),
+    )
 }
