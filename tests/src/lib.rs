@@ -120,15 +120,15 @@ impl Daemon {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("hangard exited with {status}:\n{}", self.logs());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("hangard exited with {status}:\n{}", self.logs());
             }
-            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("hangard not healthy after {timeout:?}:\n{}", self.logs());

@@ -208,12 +208,12 @@ impl PoolSpec {
                 });
             }
         }
-        if let Some(group) = &self.runner_group {
-            if group.trim().is_empty() {
-                return Err(PoolSpecError::Empty {
-                    field: "runner_group",
-                });
-            }
+        if let Some(group) = &self.runner_group
+            && group.trim().is_empty()
+        {
+            return Err(PoolSpecError::Empty {
+                field: "runner_group",
+            });
         }
         if !(1..=1440).contains(&self.runner_bootstrap_timeout) {
             return Err(PoolSpecError::BootstrapTimeout(

@@ -134,10 +134,13 @@ struct Inner {
     tasks: TaskTracker,
     credential_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
     credential_gates: Mutex<HashMap<String, Arc<Gate>>>,
-    targets: Mutex<HashMap<EntityId, (tokio::time::Instant, Arc<ForgeTarget>)>>,
-    tools: Mutex<HashMap<EntityId, (tokio::time::Instant, Arc<Vec<RunnerTool>>)>>,
+    targets: Mutex<HashMap<EntityId, Cached<ForgeTarget>>>,
+    tools: Mutex<HashMap<EntityId, Cached<Vec<RunnerTool>>>>,
     groups: Mutex<HashMap<(EntityId, Option<String>), i64>>,
 }
+
+/// A value fetched at an instant, kept for a while.
+type Cached<T> = (tokio::time::Instant, Arc<T>);
 
 #[derive(Debug, Default)]
 struct Dirty {
@@ -434,34 +437,33 @@ impl Scheduler {
             return Ok(());
         };
         match status {
-            JobStatus::InProgress => {
+            JobStatus::InProgress
                 if inst
                     .runner_status
-                    .can_transition_to(hangar_core::RunnerStatus::Active)
-                {
-                    store
-                        .set_runner_status(&inst.name, hangar_core::RunnerStatus::Active, None)
-                        .await?;
-                    store.set_instance_job(&inst.name, job).await?;
-                    tracing::info!(instance.name = %inst.name, job.id = %job, "runner took a job");
-                    if let Ok(Some(queued)) = store.job_queued_at(job).await {
-                        let secs =
-                            (chrono::Utc::now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
-                        self.inner.metrics.time_to_runner_seconds.observe(secs);
-                    }
+                    .can_transition_to(hangar_core::RunnerStatus::Active) =>
+            {
+                store
+                    .set_runner_status(&inst.name, hangar_core::RunnerStatus::Active, None)
+                    .await?;
+                store.set_instance_job(&inst.name, job).await?;
+                tracing::info!(instance.name = %inst.name, job.id = %job, "runner took a job");
+                if let Ok(Some(queued)) = store.job_queued_at(job).await {
+                    let secs =
+                        (chrono::Utc::now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
+                    self.inner.metrics.time_to_runner_seconds.observe(secs);
                 }
             }
-            JobStatus::Completed => {
-                if inst.status.can_transition_to(InstanceStatus::PendingDelete) {
-                    store
-                        .set_instance_status(
-                            &inst.name,
-                            InstanceStatus::PendingDelete,
-                            Some("job completed"),
-                        )
-                        .await?;
-                    tracing::info!(instance.name = %inst.name, job.id = %job, "job completed; retiring instance");
-                }
+            JobStatus::Completed
+                if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
+            {
+                store
+                    .set_instance_status(
+                        &inst.name,
+                        InstanceStatus::PendingDelete,
+                        Some("job completed"),
+                    )
+                    .await?;
+                tracing::info!(instance.name = %inst.name, job.id = %job, "job completed; retiring instance");
             }
             _ => {}
         }
@@ -492,10 +494,9 @@ impl Scheduler {
             .lock()
             .expect("targets lock")
             .get(&entity)
+            && now.duration_since(*at) < TARGET_TTL
         {
-            if now.duration_since(*at) < TARGET_TTL {
-                return Ok(t.clone());
-            }
+            return Ok(t.clone());
         }
         let t = Arc::new(self.inner.store.forge_target(entity).await?);
         self.inner

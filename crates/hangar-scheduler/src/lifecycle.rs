@@ -163,10 +163,11 @@ impl Scheduler {
 
         // 1. Register the runner on GitHub (once per instance).
         let jit = entry.provider.jit_enabled();
-        if jit && inst.runner_id.is_none() {
-            if let Err(f) = self.register_runner(&inst, pool, &target).await {
-                return self.create_failed(&inst, pool, f).await;
-            }
+        if jit
+            && inst.runner_id.is_none()
+            && let Err(f) = self.register_runner(&inst, pool, &target).await
+        {
+            return self.create_failed(&inst, pool, f).await;
         }
 
         // 2. Wait for the provider's turn.
@@ -221,11 +222,11 @@ impl Scheduler {
             Ok(r) => r,
             Err(f) => return self.create_failed(&inst, pool, f).await,
         };
-        if let Some(job) = inst.job_id {
-            if let Ok(Some(queued)) = store.job_queued_at(job).await {
-                let secs = (Utc::now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
-                self.inner.metrics.time_to_create_seconds.observe(secs);
-            }
+        if let Some(job) = inst.job_id
+            && let Ok(Some(queued)) = store.job_queued_at(job).await
+        {
+            let secs = (Utc::now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
+            self.inner.metrics.time_to_create_seconds.observe(secs);
         }
         tracing::info!(provider = %entry.name, image = %pool.spec.image, flavor = %pool.spec.flavor, "creating instance");
         let timeout = entry.provider.create_timeout();
@@ -411,10 +412,9 @@ impl Scheduler {
             .lock()
             .expect("tools lock")
             .get(&pool.entity_id)
+            && now.duration_since(*at) < crate::TOOLS_TTL
         {
-            if now.duration_since(*at) < crate::TOOLS_TTL {
-                return t.clone();
-            }
+            return t.clone();
         }
         let tools = match self
             .github(

@@ -314,11 +314,11 @@ impl Scheduler {
                         busy: usage.get(&p.id).map(|u| u.live).unwrap_or(0),
                     })
                     .collect();
-                if let Some(pool) = rank_pools(&job.labels, &cands).into_iter().next() {
-                    if store.assign_job_pool(job.id, job.run_attempt, pool).await? {
-                        r.jobs_matched += 1;
-                        self.wake_pool(pool);
-                    }
+                if let Some(pool) = rank_pools(&job.labels, &cands).into_iter().next()
+                    && store.assign_job_pool(job.id, job.run_attempt, pool).await?
+                {
+                    r.jobs_matched += 1;
+                    self.wake_pool(pool);
                 }
             }
         }

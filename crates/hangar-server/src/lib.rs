@@ -39,8 +39,11 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// Called before `/metrics` is encoded, to refresh gauges owned by
     /// others (e.g. GitHub rate-limit figures).
-    pub metrics_hook: Option<Box<dyn Fn(&Metrics) + Send + Sync>>,
+    pub metrics_hook: Option<MetricsHook>,
 }
+
+/// Refreshes gauges owned outside the server just before `/metrics` answers.
+pub type MetricsHook = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -33,10 +33,10 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large")
             .with_details(format!("the limit is {limit} bytes"))
     };
-    if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
+    if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
@@ -201,13 +201,13 @@ pub async fn shared_webhook(
 /// The registered entity a delivery is about: its repository, else the
 /// repository's or the payload's organization, else its enterprise.
 fn route(snap: &crate::catalog::Snapshot, t: &DeliveryTarget) -> Option<Arc<EntityEntry>> {
-    if let Some(r) = &t.repository {
-        if let Some(e) = snap.by_scope(&EntityScope::Repository {
+    if let Some(r) = &t.repository
+        && let Some(e) = snap.by_scope(&EntityScope::Repository {
             owner: r.owner.login.clone(),
             name: r.name.clone(),
-        }) {
-            return Some(e.clone());
-        }
+        })
+    {
+        return Some(e.clone());
     }
     let orgs = t
         .organization

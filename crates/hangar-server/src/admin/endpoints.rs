@@ -34,12 +34,12 @@ pub(crate) fn check_url(field: &str, value: &str) -> ApiResult<()> {
 }
 
 fn check_ca(ca: &Option<String>) -> ApiResult<()> {
-    if let Some(pem) = ca.as_deref().filter(|s| !s.is_empty()) {
-        if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(ApiError::bad_request(
-                "ca_bundle must be PEM (-----BEGIN CERTIFICATE-----)",
-            ));
-        }
+    if let Some(pem) = ca.as_deref().filter(|s| !s.is_empty())
+        && !pem.contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Err(ApiError::bad_request(
+            "ca_bundle must be PEM (-----BEGIN CERTIFICATE-----)",
+        ));
     }
     Ok(())
 }
