@@ -1,6 +1,14 @@
 //! GitHub, as Hangar talks to it.
 //!
 //! [`webhook`] checks deliveries' signatures and holds the payload types
-//! intake parses (only after the signature is good).
+//! intake parses (only after the signature is good). [`GitHubForge`] is the
+//! `Forge` implementation: JIT configs, registration tokens, runners, job
+//! re-checks, with per-credentials rate-limit handling ([`limits`]).
 
+pub mod config;
+pub mod forge;
+pub mod limits;
 pub mod webhook;
+
+pub use config::GitHubConfig;
+pub use forge::{CredentialStats, GitHubForge};

@@ -6,5 +6,6 @@
 //! [`conformance`] suite is what every `Provider` implementation must pass.
 
 pub mod conformance;
+pub mod fake_github;
 pub mod fake_provider;
 pub mod runner_sim;

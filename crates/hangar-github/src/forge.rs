@@ -1,0 +1,660 @@
+//! `GitHubForge`: the `Forge` on GitHub.com and GHES.
+//!
+//! octocrab supplies authentication (PAT, or App JWT → installation tokens
+//! that it caches and renews before they expire) and the HTTP transport.
+//! Requests go through octocrab's raw methods rather than its typed
+//! builders because the typed builders drop the response headers, and
+//! `retry-after` / `x-ratelimit-*` are exactly what must be honoured. The
+//! same routes serve repositories, organizations and enterprises.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use hangar_core::entity::CredentialsAuth;
+use hangar_core::forge::{ForgeJob, ForgeRunner, JitConfig, JitRequest, RegistrationToken};
+use hangar_core::provider::RunnerTool;
+use hangar_core::{EntityScope, Forge, ForgeError, ForgeTarget, JobId, Secret};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
+use octocrab::Octocrab;
+use serde::Deserialize;
+use sha2::Digest as _;
+
+use crate::config::GitHubConfig;
+use crate::limits::{Denied, Limiter, RateHeaders, jittered};
+
+/// Counters of one set of credentials, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialStats {
+    pub credentials: String,
+    pub calls: u64,
+    pub errors: HashMap<&'static str, u64>,
+    pub rate_limit_remaining: Option<u64>,
+    pub rate_limit_limit: Option<u64>,
+    pub rate_limit_reset: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Client {
+    name: String,
+    octo: Octocrab,
+    limiter: Mutex<Limiter>,
+    stats: Mutex<CredentialStats>,
+}
+
+/// GitHub through octocrab. One per daemon; clients are cached per
+/// credentials (and rebuilt when the credentials or endpoint change).
+#[derive(Debug)]
+pub struct GitHubForge {
+    config: GitHubConfig,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+}
+
+/// An answer GitHub gave (any status).
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ForgeError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ForgeError::Fatal(format!("unexpected {what} answer from GitHub: {e}")))
+    }
+
+    fn message(&self) -> String {
+        #[derive(Deserialize)]
+        struct Msg {
+            message: Option<String>,
+        }
+        serde_json::from_slice::<Msg>(&self.body)
+            .ok()
+            .and_then(|m| m.message)
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            })
+    }
+
+    /// Maps a non-success answer to an error kind.
+    fn error(&self, what: &str) -> ForgeError {
+        let msg = format!("{what}: HTTP {}: {}", self.status.as_u16(), self.message());
+        match self.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ForgeError::Unauthorized(msg),
+            StatusCode::NOT_FOUND => ForgeError::NotFound(msg),
+            StatusCode::CONFLICT => ForgeError::AlreadyExists(msg),
+            StatusCode::UNPROCESSABLE_ENTITY => ForgeError::Busy(msg),
+            s if s.is_server_error() => ForgeError::Transient(msg),
+            _ => ForgeError::Fatal(msg),
+        }
+    }
+}
+
+fn is_rate_limited(status: StatusCode, h: &RateHeaders, body: &[u8]) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN
+            && (h.retry_after.is_some()
+                || h.remaining == Some(0)
+                || String::from_utf8_lossy(body)
+                    .to_ascii_lowercase()
+                    .contains("rate limit")))
+}
+
+fn runners_base(scope: &EntityScope) -> String {
+    match scope {
+        EntityScope::Repository { owner, name } => format!("/repos/{owner}/{name}/actions/runners"),
+        EntityScope::Organization { name } => format!("/orgs/{name}/actions/runners"),
+        EntityScope::Enterprise { slug } => format!("/enterprises/{slug}/actions/runners"),
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_link(headers: &http::HeaderMap) -> Option<String> {
+    let link = headers.get(http::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, rel) = part.split_once(';')?;
+        rel.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+    })
+}
+
+#[derive(Deserialize)]
+struct RunnerLabel {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RunnerBody {
+    id: i64,
+    name: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    busy: bool,
+    #[serde(default)]
+    labels: Vec<RunnerLabel>,
+}
+
+impl From<RunnerBody> for ForgeRunner {
+    fn from(r: RunnerBody) -> Self {
+        ForgeRunner {
+            id: r.id,
+            name: r.name,
+            status: r.status,
+            busy: r.busy,
+            labels: r.labels.into_iter().map(|l| l.name).collect(),
+        }
+    }
+}
+
+/// GitHub's job, tolerant: `requested`/`pending`/`waiting` statuses and
+/// null fields are all accepted.
+#[derive(Deserialize)]
+struct JobBody {
+    id: i64,
+    run_attempt: Option<i64>,
+    status: Option<String>,
+    conclusion: Option<String>,
+    #[serde(default)]
+    labels: Option<Vec<String>>,
+    runner_name: Option<String>,
+}
+
+impl GitHubForge {
+    pub fn new(config: GitHubConfig) -> Self {
+        Self {
+            config,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// Per-credentials counters and the last rate-limit figures seen.
+    pub fn stats(&self) -> Vec<CredentialStats> {
+        let clients: Vec<Arc<Client>> = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<CredentialStats> = clients
+            .iter()
+            .map(|c| {
+                let mut s = c.stats.lock().expect("stats lock").clone();
+                let last = c.limiter.lock().expect("limiter lock").last;
+                s.rate_limit_remaining = last.remaining;
+                s.rate_limit_limit = last.limit;
+                s.rate_limit_reset = last.reset;
+                s
+            })
+            .collect();
+        out.sort_by(|a, b| a.credentials.cmp(&b.credentials));
+        out
+    }
+
+    fn client(&self, target: &ForgeTarget) -> Result<Arc<Client>, ForgeError> {
+        let creds = &target.credentials;
+        let mut h = sha2::Sha256::new();
+        h.update(target.endpoint.api_base_url.as_bytes());
+        match &creds.auth {
+            CredentialsAuth::Pat { token } => h.update(token.expose().as_bytes()),
+            CredentialsAuth::App {
+                app_id,
+                installation_id,
+                private_key,
+            } => {
+                h.update(app_id.to_le_bytes());
+                h.update(installation_id.to_le_bytes());
+                h.update(private_key.expose().as_bytes());
+            }
+        }
+        let key = format!("{}:{}", creds.name, hex::encode(h.finalize()));
+        if let Some(c) = self.clients.lock().expect("clients lock").get(&key) {
+            return Ok(c.clone());
+        }
+        let base = format!("{}/", target.endpoint.api_base_url.trim_end_matches('/'));
+        let timeout = Some(Duration::from_secs(self.config.request_timeout_secs.max(1)));
+        let builder = Octocrab::builder()
+            .base_uri(base.as_str())
+            .map_err(|e| ForgeError::Fatal(format!("api_base_url {base:?}: {e}")))?
+            .set_connect_timeout(timeout)
+            .set_read_timeout(timeout);
+        let octo = match &creds.auth {
+            CredentialsAuth::Pat { token } => builder
+                .personal_token(token.expose().to_owned())
+                .build()
+                .map_err(|e| ForgeError::Fatal(format!("cannot build the GitHub client: {e}")))?,
+            CredentialsAuth::App {
+                app_id,
+                installation_id,
+                private_key,
+            } => {
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose().as_bytes())
+                    .map_err(|e| {
+                        ForgeError::Unauthorized(format!(
+                            "credentials {:?}: the App private key is not a valid RSA PEM key: {e}",
+                            creds.name.as_str()
+                        ))
+                    })?;
+                let app = builder
+                    .app(octocrab::models::AppId(*app_id as u64), key)
+                    .build()
+                    .map_err(|e| {
+                        ForgeError::Fatal(format!("cannot build the GitHub client: {e}"))
+                    })?;
+                app.installation(octocrab::models::InstallationId(*installation_id as u64))
+                    .map_err(|e| {
+                        ForgeError::Fatal(format!("cannot build the App installation client: {e}"))
+                    })?
+            }
+        };
+        let client = Arc::new(Client {
+            name: creds.name.to_string(),
+            octo,
+            limiter: Mutex::new(Limiter::new(
+                self.config.budget_per_hour,
+                self.config.budget_burst,
+            )),
+            stats: Mutex::new(CredentialStats {
+                credentials: creds.name.to_string(),
+                ..Default::default()
+            }),
+        });
+        let mut clients = self.clients.lock().expect("clients lock");
+        // Forget clients of older versions of the same credentials.
+        let prefix = format!("{}:", creds.name);
+        clients.retain(|k, _| !k.starts_with(&prefix));
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn count_error(client: &Client, e: &ForgeError) {
+        *client
+            .stats
+            .lock()
+            .expect("stats lock")
+            .errors
+            .entry(e.kind())
+            .or_default() += 1;
+    }
+
+    /// Sends one request, honouring rate limits. `idempotent` requests are
+    /// retried (bounded, with backoff) after transient failures and short
+    /// rate limits; others are sent once. Non-success answers that are not
+    /// rate limits or 5xx are returned for the caller to interpret.
+    #[tracing::instrument(skip_all, fields(credentials = %client.name, http.method = %method, http.path = %path))]
+    async fn send(
+        &self,
+        client: &Client,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<(Answer, http::HeaderMap), ForgeError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let admitted = client.limiter.lock().expect("limiter lock").admit();
+            if let Err(denied) = admitted {
+                let wait = denied.wait();
+                if wait > self.config.max_inline_wait() {
+                    let e = ForgeError::RateLimited {
+                        retry_after: wait,
+                        message: match denied {
+                            Denied::GitHub(_) => "GitHub asked to wait".into(),
+                            Denied::Budget(_) => {
+                                "the credentials' hourly call budget is spent".into()
+                            }
+                        },
+                    };
+                    Self::count_error(client, &e);
+                    return Err(e);
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            client.stats.lock().expect("stats lock").calls += 1;
+            let result = match method {
+                Method::GET => client.octo._get(path).await,
+                Method::POST => client.octo._post(path, body).await,
+                Method::DELETE => client.octo._delete(path, None::<&()>).await,
+                _ => return Err(ForgeError::Fatal(format!("unsupported method {method}"))),
+            };
+            let transient = match result {
+                Err(e) => ForgeError::Transient(format!("{method} {path}: {e}")),
+                Ok(resp) => {
+                    let (parts, b) = resp.into_parts();
+                    let bytes = match b.collect().await {
+                        Ok(c) => c.to_bytes(),
+                        Err(e) => {
+                            let e = ForgeError::Transient(format!(
+                                "{method} {path}: reading the answer: {e}"
+                            ));
+                            Self::count_error(client, &e);
+                            return Err(e);
+                        }
+                    };
+                    let rate = RateHeaders::parse(&parts.headers);
+                    if is_rate_limited(parts.status, &rate, &bytes) {
+                        let wait = client.limiter.lock().expect("limiter lock").limited(
+                            rate,
+                            self.config.backoff_base(),
+                            self.config.backoff_max(),
+                        );
+                        tracing::warn!(
+                            wait_ms = wait.as_millis() as u64,
+                            status = parts.status.as_u16(),
+                            "GitHub rate limit"
+                        );
+                        if idempotent
+                            && attempt <= self.config.max_retries
+                            && wait <= self.config.max_inline_wait()
+                        {
+                            continue;
+                        }
+                        let e = ForgeError::RateLimited {
+                            retry_after: wait,
+                            message: format!("{method} {path}: HTTP {}", parts.status.as_u16()),
+                        };
+                        Self::count_error(client, &e);
+                        return Err(e);
+                    }
+                    client.limiter.lock().expect("limiter lock").observe(rate);
+                    let answer = Answer {
+                        status: parts.status,
+                        body: bytes,
+                    };
+                    if !parts.status.is_server_error() {
+                        client.limiter.lock().expect("limiter lock").success();
+                        return Ok((answer, parts.headers));
+                    }
+                    answer.error(&format!("{method} {path}"))
+                }
+            };
+            if idempotent && attempt <= self.config.max_retries {
+                let wait = jittered(
+                    attempt,
+                    self.config.backoff_base(),
+                    self.config.backoff_max(),
+                );
+                tracing::debug!(error = %transient, retry_in_ms = wait.as_millis() as u64, "retrying");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Self::count_error(client, &transient);
+            return Err(transient);
+        }
+    }
+
+    async fn call(
+        &self,
+        target: &ForgeTarget,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<(Answer, http::HeaderMap), ForgeError> {
+        let client = self.client(target)?;
+        let r = self.send(&client, method, path, body, idempotent).await;
+        if let Ok((a, _)) = &r
+            && !a.status.is_success()
+            && a.status != StatusCode::NOT_FOUND
+        {
+            Self::count_error(&client, &a.error(path));
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Forge for GitHubForge {
+    async fn generate_jit_config(
+        &self,
+        target: &ForgeTarget,
+        req: &JitRequest,
+    ) -> Result<JitConfig, ForgeError> {
+        #[derive(Deserialize)]
+        struct Body {
+            runner: RunnerBody,
+            encoded_jit_config: String,
+        }
+        let path = format!("{}/generate-jitconfig", runners_base(&target.scope));
+        let body = serde_json::json!({
+            "name": req.name,
+            "runner_group_id": req.runner_group_id,
+            "labels": req.labels,
+            "work_folder": req.work_folder,
+        });
+        // Never retried here: a retry after a lost answer would collide on
+        // the runner name. The caller handles AlreadyExists deliberately.
+        let (a, _) = self
+            .call(target, Method::POST, &path, Some(&body), false)
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.error("generate JIT config"));
+        }
+        let b: Body = a.json("JIT config")?;
+        Ok(JitConfig {
+            runner_id: b.runner.id,
+            runner_name: b.runner.name,
+            encoded_jit_config: Secret::new(b.encoded_jit_config),
+        })
+    }
+
+    async fn registration_token(
+        &self,
+        target: &ForgeTarget,
+    ) -> Result<RegistrationToken, ForgeError> {
+        #[derive(Deserialize)]
+        struct Body {
+            token: String,
+            expires_at: DateTime<Utc>,
+        }
+        let path = format!("{}/registration-token", runners_base(&target.scope));
+        // Asking twice just yields another token: safe to retry.
+        let (a, _) = self.call(target, Method::POST, &path, None, true).await?;
+        if !a.status.is_success() {
+            return Err(a.error("registration token"));
+        }
+        let b: Body = a.json("registration token")?;
+        Ok(RegistrationToken {
+            token: Secret::new(b.token),
+            expires_at: b.expires_at,
+        })
+    }
+
+    async fn list_runners(&self, target: &ForgeTarget) -> Result<Vec<ForgeRunner>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            runners: Vec<RunnerBody>,
+        }
+        let mut out = Vec::new();
+        let mut path = format!("{}?per_page=100", runners_base(&target.scope));
+        for _ in 0..1000 {
+            let (a, headers) = self.call(target, Method::GET, &path, None, true).await?;
+            if !a.status.is_success() {
+                return Err(a.error("list runners"));
+            }
+            let page: Page = a.json("runner list")?;
+            out.extend(page.runners.into_iter().map(ForgeRunner::from));
+            match next_link(&headers) {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_runner(&self, target: &ForgeTarget, runner_id: i64) -> Result<(), ForgeError> {
+        let path = format!("{}/{runner_id}", runners_base(&target.scope));
+        let (a, _) = self.call(target, Method::DELETE, &path, None, true).await?;
+        match a.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(a.error("delete runner")),
+        }
+    }
+
+    async fn get_job(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        job_id: JobId,
+    ) -> Result<Option<ForgeJob>, ForgeError> {
+        let path = format!("/repos/{repository}/actions/jobs/{}", job_id.0);
+        let (a, _) = self.call(target, Method::GET, &path, None, true).await?;
+        match a.status {
+            s if s.is_success() => {
+                let b: JobBody = a.json("job")?;
+                Ok(Some(ForgeJob {
+                    id: JobId(b.id),
+                    run_attempt: b.run_attempt,
+                    status: b.status.unwrap_or_default(),
+                    conclusion: b.conclusion,
+                    labels: b.labels.unwrap_or_default(),
+                    runner_name: b.runner_name,
+                }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(a.error("get job")),
+        }
+    }
+
+    async fn runner_group_id(
+        &self,
+        target: &ForgeTarget,
+        name: Option<&str>,
+    ) -> Result<i64, ForgeError> {
+        #[derive(Deserialize)]
+        struct Group {
+            id: i64,
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            runner_groups: Vec<Group>,
+        }
+        let Some(name) = name else {
+            return Ok(1);
+        };
+        let base = match &target.scope {
+            EntityScope::Repository { .. } => {
+                return Err(ForgeError::Fatal(format!(
+                    "runner group {name:?}: runner groups exist only for organizations and enterprises"
+                )));
+            }
+            EntityScope::Organization { name } => format!("/orgs/{name}/actions/runner-groups"),
+            EntityScope::Enterprise { slug } => {
+                format!("/enterprises/{slug}/actions/runner-groups")
+            }
+        };
+        let mut path = format!("{base}?per_page=100");
+        for _ in 0..100 {
+            let (a, headers) = self.call(target, Method::GET, &path, None, true).await?;
+            if !a.status.is_success() {
+                return Err(a.error("list runner groups"));
+            }
+            let page: Page = a.json("runner group list")?;
+            if let Some(g) = page
+                .runner_groups
+                .iter()
+                .find(|g| g.name.eq_ignore_ascii_case(name))
+            {
+                return Ok(g.id);
+            }
+            match next_link(&headers) {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Err(ForgeError::NotFound(format!(
+            "runner group {name:?} does not exist"
+        )))
+    }
+
+    async fn runner_downloads(&self, target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Tool {
+            os: String,
+            architecture: String,
+            download_url: String,
+            filename: String,
+            sha256_checksum: Option<String>,
+        }
+        let path = format!("{}/downloads", runners_base(&target.scope));
+        let (a, _) = self.call(target, Method::GET, &path, None, true).await?;
+        if !a.status.is_success() {
+            return Err(a.error("runner downloads"));
+        }
+        let tools: Vec<Tool> = a.json("runner downloads")?;
+        Ok(tools
+            .into_iter()
+            .map(|t| RunnerTool {
+                os: t.os,
+                architecture: t.architecture,
+                download_url: t.download_url,
+                filename: t.filename,
+                sha256_checksum: t.sha256_checksum,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_next() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::LINK,
+            "<https://api.github.com/repos/o/r/actions/runners?per_page=100&page=2>; rel=\"next\", <https://api.github.com/repos/o/r/actions/runners?per_page=100&page=5>; rel=\"last\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://api.github.com/repos/o/r/actions/runners?per_page=100&page=2")
+        );
+        assert_eq!(next_link(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn rate_limit_detection() {
+        let none = RateHeaders::default();
+        assert!(is_rate_limited(StatusCode::TOO_MANY_REQUESTS, &none, b""));
+        assert!(is_rate_limited(
+            StatusCode::FORBIDDEN,
+            &none,
+            br#"{"message":"You have exceeded a secondary rate limit"}"#
+        ));
+        assert!(!is_rate_limited(
+            StatusCode::FORBIDDEN,
+            &none,
+            br#"{"message":"Resource not accessible by integration"}"#
+        ));
+    }
+
+    #[test]
+    fn tolerant_job() {
+        let j: JobBody = serde_json::from_str(
+            r#"{"id": 29679449555, "status": "requested", "conclusion": null, "labels": null, "runner_name": null}"#,
+        )
+        .unwrap();
+        assert_eq!(j.status.as_deref(), Some("requested"));
+        assert!(j.labels.is_none());
+    }
+}
