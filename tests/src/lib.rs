@@ -185,6 +185,13 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // HANGAR_E2E_KEEP_LOGS=DIR keeps every daemon log for a post-mortem.
+        if let Some(keep) = std::env::var_os("HANGAR_E2E_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&keep);
+            if let Some(name) = self.log.file_name() {
+                let _ = std::fs::copy(&self.log, Path::new(&keep).join(name));
+            }
+        }
     }
 }
 

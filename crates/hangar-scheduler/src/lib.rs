@@ -437,21 +437,10 @@ impl Scheduler {
             return Ok(());
         };
         match status {
-            JobStatus::InProgress
-                if inst
-                    .runner_status
-                    .can_transition_to(hangar_core::RunnerStatus::Active) =>
-            {
-                store
-                    .set_runner_status(&inst.name, hangar_core::RunnerStatus::Active, None)
-                    .await?;
-                store.set_instance_job(&inst.name, job).await?;
-                tracing::info!(instance.name = %inst.name, job.id = %job, "runner took a job");
-                if let Ok(Some(queued)) = store.job_queued_at(job).await {
-                    let secs =
-                        (chrono::Utc::now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
-                    self.inner.metrics.time_to_runner_seconds.observe(secs);
-                }
+            JobStatus::InProgress => self.mark_active(&inst.name, job).await?,
+            JobStatus::Completed if inst.status == InstanceStatus::PendingDelete => {
+                // A delete waiting for the runner to finish may go now.
+                store.set_next_attempt(&inst.name, None).await?;
             }
             JobStatus::Completed
                 if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
@@ -468,6 +457,33 @@ impl Scheduler {
             _ => {}
         }
         self.wake_pool(inst.pool_id);
+        Ok(())
+    }
+
+    /// Marks a runner active (it took `job`), once: whichever path gets
+    /// there first (webhook or reconcile catch-up) records the transition
+    /// and the queued→runner time.
+    pub(crate) async fn mark_active(
+        &self,
+        name: &InstanceName,
+        job: JobId,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        match store
+            .set_runner_status(name, hangar_core::RunnerStatus::Active, None)
+            .await
+        {
+            Ok(_) => {}
+            // Already active or gone: the other path won.
+            Err(StoreError::Transition(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        store.set_instance_job(name, job).await?;
+        tracing::info!(instance.name = %name, job.id = %job, "runner took a job");
+        if let Ok(Some(queued)) = store.job_queued_at(job).await {
+            let secs = (chrono::Utc::now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
+            self.inner.metrics.time_to_runner_seconds.observe(secs);
+        }
         Ok(())
     }
 

@@ -574,10 +574,13 @@ impl Scheduler {
                     {
                         Ok(()) => {}
                         Err(ForgeError::Busy(_)) => {
-                            if inst.runner_status.can_transition_to(RunnerStatus::Active) {
-                                store
-                                    .set_runner_status(name, RunnerStatus::Active, None)
-                                    .await?;
+                            // It took a job: it is active, whatever we thought.
+                            match store
+                                .set_runner_status(name, RunnerStatus::Active, None)
+                                .await
+                            {
+                                Ok(_) | Err(hangar_store::StoreError::Transition(_)) => {}
+                                Err(e) => return Err(e.into()),
                             }
                             let wait = Duration::from_secs(self.inner.config.busy_retry_secs);
                             tracing::info!(

@@ -4,7 +4,7 @@
 //! webhook, a timer, a finished delete or a restart.
 
 use chrono::Utc;
-use hangar_core::{InstanceName, InstanceStatus, JobStatus, Pool, PoolId, RunnerStatus};
+use hangar_core::{InstanceName, InstanceStatus, JobStatus, Pool, PoolId};
 use hangar_store::StoreError;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
@@ -27,13 +27,24 @@ pub struct PoolReport {
     pub given_up: u32,
 }
 
-/// How many spare runners a pool should have: its idle minimum plus every
-/// queued job, minus the young jobs an idle runner can take right now.
-pub(crate) fn wanted_spare(pool: &Pool, queued: u32, queued_young: u32, idle: u32) -> u32 {
+/// How many spare runners a pool wants before it creates more: its idle
+/// minimum plus every queued job, minus the young jobs an idle runner can
+/// take right now (those get `idle_grace` before another VM is made).
+pub(crate) fn spare_to_create_for(pool: &Pool, queued: u32, queued_young: u32, idle: u32) -> u32 {
     if !pool.spec.enabled {
         return 0;
     }
     pool.spec.min_idle_runners + queued - queued_young.min(idle)
+}
+
+/// How many spare runners a pool keeps before it retires idle ones: its
+/// idle minimum plus every queued job — an idle runner that is about to
+/// take a young job is not excess.
+pub(crate) fn spare_to_keep(pool: &Pool, queued: u32) -> u32 {
+    if !pool.spec.enabled {
+        return 0;
+    }
+    pool.spec.min_idle_runners + queued
 }
 
 fn random_suffix() -> String {
@@ -62,14 +73,7 @@ impl Scheduler {
         for (name, job, status) in store.instances_with_job_progress(pool_id).await? {
             let inst = store.instance(&name).await?;
             match status {
-                JobStatus::InProgress
-                    if inst.runner_status.can_transition_to(RunnerStatus::Active) =>
-                {
-                    store
-                        .set_runner_status(&name, RunnerStatus::Active, None)
-                        .await?;
-                    store.set_instance_job(&name, job).await?;
-                }
+                JobStatus::InProgress => self.mark_active(&name, job).await?,
                 JobStatus::Completed
                     if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
                 {
@@ -159,7 +163,8 @@ impl Scheduler {
             .find(|(p, _)| *p == pool_id)
             .map(|(_, d)| d)
             .unwrap_or_default();
-        let want = wanted_spare(&pool, demand.queued, demand.queued_young, usage.idle);
+        let want = spare_to_create_for(&pool, demand.queued, demand.queued_young, usage.idle);
+        let keep = spare_to_keep(&pool, demand.queued);
         if usage.spare < want {
             let room = pool.spec.max_runners.saturating_sub(usage.live);
             let n = (want - usage.spare).min(room);
@@ -178,8 +183,8 @@ impl Scheduler {
                     report.creates_started += 1;
                 }
             }
-        } else if usage.spare > want {
-            let excess = usage.spare - want;
+        } else if usage.spare > keep {
+            let excess = usage.spare - keep;
             for inst in store.idle_instances(pool_id, excess).await? {
                 if self.is_in_flight(&inst.name) {
                     continue;
@@ -245,12 +250,21 @@ mod tests {
     #[test]
     fn idle_runner_absorbs_a_young_job() {
         // One idle runner, one job just queued: no second instance yet.
-        assert_eq!(wanted_spare(&pool(1, true), 1, 1, 1), 1);
+        assert_eq!(spare_to_create_for(&pool(1, true), 1, 1, 1), 1);
         // Once the grace is over, a replacement is wanted.
-        assert_eq!(wanted_spare(&pool(1, true), 1, 0, 1), 2);
+        assert_eq!(spare_to_create_for(&pool(1, true), 1, 0, 1), 2);
         // No idle runner: every job needs one.
-        assert_eq!(wanted_spare(&pool(0, true), 3, 3, 0), 3);
-        assert_eq!(wanted_spare(&pool(2, true), 0, 0, 0), 2);
-        assert_eq!(wanted_spare(&pool(2, false), 5, 0, 0), 0);
+        assert_eq!(spare_to_create_for(&pool(0, true), 3, 3, 0), 3);
+        assert_eq!(spare_to_create_for(&pool(2, true), 0, 0, 0), 2);
+        assert_eq!(spare_to_create_for(&pool(2, false), 5, 0, 0), 0);
+    }
+
+    #[test]
+    fn a_runner_about_to_take_a_job_is_not_excess() {
+        // min_idle 0, one young job, its runner just went idle: keep it.
+        assert_eq!(spare_to_keep(&pool(0, true), 1), 1);
+        assert_eq!(spare_to_keep(&pool(0, true), 0), 0);
+        assert_eq!(spare_to_keep(&pool(2, true), 3), 5);
+        assert_eq!(spare_to_keep(&pool(2, false), 3), 0);
     }
 }

@@ -1,0 +1,281 @@
+//! hangard, the composition root: the only place that reads config files
+//! and the environment, builds every component and wires them together.
+//! Startup is a straight line that logs one line per step; one
+//! cancellation token carries SIGTERM/SIGINT to the server and the
+//! scheduler, and shutdown waits for both.
+
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hangar_core::{Provider, Secret};
+use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, Urls};
+use hangar_server::{AppState, Settings};
+use hangar_store::{Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat, ProviderKind, Synchronous};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Sets up logging as the config asks (`RUST_LOG` overrides the level).
+pub fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match config.logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let mut opts = StoreOptions::new(config.database.url.clone(), config.passphrase()?);
+    opts.synchronous_full = config.database.synchronous == Synchronous::Full;
+    Store::open(&opts).await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `hangard migrate`: opens the database (creating it), applies migrations.
+pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
+    let store = open_store(config).await?;
+    let applied = store.applied_migrations().await?;
+    store.close().await;
+    Ok(applied)
+}
+
+/// `hangard admin reset-password`: sets a new password for an admin (the
+/// first one when none is named) and revokes every token issued before.
+pub async fn reset_password(
+    config: &Config,
+    username: Option<&str>,
+    password: &Secret,
+) -> anyhow::Result<String> {
+    hangar_server::auth::check_password_policy(password.expose())
+        .map_err(|e| anyhow::anyhow!("{}", e.error))?;
+    let store = open_store(config).await?;
+    let name = match username {
+        Some(u) => u.to_owned(),
+        None => store
+            .first_admin_name()
+            .await?
+            .context("there is no admin yet; run the first-run step (hangar init) instead")?,
+    };
+    let hash = hangar_server::auth::hash_password(password.expose())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.error))?;
+    store
+        .set_password(&name, &hash)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.close().await;
+    Ok(name)
+}
+
+/// Builds every configured provider.
+pub async fn build_providers(config: &Config) -> anyhow::Result<Providers> {
+    let c = &config.scheduler;
+    let mut builder = Providers::builder().backoff(
+        Duration::from_millis(c.backoff_base_ms),
+        Duration::from_millis(c.backoff_max_ms),
+    );
+    for p in &config.providers {
+        let provider: Arc<dyn Provider> = match p.kind {
+            ProviderKind::Fake => {
+                let settings =
+                    p.fake
+                        .clone()
+                        .unwrap_or(hangar_testkit::fake_provider::FakeProviderSettings {
+                            create_latency_ms: 0,
+                            delete_latency_ms: 0,
+                            boot: hangar_testkit::fake_provider::BootMode::Simulate,
+                            max_concurrency: 64,
+                            calls_log: None,
+                        });
+                Arc::new(hangar_testkit::fake_provider::FakeProvider::new(
+                    settings.into(),
+                ))
+            }
+            other => bail!(
+                "provider {:?}: kind {other:?} is not available in this build",
+                p.name
+            ),
+        };
+        tracing::info!(provider = %p.name, kind = provider.kind(), "provider configured");
+        builder = builder
+            .add(&p.name, &p.description, provider, p.proxy())
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    Ok(builder.build())
+}
+
+/// Waits for SIGTERM or SIGINT, then cancels `token`.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, state) {
+            tracing::warn!(error = %e, "sd_notify failed");
+        }
+    }
+}
+
+/// Runs the daemon until `cancel`.
+pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let addr = config.bind_addr()?;
+    tracing::info!(version = VERSION, "starting hangard");
+
+    let store = open_store(&config).await?;
+    let migrations = store.applied_migrations().await?;
+    tracing::info!(
+        database = %store.path().display(),
+        migrations = ?migrations,
+        controller.id = %store.controller_id(),
+        "database ready"
+    );
+
+    let providers = build_providers(&config).await?;
+    if providers.is_empty() {
+        tracing::warn!("no [[provider]] configured: pools cannot be created");
+    }
+
+    let forge = Arc::new(hangar_github::GitHubForge::new(config.github.clone()));
+    tracing::info!("GitHub client ready");
+
+    let info = store.controller_info().await?;
+    let urls = Urls::derive(
+        &config.server.public_url,
+        info.webhook_url.as_deref(),
+        info.metadata_url.as_deref(),
+        info.callback_url.as_deref(),
+    );
+    tracing::info!(webhooks = %urls.webhook_base_url, metadata = %urls.metadata_url, "public URLs");
+    let metrics = Arc::new(Metrics::new());
+    let scheduler = Scheduler::new(SchedulerDeps {
+        store: store.clone(),
+        forge: forge.clone(),
+        providers,
+        config: config.scheduler.clone(),
+        urls,
+        metrics,
+    });
+
+    let stats_forge = forge.clone();
+    let settings = Settings {
+        public_url: config.server.public_url.clone(),
+        webhook_body_limit: config.server.webhook_body_limit,
+        version: VERSION.to_owned(),
+        token_ttl: Duration::from_secs(config.auth.token_ttl_hours.max(1) * 3600),
+        metrics_hook: Some(Box::new(move |m: &Metrics| {
+            for s in stats_forge.stats() {
+                if let Some(remaining) = s.rate_limit_remaining {
+                    m.github_rate_limit_remaining
+                        .get_or_create(&hangar_scheduler::metrics::CredentialsLabels {
+                            credentials: s.credentials.clone(),
+                        })
+                        .set(remaining as i64);
+                }
+            }
+        })),
+    };
+    let state = AppState::new(
+        store.clone(),
+        scheduler.clone(),
+        settings,
+        config.jwt_secret()?,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut app = hangar_server::router(state);
+    if !config.metrics.enabled {
+        app = app.route(
+            "/metrics",
+            axum::routing::get(|| async { axum::http::StatusCode::NOT_FOUND }),
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+
+    let sched = {
+        let scheduler = scheduler.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { scheduler.run(cancel).await })
+    };
+    tracing::info!("scheduler running");
+
+    notify(&[sd_notify::NotifyState::Ready]);
+    let mut watchdog_usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0 {
+        let every = Duration::from_micros(watchdog_usec / 2);
+        let cancel = cancel.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    _ = tick.tick() => {
+                        // Only claim liveness while the database answers.
+                        if store.ping().await.is_ok() {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        }
+                    }
+                }
+            }
+        });
+        tracing::info!(
+            interval_ms = every.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+    }
+
+    let shutdown = cancel.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+    });
+    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let served = tokio::spawn(async move { server.await });
+    cancel.cancelled().await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping: finishing open requests and scheduler work");
+    match tokio::time::timeout(grace, served).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!(
+            grace_s = grace.as_secs(),
+            "requests still open after the grace period"
+        ),
+    }
+    if sched.await.is_err() {
+        bail!("scheduler task panicked");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
