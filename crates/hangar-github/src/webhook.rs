@@ -88,6 +88,16 @@ pub struct Repository {
     pub html_url: Option<String>,
 }
 
+impl Repository {
+    /// `(owner, name)` from `full_name`, GitHub's canonical form (in some
+    /// payloads `owner.login` disagrees with it), else from the parts.
+    pub fn owner_and_name(&self) -> (&str, &str) {
+        self.full_name
+            .split_once('/')
+            .unwrap_or((self.owner.login.as_str(), self.name.as_str()))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Organization {
     pub login: String,

@@ -201,19 +201,20 @@ pub async fn shared_webhook(
 /// The registered entity a delivery is about: its repository, else the
 /// repository's or the payload's organization, else its enterprise.
 fn route(snap: &crate::catalog::Snapshot, t: &DeliveryTarget) -> Option<Arc<EntityEntry>> {
-    if let Some(r) = &t.repository
-        && let Some(e) = snap.by_scope(&EntityScope::Repository {
-            owner: r.owner.login.clone(),
-            name: r.name.clone(),
-        })
-    {
-        return Some(e.clone());
+    if let Some(r) = &t.repository {
+        let (owner, name) = r.owner_and_name();
+        if let Some(e) = snap.by_scope(&EntityScope::Repository {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        }) {
+            return Some(e.clone());
+        }
     }
     let orgs = t
         .organization
         .iter()
         .map(|o| o.login.clone())
-        .chain(t.repository.iter().map(|r| r.owner.login.clone()));
+        .chain(t.repository.iter().map(|r| r.owner_and_name().0.to_owned()));
     for org in orgs {
         if let Some(e) = snap.by_scope(&EntityScope::Organization { name: org }) {
             return Some(e.clone());
@@ -231,10 +232,11 @@ fn route(snap: &crate::catalog::Snapshot, t: &DeliveryTarget) -> Option<Arc<Enti
 
 /// Whether a verified payload belongs to the entity its URL names.
 fn belongs_to(entry: &EntityEntry, ev: &WorkflowJobEvent) -> bool {
-    let repo_owner = ev.repository.as_ref().map(|r| r.owner.login.as_str());
+    let repo_owner = ev.repository.as_ref().map(|r| r.owner_and_name().0);
     match &entry.entity.scope {
         EntityScope::Repository { owner, name } => ev.repository.as_ref().is_some_and(|r| {
-            r.owner.login.eq_ignore_ascii_case(owner) && r.name.eq_ignore_ascii_case(name)
+            let (o, n) = r.owner_and_name();
+            o.eq_ignore_ascii_case(owner) && n.eq_ignore_ascii_case(name)
         }),
         EntityScope::Organization { name } => {
             ev.organization
