@@ -1,0 +1,420 @@
+//! Running the provider executable once: a clean environment, stdin in,
+//! bounded stdout/stderr out, and a deadline that takes the provider's whole
+//! process group down with it, so a hung `lxc` or `az` child cannot outlive
+//! the call or pile up.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+/// The operations of garm's external provider interface, named as in
+/// `GARM_COMMAND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GarmCommand {
+    CreateInstance,
+    DeleteInstance,
+    GetInstance,
+    ListInstances,
+    RemoveAllInstances,
+    StartInstance,
+    StopInstance,
+    GetVersion,
+    GetSupportedInterfaceVersions,
+    ValidatePoolInfo,
+    GetConfigJSONSchema,
+    GetExtraSpecsJSONSchema,
+}
+
+impl GarmCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GarmCommand::CreateInstance => "CreateInstance",
+            GarmCommand::DeleteInstance => "DeleteInstance",
+            GarmCommand::GetInstance => "GetInstance",
+            GarmCommand::ListInstances => "ListInstances",
+            GarmCommand::RemoveAllInstances => "RemoveAllInstances",
+            GarmCommand::StartInstance => "StartInstance",
+            GarmCommand::StopInstance => "StopInstance",
+            GarmCommand::GetVersion => "GetVersion",
+            GarmCommand::GetSupportedInterfaceVersions => "GetSupportedInterfaceVersions",
+            GarmCommand::ValidatePoolInfo => "ValidatePoolInfo",
+            GarmCommand::GetConfigJSONSchema => "GetConfigJSONSchema",
+            GarmCommand::GetExtraSpecsJSONSchema => "GetExtraSpecsJSONSchema",
+        }
+    }
+
+    /// Whether the command exists in interface v0.1.0 (the rest came with
+    /// v0.1.1).
+    pub fn in_v010(self) -> bool {
+        matches!(
+            self,
+            GarmCommand::CreateInstance
+                | GarmCommand::DeleteInstance
+                | GarmCommand::GetInstance
+                | GarmCommand::ListInstances
+                | GarmCommand::RemoveAllInstances
+                | GarmCommand::StartInstance
+                | GarmCommand::StopInstance
+        )
+    }
+}
+
+impl std::fmt::Display for GarmCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A provider printing more than this on stdout is broken; the rest is
+/// drained and dropped so it cannot block on a full pipe.
+const MAX_STDOUT: usize = 16 * 1024 * 1024;
+/// Enough for any stack trace; older output is the least useful part.
+const MAX_STDERR: usize = 256 * 1024;
+/// After a timeout, SIGTERM gets this long (so a Go provider can cancel its
+/// cloud calls) before SIGKILL.
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
+/// After the provider exits, a child it left behind may still hold its
+/// stdout/stderr; stop waiting for their EOF after this long.
+pub(crate) const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// One call to make. No `Debug`: its stdin may hold the instance token.
+pub(crate) struct Invocation<'a> {
+    pub command: GarmCommand,
+    /// The `GARM_*` variables of this call.
+    pub garm_env: Vec<(&'static str, String)>,
+    /// Written to stdin, which is then closed; `None` gives `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
+    /// For logs: the instance the call is about, or `-`.
+    pub instance: &'a str,
+    /// A value that must never reach a log line or an error (the instance
+    /// token sits in CreateInstance's stdin, and providers may echo it).
+    pub redact: Option<&'a str>,
+}
+
+/// What a successful (exit 0) call printed.
+#[derive(Debug)]
+pub(crate) struct CallOutput {
+    pub stdout: Vec<u8>,
+}
+
+/// How a call failed, before the caller decides what it means.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("cannot start {}: {source}", executable.display())]
+    Spawn {
+        executable: PathBuf,
+        source: io::Error,
+    },
+    #[error("timed out after {}s and was killed; stderr: {stderr}", after.as_secs())]
+    TimedOut { after: Duration, stderr: String },
+    #[error("exited with code {code}; stderr: {stderr}")]
+    Exit {
+        code: i32,
+        stderr: String,
+        /// garm lets a failing create still print its instance JSON with a
+        /// `provider_fault`.
+        stdout: Vec<u8>,
+    },
+    #[error("was killed by signal {signal}; stderr: {stderr}")]
+    Signal { signal: i32, stderr: String },
+    #[error("I/O error talking to the provider: {0}")]
+    Io(io::Error),
+}
+
+/// Fixed per provider: what to run and with which inherited environment.
+#[derive(Clone)]
+pub(crate) struct Runner {
+    pub executable: PathBuf,
+    pub inherited_env: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Runner {
+    // Allow-listed variables may hold cloud credentials: names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("executable", &self.executable)
+            .field(
+                "inherited_env",
+                &self
+                    .inherited_env
+                    .iter()
+                    .map(|(k, _)| k)
+                    .collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Kills the provider's process group if the call is abandoned half-way
+/// (timeout, or the caller's future dropped), so nothing it started lingers.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn signal(&self, sig: Signal) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH just means everything in the group is already gone.
+            let _ = killpg(pgid, sig);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        // For stderr the end matters most, so keep the tail.
+        kept.extend_from_slice(&chunk[..n]);
+        if kept.len() > cap {
+            let cut = kept.len() - cap;
+            kept.drain(..cut);
+        }
+    }
+}
+
+fn spawn_reader<R>(r: Option<R>, cap: usize) -> Option<JoinHandle<io::Result<Vec<u8>>>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    r.map(|r| tokio::spawn(read_capped(r, cap)))
+}
+
+/// Awaits a reader for at most `grace`; a reader still blocked then (a
+/// lingering grandchild holds the pipe) is abandoned with what it had not
+/// yet returned.
+async fn collect(handle: Option<JoinHandle<io::Result<Vec<u8>>>>, grace: Duration) -> Vec<u8> {
+    let Some(mut handle) = handle else {
+        return Vec::new();
+    };
+    match tokio::time::timeout(grace, &mut handle).await {
+        Ok(Ok(Ok(bytes))) => bytes,
+        Ok(Ok(Err(_))) | Ok(Err(_)) => Vec::new(),
+        Err(_) => {
+            handle.abort();
+            tracing::warn!("provider left a process holding its output open; stopped reading");
+            Vec::new()
+        }
+    }
+}
+
+/// Stderr as text for logs and errors: lossy UTF-8, secrets replaced,
+/// at most `max` characters from the end.
+pub(crate) fn excerpt(bytes: &[u8], redact: Option<&str>, max: usize) -> String {
+    let mut text = String::from_utf8_lossy(bytes).trim().to_owned();
+    if let Some(secret) = redact.filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "***");
+    }
+    let count = text.chars().count();
+    if count > max {
+        let tail: String = text.chars().skip(count - max).collect();
+        format!("…{tail}")
+    } else {
+        text
+    }
+}
+
+const ERROR_EXCERPT_CHARS: usize = 500;
+const LOG_EXCERPT_CHARS: usize = 4000;
+
+impl Runner {
+    /// Runs one call to completion or deadline. Exit code 0 is `Ok`; the
+    /// caller interprets everything else.
+    pub(crate) async fn run(&self, inv: Invocation<'_>) -> Result<CallOutput, CallError> {
+        let started = Instant::now();
+        let mut cmd = tokio::process::Command::new(&self.executable);
+        cmd.env_clear()
+            .envs(self.inherited_env.iter().map(|(k, v)| (k, v)))
+            .envs(inv.garm_env.iter().map(|(k, v)| (OsString::from(k), v)))
+            .stdin(if inv.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so one killpg reaches every child.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| CallError::Spawn {
+            executable: self.executable.clone(),
+            source,
+        })?;
+        let mut guard = GroupGuard {
+            pgid: child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        };
+
+        let stdout = spawn_reader(child.stdout.take(), MAX_STDOUT);
+        let stderr = spawn_reader(child.stderr.take(), MAX_STDERR);
+        let writer = match (child.stdin.take(), inv.stdin) {
+            (Some(mut pipe), Some(bytes)) => Some(tokio::spawn(async move {
+                let res = pipe.write_all(&bytes).await;
+                drop(pipe);
+                match res {
+                    // A provider that does not read its stdin is fine.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                    other => other,
+                }
+            })),
+            _ => None,
+        };
+
+        let waited = tokio::time::timeout(self.timeout, child.wait()).await;
+        let status: ExitStatus = match waited {
+            Ok(Ok(status)) => {
+                guard.disarm();
+                status
+            }
+            Ok(Err(e)) => return Err(CallError::Io(e)),
+            Err(_) => {
+                guard.signal(Signal::SIGTERM);
+                if tokio::time::timeout(TERM_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        provider.command = %inv.command,
+                        instance.name = inv.instance,
+                        "provider ignored SIGTERM; killing its process group"
+                    );
+                }
+                // Also takes down children that survived SIGTERM.
+                guard.signal(Signal::SIGKILL);
+                let _ = child.wait().await;
+                guard.disarm();
+                if let Some(w) = writer {
+                    w.abort();
+                }
+                if let Some(h) = stdout {
+                    h.abort();
+                }
+                let err = collect(stderr, PIPE_GRACE).await;
+                let log = excerpt(&err, inv.redact, LOG_EXCERPT_CHARS);
+                tracing::warn!(
+                    provider.command = %inv.command,
+                    instance.name = inv.instance,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    timeout_s = self.timeout.as_secs(),
+                    provider.stderr = %log,
+                    "provider call timed out; killed its process group"
+                );
+                return Err(CallError::TimedOut {
+                    after: self.timeout,
+                    stderr: excerpt(&err, inv.redact, ERROR_EXCERPT_CHARS),
+                });
+            }
+        };
+
+        if let Some(w) = writer {
+            match w.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(CallError::Io(e)),
+                Err(e) => return Err(CallError::Io(io::Error::other(e))),
+            }
+        }
+        let out = collect(stdout, PIPE_GRACE).await;
+        let err = collect(stderr, PIPE_GRACE).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let log = excerpt(&err, inv.redact, LOG_EXCERPT_CHARS);
+
+        if status.success() {
+            if log.is_empty() {
+                tracing::debug!(
+                    provider.command = %inv.command,
+                    instance.name = inv.instance,
+                    duration_ms,
+                    "provider call succeeded"
+                );
+            } else {
+                tracing::debug!(
+                    provider.command = %inv.command,
+                    instance.name = inv.instance,
+                    duration_ms,
+                    provider.stderr = %log,
+                    "provider call succeeded"
+                );
+            }
+            return Ok(CallOutput { stdout: out });
+        }
+
+        let stderr_short = excerpt(&err, inv.redact, ERROR_EXCERPT_CHARS);
+        if let Some(code) = status.code() {
+            tracing::warn!(
+                provider.command = %inv.command,
+                instance.name = inv.instance,
+                duration_ms,
+                exit_code = code,
+                provider.stderr = %log,
+                "provider call failed"
+            );
+            Err(CallError::Exit {
+                code,
+                stderr: stderr_short,
+                stdout: out,
+            })
+        } else {
+            use std::os::unix::process::ExitStatusExt as _;
+            let signal = status.signal().unwrap_or(0);
+            tracing::warn!(
+                provider.command = %inv.command,
+                instance.name = inv.instance,
+                duration_ms,
+                signal,
+                provider.stderr = %log,
+                "provider call was killed by a signal"
+            );
+            Err(CallError::Signal {
+                signal,
+                stderr: stderr_short,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_redacts_and_keeps_the_tail() {
+        let e = excerpt(b"  token=abc123 failed\n", Some("abc123"), 100);
+        assert_eq!(e, "token=*** failed");
+        let long = "x".repeat(50) + "END";
+        let e = excerpt(long.as_bytes(), None, 10);
+        assert_eq!(e, "…xxxxxxxEND");
+        assert_eq!(excerpt(&[0xff, b'a'], None, 10), "\u{fffd}a");
+    }
+
+    #[test]
+    fn v010_commands() {
+        assert!(GarmCommand::StopInstance.in_v010());
+        assert!(!GarmCommand::GetVersion.in_v010());
+        assert!(!GarmCommand::ValidatePoolInfo.in_v010());
+    }
+}
