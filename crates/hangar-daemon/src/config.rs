@@ -186,7 +186,7 @@ pub struct ProviderSection {
     pub http_proxy: Option<String>,
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
-    pub external: Option<toml::Table>,
+    pub external: Option<hangar_provider_external::ExternalProviderConfig>,
     pub libvirt: Option<toml::Table>,
     pub azure: Option<toml::Table>,
     pub fake: Option<hangar_testkit::fake_provider::FakeProviderSettings>,

@@ -78,8 +78,11 @@ pub async fn reset_password(
     Ok(name)
 }
 
-/// Builds every configured provider.
-pub async fn build_providers(config: &Config) -> anyhow::Result<Providers> {
+/// Builds every configured provider. External providers are told the
+/// controller id and every stored pool's extra specs (garm's contract
+/// passes them on every call, not only on create).
+pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<Providers> {
+    let pools = store.list_pools(None).await?;
     let c = &config.scheduler;
     let mut builder = Providers::builder().backoff(
         Duration::from_millis(c.backoff_base_ms),
@@ -97,10 +100,31 @@ pub async fn build_providers(config: &Config) -> anyhow::Result<Providers> {
                             boot: hangar_testkit::fake_provider::BootMode::Simulate,
                             max_concurrency: 64,
                             calls_log: None,
+                            fail_first_creates: 0,
                         });
-                Arc::new(hangar_testkit::fake_provider::FakeProvider::new(
-                    settings.into(),
-                ))
+                let fails = settings.fail_first_creates as usize;
+                let fake = hangar_testkit::fake_provider::FakeProvider::new(settings.into());
+                fake.fail_next_creates(
+                    fails,
+                    hangar_core::ProviderError::Transient("injected create failure".into()),
+                );
+                Arc::new(fake)
+            }
+            ProviderKind::External => {
+                let cfg = p.external.clone().context("validated")?;
+                let ext = hangar_provider_external::ExternalProvider::new(cfg)
+                    .with_context(|| format!("provider {:?}", p.name))?
+                    .with_controller_id(store.controller_id());
+                for pool in pools
+                    .iter()
+                    .filter(|x| x.spec.provider_name.as_str() == p.name)
+                {
+                    ext.remember_pool_extra_specs(
+                        pool.id,
+                        hangar_scheduler::provider_extra_specs(&pool.spec.extra_specs),
+                    );
+                }
+                Arc::new(ext)
             }
             other => bail!(
                 "provider {:?}: kind {other:?} is not available in this build",
@@ -135,10 +159,10 @@ pub fn cancel_on_signals(token: CancellationToken) {
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(false, state) {
-            tracing::warn!(error = %e, "sd_notify failed");
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, state)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
     }
 }
 
@@ -156,7 +180,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         "database ready"
     );
 
-    let providers = build_providers(&config).await?;
+    let providers = build_providers(&config, &store).await?;
     if providers.is_empty() {
         tracing::warn!("no [[provider]] configured: pools cannot be created");
     }

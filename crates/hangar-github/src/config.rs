@@ -30,8 +30,8 @@ pub struct GitHubConfig {
 impl Default for GitHubConfig {
     fn default() -> Self {
         Self {
-            budget_per_hour: 3_600,
-            budget_burst: 200,
+            budget_per_hour: 4_000,
+            budget_burst: 1_000,
             max_retries: 3,
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,

@@ -445,19 +445,42 @@ impl Scheduler {
             JobStatus::Completed
                 if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
             {
-                store
-                    .set_instance_status(
-                        &inst.name,
-                        InstanceStatus::PendingDelete,
-                        Some("job completed"),
-                    )
-                    .await?;
+                self.move_instance(
+                    &inst.name,
+                    InstanceStatus::PendingDelete,
+                    Some("job completed"),
+                )
+                .await?;
                 tracing::info!(instance.name = %inst.name, job.id = %job, "job completed; retiring instance");
             }
             _ => {}
         }
         self.wake_pool(inst.pool_id);
         Ok(())
+    }
+
+    /// Moves an instance on, treating "another path already moved it" (an
+    /// illegal transition from wherever it is now) as nothing to do: the
+    /// scheduler is level-triggered, so the next pass sees the new state.
+    pub(crate) async fn move_instance(
+        &self,
+        name: &InstanceName,
+        to: InstanceStatus,
+        message: Option<&str>,
+    ) -> Result<bool, SchedulerError> {
+        match self
+            .inner
+            .store
+            .set_instance_status(name, to, message)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::Transition(e)) => {
+                tracing::debug!(instance.name = %name, error = %e, "instance moved meanwhile");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Marks a runner active (it took `job`), once: whichever path gets

@@ -77,12 +77,7 @@ impl Scheduler {
                 JobStatus::Completed
                     if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
                 {
-                    store
-                        .set_instance_status(
-                            &name,
-                            InstanceStatus::PendingDelete,
-                            Some("job completed"),
-                        )
+                    self.move_instance(&name, InstanceStatus::PendingDelete, Some("job completed"))
                         .await?;
                 }
                 _ => {}
@@ -102,26 +97,26 @@ impl Scheduler {
                 }
                 InstanceStatus::Error => {
                     if inst.create_attempts >= self.inner.config.create_attempts {
-                        store
-                            .set_instance_status(
-                                &inst.name,
-                                InstanceStatus::PendingDelete,
-                                Some(&format!(
-                                    "gave up after {} failed create attempts",
-                                    inst.create_attempts
-                                )),
-                            )
-                            .await?;
+                        self.move_instance(
+                            &inst.name,
+                            InstanceStatus::PendingDelete,
+                            Some(&format!(
+                                "gave up after {} failed create attempts",
+                                inst.create_attempts
+                            )),
+                        )
+                        .await?;
                         tracing::warn!(instance.name = %inst.name, attempts = inst.create_attempts, "giving up on instance");
                         report.given_up += 1;
                         self.spawn_delete(inst.name.clone(), pool.clone());
                         report.deletes_started += 1;
-                    } else if due {
+                    } else if due
+                        && self
+                            .move_instance(&inst.name, InstanceStatus::PendingCreate, None)
+                            .await?
+                    {
                         // Retry: clean up whatever the failed attempt left,
                         // then create again under the same name.
-                        store
-                            .set_instance_status(&inst.name, InstanceStatus::PendingCreate, None)
-                            .await?;
                         let mut retry = inst.clone();
                         retry.status = InstanceStatus::PendingCreate;
                         self.spawn_create(retry, pool.clone());
@@ -129,16 +124,15 @@ impl Scheduler {
                     }
                 }
                 InstanceStatus::Running if inst.runner_status.is_bootstrapping() => {
-                    store
-                        .set_instance_status(
-                            &inst.name,
-                            InstanceStatus::PendingDelete,
-                            Some(&format!(
-                                "runner not up within the bootstrap timeout of {} min",
-                                pool.spec.runner_bootstrap_timeout
-                            )),
-                        )
-                        .await?;
+                    self.move_instance(
+                        &inst.name,
+                        InstanceStatus::PendingDelete,
+                        Some(&format!(
+                            "runner not up within the bootstrap timeout of {} min",
+                            pool.spec.runner_bootstrap_timeout
+                        )),
+                    )
+                    .await?;
                     tracing::warn!(instance.name = %inst.name, "bootstrap timeout");
                     report.timed_out += 1;
                     self.spawn_delete(inst.name.clone(), pool.clone());
@@ -189,13 +183,12 @@ impl Scheduler {
                 if self.is_in_flight(&inst.name) {
                     continue;
                 }
-                store
-                    .set_instance_status(
-                        &inst.name,
-                        InstanceStatus::PendingDelete,
-                        Some("scaled down: not needed"),
-                    )
-                    .await?;
+                self.move_instance(
+                    &inst.name,
+                    InstanceStatus::PendingDelete,
+                    Some("scaled down: not needed"),
+                )
+                .await?;
                 tracing::info!(instance.name = %inst.name, "scaling down idle runner");
                 report.scaled_down += 1;
                 self.spawn_delete(inst.name.clone(), pool.clone());

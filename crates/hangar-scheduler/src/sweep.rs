@@ -132,15 +132,13 @@ impl Scheduler {
                     && !self.is_in_flight(&inst.name)
                 {
                     tracing::warn!(instance.name = %inst.name, "provider lost the instance");
-                    store
-                        .set_instance_status(
-                            &inst.name,
-                            InstanceStatus::Error,
-                            Some("lost by the provider"),
-                        )
-                        .await?;
-                    store
-                        .set_instance_status(&inst.name, InstanceStatus::PendingDelete, None)
+                    self.move_instance(
+                        &inst.name,
+                        InstanceStatus::Error,
+                        Some("lost by the provider"),
+                    )
+                    .await?;
+                    self.move_instance(&inst.name, InstanceStatus::PendingDelete, None)
                         .await?;
                     r.lost_instances += 1;
                     self.wake_pool(pool.id);
@@ -224,13 +222,12 @@ impl Scheduler {
                 {
                     // An ephemeral runner leaves GitHub after its job.
                     tracing::info!(instance.name = %inst.name, "runner gone from GitHub; retiring instance");
-                    store
-                        .set_instance_status(
-                            &inst.name,
-                            InstanceStatus::PendingDelete,
-                            Some("runner gone from GitHub"),
-                        )
-                        .await?;
+                    self.move_instance(
+                        &inst.name,
+                        InstanceStatus::PendingDelete,
+                        Some("runner gone from GitHub"),
+                    )
+                    .await?;
                     r.runners_gone += 1;
                     self.wake_pool(inst.pool_id);
                 }

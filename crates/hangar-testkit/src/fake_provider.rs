@@ -64,6 +64,9 @@ pub struct FakeProviderSettings {
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
     pub calls_log: Option<std::path::PathBuf>,
+    /// The first N creates fail with a transient error (fault injection).
+    #[serde(default)]
+    pub fail_first_creates: u32,
 }
 
 fn default_boot() -> BootMode {
