@@ -187,7 +187,7 @@ pub struct ProviderSection {
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
     pub external: Option<hangar_provider_external::ExternalProviderConfig>,
-    pub libvirt: Option<toml::Table>,
+    pub libvirt: Option<hangar_provider_libvirt::LibvirtProviderConfig>,
     pub azure: Option<toml::Table>,
     pub fake: Option<hangar_testkit::fake_provider::FakeProviderSettings>,
 }

@@ -126,6 +126,13 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
                 }
                 Arc::new(ext)
             }
+            ProviderKind::Libvirt => {
+                let cfg = p.libvirt.clone().context("validated")?;
+                Arc::new(
+                    hangar_provider_libvirt::LibvirtProvider::new(cfg)
+                        .with_context(|| format!("provider {:?}", p.name))?,
+                )
+            }
             other => bail!(
                 "provider {:?}: kind {other:?} is not available in this build",
                 p.name
