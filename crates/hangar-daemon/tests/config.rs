@@ -1,0 +1,165 @@
+//! hangard's config: the example documents (and parses with) every key, the
+//! dev config is ready, bad files name the key and the line, environment
+//! overrides and secret files work.
+
+use std::path::{Path, PathBuf};
+
+use hangar_daemon::config::{Config, ProviderKind, Synchronous};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn the_example_parses_and_sets_every_section() {
+    let c = Config::load_with(&root().join("config/hangard.example.toml"), &no_env).unwrap();
+    assert_eq!(c.server.bind, "127.0.0.1:9997");
+    assert_eq!(c.server.webhook_body_limit, 1_048_576);
+    assert_eq!(c.database.synchronous, Synchronous::Full);
+    assert_eq!(c.auth.token_ttl_hours, 24);
+    assert_eq!(c.scheduler.idle_grace_secs, 5);
+    assert_eq!(c.github.budget_per_hour, 4000);
+    let kinds: Vec<ProviderKind> = c.providers.iter().map(|p| p.kind).collect();
+    for k in [
+        ProviderKind::External,
+        ProviderKind::Libvirt,
+        ProviderKind::Azure,
+        ProviderKind::Fake,
+    ] {
+        assert!(kinds.contains(&k), "the example documents a {k:?} provider");
+    }
+    // The example's values equal the defaults it claims to show.
+    let defaults = Config::parse(
+        "[server]\nbind = \"127.0.0.1:9997\"\npublic_url = \"http://127.0.0.1:9997\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.scheduler, defaults.scheduler);
+    assert_eq!(c.github, defaults.github);
+}
+
+#[test]
+fn the_dev_config_is_ready() {
+    let c = Config::load_with(&root().join("config/hangard.toml"), &no_env).unwrap();
+    assert!(c.bind_addr().unwrap().ip().is_loopback());
+    assert!(c.database.url.contains("./data/"));
+    assert!(c.passphrase().is_ok());
+    assert_eq!(c.providers.len(), 1);
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key_and_line() {
+    let e =
+        Config::parse("[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"http://x\"\nbnid = 3\n")
+            .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("bnid") && msg.contains("line 4"), "{msg}");
+
+    let e = Config::parse("[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"http://x\"\n[scheduler]\nidle_grace_secs = \"soon\"\n").unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("line 5") && msg.contains("invalid type"),
+        "{msg}"
+    );
+
+    let e = Config::parse("[database]\nurl = \"sqlite://x\"\n").unwrap_err();
+    assert!(format!("{e:#}").contains("server"), "{e:#}");
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("h.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn semantic_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[server]\nbind = \"127.0.0.1:9997\"\npublic_url = \"http://127.0.0.1:9997\"\n";
+    for (extra, want) in [
+        ("", ""),
+        (
+            "[[provider]]\nname = \"x\"\nkind = \"libvirt\"\n",
+            "no [provider.libvirt] table",
+        ),
+        (
+            "[[provider]]\nname = \"x\"\nkind = \"fake\"\n[[provider]]\nname = \"x\"\nkind = \"fake\"\n",
+            "defined twice",
+        ),
+        (
+            "[[provider]]\nname = \"has space\"\nkind = \"fake\"\n",
+            "provider name",
+        ),
+        ("[scheduler]\ncreate_attempts = 0\n", "create_attempts"),
+    ] {
+        let r = Config::load_with(&write(dir.path(), &format!("{base}{extra}")), &no_env);
+        if want.is_empty() {
+            r.unwrap();
+        } else {
+            let msg = format!("{:#}", r.unwrap_err());
+            assert!(msg.contains(want), "{extra}: {msg}");
+        }
+    }
+    let bad_bind = "[server]\nbind = \"localhost\"\npublic_url = \"http://x\"\n";
+    assert!(
+        format!(
+            "{:#}",
+            Config::load_with(&write(dir.path(), bad_bind), &no_env).unwrap_err()
+        )
+        .contains("server.bind")
+    );
+    let bad_url = "[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"ftp://x\"\n";
+    assert!(
+        format!(
+            "{:#}",
+            Config::load_with(&write(dir.path(), bad_url), &no_env).unwrap_err()
+        )
+        .contains("public_url")
+    );
+}
+
+#[test]
+fn environment_overrides_and_secret_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a passphrase from a file, long enough\n").unwrap();
+    let p = write(
+        dir.path(),
+        &format!(
+            "[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"http://a\"\n[database]\npassphrase_file = \"{}\"\n",
+            pass.display()
+        ),
+    );
+    let c = Config::load_with(&p, &no_env).unwrap();
+    assert_eq!(
+        c.passphrase().unwrap().expose(),
+        "a passphrase from a file, long enough"
+    );
+    let env = |k: &str| match k {
+        "HANGAR_BIND" => Some("127.0.0.1:2".to_owned()),
+        "HANGAR_PUBLIC_URL" => Some("https://hangar.example".to_owned()),
+        "HANGAR_DATABASE_URL" => Some("sqlite:///var/lib/hangar/h.db".to_owned()),
+        "HANGAR_PASSPHRASE" => Some("from the environment, 32+ characters".to_owned()),
+        _ => None,
+    };
+    let c = Config::load_with(&p, &env).unwrap();
+    assert_eq!(c.server.bind, "127.0.0.1:2");
+    assert_eq!(c.server.public_url, "https://hangar.example");
+    assert_eq!(c.database.url, "sqlite:///var/lib/hangar/h.db");
+    assert_eq!(
+        c.passphrase().unwrap().expose(),
+        "from the environment, 32+ characters"
+    );
+    let missing = write(
+        dir.path(),
+        "[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"http://a\"\n[database]\npassphrase_file = \"/nonexistent\"\n",
+    );
+    let e = Config::load_with(&missing, &no_env)
+        .unwrap()
+        .passphrase()
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("/nonexistent"), "{e:#}");
+}
