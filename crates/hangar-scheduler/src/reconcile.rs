@@ -123,6 +123,18 @@ impl Scheduler {
                         report.creates_started += 1;
                     }
                 }
+                InstanceStatus::Running
+                    if inst.runner_status == hangar_core::RunnerStatus::Failed =>
+                {
+                    self.move_instance(
+                        &inst.name,
+                        InstanceStatus::PendingDelete,
+                        Some("runner reported a failure"),
+                    )
+                    .await?;
+                    self.spawn_delete(inst.name.clone(), pool.clone());
+                    report.deletes_started += 1;
+                }
                 InstanceStatus::Running if inst.runner_status.is_bootstrapping() => {
                     self.move_instance(
                         &inst.name,

@@ -627,9 +627,9 @@ impl Store {
     }
 
     /// The instances of a pool that need a step now or soon: waiting to be
-    /// created, failed, waiting to be deleted, or running with a runner
-    /// that is still bootstrapping and was created before
-    /// `bootstrap_cutoff`. Each comes with the time its next attempt is
+    /// created, failed, waiting to be deleted, running with a runner that
+    /// reported a failure, or running with a runner that is still
+    /// bootstrapping and was created before `bootstrap_cutoff`. Each comes with the time its next attempt is
     /// allowed (`None`: now). Everything else needs nothing, so reconcile's
     /// cost follows the work, not the pool's size.
     pub async fn instances_needing_work(
@@ -644,6 +644,7 @@ impl Store {
              WHERE pool_id = ? AND (
                 status IN ('pending_create', 'error', 'pending_delete')
                 OR (status = 'running' AND runner_status IN ('pending', 'installing') AND created_at < ?)
+                OR (status = 'running' AND runner_status = 'failed')
              )
              ORDER BY created_at, name"
         ))

@@ -1,0 +1,282 @@
+//! The routes a booting instance calls, driven through the router with
+//! `oneshot`: its token opens only its own instance, only while the runner
+//! bootstraps; the JIT config is handed out once; callbacks follow the
+//! runner state machine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hangar_core::*;
+use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, Urls};
+use hangar_server::{AppState, Settings};
+use hangar_store::{NewEntity, Store, StoreOptions};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool) {
+    let store = Store::open(&StoreOptions::new(
+        format!("sqlite://{}/h.db", dir.display()),
+        Secret::new("instance api test passphrase, 32+ chars"),
+    ))
+    .await
+    .unwrap();
+    let providers = Providers::builder()
+        .add(
+            "fake",
+            "",
+            Arc::new(hangar_testkit::fake_provider::FakeProvider::default()),
+            Default::default(),
+        )
+        .unwrap()
+        .build();
+    let scheduler = Scheduler::new(SchedulerDeps {
+        store: store.clone(),
+        forge: Arc::new(hangar_github::GitHubForge::new(Default::default())),
+        providers,
+        config: Default::default(),
+        urls: Urls::derive("http://127.0.0.1:1", None, None, None),
+        metrics: Arc::new(Metrics::new()),
+    });
+    store
+        .create_endpoint(&Endpoint {
+            name: ResourceName::parse("gh").unwrap(),
+            description: String::new(),
+            base_url: "http://127.0.0.1:1".into(),
+            api_base_url: "http://127.0.0.1:1".into(),
+            ca_bundle: None,
+        })
+        .await
+        .unwrap();
+    store
+        .create_credentials(&Credentials {
+            name: ResourceName::parse("gh").unwrap(),
+            description: String::new(),
+            endpoint: ResourceName::parse("gh").unwrap(),
+            auth: CredentialsAuth::Pat {
+                token: Secret::new("t"),
+            },
+            app_webhook_secret: None,
+        })
+        .await
+        .unwrap();
+    let e = store
+        .create_entity(&NewEntity {
+            scope: EntityScope::Organization {
+                name: "acme".into(),
+            },
+            credentials_name: ResourceName::parse("gh").unwrap(),
+            webhook_secret: Secret::new("s"),
+        })
+        .await
+        .unwrap();
+    let pool = store
+        .create_pool(
+            e.id,
+            &PoolSpec {
+                provider_name: ResourceName::parse("fake").unwrap(),
+                image: "i".into(),
+                flavor: "f".into(),
+                tags: Labels::parse_list("self-hosted").unwrap(),
+                os_type: OsType::Linux,
+                os_arch: OsArch::Amd64,
+                min_idle_runners: 0,
+                max_runners: 5,
+                runner_prefix: RunnerPrefix::default(),
+                runner_bootstrap_timeout: 20,
+                extra_specs: Default::default(),
+                runner_group: None,
+                priority: 0,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let state = AppState::new(
+        store.clone(),
+        scheduler,
+        Settings {
+            public_url: "http://127.0.0.1:1".into(),
+            webhook_body_limit: 1 << 20,
+            version: "test".into(),
+            token_ttl: Duration::from_secs(3600),
+            metrics_hook: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    (hangar_server::router(state), store, pool)
+}
+
+/// An instance in `creating` with a JIT config and a known token.
+async fn instance(store: &Store, pool: &Pool, name: &str, token: &str) -> InstanceName {
+    let name = InstanceName::parse(name).unwrap();
+    store
+        .reserve_instances(pool.id, "fake", std::slice::from_ref(&name))
+        .await
+        .unwrap();
+    store
+        .set_instance_jit(&name, 1, &Secret::new(format!("JIT-{name}")))
+        .await
+        .unwrap();
+    store
+        .begin_create(&name, &hangar_store::hash_token(token))
+        .await
+        .unwrap();
+    name
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.unwrap_or("").to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn a_token_opens_its_own_instance_once_and_only_while_bootstrapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, store, pool) = app(dir.path()).await;
+    let a = instance(&store, &pool, "hangar-a", "token-a").await;
+    let b = instance(&store, &pool, "hangar-b", "token-b").await;
+
+    let (s, _) = call(&app, "GET", "/api/v1/metadata/jit-config", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/api/v1/metadata/jit-config",
+        Some("nope"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Each token yields its own instance's JIT config, once.
+    let (s, body) = call(
+        &app,
+        "GET",
+        "/api/v1/metadata/jit-config",
+        Some("token-a"),
+        None,
+    )
+    .await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "JIT-hangar-a"));
+    let (s, body) = call(
+        &app,
+        "GET",
+        "/api/v1/metadata/jit-config",
+        Some("token-a"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    let (s, body) = call(
+        &app,
+        "GET",
+        "/api/v1/metadata/jit-config",
+        Some("token-b"),
+        None,
+    )
+    .await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "JIT-hangar-b"));
+
+    // Callbacks walk the runner state machine.
+    let cb = |status: &str| format!(r#"{{"status":"{status}","message":"m"}}"#);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/v1/callbacks/status",
+        Some("token-a"),
+        Some(&cb("installing")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        store.instance(&a).await.unwrap().runner_status,
+        RunnerStatus::Installing
+    );
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/v1/callbacks/status",
+        Some("token-a"),
+        Some(&cb("bogus")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/v1/callbacks/status",
+        Some("token-a"),
+        Some(&cb("idle")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        store.instance(&a).await.unwrap().runner_status,
+        RunnerStatus::Idle
+    );
+    // Once the runner is up, the token is worthless.
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/api/v1/callbacks/status",
+        Some("token-a"),
+        Some(&cb("failed")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        store.instance(&a).await.unwrap().runner_status,
+        RunnerStatus::Idle
+    );
+
+    // A failure report retires a running instance.
+    store.finish_create(&b, "vm-b", &[]).await.unwrap();
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/v1/callbacks/status",
+        Some("token-b"),
+        Some(&cb("failed")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let b_now = store.instance(&b).await.unwrap();
+    assert_eq!(b_now.runner_status, RunnerStatus::Failed);
+    assert_eq!(b_now.status, InstanceStatus::PendingDelete);
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/api/v1/metadata/jit-config",
+        Some("token-b"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a retired instance's token is refused"
+    );
+}
