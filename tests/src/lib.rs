@@ -89,6 +89,16 @@ level = "{level}"
 impl Daemon {
     /// Starts hangard with `config` and waits for `/healthz`.
     pub async fn start(dir: &Path, port: u16, config: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(dir, port, config, &[]).await
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    pub async fn start_with_env(
+        dir: &Path,
+        port: u16,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!(
             "hangard-{}.log",
             std::time::SystemTime::now()
@@ -100,6 +110,7 @@ impl Daemon {
             .arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()

@@ -188,7 +188,7 @@ pub struct ProviderSection {
     pub no_proxy: Option<String>,
     pub external: Option<hangar_provider_external::ExternalProviderConfig>,
     pub libvirt: Option<hangar_provider_libvirt::LibvirtProviderConfig>,
-    pub azure: Option<toml::Table>,
+    pub azure: Option<hangar_provider_azure::AzureProviderConfig>,
     pub fake: Option<hangar_testkit::fake_provider::FakeProviderSettings>,
 }
 
@@ -267,6 +267,10 @@ impl Config {
                 ProviderKind::Azure => ("azure", p.azure.is_some()),
                 ProviderKind::Fake => ("fake", true),
             };
+            if let Some(a) = &p.azure {
+                a.validate()
+                    .map_err(|e| anyhow::anyhow!("provider {:?}: [provider.azure] {e}", p.name))?;
+            }
             if !present {
                 bail!(
                     "provider {:?} has kind = \"{want}\" but no [provider.{want}] table",

@@ -133,10 +133,13 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
                         .with_context(|| format!("provider {:?}", p.name))?,
                 )
             }
-            other => bail!(
-                "provider {:?}: kind {other:?} is not available in this build",
-                p.name
-            ),
+            ProviderKind::Azure => {
+                let cfg = p.azure.clone().context("validated")?;
+                Arc::new(
+                    azure_provider(&cfg, &|k| std::env::var(k).ok())
+                        .with_context(|| format!("provider {:?}", p.name))?,
+                )
+            }
         };
         tracing::info!(provider = %p.name, kind = provider.kind(), "provider configured");
         builder = builder
@@ -144,6 +147,65 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
             .map_err(|e| anyhow::anyhow!(e))?;
     }
     Ok(builder.build())
+}
+
+/// Builds the Azure provider: secrets and the SSH key come from files, the
+/// environment (`AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`,
+/// `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, `IDENTITY_ENDPOINT`,
+/// `IDENTITY_HEADER`) or the systemd credential `azure-client-secret`.
+pub fn azure_provider(
+    cfg: &hangar_provider_azure::AzureProviderConfig,
+    env: &config::Env,
+) -> anyhow::Result<hangar_provider_azure::AzureProvider> {
+    use hangar_provider_azure::CredentialConfig;
+    let mut secrets = hangar_provider_azure::ResolvedSecrets {
+        tenant_id: env("AZURE_TENANT_ID"),
+        client_id: env("AZURE_CLIENT_ID"),
+        federated_token_file: env("AZURE_FEDERATED_TOKEN_FILE").map(Into::into),
+        identity_endpoint: env("IDENTITY_ENDPOINT"),
+        identity_header: env("IDENTITY_HEADER"),
+        ..Default::default()
+    };
+    if let CredentialConfig::ClientSecret {
+        client_secret,
+        client_secret_file,
+        ..
+    } = &cfg.credential
+    {
+        secrets.client_secret = if let Some(s) = client_secret {
+            Some(s.clone())
+        } else if let Some(f) = client_secret_file {
+            Some(
+                config::read_secret_file(f, "credential.client_secret_file")?
+                    .expose()
+                    .to_owned(),
+            )
+        } else if let Some(s) = env("AZURE_CLIENT_SECRET") {
+            Some(s)
+        } else if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
+            let f = std::path::Path::new(&dir).join("azure-client-secret");
+            f.exists()
+                .then(|| {
+                    config::read_secret_file(&f, "the systemd credential \"azure-client-secret\"")
+                })
+                .transpose()?
+                .map(|s| s.expose().to_owned())
+        } else {
+            None
+        };
+    }
+    let ssh_key = match &cfg.ssh_public_key_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read ssh_public_key_file {}", f.display()))?,
+        ),
+        None => None,
+    };
+    let credential =
+        hangar_provider_azure::credential::build(&cfg.credential, &cfg.authority_host, secrets)
+            .map_err(|e| anyhow::anyhow!("[provider.azure] credential: {e}"))?;
+    hangar_provider_azure::AzureProvider::new(cfg.clone(), credential, ssh_key)
+        .map_err(|e| anyhow::anyhow!("[provider.azure] {e}"))
 }
 
 /// Waits for SIGTERM or SIGINT, then cancels `token`.

@@ -2,10 +2,14 @@
 //!
 //! Nothing here is a mock: [`fake_provider::FakeProvider`] keeps instances in
 //! memory and can "boot" them by walking through the real bootstrap calls
-//! ([`runner_sim`]); the fake servers listen on loopback and speak HTTP. The
+//! ([`runner_sim`]); the fake servers listen on loopback and speak HTTP:
+//! [`fake_github::FakeGitHub`] is GitHub's REST API and webhooks, and
+//! [`fake_arm::FakeArm`] is Azure Resource Manager (VMs, NICs, public IPs,
+//! disks and their long-running operations) for the Azure provider. The
 //! [`conformance`] suite is what every `Provider` implementation must pass.
 
 pub mod conformance;
+pub mod fake_arm;
 pub mod fake_github;
 pub mod fake_provider;
 pub mod runner_sim;

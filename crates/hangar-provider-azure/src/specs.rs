@@ -1,0 +1,355 @@
+//! A pool's image, flavor and `extra_specs`, parsed and checked, so that a
+//! typo or a confidential pool on a non-confidential size fails when the
+//! pool is created instead of at the first VM.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Where a VM's OS disk comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image {
+    /// A marketplace image, `publisher:offer:sku:version`.
+    Marketplace {
+        publisher: String,
+        offer: String,
+        sku: String,
+        version: String,
+    },
+    /// A managed image or Azure Compute Gallery image (version) id.
+    ResourceId(String),
+}
+
+impl Image {
+    pub fn parse(s: &str) -> Result<Image, String> {
+        let s = s.trim();
+        if s.starts_with("/subscriptions/") {
+            let lower = s.to_ascii_lowercase();
+            if lower.contains("/providers/microsoft.compute/images/")
+                || lower.contains("/providers/microsoft.compute/galleries/")
+            {
+                return Ok(Image::ResourceId(s.to_owned()));
+            }
+            return Err(format!(
+                "image {s:?} is a resource id but not of a managed image or gallery image"
+            ));
+        }
+        let parts: Vec<&str> = s.split(':').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        match parts.as_slice() {
+            [publisher, offer, sku, version] if parts.iter().all(|p| ok(p)) => {
+                Ok(Image::Marketplace {
+                    publisher: (*publisher).to_owned(),
+                    offer: (*offer).to_owned(),
+                    sku: (*sku).to_owned(),
+                    version: (*version).to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "image {s:?} is neither a marketplace URN (publisher:offer:sku:version, e.g. Canonical:0001-com-ubuntu-confidential-vm-jammy:22_04-lts-cvm:latest) nor an image resource id (/subscriptions/…/images/… or …/galleries/…)"
+            )),
+        }
+    }
+}
+
+/// How much of a confidential VM's state is encrypted with its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SecurityEncryptionType {
+    /// Only the VM guest state (UEFI, TPM); quick to create. The default.
+    VMGuestStateOnly,
+    /// Full confidential OS-disk encryption; slower to create.
+    DiskWithVMGuestState,
+    /// No persisted firmware/TPM state (Intel TDX sizes).
+    NonPersistedTPM,
+}
+
+impl SecurityEncryptionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityEncryptionType::VMGuestStateOnly => "VMGuestStateOnly",
+            SecurityEncryptionType::DiskWithVMGuestState => "DiskWithVMGuestState",
+            SecurityEncryptionType::NonPersistedTPM => "NonPersistedTPM",
+        }
+    }
+}
+
+/// The extra specs this provider understands. Anything else is an error.
+///
+/// | key | value |
+/// |---|---|
+/// | `confidential` | `true`: a confidential VM (`securityType: ConfidentialVM`, vTPM, Secure Boot); the flavor must be a confidential size (DCas/DCads/DCes/DCeds/ECas/ECads/ECes/ECeds v5, …v6) |
+/// | `security_encryption_type` | `VMGuestStateOnly` (default), `DiskWithVMGuestState` or `NonPersistedTPM`; confidential only |
+/// | `secure_boot` | UEFI Secure Boot, default `true` (`false` for `NonPersistedTPM` sizes that need it) |
+/// | `disk_encryption_set_id` | customer-managed key for the confidential OS disk |
+/// | `trusted_launch` | `true`: Trusted Launch (vTPM + Secure Boot) on a non-confidential size |
+/// | `os_disk_size_gb` | OS disk size (30–4095) |
+/// | `os_disk_type` | `StandardSSD_LRS` (default), `Premium_LRS`, `Standard_LRS`, `StandardSSD_ZRS`, `Premium_ZRS` |
+/// | `public_ip` | overrides the provider's `public_ip` |
+/// | `subnet_id` | overrides the provider's subnet |
+/// | `zone` | availability zone (`"1"`, `"2"`, `"3"`) |
+/// | `tags` | extra tags (string → string) on every resource; `hangar-*` names are reserved |
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraSpecs {
+    #[serde(default)]
+    pub confidential: bool,
+    pub security_encryption_type: Option<SecurityEncryptionType>,
+    pub secure_boot: Option<bool>,
+    pub disk_encryption_set_id: Option<String>,
+    #[serde(default)]
+    pub trusted_launch: bool,
+    pub os_disk_size_gb: Option<u32>,
+    pub os_disk_type: Option<String>,
+    pub public_ip: Option<bool>,
+    pub subnet_id: Option<String>,
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+const DISK_TYPES: &[&str] = &[
+    "StandardSSD_LRS",
+    "Premium_LRS",
+    "Standard_LRS",
+    "StandardSSD_ZRS",
+    "Premium_ZRS",
+];
+
+impl ExtraSpecs {
+    pub fn parse(specs: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let parsed: ExtraSpecs = serde_json::from_value(serde_json::Value::Object(specs.clone()))
+            .map_err(|e| format!("extra_specs: {e}"))?;
+        parsed.check()?;
+        Ok(parsed)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.confidential {
+            if self.security_encryption_type.is_some() {
+                return Err(
+                    "extra_specs.security_encryption_type needs \"confidential\": true".into(),
+                );
+            }
+            if self.disk_encryption_set_id.is_some() {
+                return Err(
+                    "extra_specs.disk_encryption_set_id needs \"confidential\": true".into(),
+                );
+            }
+        } else if self.trusted_launch {
+            return Err(
+                "extra_specs: \"confidential\" and \"trusted_launch\" exclude each other (a confidential VM already has vTPM and Secure Boot)".into(),
+            );
+        }
+        if let Some(size) = self.os_disk_size_gb
+            && !(30..=4095).contains(&size)
+        {
+            return Err(format!(
+                "extra_specs.os_disk_size_gb {size} is outside 30–4095"
+            ));
+        }
+        if let Some(t) = &self.os_disk_type
+            && !DISK_TYPES.contains(&t.as_str())
+        {
+            return Err(format!(
+                "extra_specs.os_disk_type {t:?} is not one of {}",
+                DISK_TYPES.join(", ")
+            ));
+        }
+        if let Some(s) = &self.subnet_id
+            && (!s.starts_with("/subscriptions/") || !s.to_ascii_lowercase().contains("/subnets/"))
+        {
+            return Err(format!(
+                "extra_specs.subnet_id {s:?} is not a subnet resource id"
+            ));
+        }
+        if let Some(z) = &self.zone
+            && !matches!(z.as_str(), "1" | "2" | "3")
+        {
+            return Err(format!(
+                "extra_specs.zone {z:?} must be \"1\", \"2\" or \"3\""
+            ));
+        }
+        if let Some(d) = &self.disk_encryption_set_id
+            && !d
+                .to_ascii_lowercase()
+                .contains("/providers/microsoft.compute/diskencryptionsets/")
+        {
+            return Err(format!(
+                "extra_specs.disk_encryption_set_id {d:?} is not a disk encryption set id"
+            ));
+        }
+        for (k, v) in &self.tags {
+            if k.to_ascii_lowercase().starts_with("hangar-") {
+                return Err(format!("extra_specs.tags: {k:?} is reserved for Hangar"));
+            }
+            if k.is_empty()
+                || k.len() > 512
+                || v.len() > 256
+                || k.chars().any(|c| "<>%&\\?/".contains(c))
+            {
+                return Err(format!("extra_specs.tags: {k:?} is not a valid Azure tag"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn encryption_type(&self) -> SecurityEncryptionType {
+        self.security_encryption_type
+            .unwrap_or(SecurityEncryptionType::VMGuestStateOnly)
+    }
+}
+
+/// Whether a VM size supports confidential VMs (AMD SEV-SNP `a`, Intel TDX
+/// `e`; DC general purpose and EC memory optimised; v5 and v6).
+pub fn is_confidential_size(size: &str) -> bool {
+    let Some(rest) = size.strip_prefix("Standard_") else {
+        return false;
+    };
+    let lower = rest.to_ascii_lowercase();
+    let Some(family_rest) = lower
+        .strip_prefix("dc")
+        .or_else(|| lower.strip_prefix("ec"))
+    else {
+        return false;
+    };
+    let digits = family_rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        return false;
+    }
+    let suffix = &family_rest[digits..];
+    matches!(
+        suffix,
+        "as_v5"
+            | "ads_v5"
+            | "es_v5"
+            | "eds_v5"
+            | "as_v6"
+            | "ads_v6"
+            | "es_v6"
+            | "eds_v6"
+            | "as_cc_v5"
+            | "ads_cc_v5"
+    )
+}
+
+/// A VM size name as Azure spells them (`Standard_…`/`Basic_…`).
+pub fn check_size(size: &str) -> Result<(), String> {
+    let ok = (size.starts_with("Standard_") || size.starts_with("Basic_"))
+        && size.len() <= 64
+        && size.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "flavor {size:?} is not an Azure VM size (e.g. Standard_DC2as_v5)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn specs(v: serde_json::Value) -> Result<ExtraSpecs, String> {
+        ExtraSpecs::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn images() {
+        assert_eq!(
+            Image::parse("Canonical:0001-com-ubuntu-confidential-vm-jammy:22_04-lts-cvm:latest")
+                .unwrap(),
+            Image::Marketplace {
+                publisher: "Canonical".into(),
+                offer: "0001-com-ubuntu-confidential-vm-jammy".into(),
+                sku: "22_04-lts-cvm".into(),
+                version: "latest".into()
+            }
+        );
+        let g = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/gal/images/runner/versions/1.0.0";
+        assert_eq!(Image::parse(g).unwrap(), Image::ResourceId(g.into()));
+        for bad in [
+            "invalid",
+            "a:b:c",
+            "a:b:c:d:e",
+            "a::c:d",
+            "/subscriptions/s/x",
+            "a b:c:d:e",
+        ] {
+            assert!(Image::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn confidential_sizes() {
+        for s in [
+            "Standard_DC2as_v5",
+            "Standard_DC96ads_v5",
+            "Standard_EC8as_v5",
+            "Standard_DC2es_v5",
+            "Standard_EC128eds_v5",
+            "Standard_DC4as_v6",
+        ] {
+            assert!(is_confidential_size(s), "{s}");
+        }
+        for s in [
+            "Standard_D2s_v5",
+            "Standard_DC2s_v3",
+            "Standard_B2s",
+            "DC2as_v5",
+            "Standard_DCas_v5",
+            "Standard_E8as_v5",
+        ] {
+            assert!(!is_confidential_size(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn extra_specs() {
+        let s = specs(json!({"confidential": true})).unwrap();
+        assert!(s.confidential);
+        assert_eq!(
+            s.encryption_type(),
+            SecurityEncryptionType::VMGuestStateOnly
+        );
+        let s = specs(
+            json!({"confidential": true, "security_encryption_type": "DiskWithVMGuestState"}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.encryption_type(),
+            SecurityEncryptionType::DiskWithVMGuestState
+        );
+        for (bad, needle) in [
+            (json!({"confidentail": true}), "confidentail"),
+            (json!({"confidential": "yes"}), "invalid type"),
+            (
+                json!({"security_encryption_type": "VMGuestStateOnly"}),
+                "confidential",
+            ),
+            (
+                json!({"confidential": true, "security_encryption_type": "Everything"}),
+                "Everything",
+            ),
+            (json!({"os_disk_size_gb": 5}), "os_disk_size_gb"),
+            (json!({"os_disk_type": "Ultra"}), "os_disk_type"),
+            (json!({"tags": {"hangar-pool-id": "x"}}), "reserved"),
+            (json!({"zone": "4"}), "zone"),
+            (
+                json!({"confidential": true, "trusted_launch": true}),
+                "exclude",
+            ),
+        ] {
+            let e = specs(bad.clone()).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+}
