@@ -47,6 +47,18 @@ pub(crate) fn spare_to_keep(pool: &Pool, queued: u32) -> u32 {
     pool.spec.min_idle_runners + queued
 }
 
+/// How many queued jobs reconcile needs to count: beyond this many, every
+/// decision (create up to the pool's room, retire nothing) is the same, so a
+/// long queue costs no more than a full pool.
+pub(crate) fn demand_cap(pool: &Pool, spare: u32, idle: u32) -> u32 {
+    pool.spec
+        .max_runners
+        .saturating_add(pool.spec.min_idle_runners)
+        .saturating_add(spare)
+        .saturating_add(idle)
+        .saturating_add(1)
+}
+
 fn random_suffix() -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -162,13 +174,8 @@ impl Scheduler {
         let usage = store.pool_usage_of(pool_id).await?;
         let young_after =
             now - chrono::Duration::from_std(self.inner.config.idle_grace()).unwrap_or_default();
-        let demand = store
-            .pool_demand(young_after)
-            .await?
-            .into_iter()
-            .find(|(p, _)| *p == pool_id)
-            .map(|(_, d)| d)
-            .unwrap_or_default();
+        let cap = demand_cap(&pool, usage.spare, usage.idle);
+        let demand = store.pool_demand_of(pool_id, young_after, cap).await?;
         let want = spare_to_create_for(&pool, demand.queued, demand.queued_young, usage.idle);
         let keep = spare_to_keep(&pool, demand.queued);
         if usage.spare < want {
@@ -226,6 +233,41 @@ impl Scheduler {
 mod tests {
     use super::*;
     use hangar_core::*;
+
+    /// Counting the queue only up to `demand_cap` changes no decision.
+    #[test]
+    fn capped_demand_decides_the_same() {
+        for min_idle in [0, 2] {
+            let mut p = pool(min_idle, true);
+            for max in [0, 1, 4, 10] {
+                p.spec.max_runners = max;
+                for live in 0..=max {
+                    for spare in 0..=live {
+                        for idle in 0..=spare {
+                            for queued in [0, 1, 3, 9, 20, 200] {
+                                for young in [0, 1, queued / 2, queued] {
+                                    let young = young.min(queued);
+                                    let cap = demand_cap(&p, spare, idle);
+                                    let (q, y) = (queued.min(cap), young.min(cap));
+                                    let create = |q: u32, y: u32| {
+                                        let want = spare_to_create_for(&p, q, y, idle);
+                                        want.saturating_sub(spare).min(max - live)
+                                    };
+                                    let retire =
+                                        |q: u32| spare.saturating_sub(spare_to_keep(&p, q));
+                                    assert_eq!(
+                                        (create(queued, young), retire(queued)),
+                                        (create(q, y), retire(q)),
+                                        "min_idle {min_idle} max {max} live {live} spare {spare} idle {idle} queued {queued} young {young}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn pool(min_idle: u32, enabled: bool) -> Pool {
         Pool {

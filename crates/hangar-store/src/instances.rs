@@ -617,13 +617,25 @@ impl Store {
 
     /// Capacity use of one pool.
     pub async fn pool_usage_of(&self, pool_id: PoolId) -> Result<PoolUsage> {
-        Ok(self
-            .pool_usage()
-            .await?
-            .into_iter()
-            .find(|(p, _)| *p == pool_id)
-            .map(|(_, u)| u)
-            .unwrap_or_default())
+        let row = sqlx::query(
+            "SELECT
+                COUNT(*),
+                SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
+                          AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN runner_status = 'active' THEN 1 ELSE 0 END)
+             FROM instances WHERE pool_id = ? AND status != 'deleted'",
+        )
+        .bind(pool_id.to_string())
+        .fetch_one(self.r())
+        .await?;
+        let n = |i: usize| row.get::<Option<i64>, _>(i).unwrap_or(0) as u32;
+        Ok(PoolUsage {
+            live: n(0),
+            spare: n(1),
+            idle: n(2),
+            active: n(3),
+        })
     }
 
     /// The instances of a pool that need a step now or soon: waiting to be

@@ -186,6 +186,39 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// Queued demand of one pool, each count capped at `cap`; jobs queued
+    /// after `young_after` count as young. Two bounded ranges of the
+    /// `jobs_pool_queued` index, so a long queue costs no more than `cap`
+    /// rows.
+    pub async fn pool_demand_of(
+        &self,
+        pool_id: PoolId,
+        young_after: DateTime<Utc>,
+        cap: u32,
+    ) -> Result<PoolDemand> {
+        let pool = pool_id.to_string();
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = ? AND status = 'queued' LIMIT ?)",
+        )
+        .bind(&pool)
+        .bind(i64::from(cap))
+        .fetch_one(self.r())
+        .await?;
+        let young: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs
+               WHERE pool_id = ? AND status = 'queued' AND queued_at > ? LIMIT ?)",
+        )
+        .bind(&pool)
+        .bind(young_after.timestamp_millis())
+        .bind(i64::from(cap))
+        .fetch_one(self.r())
+        .await?;
+        Ok(PoolDemand {
+            queued: queued as u32,
+            queued_young: young as u32,
+        })
+    }
+
     /// Queued demand per pool; jobs queued after `young_after` count as young.
     pub async fn pool_demand(
         &self,

@@ -101,7 +101,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     assert!(db_file(dir.path()).exists());
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
     store.close().await;
@@ -390,6 +390,21 @@ async fn concurrent_reservations_never_exceed_max_runners() {
         store.pool_usage().await.unwrap().into_iter().collect();
     assert_eq!(usage[&pool.id].live, 3);
     assert_eq!(usage[&other.id].live, 5);
+    for p in [pool.id, other.id] {
+        assert_eq!(
+            store.pool_usage_of(p).await.unwrap(),
+            usage[&p],
+            "one-pool usage agrees"
+        );
+    }
+    assert_eq!(
+        store
+            .pool_usage_of(hangar_core::PoolId::new_random())
+            .await
+            .unwrap()
+            .live,
+        0
+    );
 
     // Disabled pools reserve nothing.
     let mut s = spec(10);
@@ -543,6 +558,54 @@ async fn job_events_deduplicate_and_only_move_forward() {
                 queued_young: 1
             }
         )]
+    );
+    // The one-pool query reconcile uses agrees, and "young" is a cut-off.
+    assert_eq!(
+        store
+            .pool_demand_of(
+                pool.id,
+                chrono::Utc::now() - chrono::Duration::seconds(60),
+                100
+            )
+            .await
+            .unwrap(),
+        PoolDemand {
+            queued: 1,
+            queued_young: 1
+        }
+    );
+    assert_eq!(
+        store
+            .pool_demand_of(
+                pool.id,
+                chrono::Utc::now() + chrono::Duration::seconds(60),
+                100
+            )
+            .await
+            .unwrap(),
+        PoolDemand {
+            queued: 1,
+            queued_young: 0
+        }
+    );
+    assert_eq!(
+        store
+            .pool_demand_of(
+                pool.id,
+                chrono::Utc::now() - chrono::Duration::seconds(60),
+                0
+            )
+            .await
+            .unwrap(),
+        PoolDemand::default(),
+        "counts stop at the cap"
+    );
+    assert_eq!(
+        store
+            .pool_demand_of(hangar_core::PoolId::new_random(), chrono::Utc::now(), 100)
+            .await
+            .unwrap(),
+        PoolDemand::default()
     );
 }
 
