@@ -7,6 +7,7 @@
 //!   `config/hangard.toml`.
 //! - `cargo xtask bench <webhooks|schedule>` — the benchmarks.
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
+//! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
 //!
 //! It uses only the standard library, so it compiles before any system
 //! library is installed.
@@ -26,7 +27,11 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("tidy") => tidy::run(&root()),
         Some("deps") => system_packages(),
-        _ => Err("usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps>".into()),
+        Some("terraform") => terraform_check(),
+        _ => Err(
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps | terraform>"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +163,230 @@ fn libvirt_setup() -> Option<Vec<(String, String)>> {
     }
 }
 
+/// Builds the Debian package from the debug binaries and checks what it
+/// holds: binaries, unit, config as a conffile, maintainer scripts — and no
+/// secrets, which the postinst generates on the target machine.
+fn deb_check() -> Result {
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        eprintln!("!!! not a Debian system: the .deb packaging is not checked");
+        return Ok(());
+    }
+    step("debian package");
+    let out = root().join("target/deb-check");
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new("bash")
+        .arg(root().join("deploy/build-deb.sh"))
+        .args(["--fast", "--bin-dir"])
+        .arg(root().join("target/debug"))
+        .arg("--out")
+        .arg(&out))?;
+    let deb = std::fs::read_dir(&out)
+        .map_err(|e| format!("{}: {e}", out.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("build-deb.sh made no .deb")?;
+    let listing = |flag: &str| -> Result<String> {
+        let o = Command::new("dpkg-deb")
+            .arg(flag)
+            .arg(&deb)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(format!("dpkg-deb {flag} failed"));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let contents = listing("--contents")?;
+    for want in [
+        "./usr/bin/hangard",
+        "./usr/bin/hangar",
+        "./lib/systemd/system/hangard.service",
+        "./etc/hangar/hangard.toml",
+        "./usr/share/doc/hangar/hangard.example.toml",
+    ] {
+        if !contents.lines().any(|l| l.ends_with(want)) {
+            return Err(format!("the .deb lacks {want}:\n{contents}"));
+        }
+    }
+    if contents.contains("credentials/passphrase") || contents.contains("credentials/jwt-secret") {
+        return Err("the .deb ships generated secrets".into());
+    }
+    let info = listing("--info")?;
+    for want in ["Package: hangar", "postinst", "conffiles", "Depends: libc6"] {
+        if !info.contains(want) {
+            return Err(format!("the .deb's control data lacks {want:?}:\n{info}"));
+        }
+    }
+    eprintln!("debian package: {} OK", deb.display());
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// Syntax check of the Azure deployment (`deploy/azure/*.tf`).
+/// `terraform validate` needs the azurerm provider from the Terraform
+/// registry, which CI cannot reach, so: `terraform fmt -check` where
+/// terraform is installed, and always a real HCL2 parser (python-hcl2,
+/// pinned, in a venv under target/ that this makes on first use) that also
+/// checks that every `var.`, `local.`, `data.` and resource reference and
+/// every `${path.module}/…` file exists. When no checker can be installed it
+/// says so loudly and does not fail.
+fn terraform_check() -> Result {
+    const PACKAGES: &[&str] = &["python-hcl2==8.1.4", "lark==1.3.1"];
+    const CHECK: &str = r##"
+import os, re, sys
+import hcl2
+
+files = sys.argv[1:]
+docs, errors = {}, []
+for f in files:
+    try:
+        with open(f) as fh:
+            docs[f] = hcl2.load(fh)
+    except Exception as e:
+        errors.append(f"{f}: {type(e).__name__}: {e}")
+if errors:
+    sys.exit("HCL syntax errors:\n  " + "\n  ".join(errors))
+
+def label(k):
+    return k.strip('"')
+
+declared = {"var": set(), "local": set(), "data": set(), "resource": set(), "module": set()}
+prefixes = set()
+for d in docs.values():
+    for b in d.get("variable", []):
+        declared["var"].update(label(k) for k in b if not k.startswith("__"))
+    for b in d.get("locals", []):
+        declared["local"].update(k for k in b if not k.startswith("__"))
+    for kind in ("resource", "data"):
+        for b in d.get(kind, []):
+            for t, inst in b.items():
+                if t.startswith("__"):
+                    continue
+                for n in inst:
+                    if not n.startswith("__"):
+                        declared[kind].add(f"{label(t)}.{label(n)}")
+    for b in d.get("module", []):
+        declared["module"].update(label(k) for k in b if not k.startswith("__"))
+    for t in d.get("terraform", []):
+        for rp in t.get("required_providers", []):
+            prefixes.update(k for k in rp if not k.startswith("__"))
+
+def strings(v):
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from strings(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from strings(x)
+
+ident = r"[A-Za-z_][A-Za-z0-9_-]*"
+patterns = [
+    ("var", re.compile(rf"(?<![\w.])var\.({ident})")),
+    ("local", re.compile(rf"(?<![\w.])local\.({ident})")),
+    ("data", re.compile(rf"(?<![\w.])data\.({ident}\.{ident})")),
+    ("module", re.compile(rf"(?<![\w.])module\.({ident})")),
+]
+if prefixes:
+    alt = "|".join(sorted(map(re.escape, prefixes)))
+    patterns.append(("resource", re.compile(rf"(?<![\w.])((?:{alt})_\w+\.{ident})")))
+module_file = re.compile(r'\$\{path\.module\}/([^"$]+)"')
+refs = 0
+for f, d in docs.items():
+    for s in strings(d):
+        for kind, p in patterns:
+            for m in p.finditer(s):
+                refs += 1
+                if m.group(1) not in declared[kind]:
+                    errors.append(f"{f}: {kind} {m.group(1)} is not declared")
+        for m in module_file.finditer(s):
+            if not os.path.exists(os.path.join(os.path.dirname(f), m.group(1))):
+                errors.append(f"{f}: file {m.group(1)} does not exist")
+if errors:
+    sys.exit("Terraform references that do not resolve:\n  " + "\n  ".join(sorted(set(errors))))
+print(f"terraform: {len(files)} files parse as HCL2; {refs} references resolve")
+"##;
+
+    step("terraform syntax");
+    let dir = root().join("deploy/azure");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "tf"));
+    files.sort();
+    if files.is_empty() {
+        eprintln!("no deploy/azure/*.tf: nothing to check");
+        return Ok(());
+    }
+    let works = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+
+    // terraform itself, where present: parses, and checks the layout.
+    let terraform = works(Command::new("terraform").arg("version"));
+    if terraform {
+        run(Command::new("terraform")
+            .args(["fmt", "-check", "-diff", "-no-color"])
+            .arg(&dir))?;
+    }
+
+    // python-hcl2 in a venv of its own (PyPI is reachable where the
+    // Terraform registry is not).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| root().join(t))
+        .unwrap_or_else(|| root().join("target"));
+    let venv = target.join("hcl-venv");
+    let python = venv.join("bin/python");
+    let pinned = PACKAGES[0].split_once("==").unwrap_or_default();
+    let ready = |python: &Path| {
+        works(Command::new(python).arg("-c").arg(format!(
+            "import sys, importlib.metadata as m, hcl2; sys.exit(m.version({:?}) != {:?})",
+            pinned.0, pinned.1
+        )))
+    };
+    let install = || -> Result {
+        let apt = |pkgs: &[&str]| -> Result {
+            let missing = missing_packages(pkgs);
+            if missing.is_empty() || !works(Command::new("dpkg-query").arg("--version")) {
+                return Err(format!("{} did not help", pkgs.join(" ")));
+            }
+            run(as_root(&["apt-get", "update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+            let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+            args.extend(missing.iter().map(String::as_str));
+            run(as_root(&args).env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        if !works(Command::new("python3").arg("--version")) {
+            apt(&["python3", "python3-venv"])?;
+        }
+        let mut make_venv = Command::new("python3");
+        make_venv.args(["-m", "venv", "--clear"]).arg(&venv);
+        if run(&mut make_venv).is_err() {
+            // Debian's python3 needs python3-venv for `-m venv` (ensurepip).
+            apt(&["python3-venv"])?;
+            run(&mut make_venv)?;
+        }
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(PACKAGES))
+    };
+    if !ready(&python)
+        && let Err(e) = install()
+    {
+        eprintln!(
+            "\n!!! deploy/azure/*.tf {}: no HCL2 parser could be installed ({e})\n",
+            if terraform {
+                "checked by `terraform fmt` only (references NOT checked)"
+            } else {
+                "NOT syntax-checked"
+            }
+        );
+        return Ok(());
+    }
+    let script = venv.join("check-terraform.py");
+    std::fs::write(&script, CHECK).map_err(|e| format!("{}: {e}", script.display()))?;
+    run(Command::new(&python).arg(&script).args(&files))
+}
+
 fn ci() -> Result {
     system_packages()?;
     step("tidy");
@@ -178,9 +407,11 @@ fn ci() -> Result {
         step("systemd unit");
         tidy::verify_unit(&unit)?;
     }
+    terraform_check()?;
     let libvirt_env = libvirt_setup();
     step("build binaries (end-to-end tests run them)");
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    deb_check()?;
     step("tests");
     let mut test = cargo();
     test.args(["test", "--workspace", "--no-fail-fast"]);
