@@ -1313,6 +1313,32 @@ impl Inner {
         id
     }
 
+    /// A PUT's answer: 200 (update) or 201 (new) with the resource and the
+    /// operation to poll.
+    fn accepted_put(
+        &self,
+        existed: bool,
+        kind: ArmKind,
+        sub: &str,
+        location: &str,
+        op: &str,
+        body: Value,
+    ) -> Response {
+        let status = if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        let headers = [
+            (
+                "azure-asyncoperation",
+                self.async_url(kind, sub, location, op),
+            ),
+            ("retry-after", "0".to_owned()),
+        ];
+        respond(status, Some(body), &headers)
+    }
+
     fn async_url(&self, kind: ArmKind, sub: &str, location: &str, op: &str) -> String {
         let api = match kind.namespace() {
             "Microsoft.Compute" => COMPUTE_API,
@@ -2141,19 +2167,7 @@ impl Inner {
             vm: Some(extra),
         };
         self.res.insert(key, res);
-        let status = if existing.is_some() {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        let headers = [
-            (
-                "azure-asyncoperation",
-                self.async_url(kind, &sub, &location, &op),
-            ),
-            ("retry-after", "0".to_owned()),
-        ];
-        Ok(respond(status, Some(stored_body), &headers))
+        Ok(self.accepted_put(existing.is_some(), kind, &sub, &location, &op, stored_body))
     }
 
     fn put_nic(&mut self, sub: &str, rg: &str, name: &str, req: &Req<'_>) -> Reply {
@@ -2340,19 +2354,7 @@ impl Inner {
             vm: None,
         };
         self.res.insert(key, res);
-        let status = if existing.is_some() {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        let headers = [
-            (
-                "azure-asyncoperation",
-                self.async_url(kind, &sub, &location, &op),
-            ),
-            ("retry-after", "0".to_owned()),
-        ];
-        Ok(respond(status, Some(stored_body), &headers))
+        Ok(self.accepted_put(existing.is_some(), kind, &sub, &location, &op, stored_body))
     }
 
     fn put_pip(&mut self, sub: &str, rg: &str, name: &str, req: &Req<'_>) -> Reply {
@@ -2441,19 +2443,7 @@ impl Inner {
                 vm: None,
             },
         );
-        let status = if existing.is_some() {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        let headers = [
-            (
-                "azure-asyncoperation",
-                self.async_url(kind, &sub, &location, &op),
-            ),
-            ("retry-after", "0".to_owned()),
-        ];
-        Ok(respond(status, Some(stored_body), &headers))
+        Ok(self.accepted_put(existing.is_some(), kind, &sub, &location, &op, stored_body))
     }
 
     fn delete(&mut self, kind: ArmKind, sub: &str, rg: &str, name: &str, req: &Req<'_>) -> Reply {

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Builds hangar_<version>_<arch>.deb from built binaries with plain dpkg-deb
+# (no cargo-deb needed): the same layout deploy/install.sh makes, with the
+# unit in /lib/systemd/system and the secrets generated at install time by
+# the postinst, never shipped in the package.
+# Usage: deploy/build-deb.sh [--bin-dir DIR] [--out DIR] [--fast]
+# Build first: cargo build --release -p hangar-daemon -p hangar-cli
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+bindir="$root/target/release"
+out="$root/target/deb"
+compress=(-Zxz)
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin-dir) bindir=$2; shift ;;
+        --out) out=$2; shift ;;
+        --fast) compress=(-Zgzip -z1) ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v dpkg-deb >/dev/null || { echo "dpkg-deb is missing (Debian/Ubuntu only)" >&2; exit 1; }
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
+arch=$(dpkg --print-architecture)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+pkg="$stage/hangar"
+
+DESTDIR="$pkg" PREFIX=/usr bash "$here/install.sh" --bin-dir "$bindir" >/dev/null
+# Secrets and state belong to the machine, not the package.
+rm -f "$pkg"/etc/hangar/credentials/*
+rm -rf "${pkg:?}/var"
+install -d -m 0755 "$pkg/lib/systemd/system"
+mv "$pkg/etc/systemd/system/hangard.service" "$pkg/lib/systemd/system/"
+rm -rf "${pkg:?}/etc/systemd"
+# The libvirt drop-in needs the libvirt group: shipped, enabled by hand.
+install -m 0644 "$here/systemd/hangard.service.d/libvirt.conf" \
+    "$pkg/usr/share/doc/hangar/hangard.service.d-libvirt.conf"
+
+install -d -m 0755 "$pkg/DEBIAN"
+size=$(du -sk "$pkg" | cut -f1)
+cat > "$pkg/DEBIAN/control" <<EOF
+Package: hangar
+Version: $version
+Architecture: $arch
+Maintainer: Hangar maintainers <hangar@localhost>
+Installed-Size: $size
+Depends: libc6, libgcc-s1, libvirt0
+Section: admin
+Priority: optional
+Homepage: https://localhost/hangar
+Description: autoscaled ephemeral self-hosted GitHub Actions runners
+ hangard takes GitHub workflow_job webhooks and gives every job a fresh
+ one-job runner VM (libvirt, Azure confidential VMs, or any garm external
+ provider), deleted when the job ends. hangar is its admin CLI.
+EOF
+echo /etc/hangar/hangard.toml > "$pkg/DEBIAN/conffiles"
+
+cat > "$pkg/DEBIAN/postinst" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+    if ! getent passwd hangar >/dev/null; then
+        adduser --system --group --home /var/lib/hangar --no-create-home \
+            --shell /usr/sbin/nologin hangar >/dev/null
+    fi
+    install -d -m 0700 /etc/hangar/credentials
+    for s in passphrase jwt-secret; do
+        if [ ! -e "/etc/hangar/credentials/$s" ]; then
+            (umask 077; head -c 48 /dev/urandom | base64 | tr -d '\n=/+' > "/etc/hangar/credentials/$s")
+        fi
+    done
+    chgrp hangar /etc/hangar/hangard.toml
+    chmod 0640 /etc/hangar/hangard.toml
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload || true
+        echo "hangar: edit /etc/hangar/hangard.toml, then: systemctl enable --now hangard"
+    fi
+fi
+EOF
+cat > "$pkg/DEBIAN/prerm" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+    systemctl stop hangard.service || true
+fi
+EOF
+cat > "$pkg/DEBIAN/postrm" <<'EOF'
+#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    rm -rf /etc/hangar/credentials
+fi
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || true
+fi
+EOF
+chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/DEBIAN/prerm" "$pkg/DEBIAN/postrm"
+
+mkdir -p "$out"
+deb="$out/hangar_${version}_${arch}.deb"
+dpkg-deb --root-owner-group "${compress[@]}" --build "$pkg" "$deb" >/dev/null
+echo "$deb"
