@@ -101,7 +101,9 @@ fn log_call(path: &Option<std::path::PathBuf>, op: &str, name: &str) {
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{op} {name} {micros}");
+        // One write per line: `writeln!` on a File issues several, and
+        // concurrent calls would interleave their pieces.
+        let _ = f.write_all(format!("{op} {name} {micros}\n").as_bytes());
     }
 }
 
