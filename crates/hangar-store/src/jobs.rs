@@ -90,30 +90,79 @@ impl Store {
     /// Records a batch of deliveries in one transaction (one fsync for all),
     /// returning an outcome per event, in order.
     pub async fn record_job_events(&self, events: &[JobEvent]) -> Result<Vec<JobOutcome>> {
-        let mut tx = self.w().begin().await?;
-        let mut out = Vec::with_capacity(events.len());
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The whole batch goes to SQLite as one JSON array and is written
+        // by two statements, whatever its size: each statement is a round
+        // trip to sqlx's SQLite thread, which cost more than the SQL itself.
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let status = ev.action.status();
+                Ok(serde_json::json!({
+                    "i": i,
+                    "job_id": ev.job_id.0,
+                    "run_attempt": ev.run_attempt,
+                    "action": ev.action.as_str(),
+                    "entity_id": ev.entity_id.to_string(),
+                    "status": status.as_str(),
+                    "rank": status_rank(status),
+                    "conclusion": ev.conclusion,
+                    "labels": serde_json::to_string(&ev.labels).map_err(corrupt)?,
+                    "repository": ev.repository,
+                    "workflow_run_id": ev.workflow_run_id,
+                    "name": ev.name,
+                    "runner_name": ev.runner_name,
+                    "pool_id": ev.pool_id.map(|p| p.to_string()),
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let batch = serde_json::Value::Array(rows).to_string();
         let now = now_ms();
-        for ev in events {
-            let fresh = sqlx::query(
-                "INSERT OR IGNORE INTO job_events (job_id, run_attempt, action, received_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(ev.job_id.0)
-            .bind(ev.run_attempt)
-            .bind(ev.action.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fresh == 0 {
-                out.push(JobOutcome::Duplicate);
-                continue;
-            }
-            let status = ev.action.status();
-            let labels = serde_json::to_string(&ev.labels).map_err(corrupt)?;
-            let row = sqlx::query(
+        let mut tx = self.w().begin().await?;
+        // Deduplicate on (job, attempt, action): the first of equal events
+        // is fresh, every later one (and every one seen before) a duplicate.
+        let inserted: Vec<(i64, i64, String)> = sqlx::query_as(
+            "INSERT OR IGNORE INTO job_events (job_id, run_attempt, action, received_at)
+             SELECT value ->> 'job_id', value ->> 'run_attempt', value ->> 'action', ?
+               FROM json_each(?) ORDER BY key
+             RETURNING job_id, run_attempt, action",
+        )
+        .bind(now)
+        .bind(&batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fresh_keys: std::collections::HashSet<(i64, i64, String)> =
+            inserted.into_iter().collect();
+        let fresh: Vec<bool> = events
+            .iter()
+            .map(|ev| {
+                fresh_keys.remove(&(ev.job_id.0, ev.run_attempt, ev.action.as_str().to_owned()))
+            })
+            .collect();
+        let fresh_idx: Vec<i64> = fresh
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f)
+            .map(|(i, _)| i as i64)
+            .collect();
+        let mut changed: Vec<(i64, i64, String, Option<String>)> = Vec::new();
+        if !fresh_idx.is_empty() {
+            let wanted = serde_json::to_string(&fresh_idx).map_err(corrupt)?;
+            // Status only moves forward; events of one job in one batch are
+            // applied in arrival order, each seeing the one before.
+            changed = sqlx::query_as(
                 "INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, conclusion, labels, repository,
                     workflow_run_id, name, runner_name, pool_id, queued_at, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 SELECT e.value ->> 'job_id', e.value ->> 'run_attempt', e.value ->> 'entity_id',
+                    e.value ->> 'status', e.value ->> 'rank', e.value ->> 'conclusion', e.value ->> 'labels',
+                    e.value ->> 'repository', e.value ->> 'workflow_run_id', e.value ->> 'name',
+                    e.value ->> 'runner_name', e.value ->> 'pool_id', ?, ?, ?
+                   FROM json_each(?) AS e
+                  WHERE e.key IN (SELECT value FROM json_each(?))
+                  ORDER BY e.key
                  ON CONFLICT (id, run_attempt) DO UPDATE SET
                     status = excluded.status,
                     status_rank = excluded.status_rank,
@@ -123,37 +172,51 @@ impl Store {
                     queued_at = CASE WHEN excluded.status = 'queued' THEN excluded.queued_at ELSE jobs.queued_at END,
                     updated_at = excluded.updated_at
                  WHERE excluded.status_rank > jobs.status_rank
-                 RETURNING pool_id",
+                 RETURNING id, run_attempt, status, pool_id",
             )
-            .bind(ev.job_id.0)
-            .bind(ev.run_attempt)
-            .bind(ev.entity_id.to_string())
-            .bind(status.as_str())
-            .bind(status_rank(status))
-            .bind(&ev.conclusion)
-            .bind(labels)
-            .bind(&ev.repository)
-            .bind(ev.workflow_run_id)
-            .bind(&ev.name)
-            .bind(&ev.runner_name)
-            .bind(ev.pool_id.map(|p| p.to_string()))
             .bind(now)
             .bind(now)
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .bind(&batch)
+            .bind(&wanted)
+            .fetch_all(&mut *tx)
             .await?;
-            out.push(match row {
+        }
+        tx.commit().await?;
+        // Each returned row is one event that changed its job, in order.
+        let mut out = Vec::with_capacity(events.len());
+        let mut used = vec![false; changed.len()];
+        for (ev, fresh) in events.iter().zip(fresh) {
+            if !fresh {
+                out.push(JobOutcome::Duplicate);
+                continue;
+            }
+            let status = ev.action.status();
+            let hit = changed
+                .iter()
+                .enumerate()
+                .position(|(k, (id, attempt, st, _))| {
+                    !used[k]
+                        && *id == ev.job_id.0
+                        && *attempt == ev.run_attempt
+                        && st == status.as_str()
+                });
+            out.push(match hit {
                 None => JobOutcome::Stale,
-                Some(row) => {
-                    let pool: Option<String> = row.get(0);
+                Some(k) => {
+                    used[k] = true;
                     JobOutcome::Recorded {
                         status,
-                        pool_id: pool.map(|p| p.parse()).transpose().map_err(corrupt)?,
+                        pool_id: changed[k]
+                            .3
+                            .as_deref()
+                            .map(str::parse)
+                            .transpose()
+                            .map_err(corrupt)?,
                     }
                 }
             });
         }
-        tx.commit().await?;
         Ok(out)
     }
 

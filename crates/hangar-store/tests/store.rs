@@ -669,3 +669,66 @@ async fn batch_reservation_hands_out_jobs_and_respects_max() {
         InstanceStatus::PendingDelete
     );
 }
+
+/// One batch holding a job's whole life, out-of-order and repeated events,
+/// and other jobs: every event gets the outcome it would get alone, in order.
+#[tokio::test]
+async fn one_batch_applies_its_events_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let p = Some(pool.id);
+    let (a, b, c) = (i64::MAX - 7, 4_000_000_001_i64, 17_i64);
+    let out = store
+        .record_job_events(&[
+            event(entity.id, a, JobAction::Queued, p),
+            event(entity.id, b, JobAction::Completed, None),
+            event(entity.id, a, JobAction::InProgress, p),
+            event(entity.id, b, JobAction::Queued, p),
+            event(entity.id, a, JobAction::Queued, p),
+            event(entity.id, c, JobAction::Queued, None),
+            event(entity.id, a, JobAction::Completed, p),
+            event(entity.id, b, JobAction::Completed, None),
+        ])
+        .await
+        .unwrap();
+    let rec = |status, pool_id| JobOutcome::Recorded { status, pool_id };
+    assert_eq!(
+        out,
+        vec![
+            rec(JobStatus::Queued, p),
+            rec(JobStatus::Completed, None),
+            rec(JobStatus::InProgress, p),
+            JobOutcome::Stale,
+            JobOutcome::Duplicate,
+            rec(JobStatus::Queued, None),
+            rec(JobStatus::Completed, p),
+            JobOutcome::Duplicate,
+        ]
+    );
+    let job_a = store.job(JobId(a), 1).await.unwrap();
+    assert_eq!(job_a.status, JobStatus::Completed);
+    assert_eq!(job_a.runner_name.as_deref(), Some("hangar-1"));
+    assert_eq!(job_a.conclusion.as_deref(), Some("success"));
+    assert_eq!(
+        job_a.labels,
+        Labels::parse_list("self-hosted,linux").unwrap()
+    );
+    let job_b = store.job(JobId(b), 1).await.unwrap();
+    assert_eq!(job_b.status, JobStatus::Completed);
+    assert_eq!(job_b.pool_id, None, "a stale event changes nothing");
+    assert_eq!(
+        store.job(JobId(c), 1).await.unwrap().status,
+        JobStatus::Queued
+    );
+    // The same batch again is all duplicates.
+    let again = store
+        .record_job_events(&[
+            event(entity.id, a, JobAction::Queued, p),
+            event(entity.id, c, JobAction::Queued, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![JobOutcome::Duplicate, JobOutcome::Duplicate]);
+    assert!(store.record_job_events(&[]).await.unwrap().is_empty());
+}
