@@ -323,6 +323,25 @@ fn to_instance(vm: &Value) -> ProviderInstance {
     }
 }
 
+/// A pool's image, flavor and extra specs, parsed and checked together
+/// (at pool creation and again at each create, which may see a pool
+/// stored before a provider upgrade).
+fn check_spec(
+    image: &str,
+    flavor: &str,
+    extra_specs: &serde_json::Map<String, Value>,
+) -> Result<(Image, ExtraSpecs), ProviderError> {
+    let image = Image::parse(image).map_err(ProviderError::InvalidSpec)?;
+    check_size(flavor).map_err(ProviderError::InvalidSpec)?;
+    let specs = ExtraSpecs::parse(extra_specs).map_err(ProviderError::InvalidSpec)?;
+    if specs.confidential && !is_confidential_size(flavor) {
+        return Err(ProviderError::InvalidSpec(format!(
+            "flavor {flavor} does not support confidential VMs; use a DCasv5/DCadsv5/ECasv5/ECadsv5 (AMD SEV-SNP) or DCesv5/DCedsv5/ECesv5/ECedsv5 (Intel TDX) size such as Standard_DC2as_v5"
+        )));
+    }
+    Ok((image, specs))
+}
+
 /// ARM's answer, as the scheduler's retry decision needs it.
 fn to_provider_error(e: ArmError) -> ProviderError {
     const QUOTA: &[&str] = &[
@@ -398,15 +417,7 @@ impl Provider for AzureProvider {
                 spec.os_type.as_str()
             )));
         }
-        Image::parse(&spec.image).map_err(ProviderError::InvalidSpec)?;
-        check_size(&spec.flavor).map_err(ProviderError::InvalidSpec)?;
-        let specs = ExtraSpecs::parse(&spec.extra_specs).map_err(ProviderError::InvalidSpec)?;
-        if specs.confidential && !is_confidential_size(&spec.flavor) {
-            return Err(ProviderError::InvalidSpec(format!(
-                "flavor {} does not support confidential VMs; use a DCasv5/DCadsv5/ECasv5/ECadsv5 (AMD SEV-SNP) or DCesv5/DCedsv5/ECesv5/ECedsv5 (Intel TDX) size such as Standard_DC2as_v5",
-                spec.flavor
-            )));
-        }
+        check_spec(&spec.image, &spec.flavor, &spec.extra_specs)?;
         Ok(())
     }
 
@@ -415,15 +426,7 @@ impl Provider for AzureProvider {
         &self,
         req: &CreateInstanceRequest,
     ) -> Result<ProviderInstance, ProviderError> {
-        let specs = ExtraSpecs::parse(&req.extra_specs).map_err(ProviderError::InvalidSpec)?;
-        let image = Image::parse(&req.image).map_err(ProviderError::InvalidSpec)?;
-        check_size(&req.flavor).map_err(ProviderError::InvalidSpec)?;
-        if specs.confidential && !is_confidential_size(&req.flavor) {
-            return Err(ProviderError::InvalidSpec(format!(
-                "flavor {} does not support confidential VMs",
-                req.flavor
-            )));
-        }
+        let (image, specs) = check_spec(&req.image, &req.flavor, &req.extra_specs)?;
         let names = ResourceNames::for_instance(req.name.as_str());
         match self.create(req, &specs, &image, &names).await {
             Ok(inst) => Ok(inst),
