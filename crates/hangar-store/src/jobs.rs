@@ -183,39 +183,32 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        // Each returned row is one event that changed its job, in order.
+        // Each returned row is one event that moved its job forward; as
+        // status only moves forward, (job, attempt, status) names it alone.
+        let mut moved: std::collections::HashMap<(i64, i64, String), Option<String>> = changed
+            .into_iter()
+            .map(|(id, attempt, status, pool)| ((id, attempt, status), pool))
+            .collect();
         let mut out = Vec::with_capacity(events.len());
-        let mut used = vec![false; changed.len()];
         for (ev, fresh) in events.iter().zip(fresh) {
             if !fresh {
                 out.push(JobOutcome::Duplicate);
                 continue;
             }
             let status = ev.action.status();
-            let hit = changed
-                .iter()
-                .enumerate()
-                .position(|(k, (id, attempt, st, _))| {
-                    !used[k]
-                        && *id == ev.job_id.0
-                        && *attempt == ev.run_attempt
-                        && st == status.as_str()
-                });
-            out.push(match hit {
-                None => JobOutcome::Stale,
-                Some(k) => {
-                    used[k] = true;
-                    JobOutcome::Recorded {
+            out.push(
+                match moved.remove(&(ev.job_id.0, ev.run_attempt, status.as_str().to_owned())) {
+                    None => JobOutcome::Stale,
+                    Some(pool) => JobOutcome::Recorded {
                         status,
-                        pool_id: changed[k]
-                            .3
+                        pool_id: pool
                             .as_deref()
                             .map(str::parse)
                             .transpose()
                             .map_err(corrupt)?,
-                    }
-                }
-            });
+                    },
+                },
+            );
         }
         Ok(out)
     }
