@@ -18,15 +18,22 @@ const SECRET: &str = "azure-e2e-webhook-secret";
 const ARM_TOKEN: &str = "arm-token-from-managed-identity";
 const IMAGE: &str = "Canonical:0001-com-ubuntu-confidential-vm-jammy:22_04-lts-cvm:latest";
 
-fn hangar(cfg_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin("hangar"))
+/// Runs the CLI with its profile in `cfg_dir` and nothing from the
+/// environment.
+fn hangar_output(cfg_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin("hangar"))
         .env_remove("HANGAR_URL")
         .env_remove("HANGAR_TOKEN")
         .env_remove("HANGAR_PROFILE")
         .env("HANGAR_CLI_CONFIG_DIR", cfg_dir)
         .args(args)
         .output()
-        .expect("run hangar");
+        .expect("run hangar")
+}
+
+/// Runs the CLI, expects success, returns stdout.
+fn hangar(cfg_dir: &Path, args: &[&str]) -> String {
+    let out = hangar_output(cfg_dir, args);
     assert!(
         out.status.success(),
         "hangar {args:?} failed: {}{}",
@@ -121,9 +128,9 @@ client_id = "uami-client-id"
     gh.set_webhook_target(format!("{}/webhooks/{repo_id}", daemon.url), SECRET);
 
     // A non-confidential size with confidential = true is refused, and says why.
-    let bad = Command::new(bin("hangar"))
-        .env("HANGAR_CLI_CONFIG_DIR", &cli)
-        .args([
+    let bad = hangar_output(
+        &cli,
+        &[
             "pool",
             "add",
             "--repo",
@@ -140,9 +147,8 @@ client_id = "uami-client-id"
             r#"{"confidential": true}"#,
             "--enabled",
             "true",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(

@@ -476,6 +476,14 @@ struct ArmError {
 
 type Reply = Result<Response, ArmError>;
 
+/// The parts of a PUT request every resource kind needs.
+struct PutStart {
+    key: String,
+    body: Value,
+    location: String,
+    tags: BTreeMap<String, String>,
+}
+
 fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> ArmError {
     ArmError {
         status,
@@ -1773,6 +1781,29 @@ impl Inner {
     // -- writes -----------------------------------------------------------
 
     /// The checks every PUT makes against the existing resource.
+    /// What every PUT checks and reads first: preconditions, a JSON
+    /// object body, its location and its tags.
+    fn put_start(
+        &self,
+        kind: ArmKind,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        req: &Req<'_>,
+    ) -> Result<PutStart, ArmError> {
+        let key = key_of(kind, sub, rg, name);
+        self.put_preconditions(kind, &key, name, req)?;
+        let body = req.json_object()?;
+        let location = require_location(&body)?;
+        let tags = parse_tags(&body)?;
+        Ok(PutStart {
+            key,
+            body,
+            location,
+            tags,
+        })
+    }
+
     fn put_preconditions(
         &self,
         kind: ArmKind,
@@ -1798,11 +1829,12 @@ impl Inner {
 
     fn put_vm(&mut self, sub: &str, rg: &str, name: &str, req: &Req<'_>) -> Reply {
         let kind = ArmKind::VirtualMachine;
-        let key = key_of(kind, sub, rg, name);
-        self.put_preconditions(kind, &key, name, req)?;
-        let body = req.json_object()?;
-        let location = require_location(&body)?;
-        let tags = parse_tags(&body)?;
+        let PutStart {
+            key,
+            body,
+            location,
+            tags,
+        } = self.put_start(kind, sub, rg, name, req)?;
         if !body["properties"].is_object() {
             return Err(invalid("The VM has no properties object."));
         }
@@ -2172,11 +2204,12 @@ impl Inner {
 
     fn put_nic(&mut self, sub: &str, rg: &str, name: &str, req: &Req<'_>) -> Reply {
         let kind = ArmKind::NetworkInterface;
-        let key = key_of(kind, sub, rg, name);
-        self.put_preconditions(kind, &key, name, req)?;
-        let body = req.json_object()?;
-        let location = require_location(&body)?;
-        let tags = parse_tags(&body)?;
+        let PutStart {
+            key,
+            body,
+            location,
+            tags,
+        } = self.put_start(kind, sub, rg, name, req)?;
         let p = &body["properties"];
         if !p.is_null() && !p.is_object() {
             return Err(invalid("properties must be an object."));
@@ -2359,11 +2392,12 @@ impl Inner {
 
     fn put_pip(&mut self, sub: &str, rg: &str, name: &str, req: &Req<'_>) -> Reply {
         let kind = ArmKind::PublicIpAddress;
-        let key = key_of(kind, sub, rg, name);
-        self.put_preconditions(kind, &key, name, req)?;
-        let body = req.json_object()?;
-        let location = require_location(&body)?;
-        let tags = parse_tags(&body)?;
+        let PutStart {
+            key,
+            body,
+            location,
+            tags,
+        } = self.put_start(kind, sub, rg, name, req)?;
         let p = &body["properties"];
         if !p.is_null() && !p.is_object() {
             return Err(invalid("properties must be an object."));

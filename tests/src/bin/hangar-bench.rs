@@ -120,6 +120,27 @@ impl Run {
     }
 }
 
+/// POSTs one signed `workflow_job` delivery; returns the status once the
+/// whole answer is read.
+async fn post_webhook(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    sig: &str,
+) -> anyhow::Result<u16> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "workflow_job")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    r.bytes().await?;
+    Ok(status)
+}
+
 /// Sends `bodies` (pre-signed) over `conns` connections; returns latencies,
 /// the number of answers with `expect` status and the wall time.
 async fn blast(
@@ -146,16 +167,7 @@ async fn blast(
             let mut ok = 0usize;
             for (body, sig) in chunk {
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-github-event", "workflow_job")
-                    .header("x-hub-signature-256", sig)
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = r.status().as_u16();
-                let _ = r.bytes().await?;
+                let status = post_webhook(&client, &url, body, &sig).await?;
                 lat.push(t.elapsed());
                 if status == expect {
                     ok += 1;
@@ -426,16 +438,7 @@ async fn single_jobs(root: &Path, n: usize) -> anyhow::Result<(Vec<Duration>, f6
     let cpu0 = cpu_seconds(pid)?;
     for (i, (body, sig)) in bodies.into_iter().enumerate() {
         let t0 = now_micros();
-        let r = client
-            .post(&env.url)
-            .header("content-type", "application/json")
-            .header("x-github-event", "workflow_job")
-            .header("x-hub-signature-256", sig)
-            .body(body)
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        let _ = r.bytes().await?;
+        let status = post_webhook(&client, &env.url, body, &sig).await?;
         if status != 202 {
             bail!("single job {i}: webhook answered {status}");
         }
