@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use hangar_core::{InstanceName, InstanceStatus, JobStatus, Pool, PoolId};
-use hangar_store::StoreError;
+use hangar_store::{PoolDemand, PoolUsage};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
@@ -47,18 +47,6 @@ pub(crate) fn spare_to_keep(pool: &Pool, queued: u32) -> u32 {
     pool.spec.min_idle_runners + queued
 }
 
-/// How many queued jobs reconcile needs to count: beyond this many, every
-/// decision (create up to the pool's room, retire nothing) is the same, so a
-/// long queue costs no more than a full pool.
-pub(crate) fn demand_cap(pool: &Pool, spare: u32, idle: u32) -> u32 {
-    pool.spec
-        .max_runners
-        .saturating_add(pool.spec.min_idle_runners)
-        .saturating_add(spare)
-        .saturating_add(idle)
-        .saturating_add(1)
-}
-
 fn random_suffix() -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -73,14 +61,40 @@ impl Scheduler {
     #[tracing::instrument(skip_all, fields(pool.id = %pool_id))]
     pub async fn reconcile_pool(&self, pool_id: PoolId) -> Result<PoolReport, SchedulerError> {
         let store = &self.inner.store;
-        let pool = match store.pool(pool_id).await {
-            Ok(p) => p,
-            Err(StoreError::NotFound(_)) => return Ok(PoolReport::default()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut report = PoolReport::default();
         let now = Utc::now();
+        let young_after =
+            now - chrono::Duration::from_std(self.inner.config.idle_grace()).unwrap_or_default();
+        let Some(state) = store.pool_state(pool_id, young_after, now).await? else {
+            return Ok(PoolReport::default());
+        };
+        let pool = state.pool;
+        let mut report = PoolReport::default();
+        let (usage, demand) = if state.instance_work {
+            self.step_instances(&pool, now, &mut report).await?;
+            // Re-read: the steps above may have changed usage.
+            match store.pool_state(pool_id, young_after, now).await? {
+                Some(s) => (s.usage, s.demand),
+                None => return Ok(report),
+            }
+        } else {
+            (state.usage, state.demand)
+        };
+        self.scale(&pool, usage, demand, &mut report).await?;
+        if report != PoolReport::default() {
+            tracing::debug!(?report, "reconciled");
+        }
+        Ok(report)
+    }
 
+    /// Moves on every instance of `pool` that needs a step.
+    async fn step_instances(
+        &self,
+        pool: &Pool,
+        now: chrono::DateTime<Utc>,
+        report: &mut PoolReport,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let pool_id = pool.id;
         // Catch up on job progress the event path may have missed.
         for (name, job, status) in store.instances_with_job_progress(pool_id).await? {
             let inst = store.instance(&name).await?;
@@ -170,14 +184,21 @@ impl Scheduler {
             }
         }
 
-        // Scale. Re-read usage: the loop above may have changed it.
-        let usage = store.pool_usage_of(pool_id).await?;
-        let young_after =
-            now - chrono::Duration::from_std(self.inner.config.idle_grace()).unwrap_or_default();
-        let cap = demand_cap(&pool, usage.spare, usage.idle);
-        let demand = store.pool_demand_of(pool_id, young_after, cap).await?;
-        let want = spare_to_create_for(&pool, demand.queued, demand.queued_young, usage.idle);
-        let keep = spare_to_keep(&pool, demand.queued);
+        Ok(())
+    }
+
+    /// Creates or retires spare runners to match the pool's demand.
+    async fn scale(
+        &self,
+        pool: &Pool,
+        usage: PoolUsage,
+        demand: PoolDemand,
+        report: &mut PoolReport,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let pool_id = pool.id;
+        let want = spare_to_create_for(pool, demand.queued, demand.queued_young, usage.idle);
+        let keep = spare_to_keep(pool, demand.queued);
         if usage.spare < want {
             let room = pool.spec.max_runners.saturating_sub(usage.live);
             let n = (want - usage.spare).min(room);
@@ -214,10 +235,7 @@ impl Scheduler {
                 report.deletes_started += 1;
             }
         }
-        if report != PoolReport::default() {
-            tracing::debug!(?report, "reconciled");
-        }
-        Ok(report)
+        Ok(())
     }
 
     pub(crate) fn is_in_flight(&self, name: &InstanceName) -> bool {
@@ -247,7 +265,7 @@ mod tests {
                             for queued in [0, 1, 3, 9, 20, 200] {
                                 for young in [0, 1, queued / 2, queued] {
                                     let young = young.min(queued);
-                                    let cap = demand_cap(&p, spare, idle);
+                                    let cap = hangar_store::demand_cap(&p.spec, spare, idle);
                                     let (q, y) = (queued.min(cap), young.min(cap));
                                     let create = |q: u32, y: u32| {
                                         let want = spare_to_create_for(&p, q, y, idle);

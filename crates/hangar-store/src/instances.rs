@@ -7,6 +7,54 @@ use sqlx::Row;
 
 use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
 
+/// `FROM instances i JOIN jobs j … WHERE` of the instances whose job moved
+/// on without the instance following (see `instances_with_job_progress`);
+/// `?1` is the pool.
+macro_rules! job_progress_from_where {
+    () => {
+        "FROM instances i JOIN jobs j ON j.runner_name = i.name
+         WHERE i.pool_id = ?1 AND (
+            (j.status = 'in_progress' AND i.status != 'deleted'
+                AND i.runner_status IN ('pending', 'installing', 'idle'))
+            OR (j.status = 'completed' AND i.status IN ('pending_create', 'running', 'error'))
+         )"
+    };
+}
+pub(crate) use job_progress_from_where;
+
+/// `FROM instances WHERE` of the instances that need a step (see
+/// `instances_needing_work`); `?1` is the pool, the argument an SQL
+/// expression for the bootstrap cutoff (Unix ms).
+macro_rules! needing_work_from_where {
+    ($cutoff:literal) => {
+        concat!(
+            "FROM instances
+             WHERE pool_id = ?1 AND (
+                status IN ('pending_create', 'error', 'pending_delete')
+                OR (status = 'running' AND runner_status IN ('pending', 'installing') AND created_at < ",
+            $cutoff,
+            ")
+                OR (status = 'running' AND runner_status = 'failed')
+             )"
+        )
+    };
+}
+pub(crate) use needing_work_from_where;
+
+/// The [`PoolUsage`] counts (live, spare, idle, active) of the pool `?1`.
+macro_rules! usage_select {
+    () => {
+        "SELECT
+            COUNT(*) AS live,
+            coalesce(SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
+                      AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END), 0) AS spare,
+            coalesce(SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END), 0) AS idle,
+            coalesce(SUM(CASE WHEN runner_status = 'active' THEN 1 ELSE 0 END), 0) AS active
+         FROM instances WHERE pool_id = ?1 AND status != 'deleted'"
+    };
+}
+pub(crate) use usage_select;
+
 macro_rules! instance_columns {
     () => {
         "name, pool_id, provider_id, status, runner_status, runner_id, job_id, addresses, status_message, create_attempts, created_at, updated_at"
@@ -40,6 +88,16 @@ pub struct PoolUsage {
     /// Of those, runners already idle.
     pub idle: u32,
     pub active: u32,
+}
+
+pub(crate) fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> PoolUsage {
+    let n = |c: &str| row.get::<i64, _>(c) as u32;
+    PoolUsage {
+        live: n("live"),
+        spare: n("spare"),
+        idle: n("idle"),
+        active: n("active"),
+    }
 }
 
 /// Counts for metrics: (pool, status, runner status) → n.
@@ -511,7 +569,7 @@ impl Store {
         let jobs: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE pool_id = ? AND status = 'queued'
                AND id NOT IN (SELECT job_id FROM instances WHERE job_id IS NOT NULL AND status != 'deleted')
-             ORDER BY queued_at LIMIT ?",
+             ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
         )
         .bind(pool_id.to_string())
         .bind(room as i64)
@@ -582,14 +640,10 @@ impl Store {
         &self,
         pool_id: PoolId,
     ) -> Result<Vec<(InstanceName, JobId, hangar_core::JobStatus)>> {
-        let rows = sqlx::query(
-            "SELECT i.name, j.id, j.status FROM instances i JOIN jobs j ON j.runner_name = i.name
-             WHERE i.pool_id = ? AND (
-                (j.status = 'in_progress' AND i.status != 'deleted'
-                    AND i.runner_status IN ('pending', 'installing', 'idle'))
-                OR (j.status = 'completed' AND i.status IN ('pending_create', 'running', 'error'))
-             )",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT i.name, j.id, j.status ",
+            job_progress_from_where!()
+        ))
         .bind(pool_id.to_string())
         .fetch_all(self.r())
         .await?;
@@ -617,25 +671,11 @@ impl Store {
 
     /// Capacity use of one pool.
     pub async fn pool_usage_of(&self, pool_id: PoolId) -> Result<PoolUsage> {
-        let row = sqlx::query(
-            "SELECT
-                COUNT(*),
-                SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
-                          AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END),
-                SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END),
-                SUM(CASE WHEN runner_status = 'active' THEN 1 ELSE 0 END)
-             FROM instances WHERE pool_id = ? AND status != 'deleted'",
-        )
-        .bind(pool_id.to_string())
-        .fetch_one(self.r())
-        .await?;
-        let n = |i: usize| row.get::<Option<i64>, _>(i).unwrap_or(0) as u32;
-        Ok(PoolUsage {
-            live: n(0),
-            spare: n(1),
-            idle: n(2),
-            active: n(3),
-        })
+        let row = sqlx::query(usage_select!())
+            .bind(pool_id.to_string())
+            .fetch_one(self.r())
+            .await?;
+        Ok(usage_from_row(&row))
     }
 
     /// The instances of a pool that need a step now or soon: waiting to be
@@ -652,13 +692,9 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             instance_columns!(),
-            ", next_attempt_at FROM instances
-             WHERE pool_id = ? AND (
-                status IN ('pending_create', 'error', 'pending_delete')
-                OR (status = 'running' AND runner_status IN ('pending', 'installing') AND created_at < ?)
-                OR (status = 'running' AND runner_status = 'failed')
-             )
-             ORDER BY created_at, name"
+            ", next_attempt_at ",
+            needing_work_from_where!("?2"),
+            " ORDER BY created_at, name"
         ))
         .bind(pool_id.to_string())
         .bind(bootstrap_cutoff.timestamp_millis())
@@ -679,7 +715,7 @@ impl Store {
             "SELECT ",
             instance_columns!(),
             " FROM instances WHERE pool_id = ? AND status = 'running' AND runner_status = 'idle'
-             ORDER BY created_at, name LIMIT ?"
+             ORDER BY created_at, name LIMIT CAST(? AS INTEGER)"
         ))
         .bind(pool_id.to_string())
         .bind(i64::from(limit))

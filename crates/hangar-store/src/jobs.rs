@@ -4,6 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::{EntityId, Job, JobAction, JobId, JobStatus, Labels, PoolId};
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use crate::{Result, Store, StoreError, corrupt, now_ms, to_dt};
@@ -66,6 +68,94 @@ fn status_rank(s: JobStatus) -> i64 {
     }
 }
 
+/// Deliveries per upsert statement: 17 parameters each, and one cached
+/// statement per batch size up to this.
+pub const ROWS_PER_STATEMENT: usize = 32;
+
+fn action_bit(a: JobAction) -> i64 {
+    match a {
+        JobAction::Waiting => 1,
+        JobAction::Queued => 2,
+        JobAction::InProgress => 4,
+        JobAction::Completed => 8,
+    }
+}
+
+/// What the upsert returns for each delivery it applied.
+#[derive(sqlx::FromRow)]
+struct Applied {
+    id: i64,
+    run_attempt: i64,
+    last_action: String,
+    #[sqlx(rename = "last_action_moved")]
+    moved: bool,
+    pool_id: Option<String>,
+}
+
+/// Upserts `events` (in order) into `jobs`; returns the rows it applied.
+async fn upsert_events<'e, E>(exec: E, events: &[JobEvent], now: i64) -> Result<Vec<Applied>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, conclusion, labels,
+            repository, workflow_run_id, name, runner_name, pool_id, queued_at, created_at,
+            updated_at, actions_seen, last_action, last_action_moved) ",
+    );
+    let mut bad = None;
+    q.push_values(events, |mut row, ev| {
+        let status = ev.action.status();
+        let labels = serde_json::to_string(&ev.labels).unwrap_or_else(|e| {
+            bad = Some(e);
+            String::new()
+        });
+        row.push_bind(ev.job_id.0)
+            .push_bind(ev.run_attempt)
+            .push_bind(ev.entity_id.to_string())
+            .push_bind(status.as_str())
+            .push_bind(status_rank(status))
+            .push_bind(ev.conclusion.clone())
+            .push_bind(labels)
+            .push_bind(ev.repository.clone())
+            .push_bind(ev.workflow_run_id)
+            .push_bind(ev.name.clone())
+            .push_bind(ev.runner_name.clone())
+            .push_bind(ev.pool_id.map(|p| p.to_string()))
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(action_bit(ev.action))
+            .push_bind(ev.action.as_str())
+            .push("1");
+    });
+    if let Some(e) = bad {
+        return Err(corrupt(e));
+    }
+    // Every SET sees the row as it was before this delivery; `forward` is
+    // whether this delivery moves the status on.
+    q.push(
+        " ON CONFLICT (id, run_attempt) DO UPDATE SET
+            actions_seen = jobs.actions_seen | excluded.actions_seen,
+            last_action = excluded.last_action,
+            last_action_moved = excluded.status_rank > jobs.status_rank,
+            status = iif(excluded.status_rank > jobs.status_rank, excluded.status, jobs.status),
+            status_rank = max(excluded.status_rank, jobs.status_rank),
+            conclusion = iif(excluded.status_rank > jobs.status_rank,
+                coalesce(excluded.conclusion, jobs.conclusion), jobs.conclusion),
+            runner_name = iif(excluded.status_rank > jobs.status_rank,
+                coalesce(excluded.runner_name, jobs.runner_name), jobs.runner_name),
+            pool_id = iif(excluded.status_rank > jobs.status_rank,
+                coalesce(jobs.pool_id, excluded.pool_id), jobs.pool_id),
+            queued_at = iif(excluded.status_rank > jobs.status_rank AND excluded.status = 'queued',
+                excluded.queued_at, jobs.queued_at),
+            updated_at = iif(excluded.status_rank > jobs.status_rank,
+                excluded.updated_at, jobs.updated_at)
+          WHERE jobs.actions_seen & excluded.actions_seen = 0
+          RETURNING id, run_attempt, last_action, last_action_moved, pool_id",
+    );
+    Ok(q.build_query_as::<Applied>().fetch_all(exec).await?)
+}
+
 fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
     let entity_id: String = row.get("entity_id");
     let pool_id: Option<String> = row.get("pool_id");
@@ -87,130 +177,66 @@ fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
 }
 
 impl Store {
-    /// Records a batch of deliveries in one transaction (one fsync for all),
-    /// returning an outcome per event, in order.
+    /// Records a batch of deliveries, returning an outcome per event, in
+    /// order. All of it is committed (one fsync) before this returns.
+    ///
+    /// Each delivery is one row of one multi-row upsert on `jobs`: the
+    /// job's `actions_seen` bits deduplicate on (job, attempt, action), the
+    /// upsert's own `WHERE` skips a repeat, and a status only moves forward.
+    /// Rows are applied in order, each seeing the one before, so a job's
+    /// whole life can arrive in one batch. A batch of up to [`ROWS_PER_STATEMENT`]
+    /// is a single statement (its own transaction: one round trip to
+    /// SQLite's thread); a larger one is several statements in one
+    /// transaction.
     pub async fn record_job_events(&self, events: &[JobEvent]) -> Result<Vec<JobOutcome>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // The whole batch goes to SQLite as one JSON array and is written
-        // by two statements, whatever its size: each statement is a round
-        // trip to sqlx's SQLite thread, which cost more than the SQL itself.
-        let rows: Vec<serde_json::Value> = events
-            .iter()
-            .enumerate()
-            .map(|(i, ev)| {
-                let status = ev.action.status();
-                Ok(serde_json::json!({
-                    "i": i,
-                    "job_id": ev.job_id.0,
-                    "run_attempt": ev.run_attempt,
-                    "action": ev.action.as_str(),
-                    "entity_id": ev.entity_id.to_string(),
-                    "status": status.as_str(),
-                    "rank": status_rank(status),
-                    "conclusion": ev.conclusion,
-                    "labels": serde_json::to_string(&ev.labels).map_err(corrupt)?,
-                    "repository": ev.repository,
-                    "workflow_run_id": ev.workflow_run_id,
-                    "name": ev.name,
-                    "runner_name": ev.runner_name,
-                    "pool_id": ev.pool_id.map(|p| p.to_string()),
-                }))
+        let now = now_ms();
+        let mut applied = Vec::with_capacity(events.len());
+        if events.len() <= ROWS_PER_STATEMENT {
+            applied = upsert_events(self.w(), events, now).await?;
+        } else {
+            let mut tx = self.w().begin().await?;
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                applied.extend(upsert_events(&mut *tx, chunk, now).await?);
+            }
+            tx.commit().await?;
+        }
+        // A returned row is a new delivery: its (job, attempt, action) names
+        // it alone, as the first of equal events in a batch is the new one
+        // and every later one is skipped by the upsert.
+        let mut fresh: HashMap<(i64, i64, JobAction), (bool, Option<String>)> = applied
+            .into_iter()
+            .map(|row| {
+                let action = JobAction::from_webhook(&row.last_action).ok_or_else(|| {
+                    corrupt(format!(
+                        "job {} has last action {:?}",
+                        row.id, row.last_action
+                    ))
+                })?;
+                Ok(((row.id, row.run_attempt, action), (row.moved, row.pool_id)))
             })
             .collect::<Result<_>>()?;
-        let batch = serde_json::Value::Array(rows).to_string();
-        let now = now_ms();
-        let mut tx = self.w().begin().await?;
-        // Deduplicate on (job, attempt, action): the first of equal events
-        // is fresh, every later one (and every one seen before) a duplicate.
-        let inserted: Vec<(i64, i64, String)> = sqlx::query_as(
-            "INSERT OR IGNORE INTO job_events (job_id, run_attempt, action, received_at)
-             SELECT value ->> 'job_id', value ->> 'run_attempt', value ->> 'action', ?
-               FROM json_each(?) ORDER BY key
-             RETURNING job_id, run_attempt, action",
-        )
-        .bind(now)
-        .bind(&batch)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut fresh_keys: std::collections::HashSet<(i64, i64, String)> =
-            inserted.into_iter().collect();
-        let fresh: Vec<bool> = events
+        events
             .iter()
             .map(|ev| {
-                fresh_keys.remove(&(ev.job_id.0, ev.run_attempt, ev.action.as_str().to_owned()))
-            })
-            .collect();
-        let fresh_idx: Vec<i64> = fresh
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| **f)
-            .map(|(i, _)| i as i64)
-            .collect();
-        let mut changed: Vec<(i64, i64, String, Option<String>)> = Vec::new();
-        if !fresh_idx.is_empty() {
-            let wanted = serde_json::to_string(&fresh_idx).map_err(corrupt)?;
-            // Status only moves forward; events of one job in one batch are
-            // applied in arrival order, each seeing the one before.
-            changed = sqlx::query_as(
-                "INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, conclusion, labels, repository,
-                    workflow_run_id, name, runner_name, pool_id, queued_at, created_at, updated_at)
-                 SELECT e.value ->> 'job_id', e.value ->> 'run_attempt', e.value ->> 'entity_id',
-                    e.value ->> 'status', e.value ->> 'rank', e.value ->> 'conclusion', e.value ->> 'labels',
-                    e.value ->> 'repository', e.value ->> 'workflow_run_id', e.value ->> 'name',
-                    e.value ->> 'runner_name', e.value ->> 'pool_id', ?, ?, ?
-                   FROM json_each(?) AS e
-                  WHERE e.key IN (SELECT value FROM json_each(?))
-                  ORDER BY e.key
-                 ON CONFLICT (id, run_attempt) DO UPDATE SET
-                    status = excluded.status,
-                    status_rank = excluded.status_rank,
-                    conclusion = coalesce(excluded.conclusion, jobs.conclusion),
-                    runner_name = coalesce(excluded.runner_name, jobs.runner_name),
-                    pool_id = coalesce(jobs.pool_id, excluded.pool_id),
-                    queued_at = CASE WHEN excluded.status = 'queued' THEN excluded.queued_at ELSE jobs.queued_at END,
-                    updated_at = excluded.updated_at
-                 WHERE excluded.status_rank > jobs.status_rank
-                 RETURNING id, run_attempt, status, pool_id",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .bind(&batch)
-            .bind(&wanted)
-            .fetch_all(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        // Each returned row is one event that moved its job forward; as
-        // status only moves forward, (job, attempt, status) names it alone.
-        let mut moved: std::collections::HashMap<(i64, i64, String), Option<String>> = changed
-            .into_iter()
-            .map(|(id, attempt, status, pool)| ((id, attempt, status), pool))
-            .collect();
-        let mut out = Vec::with_capacity(events.len());
-        for (ev, fresh) in events.iter().zip(fresh) {
-            if !fresh {
-                out.push(JobOutcome::Duplicate);
-                continue;
-            }
-            let status = ev.action.status();
-            out.push(
-                match moved.remove(&(ev.job_id.0, ev.run_attempt, status.as_str().to_owned())) {
-                    None => JobOutcome::Stale,
-                    Some(pool) => JobOutcome::Recorded {
-                        status,
-                        pool_id: pool
-                            .as_deref()
-                            .map(str::parse)
-                            .transpose()
-                            .map_err(corrupt)?,
+                Ok(
+                    match fresh.remove(&(ev.job_id.0, ev.run_attempt, ev.action)) {
+                        None => JobOutcome::Duplicate,
+                        Some((false, _)) => JobOutcome::Stale,
+                        Some((true, pool)) => JobOutcome::Recorded {
+                            status: ev.action.status(),
+                            pool_id: pool
+                                .as_deref()
+                                .map(str::parse)
+                                .transpose()
+                                .map_err(corrupt)?,
+                        },
                     },
-                },
-            );
-        }
-        Ok(out)
+                )
+            })
+            .collect()
     }
 
     pub async fn job(&self, id: JobId, run_attempt: i64) -> Result<Job> {
@@ -242,39 +268,6 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Queued demand of one pool, each count capped at `cap`; jobs queued
-    /// after `young_after` count as young. Two bounded ranges of the
-    /// `jobs_pool_queued` index, so a long queue costs no more than `cap`
-    /// rows.
-    pub async fn pool_demand_of(
-        &self,
-        pool_id: PoolId,
-        young_after: DateTime<Utc>,
-        cap: u32,
-    ) -> Result<PoolDemand> {
-        let pool = pool_id.to_string();
-        let queued: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = ? AND status = 'queued' LIMIT ?)",
-        )
-        .bind(&pool)
-        .bind(i64::from(cap))
-        .fetch_one(self.r())
-        .await?;
-        let young: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs
-               WHERE pool_id = ? AND status = 'queued' AND queued_at > ? LIMIT ?)",
-        )
-        .bind(&pool)
-        .bind(young_after.timestamp_millis())
-        .bind(i64::from(cap))
-        .fetch_one(self.r())
-        .await?;
-        Ok(PoolDemand {
-            queued: queued as u32,
-            queued_young: young as u32,
-        })
-    }
-
     /// Queued demand per pool; jobs queued after `young_after` count as young.
     pub async fn pool_demand(
         &self,
@@ -304,7 +297,7 @@ impl Store {
     /// Queued jobs with no pool (nothing matched when they arrived).
     pub async fn unmatched_queued_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE status = 'queued' AND pool_id IS NULL ORDER BY queued_at LIMIT ?",
+            "SELECT * FROM jobs WHERE status = 'queued' AND pool_id IS NULL ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
         )
         .bind(i64::from(limit))
         .fetch_all(self.r())
@@ -323,7 +316,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE status_rank <= 1 AND queued_at < ?
                AND (checked_at IS NULL OR checked_at < ?)
-             ORDER BY queued_at LIMIT ?",
+             ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
         )
         .bind(before.timestamp_millis())
         .bind(checked_before.timestamp_millis())
@@ -396,23 +389,13 @@ impl Store {
             .collect()
     }
 
-    /// Drops completed jobs (and their delivery records) older than `before`.
+    /// Drops completed jobs older than `before`.
     pub async fn purge_completed_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.w().begin().await?;
-        let cutoff = before.timestamp_millis();
-        sqlx::query(
-            "DELETE FROM job_events WHERE (job_id, run_attempt) IN
-               (SELECT id, run_attempt FROM jobs WHERE status = 'completed' AND updated_at < ?)",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
         let n = sqlx::query("DELETE FROM jobs WHERE status = 'completed' AND updated_at < ?")
-            .bind(cutoff)
-            .execute(&mut *tx)
+            .bind(before.timestamp_millis())
+            .execute(self.w())
             .await?
             .rows_affected();
-        tx.commit().await?;
         Ok(n)
     }
 

@@ -6,6 +6,10 @@
 //! `migrations/` folder are embedded and run by [`Store::open`]. Every status
 //! change passes the core transition check inside the transaction that writes
 //! it. Secrets are sealed with [`seal::Sealer`] before they touch the disk.
+//!
+//! A bound LIMIT is written `LIMIT CAST(? AS INTEGER)`: SQLite marks a
+//! statement with a bare `LIMIT ?` to be re-prepared whenever that parameter
+//! is bound, which is every time it runs.
 
 mod controller;
 mod credentials;
@@ -13,6 +17,7 @@ mod endpoints;
 mod entities;
 mod instances;
 mod jobs;
+mod pool_state;
 mod pools;
 pub mod seal;
 mod users;
@@ -33,7 +38,8 @@ pub use controller::ControllerInfo;
 pub use credentials::CredentialsSummary;
 pub use entities::NewEntity;
 pub use instances::{InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
-pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand};
+pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
+pub use pool_state::{PoolState, demand_cap};
 pub use seal::{SealError, Sealer};
 pub use users::User;
 

@@ -101,7 +101,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     assert!(db_file(dir.path()).exists());
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
     store.close().await;
@@ -559,30 +559,26 @@ async fn job_events_deduplicate_and_only_move_forward() {
             }
         )]
     );
-    // The one-pool query reconcile uses agrees, and "young" is a cut-off.
+    // The one-pool state reconcile uses agrees, and "young" is a cut-off.
+    let now = chrono::Utc::now();
+    let state = |young_after| {
+        let store = store.clone();
+        async move { store.pool_state(pool.id, young_after, now).await.unwrap() }
+    };
+    let s = state(now - chrono::Duration::seconds(60)).await.unwrap();
     assert_eq!(
-        store
-            .pool_demand_of(
-                pool.id,
-                chrono::Utc::now() - chrono::Duration::seconds(60),
-                100
-            )
-            .await
-            .unwrap(),
+        s.demand,
         PoolDemand {
             queued: 1,
             queued_young: 1
         }
     );
+    assert_eq!(s.pool, pool);
+    assert_eq!(s.usage, PoolUsage::default());
+    assert!(!s.instance_work);
+    let s = state(now + chrono::Duration::seconds(60)).await.unwrap();
     assert_eq!(
-        store
-            .pool_demand_of(
-                pool.id,
-                chrono::Utc::now() + chrono::Duration::seconds(60),
-                100
-            )
-            .await
-            .unwrap(),
+        s.demand,
         PoolDemand {
             queued: 1,
             queued_young: 0
@@ -590,22 +586,108 @@ async fn job_events_deduplicate_and_only_move_forward() {
     );
     assert_eq!(
         store
-            .pool_demand_of(
-                pool.id,
-                chrono::Utc::now() - chrono::Duration::seconds(60),
-                0
-            )
+            .pool_state(hangar_core::PoolId::new_random(), now, now)
             .await
             .unwrap(),
-        PoolDemand::default(),
-        "counts stop at the cap"
+        None
     );
+}
+
+/// `pool_state` counts the queue up to `demand_cap` only, and says when an
+/// instance needs a step, exactly when the instance queries have rows.
+#[tokio::test]
+async fn pool_state_caps_demand_and_sees_instance_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await; // max 3, min idle 0
+    let events: Vec<JobEvent> = (0..20)
+        .map(|i| event(entity.id, 500 + i, JobAction::Queued, Some(pool.id)))
+        .collect();
+    store.record_job_events(&events).await.unwrap();
+    let now = chrono::Utc::now();
+    let old = now - chrono::Duration::hours(1);
+    let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
+    let cap = demand_cap(&pool.spec, 0, 0);
+    assert_eq!(cap, 4);
+    assert_eq!(
+        s.demand,
+        PoolDemand {
+            queued: cap,
+            queued_young: cap
+        }
+    );
+    assert!(!s.instance_work);
+
+    // A reserved instance waits to be created: work, and the cap grows
+    // with the spare runner.
+    let made = store
+        .reserve_instances(
+            pool.id,
+            "fake",
+            &[InstanceName::parse("hangar-s1").unwrap()],
+        )
+        .await
+        .unwrap();
+    let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
+    assert!(s.instance_work);
+    assert_eq!(s.usage.live, 1);
+    assert_eq!(s.usage.spare, 1);
+    assert_eq!(s.demand.queued, demand_cap(&pool.spec, 1, 0));
     assert_eq!(
         store
-            .pool_demand_of(hangar_core::PoolId::new_random(), chrono::Utc::now(), 100)
+            .instances_needing_work(pool.id, now - chrono::Duration::minutes(20))
             .await
-            .unwrap(),
-        PoolDemand::default()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Created and bootstrapping: work only once the pool's bootstrap
+    // timeout (20 min) has passed.
+    store
+        .begin_create(&made[0].name, &token_hash(9))
+        .await
+        .unwrap();
+    store.finish_create(&made[0].name, "p", &[]).await.unwrap();
+    let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
+    assert!(!s.instance_work, "bootstrapping within its timeout");
+    let later = now + chrono::Duration::minutes(21);
+    let s = store
+        .pool_state(pool.id, old, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s.instance_work, "bootstrap timed out");
+    assert_eq!(
+        store
+            .instances_needing_work(pool.id, later - chrono::Duration::minutes(20))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Its job is in progress but the runner was not marked active: work.
+    let mut took = event(entity.id, 500, JobAction::InProgress, Some(pool.id));
+    took.runner_name = Some("hangar-s1".into());
+    store.record_job_events(&[took]).await.unwrap();
+    let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
+    assert!(s.instance_work, "job progress to catch up on");
+    assert_eq!(
+        store
+            .instances_with_job_progress(pool.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store
+        .set_runner_status(&made[0].name, RunnerStatus::Active, None)
+        .await
+        .unwrap();
+    let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
+    assert!(
+        !s.instance_work,
+        "an active runner on its job needs nothing"
     );
 }
 
@@ -731,4 +813,137 @@ async fn one_batch_applies_its_events_in_order() {
         .unwrap();
     assert_eq!(again, vec![JobOutcome::Duplicate, JobOutcome::Duplicate]);
     assert!(store.record_job_events(&[]).await.unwrap().is_empty());
+}
+
+/// A batch larger than one statement: duplicates and a job's later events
+/// fall in other statements of the same transaction and still see the
+/// earlier ones.
+#[tokio::test]
+async fn a_batch_over_several_statements_keeps_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let p = Some(pool.id);
+    let n = ROWS_PER_STATEMENT as i64 * 2 + 5;
+    let mut events: Vec<JobEvent> = (0..n)
+        .map(|i| event(entity.id, 1_000 + i, JobAction::Queued, p))
+        .collect();
+    events.push(event(entity.id, 1_000, JobAction::Queued, p));
+    events.push(event(entity.id, 1_001, JobAction::Completed, p));
+    events.push(event(entity.id, 1_001, JobAction::InProgress, p));
+    let out = store.record_job_events(&events).await.unwrap();
+    assert_eq!(out.len(), events.len());
+    let queued = JobOutcome::Recorded {
+        status: JobStatus::Queued,
+        pool_id: p,
+    };
+    assert!(out[..n as usize].iter().all(|o| *o == queued));
+    assert_eq!(
+        out[n as usize..],
+        [
+            JobOutcome::Duplicate,
+            JobOutcome::Recorded {
+                status: JobStatus::Completed,
+                pool_id: p
+            },
+            JobOutcome::Stale,
+        ]
+    );
+    let counts = store.job_counts().await.unwrap();
+    assert!(counts.contains(&(JobStatus::Queued, n as u64 - 1)));
+    assert!(counts.contains(&(JobStatus::Completed, 1)));
+}
+
+/// A job the scheduler already moved on (e.g. found completed on GitHub):
+/// the webhook that reports the same status later is stale, not news.
+#[tokio::test]
+async fn a_delivery_for_a_status_already_reached_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let p = Some(pool.id);
+    store
+        .record_job_events(&[event(entity.id, 77, JobAction::Queued, p)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .advance_job(JobId(77), 1, JobStatus::Completed, Some("cancelled"))
+            .await
+            .unwrap()
+    );
+    let out = store
+        .record_job_events(&[
+            event(entity.id, 77, JobAction::Completed, p),
+            event(entity.id, 77, JobAction::Completed, p),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![JobOutcome::Stale, JobOutcome::Duplicate]);
+    let job = store.job(JobId(77), 1).await.unwrap();
+    assert_eq!(job.conclusion.as_deref(), Some("cancelled"));
+}
+
+/// A database from before migration 3 (deliveries in `job_events`) keeps
+/// deduplicating the deliveries it had already seen.
+#[tokio::test]
+async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    for m in ["0001_init.sql", "0002_jobs_pool_queued_index.sql"] {
+        std::fs::copy(root.join(m), old.path().join(m)).unwrap();
+    }
+    // The schema as migrations 1 and 2 left it, with one job seen queued
+    // and in progress (no entity rows: foreign keys are off for this).
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", db_file(dir.path()).display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let old_migrations = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    old_migrations.run(&mut conn).await.unwrap();
+    let entity = EntityId::new_random();
+    sqlx::raw_sql("PRAGMA foreign_keys = OFF")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, labels, repository,
+            runner_name, queued_at, created_at, updated_at)
+         VALUES (5, 1, ?, 'in_progress', 2, '[\"linux\"]', 'octo/app', 'hangar-1', 1, 1, 1)",
+    )
+    .bind(entity.to_string())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql("INSERT INTO job_events VALUES (5, 1, 'queued', 1), (5, 1, 'in_progress', 2)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = open(dir.path()).await;
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    let out = store
+        .record_job_events(&[
+            event(entity, 5, JobAction::InProgress, None),
+            event(entity, 5, JobAction::Queued, None),
+            event(entity, 5, JobAction::Completed, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            JobOutcome::Duplicate,
+            JobOutcome::Duplicate,
+            JobOutcome::Recorded {
+                status: JobStatus::Completed,
+                pool_id: None
+            }
+        ]
+    );
+    let job = store.job(JobId(5), 1).await.unwrap();
+    assert_eq!(job.runner_name.as_deref(), Some("hangar-1"));
+    assert_eq!(job.conclusion.as_deref(), Some("success"));
 }

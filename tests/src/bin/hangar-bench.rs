@@ -38,6 +38,27 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((utime + stime) / clk_tck())
 }
 
+/// User + system CPU seconds of each thread of a process so far, summed by
+/// thread name (digits dropped, so `sqlx-sqlite-worker-3` and `-4` add up).
+fn thread_cpu(pid: u32) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name: String = stat[open + 1..close]
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_owned();
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let secs = (f[11].parse::<f64>()? + f[12].parse::<f64>()?) / clk_tck();
+        *by_name.entry(name).or_insert(0.0) += secs;
+    }
+    Ok(by_name)
+}
+
 /// Peak resident set size in MiB.
 fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -229,7 +250,17 @@ boot = "none"
     let mut rows = Vec::new();
     let mut next_id: i64 = 40_000_000_000;
     let mut accepted_total = 0usize;
+    // HANGAR_BENCH_CONNS=16 runs one case only (e.g. under `perf record`).
+    let only: Option<usize> = std::env::var("HANGAR_BENCH_CONNS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()
+        .context("HANGAR_BENCH_CONNS")?;
+    let mut breakdown = Vec::new();
     for (conns, n) in [(1usize, 4000usize), (16, 16000)] {
+        if only.is_some_and(|c| c != conns) {
+            continue;
+        }
         let bodies: Vec<(Vec<u8>, String)> = (0..n)
             .map(|i| {
                 let b = body_for(&template, next_id + i as i64);
@@ -240,8 +271,18 @@ boot = "none"
         next_id += n as i64;
         // Warm up the connection(s) and caches.
         let cpu0 = cpu_seconds(pid)?;
+        let threads0 = thread_cpu(pid)?;
         let (lat, ok, wall) = blast(&url, bodies, conns, 202).await?;
         let cpu = cpu_seconds(pid)? - cpu0;
+        let threads = thread_cpu(pid)?
+            .into_iter()
+            .map(|(name, t)| {
+                let d = t - threads0.get(&name).copied().unwrap_or(0.0);
+                (name, d * 1000.0 / n as f64)
+            })
+            .filter(|(_, d)| *d > 0.0)
+            .collect::<Vec<_>>();
+        breakdown.push((conns, threads));
         accepted_total += ok;
         rows.push(Run {
             name: "accepted (202)".into(),
@@ -285,6 +326,16 @@ boot = "none"
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{}", r.row());
+    }
+    println!(
+        "\nCPU ms per accepted request, by hangard thread (threads that ended are missing):\n"
+    );
+    for (conns, threads) in &breakdown {
+        let parts: Vec<String> = threads
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.4}"))
+            .collect();
+        println!("- {conns} connection(s): {}", parts.join(", "));
     }
     println!(
         "\ndurability: {accepted_total} deliveries answered 202, {queued} queued jobs in the database afterwards"

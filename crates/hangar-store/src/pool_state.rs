@@ -1,0 +1,90 @@
+//! What reconcile decides on for one pool, read in one statement.
+
+use chrono::{DateTime, Utc};
+use hangar_core::{Pool, PoolId, PoolSpec};
+use sqlx::Row;
+
+use crate::instances::{
+    PoolUsage, job_progress_from_where, needing_work_from_where, usage_from_row, usage_select,
+};
+use crate::jobs::PoolDemand;
+use crate::pools::pool_from_row;
+use crate::{Result, Store};
+
+/// One pool as reconcile sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolState {
+    pub pool: Pool,
+    pub usage: PoolUsage,
+    /// Queued jobs, each count capped at [`demand_cap`].
+    pub demand: PoolDemand,
+    /// Whether some instance needs a step (what `instances_needing_work`
+    /// lists) or has a job that moved on (`instances_with_job_progress`).
+    /// When not, reconcile needs nothing beyond this state.
+    pub instance_work: bool,
+}
+
+/// How many queued jobs are worth counting for a pool: beyond this many,
+/// every scaling decision is the same (create up to the pool's room, retire
+/// nothing), so a long queue costs no more than a full pool.
+/// [`Store::pool_state`] counts up to exactly this.
+pub fn demand_cap(spec: &PoolSpec, spare: u32, idle: u32) -> u32 {
+    spec.max_runners
+        .saturating_add(spec.min_idle_runners)
+        .saturating_add(spare)
+        .saturating_add(idle)
+        .saturating_add(1)
+}
+
+impl Store {
+    /// The pool, its usage, its capped queued demand (jobs queued after
+    /// `young_after` count as young) and whether any instance needs work
+    /// (a runner still bootstrapping counts once the pool's bootstrap
+    /// timeout has passed since its creation, at `now`); `None` when the
+    /// pool is gone. One round trip:
+    /// reconcile runs on every webhook batch, and a pool with nothing to do
+    /// costs just this.
+    pub async fn pool_state(
+        &self,
+        pool_id: PoolId,
+        young_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PoolState>> {
+        // The LIMIT is `demand_cap` over the pool's row and its usage.
+        let row = sqlx::query(concat!(
+            "WITH u AS (",
+            usage_select!(),
+            "), cap AS (SELECT min(p.max_runners + p.min_idle_runners + u.spare + u.idle + 1, 4294967295) AS n
+                         FROM pools p, u WHERE p.id = ?1)
+             SELECT p.*, u.*,
+               (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = ?1 AND status = 'queued'
+                  LIMIT (SELECT n FROM cap))) AS queued,
+               (SELECT COUNT(*) FROM (SELECT 1 FROM jobs
+                  WHERE pool_id = ?1 AND status = 'queued' AND queued_at > ?3
+                  LIMIT (SELECT n FROM cap))) AS queued_young,
+               EXISTS (SELECT 1 ",
+            needing_work_from_where!("?2 - p.runner_bootstrap_timeout * 60000"),
+            ") OR EXISTS (SELECT 1 ",
+            job_progress_from_where!(),
+            ") AS instance_work
+             FROM pools p, u WHERE p.id = ?1"
+        ))
+        .bind(pool_id.to_string())
+        .bind(now.timestamp_millis())
+        .bind(young_after.timestamp_millis())
+        .fetch_optional(self.r())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PoolState {
+            pool: pool_from_row(&row)?,
+            usage: usage_from_row(&row),
+            demand: PoolDemand {
+                queued: row.get::<i64, _>("queued") as u32,
+                queued_young: row.get::<i64, _>("queued_young") as u32,
+            },
+            instance_work: row.get("instance_work"),
+        }))
+    }
+}
