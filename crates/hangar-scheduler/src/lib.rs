@@ -156,6 +156,9 @@ pub struct StepOutcome {
 }
 
 const TARGET_TTL: Duration = Duration::from_secs(30);
+/// The least time between the end of one reconcile of a pool and the start
+/// of the next.
+const RECONCILE_GAP: Duration = Duration::from_millis(5);
 const TOOLS_TTL: Duration = Duration::from_secs(3600);
 
 impl Scheduler {
@@ -359,8 +362,9 @@ impl Scheduler {
         }
     }
 
-    /// Starts a reconcile of `pool` unless one is running; then it is marked
-    /// to run again when the current one ends.
+    /// Starts a reconcile of `pool` unless one is running (or ended less
+    /// than [`RECONCILE_GAP`] ago); then it is marked to run again once
+    /// that one and the gap are over.
     fn spawn_reconcile(&self, pool: PoolId) -> bool {
         if !self
             .inner
@@ -387,6 +391,11 @@ impl Scheduler {
                 .metrics
                 .reconcile_seconds
                 .observe(started.elapsed().as_secs_f64());
+            // Wakes during the gap coalesce into one more run after it, so
+            // under a stream of webhooks a pool reconciles at most about
+            // once per gap instead of once per intake batch; a wake after
+            // quiet still runs at once.
+            tokio::time::sleep(RECONCILE_GAP).await;
             this.inner
                 .running_pools
                 .lock()

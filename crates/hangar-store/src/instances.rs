@@ -567,7 +567,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let jobs: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE pool_id = ? AND status = 'queued'
+            "SELECT id FROM jobs WHERE pool_id = ? AND status = 'queued' AND status_rank <= 1
                AND id NOT IN (SELECT job_id FROM instances WHERE job_id IS NOT NULL AND status != 'deleted')
              ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
         )

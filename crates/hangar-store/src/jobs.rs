@@ -275,7 +275,8 @@ impl Store {
     ) -> Result<Vec<(PoolId, PoolDemand)>> {
         let rows = sqlx::query(
             "SELECT pool_id, COUNT(*), SUM(CASE WHEN queued_at > ? THEN 1 ELSE 0 END)
-             FROM jobs WHERE status = 'queued' AND pool_id IS NOT NULL GROUP BY pool_id",
+             FROM jobs WHERE status = 'queued' AND status_rank <= 1 AND pool_id IS NOT NULL
+             GROUP BY pool_id",
         )
         .bind(young_after.timestamp_millis())
         .fetch_all(self.r())
@@ -297,7 +298,8 @@ impl Store {
     /// Queued jobs with no pool (nothing matched when they arrived).
     pub async fn unmatched_queued_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE status = 'queued' AND pool_id IS NULL ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
+            "SELECT * FROM jobs WHERE status = 'queued' AND status_rank <= 1 AND pool_id IS NULL
+             ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
         )
         .bind(i64::from(limit))
         .fetch_all(self.r())

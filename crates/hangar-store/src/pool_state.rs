@@ -57,10 +57,10 @@ impl Store {
             "), cap AS (SELECT min(p.max_runners + p.min_idle_runners + u.spare + u.idle + 1, 4294967295) AS n
                          FROM pools p, u WHERE p.id = ?1)
              SELECT p.*, u.*,
-               (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = ?1 AND status = 'queued'
+               (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = ?1 AND status = 'queued' AND status_rank <= 1
                   LIMIT (SELECT n FROM cap))) AS queued,
                (SELECT COUNT(*) FROM (SELECT 1 FROM jobs
-                  WHERE pool_id = ?1 AND status = 'queued' AND queued_at > ?3
+                  WHERE pool_id = ?1 AND status = 'queued' AND status_rank <= 1 AND queued_at > ?3
                   LIMIT (SELECT n FROM cap))) AS queued_young,
                EXISTS (SELECT 1 ",
             needing_work_from_where!("?2 - p.runner_bootstrap_timeout * 60000"),

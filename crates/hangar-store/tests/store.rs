@@ -896,17 +896,31 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
         std::fs::copy(root.join(m), old.path().join(m)).unwrap();
     }
     // The schema as migrations 1 and 2 left it, with one job seen queued
-    // and in progress (no entity rows: foreign keys are off for this).
+    // and in progress.
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     let url = format!("sqlite://{}?mode=rwc", db_file(dir.path()).display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let old_migrations = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
     old_migrations.run(&mut conn).await.unwrap();
     let entity = EntityId::new_random();
-    sqlx::raw_sql("PRAGMA foreign_keys = OFF")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO endpoints (name, base_url, api_base_url, created_at, updated_at)
+         VALUES ('gh', 'https://github.com', 'https://api.github.com', 1, 1);
+         INSERT INTO credentials (name, endpoint_name, auth_type, secret, created_at, updated_at)
+         VALUES ('gh', 'gh', 'pat', x'00', 1, 1);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO entities (id, kind, owner, name, credentials_name, webhook_secret, created_at, updated_at)
+         VALUES (?, 'repository', 'octo', 'app', 'gh', x'00', 1, 1)",
+    )
+    .bind(entity.to_string())
+    .execute(&mut conn)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, labels, repository,
             runner_name, queued_at, created_at, updated_at)
