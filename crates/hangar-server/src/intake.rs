@@ -40,26 +40,26 @@ impl Intake {
 async fn writer(store: Store, scheduler: Scheduler, mut rx: mpsc::Receiver<(JobEvent, Reply)>) {
     let mut batch: Vec<(JobEvent, Reply)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<JobEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let (events, replies): (Vec<JobEvent>, Vec<Reply>) = batch.drain(..).unzip();
         match store.record_job_events(&events).await {
             Ok(outcomes) => {
-                for ((event, reply), outcome) in batch.drain(..).zip(outcomes) {
+                for ((event, reply), outcome) in events.into_iter().zip(replies).zip(outcomes) {
                     if let JobOutcome::Recorded { status, pool_id } = outcome {
                         scheduler.job_recorded(JobNotice {
                             job_id: event.job_id,
                             run_attempt: event.run_attempt,
                             status,
                             pool_id,
-                            runner_name: event.runner_name.clone(),
+                            runner_name: event.runner_name,
                         });
                     }
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, deliveries = batch.len(), "cannot record webhook deliveries");
+                tracing::error!(error = %e, deliveries = events.len(), "cannot record webhook deliveries");
                 let msg = e.to_string();
-                for (_, reply) in batch.drain(..) {
+                for reply in replies {
                     let _ = reply.send(Err(msg.clone()));
                 }
             }
