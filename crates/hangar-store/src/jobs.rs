@@ -275,33 +275,6 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Queued demand per pool; jobs queued after `young_after` count as young.
-    pub async fn pool_demand(
-        &self,
-        young_after: DateTime<Utc>,
-    ) -> Result<Vec<(PoolId, PoolDemand)>> {
-        let rows = sqlx::query(
-            "SELECT pool_id, COUNT(*), SUM(CASE WHEN queued_at > ? THEN 1 ELSE 0 END)
-             FROM jobs WHERE status = 'queued' AND status_rank <= 1 AND pool_id IS NOT NULL
-             GROUP BY pool_id",
-        )
-        .bind(young_after.timestamp_millis())
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let p: String = r.get(0);
-                Ok((
-                    p.parse().map_err(corrupt)?,
-                    PoolDemand {
-                        queued: r.get::<i64, _>(1) as u32,
-                        queued_young: r.get::<i64, _>(2) as u32,
-                    },
-                ))
-            })
-            .collect()
-    }
-
     /// Queued jobs with no pool (nothing matched when they arrived).
     pub async fn unmatched_queued_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let rows = sqlx::query(
