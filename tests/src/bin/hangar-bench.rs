@@ -28,14 +28,18 @@ fn clk_tck() -> f64 {
     100.0
 }
 
+/// The name and user + system CPU seconds in a `/proc/…/stat` line.
+fn parse_stat(stat: &str) -> anyhow::Result<(&str, f64)> {
+    let (open, close) = stat.find('(').zip(stat.rfind(')')).context("stat format")?;
+    let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let ticks = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok((&stat[open + 1..close], ticks / clk_tck()))
+}
+
 /// User + system CPU seconds of a process so far.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f[11].parse()?;
-    let stime: f64 = f[12].parse()?;
-    Ok((utime + stime) / clk_tck())
+    Ok(parse_stat(&stat)?.1)
 }
 
 /// User + system CPU seconds of each thread of a process so far, summed by
@@ -46,15 +50,9 @@ fn thread_cpu(pid: u32) -> anyhow::Result<std::collections::BTreeMap<String, f64
         let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
             continue; // the thread ended meanwhile
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name: String = stat[open + 1..close]
-            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
-            .to_owned();
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let secs = (f[11].parse::<f64>()? + f[12].parse::<f64>()?) / clk_tck();
-        *by_name.entry(name).or_insert(0.0) += secs;
+        let (name, secs) = parse_stat(&stat)?;
+        let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        *by_name.entry(name.to_owned()).or_insert(0.0) += secs;
     }
     Ok(by_name)
 }
