@@ -249,50 +249,60 @@ boot = "none"
     let mut rows = Vec::new();
     let mut next_id: i64 = 40_000_000_000;
     let mut accepted_total = 0usize;
-    // HANGAR_BENCH_CONNS=16 runs one case only (e.g. under `perf record`).
+    // HANGAR_BENCH_CONNS=16 runs one connection count only and
+    // HANGAR_BENCH_CASE=accepted|rejected one kind of delivery (e.g. under
+    // `perf record`).
     let only: Option<usize> = std::env::var("HANGAR_BENCH_CONNS")
         .ok()
         .map(|v| v.parse())
         .transpose()
         .context("HANGAR_BENCH_CONNS")?;
+    let case = std::env::var("HANGAR_BENCH_CASE").unwrap_or_default();
+    if !matches!(case.as_str(), "" | "accepted" | "rejected") {
+        bail!("HANGAR_BENCH_CASE must be accepted or rejected, not {case:?}");
+    }
     let mut breakdown = Vec::new();
     for (conns, n) in [(1usize, 4000usize), (16, 16000)] {
         if only.is_some_and(|c| c != conns) {
             continue;
         }
-        let bodies: Vec<(Vec<u8>, String)> = (0..n)
-            .map(|i| {
-                let b = body_for(&template, next_id + i as i64);
-                let s = sign(SECRET, &b);
-                (b, s)
-            })
-            .collect();
-        next_id += n as i64;
-        // Warm up the connection(s) and caches.
-        let cpu0 = cpu_seconds(pid)?;
-        let threads0 = thread_cpu(pid)?;
-        let (lat, ok, wall) = blast(&url, bodies, conns, 202).await?;
-        let cpu = cpu_seconds(pid)? - cpu0;
-        let threads = thread_cpu(pid)?
-            .into_iter()
-            .map(|(name, t)| {
-                let d = t - threads0.get(&name).copied().unwrap_or(0.0);
-                (name, d * 1000.0 / n as f64)
-            })
-            .filter(|(_, d)| *d > 0.0)
-            .collect::<Vec<_>>();
-        breakdown.push((conns, threads));
-        accepted_total += ok;
-        rows.push(Run {
-            name: "accepted (202)".into(),
-            conns,
-            requests: n,
-            ok,
-            wall,
-            latencies: lat,
-            cpu,
-            rss: peak_rss_mib(pid)?,
-        });
+        if case != "rejected" {
+            let bodies: Vec<(Vec<u8>, String)> = (0..n)
+                .map(|i| {
+                    let b = body_for(&template, next_id + i as i64);
+                    let s = sign(SECRET, &b);
+                    (b, s)
+                })
+                .collect();
+            next_id += n as i64;
+            let cpu0 = cpu_seconds(pid)?;
+            let threads0 = thread_cpu(pid)?;
+            let (lat, ok, wall) = blast(&url, bodies, conns, 202).await?;
+            let cpu = cpu_seconds(pid)? - cpu0;
+            let threads = thread_cpu(pid)?
+                .into_iter()
+                .map(|(name, t)| {
+                    let d = t - threads0.get(&name).copied().unwrap_or(0.0);
+                    (name, d * 1000.0 / n as f64)
+                })
+                .filter(|(_, d)| *d > 0.0)
+                .collect::<Vec<_>>();
+            breakdown.push((conns, threads));
+            accepted_total += ok;
+            rows.push(Run {
+                name: "accepted (202)".into(),
+                conns,
+                requests: n,
+                ok,
+                wall,
+                latencies: lat,
+                cpu,
+                rss: peak_rss_mib(pid)?,
+            });
+        }
+        if case == "accepted" {
+            continue;
+        }
         let bad: Vec<(Vec<u8>, String)> = (0..n)
             .map(|i| {
                 let b = body_for(&template, next_id + i as i64);
