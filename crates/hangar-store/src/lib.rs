@@ -165,9 +165,13 @@ impl Store {
             })
             .log_statements(tracing::log::LevelFilter::Trace)
             .pragma("temp_store", "memory");
+        // An embedded database cannot drop a connection the way a server
+        // can, so the liveness ping sqlx sends before handing one out is a
+        // wasted round trip to the connection's thread on every query.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(base.clone().create_if_missing(true))
@@ -177,6 +181,7 @@ impl Store {
         let (controller_id, sealer) = controller::ensure(&write, &opts.passphrase, sealer).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(base.read_only(true))
