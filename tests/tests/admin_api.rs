@@ -461,11 +461,33 @@ async fn the_openapi_document_covers_every_route() {
         }
     }
     assert!(n >= 45, "{n} operations");
-    // An undocumented path is not served.
-    let r = c
-        .get(format!("{}/api/v1/nonexistent", d.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    // An undocumented path is not served, and a wrong method is refused, on
+    // the webhook routes (served outside the trace layer) as on the others,
+    // with the usual JSON error.
+    for (method, path, status, error) in [
+        ("GET", "/api/v1/nonexistent", 404, "no such route"),
+        ("GET", "/nonexistent", 404, "no such route"),
+        ("GET", "/webhooks", 405, "method not allowed on this route"),
+        (
+            "DELETE",
+            "/webhooks/0198c0de-0000-7000-8000-000000000000",
+            405,
+            "method not allowed on this route",
+        ),
+        (
+            "PATCH",
+            "/api/v1/pools",
+            405,
+            "method not allowed on this route",
+        ),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), format!("{}{path}", d.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], error, "{method} {path}");
+    }
 }

@@ -37,9 +37,26 @@ pub fn parse_signature_header(value: &str) -> Result<[u8; 32], SignatureError> {
         .trim()
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed)?;
+    let digits = hex_part.as_bytes();
+    if digits.len() != 64 {
+        return Err(SignatureError::Malformed);
+    }
+    // By hand: `hex::decode_to_slice` showed up at 2% of a rejected
+    // delivery's CPU, for 64 characters.
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut out).map_err(|_| SignatureError::Malformed)?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+    }
     Ok(out)
+}
+
+fn hex_value(c: u8) -> Result<u8, SignatureError> {
+    match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(SignatureError::Malformed),
+    }
 }
 
 /// Checks `signature` (raw bytes from [`parse_signature_header`]) over
@@ -210,6 +227,22 @@ mod tests {
             signature_from_headers(Some(&format!("sha256={}", "0".repeat(62))), None),
             Err(SignatureError::Malformed)
         );
+        for bad in [
+            format!("{}g", "0".repeat(63)),
+            format!("{}é", "0".repeat(62)),
+        ] {
+            assert_eq!(
+                signature_from_headers(Some(&format!("sha256={bad}")), None),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
+        }
+        let digest = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let lower = signature_from_headers(Some(&format!("sha256={digest}")), None).unwrap();
+        let upper = format!("sha256={}", digest.to_uppercase());
+        assert_eq!(signature_from_headers(Some(&upper), None), Ok(lower));
+        assert_eq!(lower[..3], [0x75, 0x71, 0x07]);
+        assert_eq!(lower[31], 0x17);
     }
 
     #[test]

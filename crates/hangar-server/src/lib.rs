@@ -151,14 +151,21 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// Every route with its OpenAPI description, registered together so the
-/// document cannot miss a route.
+/// The webhook routes with their OpenAPI description. They are served
+/// without the HTTP trace layer: GitHub's deliveries are the one hot path,
+/// and [`webhooks`] logs each with its outcome instead.
+fn webhook_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhooks::shared_webhook))
+        .routes(routes!(webhooks::entity_webhook))
+}
+
+/// Every other route with its OpenAPI description, registered together so
+/// the document cannot miss a route.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::entities::{enterprises, organizations, repositories};
     use admin::{controller, credentials, endpoints, instances, jobs, pools};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(webhooks::shared_webhook))
-        .routes(routes!(webhooks::entity_webhook))
         .routes(routes!(auth::first_run))
         .routes(routes!(auth::login))
         .routes(routes!(endpoints::list, endpoints::create))
@@ -215,7 +222,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = api_router().split_for_parts();
+    let (_, mut doc) = api_router().merge(webhook_router()).split_for_parts();
     doc.paths.paths.insert(
         "/api/v1/openapi.json".into(),
         utoipa::openapi::path::PathItem::new(
@@ -234,9 +241,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let (router, _) = api_router().split_for_parts();
+    let not_allowed = || async {
+        error::ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this route",
+        )
+    };
+    let (webhooks, _) = webhook_router().split_for_parts();
+    let (api, _) = api_router().split_for_parts();
     let doc = Arc::new(openapi());
-    router
+    let api = api
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {
@@ -245,16 +259,14 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { error::ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            error::ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route",
-            )
-        })
+        .method_not_allowed_fallback(not_allowed)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
+        );
+    webhooks
+        .method_not_allowed_fallback(not_allowed)
+        .merge(api)
         .with_state(state)
 }

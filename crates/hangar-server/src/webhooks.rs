@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -86,14 +86,13 @@ fn ack(status: StatusCode, outcome: &str, job_id: Option<i64>) -> Response {
 pub async fn entity_webhook(
     State(state): State<AppState>,
     Path(entity_id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let event = header(&headers, webhook::EVENT_HEADER)
-        .unwrap_or("")
-        .to_owned();
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
-        let body = read_limited(&headers, body, state.settings.webhook_body_limit).await?;
+        let body = read_limited(headers, body, state.settings.webhook_body_limit).await?;
         let snap = state.catalog.snapshot();
         let entry = entity_id
             .parse()
@@ -101,15 +100,15 @@ pub async fn entity_webhook(
             .and_then(|id| snap.entity(&id).cloned())
             .ok_or_else(|| ApiError::not_found(format!("no entity {entity_id:?} is registered")))?;
         let sig = webhook::signature_from_headers(
-            header(&headers, webhook::SIGNATURE_256_HEADER),
-            header(&headers, webhook::SIGNATURE_SHA1_HEADER),
+            header(headers, webhook::SIGNATURE_256_HEADER),
+            header(headers, webhook::SIGNATURE_SHA1_HEADER),
         )
         .map_err(signature_error)?;
         webhook::verify(entry.secret.expose().as_bytes(), &body, &sig).map_err(signature_error)?;
-        handle_verified(&state, &event, &entry, &body).await
+        handle_verified(&state, event, &entry, &body).await
     }
     .await;
-    finish(&state, &event, result)
+    finish(&state, event, Some(&entity_id), result)
 }
 
 /// A delivery to the shared hook: routed by the target headers or the
@@ -129,25 +128,21 @@ pub async fn entity_webhook(
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
     )
 )]
-pub async fn shared_webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let event = header(&headers, webhook::EVENT_HEADER)
-        .unwrap_or("")
-        .to_owned();
+pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
-        let body = read_limited(&headers, body, state.settings.webhook_body_limit).await?;
+        let body = read_limited(headers, body, state.settings.webhook_body_limit).await?;
         let sig = webhook::signature_from_headers(
-            header(&headers, webhook::SIGNATURE_256_HEADER),
-            header(&headers, webhook::SIGNATURE_SHA1_HEADER),
+            header(headers, webhook::SIGNATURE_256_HEADER),
+            header(headers, webhook::SIGNATURE_SHA1_HEADER),
         )
         .map_err(signature_error)?;
         let snap = state.catalog.snapshot();
-        let target_type = header(&headers, webhook::TARGET_TYPE_HEADER).unwrap_or("");
+        let target_type = header(headers, webhook::TARGET_TYPE_HEADER).unwrap_or("");
         if target_type == "integration" {
-            let app_id: i64 = header(&headers, webhook::TARGET_ID_HEADER)
+            let app_id: i64 = header(headers, webhook::TARGET_ID_HEADER)
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| ApiError::bad_request("GitHub App delivery without a numeric X-GitHub-Hook-Installation-Target-ID"))?;
             let secrets = snap
@@ -164,7 +159,7 @@ pub async fn shared_webhook(
                 .map_err(|e| ApiError::bad_request("malformed JSON payload").with_details(e.to_string()))?;
             let entry = route(&snap, &target)
                 .ok_or_else(|| ApiError::not_found("no registered repository, organization or enterprise matches this delivery"))?;
-            return handle_verified(&state, &event, &entry, &body).await;
+            return handle_verified(&state, event, &entry, &body).await;
         }
         let kind = match target_type {
             "repository" => Some(EntityKind::Repository),
@@ -183,7 +178,7 @@ pub async fn shared_webhook(
             let target: DeliveryTarget = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request("malformed JSON payload").with_details(e.to_string()))?;
             if route(&snap, &target).is_none_or(|e| e.entity.id == entry.entity.id) {
-                return handle_verified(&state, &event, entry, &body).await;
+                return handle_verified(&state, event, entry, &body).await;
             }
         }
         if verified {
@@ -195,7 +190,7 @@ pub async fn shared_webhook(
         Err(signature_error(SignatureError::Mismatch))
     }
     .await;
-    finish(&state, &event, result)
+    finish(&state, event, None, result)
 }
 
 /// The registered entity a delivery is about: its repository, else the
@@ -333,20 +328,28 @@ async fn handle_verified(
     }
 }
 
-fn finish(state: &AppState, event: &str, result: Result<Response, ApiError>) -> Response {
+/// Counts the delivery and logs it at debug level. Webhook routes are kept
+/// out of the HTTP trace layer (see `crate::router`), so this line is their
+/// request log, with the outcome the trace layer could not know.
+fn finish(
+    state: &AppState,
+    event: &str,
+    entity: Option<&str>,
+    result: Result<Response, ApiError>,
+) -> Response {
     let event_label = match event {
-        "workflow_job" | "ping" => event,
+        "workflow_job" => "workflow_job",
+        "ping" => "ping",
         "" => "none",
         _ => "other",
     };
-    match result {
+    let (response, outcome) = match result {
         Ok(resp) => {
             let outcome = match resp.status() {
                 StatusCode::ACCEPTED => "recorded",
                 _ => "accepted",
             };
-            state.scheduler.metrics().webhook(event_label, outcome);
-            resp
+            (resp, outcome)
         }
         Err(e) => {
             let outcome = match e.status {
@@ -356,8 +359,16 @@ fn finish(state: &AppState, event: &str, result: Result<Response, ApiError>) -> 
                 StatusCode::BAD_REQUEST => "malformed",
                 _ => "error",
             };
-            state.scheduler.metrics().webhook(event_label, outcome);
-            e.into_response()
+            (e.into_response(), outcome)
         }
-    }
+    };
+    state.scheduler.metrics().webhook(event_label, outcome);
+    tracing::debug!(
+        event,
+        entity = entity.unwrap_or("(shared hook)"),
+        status = response.status().as_u16(),
+        outcome,
+        "webhook delivery"
+    );
+    response
 }
