@@ -44,6 +44,25 @@ pub struct ServerSection {
     /// Seconds to let open requests finish on shutdown.
     #[serde(default = "default_shutdown_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Threads running the async work (HTTP, scheduler, provider calls);
+    /// unset: [`ServerSection::worker_thread_count`] decides.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+}
+
+impl ServerSection {
+    /// The async worker thread count. SQLite runs on threads of its own,
+    /// and the one writer thread is the serial step of webhook intake, so
+    /// by default one CPU is left to it: on 2 CPUs one async worker, with
+    /// no second worker waking up, stealing work and contending with the
+    /// writer for the other core.
+    pub fn worker_thread_count(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1)
+        })
+    }
 }
 
 fn default_body_limit() -> usize {
@@ -250,6 +269,11 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         if self.server.webhook_body_limit < 1024 {
             bail!("server.webhook_body_limit must be at least 1024 bytes");
+        }
+        if let Some(n) = self.server.worker_threads
+            && !(1..=512).contains(&n)
+        {
+            bail!("server.worker_threads must be between 1 and 512, got {n}");
         }
         self.scheduler
             .validate()

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
     };
     hangar_daemon::init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.worker_thread_count())
         .enable_all()
         .build()
     {

@@ -39,6 +39,16 @@ fn the_example_parses_and_sets_every_section() {
     .unwrap();
     assert_eq!(c.scheduler, defaults.scheduler);
     assert_eq!(c.github, defaults.github);
+    // Unset, the worker count follows the CPUs and leaves one to SQLite's
+    // writer, but is never zero.
+    assert_eq!(c.server.worker_threads, None);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(defaults.server.worker_thread_count(), (cpus - 1).max(1));
+    let set = Config::parse(
+        "[server]\nbind = \"127.0.0.1:9997\"\npublic_url = \"http://127.0.0.1:9997\"\nworker_threads = 3\n",
+    )
+    .unwrap();
+    assert_eq!(set.server.worker_thread_count(), 3);
 }
 
 #[test]
@@ -94,6 +104,9 @@ fn semantic_checks() {
             "provider name",
         ),
         ("[scheduler]\ncreate_attempts = 0\n", "create_attempts"),
+        ("worker_threads = 0\n", "server.worker_threads"),
+        ("worker_threads = 100000\n", "server.worker_threads"),
+        ("worker_threads = 3\n", ""),
     ] {
         let r = Config::load_with(&write(dir.path(), &format!("{base}{extra}")), &no_env);
         if want.is_empty() {
