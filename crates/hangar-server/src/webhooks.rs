@@ -291,22 +291,19 @@ async fn handle_verified(
             } else {
                 None
             };
-            let repository = ev
-                .repository
-                .as_ref()
-                .map(|r| r.full_name.clone())
-                .unwrap_or_default();
+            // The parsed event is not needed past here: its strings move.
+            let job = ev.workflow_job;
             let record = JobEvent {
                 job_id: JobId(job_id),
-                run_attempt: ev.workflow_job.run_attempt,
+                run_attempt: job.run_attempt,
                 action,
                 entity_id: entry.entity.id,
                 labels,
-                repository,
-                workflow_run_id: ev.workflow_job.run_id,
-                name: ev.workflow_job.name.clone(),
-                runner_name: ev.workflow_job.runner_name.clone(),
-                conclusion: ev.workflow_job.conclusion.clone(),
+                repository: ev.repository.map(|r| r.full_name).unwrap_or_default(),
+                workflow_run_id: job.run_id,
+                name: job.name,
+                runner_name: job.runner_name,
+                conclusion: job.conclusion,
                 pool_id,
             };
             let outcome = state.intake.record(record).await.map_err(|e| {
