@@ -333,6 +333,33 @@ async fn malformed_unknown_and_oversize_deliveries() {
     let _ = sock.read_to_string(&mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(e.api.jobs().await.unwrap().is_empty());
+
+    // Under the limit, a body streamed in many small chunks is joined and
+    // verified whole, like one that arrives at once.
+    let id = 52_000_000_001_i64;
+    let body = with_id("workflow_job/queued.payload.json", id, "queued");
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: workflow_job\r\nX-Hub-Signature-256: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        e.hello,
+        sign(SECRET, &body)
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(700) {
+        sock.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+        sock.write_all(chunk).await.unwrap();
+        sock.write_all(b"\r\n").await.unwrap();
+        sock.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    sock.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let jobs = e.api.jobs().await.unwrap();
+    assert_eq!(job_status(&jobs, id).as_deref(), Some("queued"), "{jobs:?}");
 }
 
 fn with_id(name: &str, id: i64, action: &str) -> Vec<u8> {

@@ -41,23 +41,38 @@ pub fn parse_signature_header(value: &str) -> Result<[u8; 32], SignatureError> {
     if digits.len() != 64 {
         return Err(SignatureError::Malformed);
     }
-    // By hand: `hex::decode_to_slice` showed up at 2% of a rejected
-    // delivery's CPU, for 64 characters.
+    // By table, without a branch per digit: the digits of a digest are
+    // random, so a branchy decoder mispredicts on about half of them
+    // (`hex::decode_to_slice` was 2% of a rejected delivery's CPU).
     let mut out = [0u8; 32];
+    let mut invalid = 0u8;
     for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        invalid |= (hi | lo) & 0x10;
+        *byte = (hi << 4) | (lo & 0x0f);
+    }
+    if invalid != 0 {
+        return Err(SignatureError::Malformed);
     }
     Ok(out)
 }
 
-fn hex_value(c: u8) -> Result<u8, SignatureError> {
-    match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(SignatureError::Malformed),
+/// Hex digit values; 0x10 marks a byte that is not a hex digit.
+const HEX: [u8; 256] = {
+    let mut t = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Checks `signature` (raw bytes from [`parse_signature_header`]) over
 /// `body` with `secret`, in constant time.

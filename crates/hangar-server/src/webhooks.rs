@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hangar_api::WebhookAck;
 use hangar_core::{EntityKind, EntityScope, JobAction, JobId, Labels};
 use hangar_github::webhook::{self, DeliveryTarget, SignatureError, WorkflowJobEvent};
@@ -27,8 +27,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Reads the body, refusing anything over `limit` — by its declared length
-/// before reading a byte, or as soon as the stream passes the limit.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// before reading a byte, or as soon as the stream passes the limit. A body
+/// that arrives in one frame (the usual case: hyper reads a delivery's
+/// headers and body in one go) is returned without a copy.
+async fn read_limited(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large")
             .with_details(format!("the limit is {limit} bytes"))
@@ -38,18 +44,31 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
     {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("cannot read the request body").with_details(e.to_string())
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let read = joined.as_ref().map_or(first.len(), BytesMut::len);
+        if read + data.len() > limit {
+            return Err(too_large());
         }
-        Err(e) => {
-            Err(ApiError::bad_request("cannot read the request body").with_details(e.to_string()))
+        match &mut joined {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(first.len() + data.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
         }
     }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 fn signature_error(e: SignatureError) -> ApiError {
