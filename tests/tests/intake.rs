@@ -27,18 +27,17 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with("webhook_body_limit = 65536\n").await
+}
+
+/// A daemon whose `[server]` section also has `server_keys`.
+async fn env_with(server_keys: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let extra = r#"
-[server]
-webhook_body_limit = 65536
-"#;
-    // webhook_body_limit belongs to [server]: write it there.
     let config = write_config(dir.path(), port, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("public_url = ", "webhook_body_limit = 65536\npublic_url = ");
-    let _ = extra;
+        .replace("public_url = ", &format!("{server_keys}public_url = "));
     std::fs::write(
         &config,
         text + "\n[[provider]]\nname = \"fake\"\nkind = \"fake\"\n[provider.fake]\nboot = \"none\"\n",
@@ -360,6 +359,56 @@ async fn malformed_unknown_and_oversize_deliveries() {
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     let jobs = e.api.jobs().await.unwrap();
     assert_eq!(job_status(&jobs, id).as_deref(), Some("queued"), "{jobs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = env_with("read_timeout_secs = 1\n").await;
+    let addr = e.daemon.url.trim_start_matches("http://").to_owned();
+    // Generous bounds: the timeout is 1 s; this only checks it is enforced.
+    let within = Duration::from_secs(15);
+
+    // A connection that never sends a byte, and one that trickles its
+    // headers, are closed without an answer.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(format!("POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\n", e.hello).as_bytes())
+        .await
+        .unwrap();
+    for sock in [&mut silent, &mut trickle] {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(within, sock.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the connection was left open");
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    }
+
+    // A webhook body that stops short of its length gets a 408.
+    let body = with_id("workflow_job/queued.payload.json", 53_000_000_001, "queued");
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: workflow_job\r\nX-Hub-Signature-256: {}\r\nContent-Length: {}\r\n\r\n",
+        e.hello,
+        sign(SECRET, &body),
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..100]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(within, stalled.read(&mut answer))
+        .await
+        .expect("no answer to a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("webhook body too slow"), "{answer}");
+
+    // Nothing was recorded, and a prompt client is served as ever.
+    assert!(e.api.jobs().await.unwrap().is_empty());
+    let (s, v) = deliver(&e, &e.hello, "ping", fixture("ping/payload.json")).await;
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("pong")), "{v}");
 }
 
 fn with_id(name: &str, id: i64, action: &str) -> Vec<u8> {

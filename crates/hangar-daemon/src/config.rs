@@ -44,6 +44,10 @@ pub struct ServerSection {
     /// Seconds to let open requests finish on shutdown.
     #[serde(default = "default_shutdown_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Seconds a request's headers (and a webhook's body) may take to
+    /// arrive; an idle kept-alive connection is closed after as long.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
     /// Threads running the async work (HTTP, scheduler, provider calls);
     /// unset: [`ServerSection::worker_thread_count`] decides.
     #[serde(default)]
@@ -71,6 +75,10 @@ fn default_body_limit() -> usize {
 
 fn default_shutdown_secs() -> u64 {
     10
+}
+
+fn default_read_timeout_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -269,6 +277,12 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         if self.server.webhook_body_limit < 1024 {
             bail!("server.webhook_body_limit must be at least 1024 bytes");
+        }
+        if !(1..=3600).contains(&self.server.read_timeout_secs) {
+            bail!(
+                "server.read_timeout_secs must be between 1 and 3600, got {}",
+                self.server.read_timeout_secs
+            );
         }
         if let Some(n) = self.server.worker_threads
             && !(1..=512).contains(&n)

@@ -5,6 +5,7 @@
 //! scheduler, and shutdown waits for both.
 
 pub mod config;
+pub mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,6 +280,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let settings = Settings {
         public_url: config.server.public_url.clone(),
         webhook_body_limit: config.server.webhook_body_limit,
+        webhook_read_timeout: Duration::from_secs(config.server.read_timeout_secs),
         version: VERSION.to_owned(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_hours.max(1) * 3600),
         metrics_hook: Some(Box::new(move |m: &Metrics| {
@@ -347,23 +349,24 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         );
     }
 
-    let shutdown = cancel.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.cancelled().await;
-    });
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let served = tokio::spawn(async move { server.await });
+    let served = tokio::spawn(http::serve(
+        listener,
+        app,
+        Duration::from_secs(config.server.read_timeout_secs),
+        cancel.clone(),
+        grace,
+    ));
     cancel.cancelled().await;
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: finishing open requests and scheduler work");
-    match tokio::time::timeout(grace, served).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!(
+    match served.await {
+        Ok(http::Stopped::Drained) => {}
+        Ok(http::Stopped::GraceExpired) => tracing::warn!(
             grace_s = grace.as_secs(),
             "requests still open after the grace period"
         ),
+        Err(e) => tracing::error!(error = %e, "server task failed"),
     }
     if sched.await.is_err() {
         bail!("scheduler task panicked");

@@ -19,6 +19,7 @@ fn the_example_parses_and_sets_every_section() {
     let c = Config::load_with(&root().join("config/hangard.example.toml"), &no_env).unwrap();
     assert_eq!(c.server.bind, "127.0.0.1:9997");
     assert_eq!(c.server.webhook_body_limit, 1_048_576);
+    assert_eq!(c.server.read_timeout_secs, 30);
     assert_eq!(c.database.synchronous, Synchronous::Full);
     assert_eq!(c.auth.token_ttl_hours, 24);
     assert_eq!(c.scheduler.idle_grace_secs, 5);
@@ -105,6 +106,8 @@ fn semantic_checks() {
         ),
         ("[scheduler]\ncreate_attempts = 0\n", "create_attempts"),
         ("worker_threads = 0\n", "server.worker_threads"),
+        ("read_timeout_secs = 0\n", "server.read_timeout_secs"),
+        ("read_timeout_secs = 5\n", ""),
         ("worker_threads = 100000\n", "server.worker_threads"),
         ("worker_threads = 3\n", ""),
     ] {

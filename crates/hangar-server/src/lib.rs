@@ -35,6 +35,8 @@ use crate::intake::Intake;
 pub struct Settings {
     pub public_url: String,
     pub webhook_body_limit: usize,
+    /// How long a webhook's body may take to arrive.
+    pub webhook_read_timeout: Duration,
     pub version: String,
     pub token_ttl: Duration,
     /// Called before `/metrics` is encoded, to refresh gauges owned by
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("public_url", &self.public_url)
             .field("webhook_body_limit", &self.webhook_body_limit)
+            .field("webhook_read_timeout", &self.webhook_read_timeout)
             .field("version", &self.version)
             .finish()
     }

@@ -26,15 +26,32 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Reads the body within the configured time, refusing anything over the
+/// size limit (see [`read_body`]).
+async fn read_limited(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let timeout = state.settings.webhook_read_timeout;
+    tokio::time::timeout(
+        timeout,
+        read_body(headers, body, state.settings.webhook_body_limit),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "webhook body too slow")
+                .with_details(format!("it must arrive within {} s", timeout.as_secs())),
+        )
+    })
+}
+
 /// Reads the body, refusing anything over `limit` — by its declared length
 /// before reading a byte, or as soon as the stream passes the limit. A body
 /// that arrives in one frame (the usual case: hyper reads a delivery's
 /// headers and body in one go) is returned without a copy.
-async fn read_limited(
-    headers: &HeaderMap,
-    mut body: Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large")
             .with_details(format!("the limit is {limit} bytes"))
@@ -99,6 +116,7 @@ fn ack(status: StatusCode, outcome: &str, job_id: Option<i64>) -> Response {
         (status = 400, description = "Malformed payload", body = hangar_api::ErrorBody),
         (status = 401, description = "Missing or bad signature", body = hangar_api::ErrorBody),
         (status = 404, description = "Unknown entity", body = hangar_api::ErrorBody),
+        (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
     )
 )]
@@ -111,7 +129,7 @@ pub async fn entity_webhook(
     let headers = &parts.headers;
     let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
-        let body = read_limited(headers, body, state.settings.webhook_body_limit).await?;
+        let body = read_limited(&state, headers, body).await?;
         let snap = state.catalog.snapshot();
         let entry = entity_id
             .parse()
@@ -144,6 +162,7 @@ pub async fn entity_webhook(
         (status = 400, description = "Malformed payload", body = hangar_api::ErrorBody),
         (status = 401, description = "Missing or bad signature", body = hangar_api::ErrorBody),
         (status = 404, description = "No registered entity for this delivery", body = hangar_api::ErrorBody),
+        (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
     )
 )]
@@ -152,7 +171,7 @@ pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> 
     let headers = &parts.headers;
     let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
-        let body = read_limited(headers, body, state.settings.webhook_body_limit).await?;
+        let body = read_limited(&state, headers, body).await?;
         let sig = webhook::signature_from_headers(
             header(headers, webhook::SIGNATURE_256_HEADER),
             header(headers, webhook::SIGNATURE_SHA1_HEADER),
@@ -372,6 +391,7 @@ fn finish(
                 StatusCode::UNAUTHORIZED => "bad_signature",
                 StatusCode::NOT_FOUND => "unknown_entity",
                 StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                StatusCode::REQUEST_TIMEOUT => "too_slow",
                 StatusCode::BAD_REQUEST => "malformed",
                 _ => "error",
             };

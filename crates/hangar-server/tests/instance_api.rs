@@ -99,6 +99,7 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool) {
         Settings {
             public_url: "http://127.0.0.1:1".into(),
             webhook_body_limit: 1 << 20,
+            webhook_read_timeout: Duration::from_secs(30),
             version: "test".into(),
             token_ttl: Duration::from_secs(3600),
             metrics_hook: None,
