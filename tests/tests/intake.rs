@@ -385,6 +385,27 @@ async fn slow_clients_are_cut_off() {
         assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     }
 
+    // After an answer, a kept-alive connection that stays idle is closed.
+    let ping = fixture("ping/payload.json");
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: ping\r\nX-Hub-Signature-256: {}\r\nContent-Length: {}\r\n\r\n",
+        e.hello,
+        sign(SECRET, &ping),
+        ping.len()
+    );
+    idle.write_all(head.as_bytes()).await.unwrap();
+    idle.write_all(&ping).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, idle.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the idle connection was left open");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        !got.contains("Connection: close") && !got.contains("connection: close"),
+        "{got}"
+    );
+
     // A webhook body that stops short of its length gets a 408.
     let body = with_id("workflow_job/queued.payload.json", 53_000_000_001, "queued");
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
