@@ -100,6 +100,16 @@ async fn deliver(e: &Env, entity: &str, event: &str, body: Vec<u8>) -> (u16, Val
     .await
 }
 
+/// The head of a delivery written by hand on a raw socket, signed over
+/// `signed`, with `framing` (a length or chunked encoding) as its last
+/// header.
+fn raw_head(addr: &str, entity: &str, event: &str, signed: &[u8], framing: &str) -> String {
+    format!(
+        "POST /webhooks/{entity} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: {event}\r\nX-Hub-Signature-256: {}\r\n{framing}\r\n\r\n",
+        sign(SECRET, signed)
+    )
+}
+
 fn job_status(jobs: &[Value], id: i64) -> Option<String> {
     jobs.iter()
         .find(|j| j["id"] == id)
@@ -312,10 +322,12 @@ async fn malformed_unknown_and_oversize_deliveries() {
     let addr = e.daemon.url.trim_start_matches("http://").to_owned();
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let head = format!(
-        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: workflow_job\r\nX-Hub-Signature-256: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-        e.hello,
-        sign(SECRET, b"")
+    let head = raw_head(
+        &addr,
+        &e.hello,
+        "workflow_job",
+        b"",
+        "Transfer-Encoding: chunked\r\nConnection: close",
     );
     sock.write_all(head.as_bytes()).await.unwrap();
     for chunk in big.chunks(8192) {
@@ -338,10 +350,12 @@ async fn malformed_unknown_and_oversize_deliveries() {
     let id = 52_000_000_001_i64;
     let body = with_id("workflow_job/queued.payload.json", id, "queued");
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: workflow_job\r\nX-Hub-Signature-256: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-        e.hello,
-        sign(SECRET, &body)
+    let head = raw_head(
+        &addr,
+        &e.hello,
+        "workflow_job",
+        &body,
+        "Transfer-Encoding: chunked\r\nConnection: close",
     );
     sock.write_all(head.as_bytes()).await.unwrap();
     for chunk in body.chunks(700) {
@@ -388,12 +402,8 @@ async fn slow_clients_are_cut_off() {
     // After an answer, a kept-alive connection that stays idle is closed.
     let ping = fixture("ping/payload.json");
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: ping\r\nX-Hub-Signature-256: {}\r\nContent-Length: {}\r\n\r\n",
-        e.hello,
-        sign(SECRET, &ping),
-        ping.len()
-    );
+    let length = format!("Content-Length: {}", ping.len());
+    let head = raw_head(&addr, &e.hello, "ping", &ping, &length);
     idle.write_all(head.as_bytes()).await.unwrap();
     idle.write_all(&ping).await.unwrap();
     let mut got = Vec::new();
@@ -409,12 +419,8 @@ async fn slow_clients_are_cut_off() {
     // A webhook body that stops short of its length gets a 408.
     let body = with_id("workflow_job/queued.payload.json", 53_000_000_001, "queued");
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /webhooks/{} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: workflow_job\r\nX-Hub-Signature-256: {}\r\nContent-Length: {}\r\n\r\n",
-        e.hello,
-        sign(SECRET, &body),
-        body.len()
-    );
+    let length = format!("Content-Length: {}", body.len());
+    let head = raw_head(&addr, &e.hello, "workflow_job", &body, &length);
     stalled.write_all(head.as_bytes()).await.unwrap();
     stalled.write_all(&body[..100]).await.unwrap();
     let mut answer = vec![0u8; 4096];
