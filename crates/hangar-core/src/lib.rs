@@ -13,9 +13,11 @@ pub mod instance;
 pub mod job;
 pub mod labels;
 pub mod matching;
+pub mod policy;
 pub mod pool;
 pub mod provider;
 pub mod secret;
+pub mod urls;
 pub mod userdata;
 
 pub use entity::{Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope};
@@ -24,6 +26,10 @@ pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, Re
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
 pub use job::{Job, JobAction, JobStatus};
 pub use labels::{Label, LabelError, Labels};
-pub use pool::{OsArch, OsType, Pool, PoolSpec, PoolSpecError, RunnerPrefix};
+pub use pool::{
+    OsArch, OsType, Pool, PoolSpec, PoolSpecError, RESERVED_EXTRA_SPEC, RunnerPrefix,
+    controller_label, pool_label,
+};
 pub use provider::{Provider, ProviderError};
 pub use secret::Secret;
+pub use urls::{Urls, entity_web_url};

@@ -6,8 +6,9 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EntityId, PoolId, ResourceName};
-use crate::labels::Labels;
+use crate::ids::{ControllerId, EntityId, PoolId, ResourceName};
+use crate::labels::{Label, Labels};
+use crate::provider::ProxySettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +160,25 @@ pub enum PoolSpecError {
     OsType(String),
     #[error("unknown os_arch {0:?} (expected amd64, arm64 or arm)")]
     OsArch(String),
+    #[error(
+        "extra_specs.proxy must be {{\"http_proxy\", \"https_proxy\", \"no_proxy\"}} strings: {0}"
+    )]
+    Proxy(String),
+}
+
+/// The extra-specs key Hangar keeps for itself (a pool's proxy settings);
+/// providers never see it.
+pub const RESERVED_EXTRA_SPEC: &str = "proxy";
+
+/// The label every runner of a controller carries, so clean-up only ever
+/// touches that controller's runners.
+pub fn controller_label(id: ControllerId) -> String {
+    format!("hangar-controller-id:{id}")
+}
+
+/// The label that ties a runner to its pool.
+pub fn pool_label(id: PoolId) -> String {
+    format!("hangar-pool-id:{id}")
 }
 
 /// What an operator asks of a pool. Construct, then [`PoolSpec::validate`].
@@ -220,7 +240,25 @@ impl PoolSpec {
                 self.runner_bootstrap_timeout,
             ));
         }
+        self.proxy()?;
         Ok(())
+    }
+
+    /// Extra specs as providers see them: without Hangar's own key.
+    pub fn provider_extra_specs(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut s = self.extra_specs.clone();
+        s.remove(RESERVED_EXTRA_SPEC);
+        s
+    }
+
+    /// The pool's own proxy settings (`extra_specs.proxy`); none when unset.
+    pub fn proxy(&self) -> Result<ProxySettings, PoolSpecError> {
+        match self.extra_specs.get(RESERVED_EXTRA_SPEC) {
+            None => Ok(ProxySettings::default()),
+            Some(v) => {
+                ProxySettings::deserialize(v).map_err(|e| PoolSpecError::Proxy(e.to_string()))
+            }
+        }
     }
 
     /// Turns a free JSON value into extra specs, refusing anything but an
@@ -248,6 +286,18 @@ pub struct Pool {
     pub spec: PoolSpec,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Pool {
+    /// The labels a runner of this pool registers with: the pool's tags
+    /// plus the controller and pool labels the sweep recognises.
+    pub fn runner_labels(&self, controller: ControllerId) -> Labels {
+        let mut labels = self.spec.tags.clone();
+        for l in [controller_label(controller), pool_label(self.id)] {
+            labels.insert(Label::parse(&l).expect("controller and pool labels are valid"));
+        }
+        labels
+    }
 }
 
 #[cfg(test)]

@@ -120,10 +120,7 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
                     .iter()
                     .filter(|x| x.spec.provider_name.as_str() == p.name)
                 {
-                    ext.remember_pool_extra_specs(
-                        pool.id,
-                        hangar_scheduler::provider_extra_specs(&pool.spec.extra_specs),
-                    );
+                    ext.remember_pool_extra_specs(pool.id, pool.spec.provider_extra_specs());
                 }
                 Arc::new(ext)
             }
@@ -272,7 +269,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         forge: forge.clone(),
         providers,
         config: config.scheduler.clone(),
-        urls,
+        urls: hangar_scheduler::SharedUrls::new(urls),
         metrics,
     });
 

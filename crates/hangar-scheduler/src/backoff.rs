@@ -35,11 +35,22 @@ impl Gate {
         }
     }
 
-    /// Waits until the target may be called again (no wait when healthy).
-    pub async fn wait(&self) {
-        let until = self.state.lock().expect("gate lock").1;
-        if let Some(t) = until {
-            tokio::time::sleep_until(t).await;
+    /// How long until the target may be called again; `None` when it may
+    /// be called now. Callers come back later rather than wait here, so no
+    /// task sleeps on a closed gate.
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = self.state.lock().expect("gate lock").1?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    /// Keeps the gate closed for at least `d` (the target said when to come
+    /// back), without counting a failure.
+    pub fn close_for(&self, d: Duration) {
+        let mut s = self.state.lock().expect("gate lock");
+        let until = Instant::now() + d;
+        if s.1.is_none_or(|t| t < until) {
+            s.1 = Some(until);
         }
     }
 
@@ -79,20 +90,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn gate_delays_after_failures_and_resets() {
+    async fn gate_closes_after_failures_and_reopens() {
         let g = Gate::new(Duration::from_secs(1), Duration::from_secs(8));
-        let t0 = Instant::now();
-        g.wait().await;
-        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert_eq!(g.remaining(), None);
         let d = g.failure();
         assert!(d >= Duration::from_millis(500));
-        g.wait().await;
-        assert!(t0.elapsed() >= d);
+        assert_eq!(g.remaining(), Some(d));
+        tokio::time::advance(d).await;
+        assert_eq!(g.remaining(), None, "open again once the delay is over");
         g.failure();
         assert_eq!(g.consecutive_failures(), 2);
         g.success();
-        let t1 = Instant::now();
-        g.wait().await;
-        assert_eq!(t1.elapsed(), Duration::ZERO);
+        assert_eq!(g.remaining(), None);
+        assert_eq!(g.consecutive_failures(), 0);
+        // A retry-after closes it without counting a failure, and never
+        // shortens a longer closure.
+        g.close_for(Duration::from_secs(30));
+        g.close_for(Duration::from_secs(5));
+        assert_eq!(g.remaining(), Some(Duration::from_secs(30)));
+        assert_eq!(g.consecutive_failures(), 0);
     }
 }

@@ -1,50 +1,45 @@
-//! `reconcile_pool`: brings one pool to the state its jobs and settings ask
-//! for. Level-triggered and idempotent — it reads everything it decides on
-//! from the store, so it does the right thing whether it runs because of a
-//! webhook, a timer, a finished delete or a restart.
+//! `reconcile`: brings one pool to the state its jobs and settings ask for.
+//! Level-triggered and idempotent — it reads everything it decides on from
+//! the store and decides with core's policy ([`hangar_core::policy`]), so it
+//! does the same whether it runs because of a webhook, a timer, a finished
+//! step or a restart. It is the only place that decides what a job's
+//! progress means for an instance, and it says when it wants to run again.
 
-use chrono::Utc;
-use hangar_core::{InstanceName, InstanceStatus, JobStatus, Pool, PoolId};
-use hangar_store::{PoolDemand, PoolUsage};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hangar_core::policy::{self, RetireReason, Step, StepRules};
+use hangar_core::{Instance, InstanceName, InstanceStatus, Pool, PoolId};
+use hangar_store::{Change, PoolDemand, PoolUsage};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
-use crate::{Scheduler, SchedulerError};
+use crate::SchedulerError;
+use crate::context::Ctx;
+use crate::delete::ignore_moved;
+use crate::worker::{spawn_create, spawn_delete};
 
 /// What one reconcile of a pool did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PoolReport {
     /// Instances reserved now (their create runs in the background).
     pub reserved: u32,
-    /// Create or delete tasks started (including retries).
+    /// Create or delete steps started (including retries).
     pub creates_started: u32,
     pub deletes_started: u32,
+    /// Runners found to have taken a job.
+    pub marked_active: u32,
     /// Idle runners retired because demand dropped.
     pub scaled_down: u32,
     /// Instances whose bootstrap took too long.
     pub timed_out: u32,
+    /// Instances retired because their job completed or their runner failed.
+    pub retired: u32,
     /// Instances given up on after too many failed creates.
     pub given_up: u32,
-}
-
-/// How many spare runners a pool wants before it creates more: its idle
-/// minimum plus every queued job, minus the young jobs an idle runner can
-/// take right now (those get `idle_grace` before another VM is made).
-pub(crate) fn spare_to_create_for(pool: &Pool, queued: u32, queued_young: u32, idle: u32) -> u32 {
-    if !pool.spec.enabled {
-        return 0;
-    }
-    pool.spec.min_idle_runners + queued - queued_young.min(idle)
-}
-
-/// How many spare runners a pool keeps before it retires idle ones: its
-/// idle minimum plus every queued job — an idle runner that is about to
-/// take a young job is not excess.
-pub(crate) fn spare_to_keep(pool: &Pool, queued: u32) -> u32 {
-    if !pool.spec.enabled {
-        return 0;
-    }
-    pool.spec.min_idle_runners + queued
+    /// When the pool wants to run again: the earliest retry coming due.
+    pub requeue_after: Option<Duration>,
 }
 
 fn random_suffix() -> String {
@@ -55,281 +50,220 @@ fn random_suffix() -> String {
         .collect()
 }
 
-impl Scheduler {
-    /// Reconciles one pool. Must not run twice at once for the same pool
-    /// (the loop guarantees it; callers outside the loop must too).
-    #[tracing::instrument(skip_all, fields(pool.id = %pool_id))]
-    pub async fn reconcile_pool(&self, pool_id: PoolId) -> Result<PoolReport, SchedulerError> {
-        let store = &self.inner.store;
-        let now = Utc::now();
-        let young_after =
-            now - chrono::Duration::from_std(self.inner.config.idle_grace()).unwrap_or_default();
-        let Some(state) = store.pool_state(pool_id, young_after, now).await? else {
-            return Ok(PoolReport::default());
-        };
-        let pool = state.pool;
-        let mut report = PoolReport::default();
-        let (usage, demand) = if state.instance_work {
-            self.step_instances(&pool, now, &mut report).await?;
-            // Re-read: the steps above may have changed usage.
-            match store.pool_state(pool_id, young_after, now).await? {
-                Some(s) => (s.usage, s.demand),
-                None => return Ok(report),
-            }
-        } else {
-            (state.usage, state.demand)
-        };
-        self.scale(&pool, usage, demand, &mut report).await?;
-        if report != PoolReport::default() {
-            tracing::debug!(?report, "reconciled");
+/// Reconciles one pool. Must not run twice at once for the same pool (the
+/// pool queue guarantees it).
+#[tracing::instrument(skip_all, fields(pool.id = %pool_id))]
+pub(crate) async fn reconcile(
+    ctx: &Arc<Ctx>,
+    pool_id: PoolId,
+) -> Result<PoolReport, SchedulerError> {
+    let store = &ctx.store;
+    let now = ctx.now();
+    let young_after = now - chrono::Duration::from_std(ctx.config.idle_grace()).unwrap_or_default();
+    let Some(state) = store.pool_state(pool_id, young_after, now).await? else {
+        return Ok(PoolReport::default());
+    };
+    let pool = state.pool;
+    let mut report = PoolReport::default();
+    let (usage, demand) = if state.instance_work {
+        step_instances(ctx, &pool, now, &mut report).await?;
+        // Re-read: the steps above may have changed usage.
+        match store.pool_state(pool_id, young_after, now).await? {
+            Some(s) => (s.usage, s.demand),
+            None => return Ok(report),
         }
-        Ok(report)
+    } else {
+        (state.usage, state.demand)
+    };
+    scale(ctx, &pool, usage, demand, &mut report).await?;
+    if report != PoolReport::default() {
+        tracing::debug!(?report, "reconciled");
     }
+    Ok(report)
+}
 
-    /// Moves on every instance of `pool` that needs a step.
-    async fn step_instances(
-        &self,
-        pool: &Pool,
-        now: chrono::DateTime<Utc>,
-        report: &mut PoolReport,
-    ) -> Result<(), SchedulerError> {
-        let store = &self.inner.store;
-        let pool_id = pool.id;
-        // Catch up on job progress the event path may have missed.
-        for (name, job, status) in store.instances_with_job_progress(pool_id).await? {
-            let inst = store.instance(&name).await?;
-            match status {
-                JobStatus::InProgress => self.mark_active(&name, job).await?,
-                JobStatus::Completed
-                    if inst.status.can_transition_to(InstanceStatus::PendingDelete) =>
-                {
-                    self.move_instance(&name, InstanceStatus::PendingDelete, Some("job completed"))
-                        .await?;
-                }
-                _ => {}
+/// Takes the step each instance of `pool` needs, if it is due.
+async fn step_instances(
+    ctx: &Arc<Ctx>,
+    pool: &Pool,
+    now: DateTime<Utc>,
+    report: &mut PoolReport,
+) -> Result<(), SchedulerError> {
+    let rules = StepRules {
+        bootstrap_cutoff: now
+            - chrono::Duration::minutes(i64::from(pool.spec.runner_bootstrap_timeout)),
+        max_create_attempts: ctx.config.create_attempts,
+    };
+    let mut next_due: Option<DateTime<Utc>> = None;
+    for mut view in ctx
+        .store
+        .instances_needing_work(pool.id, rules.bootstrap_cutoff)
+        .await?
+    {
+        if ctx.is_in_flight(&view.instance.name) {
+            continue;
+        }
+        // Marking a runner active may leave its instance a further step
+        // (e.g. a delete that waited for it); no step leads to more than
+        // one more.
+        for _ in 0..2 {
+            let Some((step, not_before)) = policy::next_step(&view, &rules) else {
+                break;
+            };
+            if let Some(at) = not_before.filter(|at| *at > now) {
+                next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                break;
+            }
+            match take(ctx, pool, &view.instance, step, report).await? {
+                Some(updated) => view.instance = updated,
+                None => break,
             }
         }
+    }
+    report.requeue_after = next_due.map(|at| (at - now).to_std().unwrap_or_default());
+    Ok(())
+}
 
-        let timeout = chrono::Duration::minutes(i64::from(pool.spec.runner_bootstrap_timeout));
-        for (inst, next_attempt) in store.instances_needing_work(pool_id, now - timeout).await? {
-            if self.is_in_flight(&inst.name) {
-                continue;
+/// Takes one step. Returns the instance when it changed and may need
+/// another.
+async fn take(
+    ctx: &Arc<Ctx>,
+    pool: &Pool,
+    inst: &Instance,
+    step: Step,
+    report: &mut PoolReport,
+) -> Result<Option<Instance>, SchedulerError> {
+    let store = &ctx.store;
+    let name = &inst.name;
+    match step {
+        Step::MarkActive(job) => {
+            let Some(updated) = ignore_moved(store.transition(name, Change::TookJob(job)).await)?
+            else {
+                return Ok(None);
+            };
+            tracing::info!(instance.name = %name, job.id = %job, "runner took a job");
+            report.marked_active += 1;
+            if let Ok(Some(queued)) = store.job_queued_at(job).await {
+                let secs = (ctx.now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
+                ctx.metrics.time_to_runner_seconds.observe(secs);
             }
-            let due = next_attempt.is_none_or(|at| at <= now);
-            match inst.status {
-                InstanceStatus::PendingCreate if due => {
-                    self.spawn_create(inst.clone(), pool.clone());
-                    report.creates_started += 1;
-                }
-                InstanceStatus::Error => {
-                    if inst.create_attempts >= self.inner.config.create_attempts {
-                        self.move_instance(
-                            &inst.name,
-                            InstanceStatus::PendingDelete,
-                            Some(&format!(
-                                "gave up after {} failed create attempts",
-                                inst.create_attempts
-                            )),
-                        )
-                        .await?;
-                        tracing::warn!(instance.name = %inst.name, attempts = inst.create_attempts, "giving up on instance");
-                        report.given_up += 1;
-                        self.spawn_delete(inst.name.clone(), pool.clone());
-                        report.deletes_started += 1;
-                    } else if due
-                        && self
-                            .move_instance(&inst.name, InstanceStatus::PendingCreate, None)
-                            .await?
-                    {
-                        // Retry: clean up whatever the failed attempt left,
-                        // then create again under the same name.
-                        let mut retry = inst.clone();
-                        retry.status = InstanceStatus::PendingCreate;
-                        self.spawn_create(retry, pool.clone());
-                        report.creates_started += 1;
+            return Ok(Some(updated));
+        }
+        Step::Retire(reason) => {
+            let message = match reason {
+                RetireReason::BootstrapTimeout => format!(
+                    "runner not up within the bootstrap timeout of {} min",
+                    pool.spec.runner_bootstrap_timeout
+                ),
+                other => other.message().to_owned(),
+            };
+            if retire(ctx, name, &message).await? {
+                match reason {
+                    RetireReason::BootstrapTimeout => {
+                        tracing::warn!(instance.name = %name, "bootstrap timeout");
+                        report.timed_out += 1;
+                    }
+                    _ => {
+                        tracing::info!(instance.name = %name, reason = %message, "retiring instance");
+                        report.retired += 1;
                     }
                 }
-                InstanceStatus::Running
-                    if inst.runner_status == hangar_core::RunnerStatus::Failed =>
-                {
-                    self.move_instance(
-                        &inst.name,
-                        InstanceStatus::PendingDelete,
-                        Some("runner reported a failure"),
-                    )
-                    .await?;
-                    self.spawn_delete(inst.name.clone(), pool.clone());
-                    report.deletes_started += 1;
-                }
-                InstanceStatus::Running if inst.runner_status.is_bootstrapping() => {
-                    self.move_instance(
-                        &inst.name,
-                        InstanceStatus::PendingDelete,
-                        Some(&format!(
-                            "runner not up within the bootstrap timeout of {} min",
-                            pool.spec.runner_bootstrap_timeout
-                        )),
-                    )
-                    .await?;
-                    tracing::warn!(instance.name = %inst.name, "bootstrap timeout");
-                    report.timed_out += 1;
-                    self.spawn_delete(inst.name.clone(), pool.clone());
-                    report.deletes_started += 1;
-                }
-                InstanceStatus::PendingDelete if due => {
-                    self.spawn_delete(inst.name.clone(), pool.clone());
-                    report.deletes_started += 1;
-                }
-                _ => {}
+                start_delete(ctx, name, pool, report);
             }
         }
-
-        Ok(())
-    }
-
-    /// Creates or retires spare runners to match the pool's demand.
-    async fn scale(
-        &self,
-        pool: &Pool,
-        usage: PoolUsage,
-        demand: PoolDemand,
-        report: &mut PoolReport,
-    ) -> Result<(), SchedulerError> {
-        let store = &self.inner.store;
-        let pool_id = pool.id;
-        let want = spare_to_create_for(pool, demand.queued, demand.queued_young, usage.idle);
-        let keep = spare_to_keep(pool, demand.queued);
-        if usage.spare < want {
-            let room = pool.spec.max_runners.saturating_sub(usage.live);
-            let n = (want - usage.spare).min(room);
-            if n > 0 {
-                let names = (0..n)
-                    .map(|_| InstanceName::generate(&pool.spec.runner_prefix, &random_suffix()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| SchedulerError::Other(e.to_string()))?;
-                let made = store
-                    .reserve_instances(pool_id, pool.spec.provider_name.as_str(), &names)
-                    .await?;
-                report.reserved = made.len() as u32;
-                for inst in made {
-                    tracing::info!(instance.name = %inst.name, job.id = ?inst.job_id.map(|j| j.0), "reserved instance");
-                    self.spawn_create(inst, pool.clone());
-                    report.creates_started += 1;
-                }
-            }
-        } else if usage.spare > keep {
-            let excess = usage.spare - keep;
-            for inst in store.idle_instances(pool_id, excess).await? {
-                if self.is_in_flight(&inst.name) {
-                    continue;
-                }
-                self.move_instance(
-                    &inst.name,
-                    InstanceStatus::PendingDelete,
-                    Some("scaled down: not needed"),
-                )
-                .await?;
-                tracing::info!(instance.name = %inst.name, "scaling down idle runner");
-                report.scaled_down += 1;
-                self.spawn_delete(inst.name.clone(), pool.clone());
-                report.deletes_started += 1;
+        Step::Create => {
+            if spawn_create(ctx, inst.clone(), pool.clone()) {
+                report.creates_started += 1;
             }
         }
-        Ok(())
+        Step::RetryCreate => {
+            // Clean up whatever the failed attempt left, then create again
+            // under the same name.
+            if let Some(retry) = ignore_moved(
+                store
+                    .transition(name, Change::Status(InstanceStatus::PendingCreate, None))
+                    .await,
+            )? && spawn_create(ctx, retry, pool.clone())
+            {
+                report.creates_started += 1;
+            }
+        }
+        Step::GiveUp => {
+            let message = format!(
+                "gave up after {} failed create attempts",
+                inst.create_attempts
+            );
+            if retire(ctx, name, &message).await? {
+                tracing::warn!(instance.name = %name, attempts = inst.create_attempts, "giving up on instance");
+                report.given_up += 1;
+                start_delete(ctx, name, pool, report);
+            }
+        }
+        Step::Delete => start_delete(ctx, name, pool, report),
     }
+    Ok(None)
+}
 
-    pub(crate) fn is_in_flight(&self, name: &InstanceName) -> bool {
-        self.inner
-            .in_flight
-            .lock()
-            .expect("in_flight lock")
-            .contains(name)
+async fn retire(ctx: &Ctx, name: &InstanceName, message: &str) -> Result<bool, SchedulerError> {
+    Ok(ignore_moved(
+        ctx.store
+            .transition(
+                name,
+                Change::Status(InstanceStatus::PendingDelete, Some(message)),
+            )
+            .await,
+    )?
+    .is_some())
+}
+
+fn start_delete(ctx: &Arc<Ctx>, name: &InstanceName, pool: &Pool, report: &mut PoolReport) {
+    if spawn_delete(ctx, name.clone(), pool.clone()) {
+        report.deletes_started += 1;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hangar_core::*;
-
-    /// Counting the queue only up to `demand_cap` changes no decision.
-    #[test]
-    fn capped_demand_decides_the_same() {
-        for min_idle in [0, 2] {
-            let mut p = pool(min_idle, true);
-            for max in [0, 1, 4, 10] {
-                p.spec.max_runners = max;
-                for live in 0..=max {
-                    for spare in 0..=live {
-                        for idle in 0..=spare {
-                            for queued in [0, 1, 3, 9, 20, 200] {
-                                for young in [0, 1, queued / 2, queued] {
-                                    let young = young.min(queued);
-                                    let cap = hangar_store::demand_cap(&p.spec, spare, idle);
-                                    let (q, y) = (queued.min(cap), young.min(cap));
-                                    let create = |q: u32, y: u32| {
-                                        let want = spare_to_create_for(&p, q, y, idle);
-                                        want.saturating_sub(spare).min(max - live)
-                                    };
-                                    let retire =
-                                        |q: u32| spare.saturating_sub(spare_to_keep(&p, q));
-                                    assert_eq!(
-                                        (create(queued, young), retire(queued)),
-                                        (create(q, y), retire(q)),
-                                        "min_idle {min_idle} max {max} live {live} spare {spare} idle {idle} queued {queued} young {young}"
-                                    );
-                                }
-                            }
-                        }
-                    }
+/// Creates or retires spare runners to match the pool's demand.
+async fn scale(
+    ctx: &Arc<Ctx>,
+    pool: &Pool,
+    usage: PoolUsage,
+    demand: PoolDemand,
+    report: &mut PoolReport,
+) -> Result<(), SchedulerError> {
+    let store = &ctx.store;
+    let want = policy::spare_to_create(&pool.spec, demand.queued, demand.queued_young, usage.idle);
+    let keep = policy::spare_to_keep(&pool.spec, demand.queued);
+    if usage.spare < want {
+        let room = pool.spec.max_runners.saturating_sub(usage.live);
+        let n = (want - usage.spare).min(room);
+        if n > 0 {
+            let names = (0..n)
+                .map(|_| InstanceName::generate(&pool.spec.runner_prefix, &random_suffix()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SchedulerError::Invalid(e.to_string()))?;
+            let made = store
+                .reserve_instances(pool.id, pool.spec.provider_name.as_str(), &names)
+                .await?;
+            report.reserved = made.len() as u32;
+            for inst in made {
+                tracing::info!(instance.name = %inst.name, job.id = ?inst.job_id.map(|j| j.0), "reserved instance");
+                if spawn_create(ctx, inst, pool.clone()) {
+                    report.creates_started += 1;
                 }
             }
         }
-    }
-
-    fn pool(min_idle: u32, enabled: bool) -> Pool {
-        Pool {
-            id: PoolId::new_random(),
-            entity_id: EntityId::new_random(),
-            spec: PoolSpec {
-                provider_name: ResourceName::parse("fake").unwrap(),
-                image: "i".into(),
-                flavor: "f".into(),
-                tags: Labels::parse_list("a").unwrap(),
-                os_type: OsType::Linux,
-                os_arch: OsArch::Amd64,
-                min_idle_runners: min_idle,
-                max_runners: 10,
-                runner_prefix: RunnerPrefix::default(),
-                runner_bootstrap_timeout: 20,
-                extra_specs: Default::default(),
-                runner_group: None,
-                priority: 0,
-                enabled,
-            },
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+    } else if usage.spare > keep {
+        let excess = usage.spare - keep;
+        for inst in store.idle_instances(pool.id, excess).await? {
+            if ctx.is_in_flight(&inst.name) {
+                continue;
+            }
+            if retire(ctx, &inst.name, "scaled down: not needed").await? {
+                tracing::info!(instance.name = %inst.name, "scaling down idle runner");
+                report.scaled_down += 1;
+                start_delete(ctx, &inst.name, pool, report);
+            }
         }
     }
-
-    #[test]
-    fn idle_runner_absorbs_a_young_job() {
-        // One idle runner, one job just queued: no second instance yet.
-        assert_eq!(spare_to_create_for(&pool(1, true), 1, 1, 1), 1);
-        // Once the grace is over, a replacement is wanted.
-        assert_eq!(spare_to_create_for(&pool(1, true), 1, 0, 1), 2);
-        // No idle runner: every job needs one.
-        assert_eq!(spare_to_create_for(&pool(0, true), 3, 3, 0), 3);
-        assert_eq!(spare_to_create_for(&pool(2, true), 0, 0, 0), 2);
-        assert_eq!(spare_to_create_for(&pool(2, false), 5, 0, 0), 0);
-    }
-
-    #[test]
-    fn a_runner_about_to_take_a_job_is_not_excess() {
-        // min_idle 0, one young job, its runner just went idle: keep it.
-        assert_eq!(spare_to_keep(&pool(0, true), 1), 1);
-        assert_eq!(spare_to_keep(&pool(0, true), 0), 0);
-        assert_eq!(spare_to_keep(&pool(2, true), 3), 5);
-        assert_eq!(spare_to_keep(&pool(2, false), 3), 0);
-    }
+    Ok(())
 }

@@ -5,13 +5,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::Utc;
 use hangar_core::matching::{PoolCandidate, rank_pools};
 use hangar_core::provider::InstanceRef;
 use hangar_core::{InstanceName, InstanceStatus, JobStatus, RunnerStatus};
-use hangar_store::InstanceFilter;
+use std::sync::Arc;
 
-use crate::{Scheduler, SchedulerError, controller_label};
+use hangar_core::controller_label;
+use hangar_store::{Change, InstanceFilter};
+
+use crate::SchedulerError;
+use crate::context::Ctx;
+use crate::delete::{at_provider, ignore_moved};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,287 +42,277 @@ impl SweepReport {
     }
 }
 
-impl Scheduler {
-    /// Runs every sweep step; a failing step is logged and the rest still run.
-    pub async fn sweep(&self) -> Result<SweepReport, SchedulerError> {
-        let mut r = SweepReport::default();
-        if let Err(e) = self.sweep_providers(&mut r).await {
-            tracing::warn!(error = %e, "provider sweep failed");
-        }
-        if let Err(e) = self.sweep_github_runners(&mut r).await {
-            tracing::warn!(error = %e, "GitHub runner sweep failed");
-        }
-        if let Err(e) = self.sweep_jobs(&mut r).await {
-            tracing::warn!(error = %e, "job sweep failed");
-        }
-        let c = &self.inner.config;
-        let store = &self.inner.store;
-        r.history_purged += store
-            .purge_deleted_instances(
-                Utc::now() - chrono::Duration::hours(c.deleted_history_hours as i64),
-            )
-            .await?;
-        r.history_purged += store
-            .purge_completed_jobs(
-                Utc::now() - chrono::Duration::hours(c.completed_job_history_hours as i64),
-            )
-            .await?;
-        Ok(r)
+/// Runs every sweep step; a failing step is logged and the rest still run.
+pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError> {
+    let mut r = SweepReport::default();
+    if let Err(e) = sweep_providers(ctx, &mut r).await {
+        tracing::warn!(error = %e, "provider sweep failed");
     }
+    if let Err(e) = sweep_github_runners(ctx, &mut r).await {
+        tracing::warn!(error = %e, "GitHub runner sweep failed");
+    }
+    if let Err(e) = sweep_jobs(ctx, &mut r).await {
+        tracing::warn!(error = %e, "job sweep failed");
+    }
+    let c = &ctx.config;
+    let store = &ctx.store;
+    r.history_purged += store
+        .purge_deleted_instances(
+            ctx.now() - chrono::Duration::hours(c.deleted_history_hours as i64),
+        )
+        .await?;
+    r.history_purged += store
+        .purge_completed_jobs(
+            ctx.now() - chrono::Duration::hours(c.completed_job_history_hours as i64),
+        )
+        .await?;
+    Ok(r)
+}
 
-    /// Orphans (at the provider, not in the DB) and lost instances (in the
-    /// DB, not at the provider).
-    async fn sweep_providers(&self, r: &mut SweepReport) -> Result<(), SchedulerError> {
-        let store = &self.inner.store;
-        let controller = store.controller_id();
-        let grace = chrono::Duration::seconds(self.inner.config.lost_instance_grace_secs as i64);
-        for pool in store.list_pools(None).await? {
-            let Some(entry) = self
-                .inner
-                .providers
-                .get(pool.spec.provider_name.as_str())
-                .cloned()
-            else {
+/// Orphans (at the provider, not in the DB) and lost instances (in the
+/// DB, not at the provider).
+async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
+    let store = &ctx.store;
+    let controller = store.controller_id();
+    let grace = chrono::Duration::seconds(ctx.config.lost_instance_grace_secs as i64);
+    for pool in store.list_pools(None).await? {
+        let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+            continue;
+        };
+        if entry.gate.remaining().is_some() {
+            // Backing off after failures: asked again next sweep.
+            continue;
+        }
+        // Snapshot the DB first: an instance created after this point
+        // is absent from it but present at the provider, and must not be
+        // mistaken for an orphan — so only names the DB never had, or
+        // has as deleted, count.
+        let known: HashMap<InstanceName, hangar_core::Instance> = store
+            .list_instances(&InstanceFilter {
+                pool_id: Some(pool.id),
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .map(|i| (i.name.clone(), i))
+            .collect();
+        let listed = match entry.provider.list_instances(controller, pool.id).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(provider = %entry.name, error = %e, "cannot list instances");
+                continue;
+            }
+        };
+        let listed_names: HashSet<String> = listed.iter().map(|p| p.name.clone()).collect();
+        for pi in &listed {
+            let Ok(name) = InstanceName::parse(&pi.name) else {
                 continue;
             };
-            // Snapshot the DB first: an instance created after this point
-            // is absent from it but present at the provider, and must not be
-            // mistaken for an orphan — so only names the DB never had, or
-            // has as deleted, count.
-            let known: HashMap<InstanceName, hangar_core::Instance> = store
-                .list_instances(&InstanceFilter {
-                    pool_id: Some(pool.id),
-                    include_deleted: true,
-                    ..Default::default()
-                })
-                .await?
-                .into_iter()
-                .map(|i| (i.name.clone(), i))
-                .collect();
-            let listed = match entry.provider.list_instances(controller, pool.id).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(provider = %entry.name, error = %e, "cannot list instances");
-                    continue;
-                }
+            let orphan = match known.get(&name) {
+                None => store.instance(&name).await.is_err(),
+                Some(i) => i.status == InstanceStatus::Deleted,
             };
-            let listed_names: HashSet<String> = listed.iter().map(|p| p.name.clone()).collect();
-            for pi in &listed {
-                let Ok(name) = InstanceName::parse(&pi.name) else {
-                    continue;
+            if orphan {
+                tracing::warn!(instance.name = %name, provider = %entry.name, "deleting orphan instance");
+                let iref = InstanceRef {
+                    name,
+                    provider_id: Some(pi.provider_id.clone()),
+                    controller_id: controller,
+                    pool_id: pool.id,
                 };
-                let orphan = match known.get(&name) {
-                    None => store.instance(&name).await.is_err(),
-                    Some(i) => i.status == InstanceStatus::Deleted,
-                };
-                if orphan {
-                    tracing::warn!(instance.name = %name, provider = %entry.name, "deleting orphan instance");
-                    let iref = InstanceRef {
-                        name,
-                        provider_id: Some(pi.provider_id.clone()),
-                        controller_id: controller,
-                        pool_id: pool.id,
-                    };
-                    match entry.provider.delete_instance(&iref).await {
-                        Ok(()) => r.orphans_deleted += 1,
-                        Err(e) => tracing::warn!(error = %e, "cannot delete orphan"),
-                    }
-                }
-            }
-            for inst in known.values() {
-                if inst.status == InstanceStatus::Running
-                    && !listed_names.contains(inst.name.as_str())
-                    && Utc::now() - inst.updated_at > grace
-                    && !self.is_in_flight(&inst.name)
-                {
-                    tracing::warn!(instance.name = %inst.name, "provider lost the instance");
-                    self.move_instance(
-                        &inst.name,
-                        InstanceStatus::Error,
-                        Some("lost by the provider"),
-                    )
-                    .await?;
-                    self.move_instance(&inst.name, InstanceStatus::PendingDelete, None)
-                        .await?;
-                    r.lost_instances += 1;
-                    self.wake_pool(pool.id);
+                match at_provider(ctx, &entry, &iref).await {
+                    Ok(()) => r.orphans_deleted += 1,
+                    Err(e) => tracing::warn!(error = %e, "cannot delete orphan"),
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Runners of ours GitHub lists without an instance, and instances whose
-    /// runner GitHub no longer lists.
-    async fn sweep_github_runners(&self, r: &mut SweepReport) -> Result<(), SchedulerError> {
-        let store = &self.inner.store;
-        let label = controller_label(store.controller_id());
-        let pools = store.list_pools(None).await?;
-        let entities: HashSet<_> = pools.iter().map(|p| p.entity_id).collect();
-        let live = store.list_instances(&InstanceFilter::default()).await?;
-        for entity in entities {
-            let target = match self.target(entity).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(entity.id = %entity, error = %e, "cannot load entity");
-                    continue;
-                }
-            };
-            let runners = match self
-                .github(
-                    &target,
-                    "list_runners",
-                    self.inner.forge.list_runners(&target),
-                )
-                .await
+        for inst in known.values() {
+            if inst.status == InstanceStatus::Running
+                && !listed_names.contains(inst.name.as_str())
+                && ctx.now() - inst.updated_at > grace
+                && !ctx.is_in_flight(&inst.name)
             {
-                Ok(rs) => rs,
-                Err(e) => {
-                    tracing::warn!(entity.id = %entity, error = %e, "cannot list runners");
-                    continue;
-                }
-            };
-            let entity_pools: HashSet<_> = pools
-                .iter()
-                .filter(|p| p.entity_id == entity)
-                .map(|p| p.id)
-                .collect();
-            let mine: Vec<_> = runners
-                .iter()
-                .filter(|rn| rn.labels.iter().any(|l| l.eq_ignore_ascii_case(&label)))
-                .collect();
-            let live_names: HashSet<&str> = live
-                .iter()
-                .filter(|i| entity_pools.contains(&i.pool_id))
-                .map(|i| i.name.as_str())
-                .collect();
-            for rn in &mine {
-                if !live_names.contains(rn.name.as_str()) && !rn.busy {
-                    tracing::warn!(runner.name = %rn.name, "removing stray runner");
-                    match self
-                        .github(
-                            &target,
-                            "delete_runner",
-                            self.inner.forge.delete_runner(&target, rn.id),
+                tracing::warn!(instance.name = %inst.name, "provider lost the instance");
+                ignore_moved(
+                    store
+                        .transition(
+                            &inst.name,
+                            Change::Status(InstanceStatus::Error, Some("lost by the provider")),
                         )
-                        .await
-                    {
-                        Ok(()) => r.stray_runners_deleted += 1,
-                        Err(e) => tracing::warn!(error = %e, "cannot remove stray runner"),
-                    }
-                }
+                        .await,
+                )?;
+                ignore_moved(
+                    store
+                        .transition(
+                            &inst.name,
+                            Change::Status(InstanceStatus::PendingDelete, None),
+                        )
+                        .await,
+                )?;
+                r.lost_instances += 1;
+                ctx.queue.wake(pool.id);
             }
-            let registered: HashSet<i64> = runners.iter().map(|rn| rn.id).collect();
-            for inst in live.iter().filter(|i| entity_pools.contains(&i.pool_id)) {
-                let Some(id) = inst.runner_id else { continue };
-                let settled = matches!(
-                    inst.runner_status,
-                    RunnerStatus::Idle | RunnerStatus::Active
-                );
-                if inst.status == InstanceStatus::Running
-                    && settled
-                    && !registered.contains(&id)
-                    && !self.is_in_flight(&inst.name)
-                {
-                    // An ephemeral runner leaves GitHub after its job.
-                    tracing::info!(instance.name = %inst.name, "runner gone from GitHub; retiring instance");
-                    self.move_instance(
-                        &inst.name,
-                        InstanceStatus::PendingDelete,
-                        Some("runner gone from GitHub"),
-                    )
-                    .await?;
-                    r.runners_gone += 1;
-                    self.wake_pool(inst.pool_id);
+        }
+    }
+    Ok(())
+}
+
+/// Runners of ours GitHub lists without an instance, and instances whose
+/// runner GitHub no longer lists.
+async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
+    let store = &ctx.store;
+    let label = controller_label(store.controller_id());
+    let pools = store.list_pools(None).await?;
+    let entities: HashSet<_> = pools.iter().map(|p| p.entity_id).collect();
+    let live = store.list_instances(&InstanceFilter::default()).await?;
+    for entity in entities {
+        let target = match ctx.github.target(entity).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(entity.id = %entity, error = %e, "cannot load entity");
+                continue;
+            }
+        };
+        let runners = match ctx.github.list_runners(&target).await {
+            Ok(rs) => rs,
+            Err(e) => {
+                tracing::warn!(entity.id = %entity, error = %e, "cannot list runners");
+                continue;
+            }
+        };
+        let entity_pools: HashSet<_> = pools
+            .iter()
+            .filter(|p| p.entity_id == entity)
+            .map(|p| p.id)
+            .collect();
+        let mine: Vec<_> = runners
+            .iter()
+            .filter(|rn| rn.labels.iter().any(|l| l.eq_ignore_ascii_case(&label)))
+            .collect();
+        let live_names: HashSet<&str> = live
+            .iter()
+            .filter(|i| entity_pools.contains(&i.pool_id))
+            .map(|i| i.name.as_str())
+            .collect();
+        for rn in &mine {
+            if !live_names.contains(rn.name.as_str()) && !rn.busy {
+                tracing::warn!(runner.name = %rn.name, "removing stray runner");
+                match ctx.github.delete_runner(&target, rn.id).await {
+                    Ok(()) => r.stray_runners_deleted += 1,
+                    Err(e) => tracing::warn!(error = %e, "cannot remove stray runner"),
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Re-checks long-queued jobs and matches unmatched ones to new pools.
-    async fn sweep_jobs(&self, r: &mut SweepReport) -> Result<(), SchedulerError> {
-        let store = &self.inner.store;
-        let after = chrono::Duration::seconds(self.inner.config.job_recheck_after_secs as i64);
-        let now = Utc::now();
-        for job in store
-            .stale_queued_jobs(now - after, now - after, 200)
-            .await?
-        {
-            let target = match self.target(job.entity_id).await {
-                Ok(t) => t,
-                Err(_) => continue,
-            };
-            let got = self
-                .github(
-                    &target,
-                    "get_job",
-                    self.inner.forge.get_job(&target, &job.repository, job.id),
-                )
-                .await;
-            r.jobs_rechecked += 1;
-            match got {
-                Ok(None) => {
+        let registered: HashSet<i64> = runners.iter().map(|rn| rn.id).collect();
+        for inst in live.iter().filter(|i| entity_pools.contains(&i.pool_id)) {
+            let Some(id) = inst.runner_id else { continue };
+            let settled = matches!(
+                inst.runner_status,
+                RunnerStatus::Idle | RunnerStatus::Active
+            );
+            if inst.status == InstanceStatus::Running
+                && settled
+                && !registered.contains(&id)
+                && !ctx.is_in_flight(&inst.name)
+            {
+                // An ephemeral runner leaves GitHub after its job.
+                tracing::info!(instance.name = %inst.name, "runner gone from GitHub; retiring instance");
+                ignore_moved(
                     store
-                        .advance_job(job.id, job.run_attempt, JobStatus::Completed, Some("gone"))
+                        .transition(
+                            &inst.name,
+                            Change::Status(
+                                InstanceStatus::PendingDelete,
+                                Some("runner gone from GitHub"),
+                            ),
+                        )
+                        .await,
+                )?;
+                r.runners_gone += 1;
+                ctx.queue.wake(inst.pool_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-checks long-queued jobs and matches unmatched ones to new pools.
+async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
+    let store = &ctx.store;
+    let after = chrono::Duration::seconds(ctx.config.job_recheck_after_secs as i64);
+    let now = ctx.now();
+    for job in store
+        .stale_queued_jobs(now - after, now - after, 200)
+        .await?
+    {
+        let target = match ctx.github.target(job.entity_id).await {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        let got = ctx.github.get_job(&target, &job.repository, job.id).await;
+        r.jobs_rechecked += 1;
+        match got {
+            Ok(None) => {
+                store
+                    .advance_job(job.id, job.run_attempt, JobStatus::Completed, Some("gone"))
+                    .await?;
+                r.jobs_closed += 1;
+            }
+            Ok(Some(fj)) => match fj.status.as_str() {
+                "completed" => {
+                    store
+                        .advance_job(
+                            job.id,
+                            job.run_attempt,
+                            JobStatus::Completed,
+                            fj.conclusion.as_deref(),
+                        )
                         .await?;
                     r.jobs_closed += 1;
                 }
-                Ok(Some(fj)) => match fj.status.as_str() {
-                    "completed" => {
-                        store
-                            .advance_job(
-                                job.id,
-                                job.run_attempt,
-                                JobStatus::Completed,
-                                fj.conclusion.as_deref(),
-                            )
-                            .await?;
-                        r.jobs_closed += 1;
-                    }
-                    "in_progress" => {
-                        store
-                            .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
-                            .await?;
-                    }
-                    // Still waiting for a runner: reconcile counts it.
-                    _ => {}
-                },
-                Err(e) => {
-                    tracing::warn!(job.id = %job.id, error = %e, "cannot re-check job");
-                    continue;
+                "in_progress" => {
+                    store
+                        .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
+                        .await?;
                 }
-            }
-            store.mark_job_checked(job.id, job.run_attempt).await?;
-            if let Some(p) = job.pool_id {
-                self.wake_pool(p);
+                // Still waiting for a runner: reconcile counts it.
+                _ => {}
+            },
+            Err(e) => {
+                tracing::warn!(job.id = %job.id, error = %e, "cannot re-check job");
+                continue;
             }
         }
-
-        let unmatched = store.unmatched_queued_jobs(500).await?;
-        if !unmatched.is_empty() {
-            let pools = store.list_pools(None).await?;
-            let usage: HashMap<_, _> = store.pool_usage().await?.into_iter().collect();
-            for job in unmatched {
-                let cands: Vec<PoolCandidate<'_>> = pools
-                    .iter()
-                    .filter(|p| p.entity_id == job.entity_id)
-                    .map(|p| PoolCandidate {
-                        id: p.id,
-                        tags: &p.spec.tags,
-                        priority: p.spec.priority,
-                        enabled: p.spec.enabled,
-                        busy: usage.get(&p.id).map(|u| u.live).unwrap_or(0),
-                    })
-                    .collect();
-                if let Some(pool) = rank_pools(&job.labels, &cands).into_iter().next()
-                    && store.assign_job_pool(job.id, job.run_attempt, pool).await?
-                {
-                    r.jobs_matched += 1;
-                    self.wake_pool(pool);
-                }
-            }
+        store.mark_job_checked(job.id, job.run_attempt).await?;
+        if let Some(p) = job.pool_id {
+            ctx.queue.wake(p);
         }
-        Ok(())
     }
+
+    let unmatched = store.unmatched_queued_jobs(500).await?;
+    if !unmatched.is_empty() {
+        let pools = store.list_pools(None).await?;
+        let usage: HashMap<_, _> = store.pool_usage().await?.into_iter().collect();
+        for job in unmatched {
+            let cands: Vec<PoolCandidate<'_>> = pools
+                .iter()
+                .filter(|p| p.entity_id == job.entity_id)
+                .map(|p| PoolCandidate {
+                    id: p.id,
+                    tags: &p.spec.tags,
+                    priority: p.spec.priority,
+                    enabled: p.spec.enabled,
+                    busy: usage.get(&p.id).map(|u| u.live).unwrap_or(0),
+                })
+                .collect();
+            if let Some(pool) = rank_pools(&job.labels, &cands).into_iter().next()
+                && store.assign_job_pool(job.id, job.run_attempt, pool).await?
+            {
+                r.jobs_matched += 1;
+                ctx.queue.wake(pool);
+            }
+        }
+    }
+    Ok(())
 }

@@ -84,9 +84,31 @@ impl From<StoreError> for ApiError {
 
 impl From<hangar_scheduler::SchedulerError> for ApiError {
     fn from(e: hangar_scheduler::SchedulerError) -> Self {
+        use hangar_scheduler::SchedulerError as E;
         match e {
-            hangar_scheduler::SchedulerError::Store(s) => s.into(),
-            hangar_scheduler::SchedulerError::Other(m) => ApiError::conflict(m),
+            E::Store(s) => s.into(),
+            E::Busy(m) => ApiError::conflict(m),
+            E::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hangard is shutting down; try again",
+            ),
+            E::Invalid(m) => ApiError::bad_request(m),
+        }
+    }
+}
+
+/// A delivery that was not recorded gets a 5xx, so GitHub redelivers it.
+impl From<hangar_scheduler::IntakeError> for ApiError {
+    fn from(e: hangar_scheduler::IntakeError) -> Self {
+        use hangar_scheduler::IntakeError as E;
+        match e {
+            E::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hangard is shutting down; the delivery was not recorded",
+            ),
+            E::Commit(e) => {
+                ApiError::internal("cannot record the delivery").with_details(e.to_string())
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use hangar_api::StatusCallback;
 use hangar_core::{Instance, InstanceStatus, RunnerStatus};
+use hangar_store::Change;
 
 use crate::AppState;
 use crate::auth::bearer;
@@ -143,21 +144,10 @@ pub async fn status_callback(
         return Ok(StatusCode::NO_CONTENT);
     }
     s.store
-        .set_runner_status(name, to, message.as_deref())
+        .transition(name, Change::Runner(to, message.as_deref()))
         .await?;
     tracing::info!(instance.name = %name, runner.status = %to, message = ?message, "runner status");
-    if to == RunnerStatus::Failed {
-        let inst = s.store.instance(name).await?;
-        if inst.status.can_transition_to(InstanceStatus::PendingDelete) {
-            s.store
-                .set_instance_status(
-                    name,
-                    InstanceStatus::PendingDelete,
-                    Some("runner reported a failure"),
-                )
-                .await?;
-        }
-    }
+    // Reconcile decides what a failed runner means for its instance.
     s.scheduler.wake_pool(auth.instance.pool_id);
     Ok(StatusCode::NO_CONTENT)
 }

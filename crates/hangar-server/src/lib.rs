@@ -10,7 +10,6 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod instance_api;
-pub mod intake;
 pub mod ops;
 pub mod webhooks;
 
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hangar_scheduler::{Metrics, Scheduler};
+use hangar_scheduler::{Intake, Metrics, Scheduler};
 use hangar_store::Store;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -29,7 +28,6 @@ use utoipa_axum::routes;
 
 use crate::auth::TokenKeys;
 use crate::catalog::Catalog;
-use crate::intake::Intake;
 
 /// Server settings from the daemon's config.
 pub struct Settings {
@@ -98,7 +96,7 @@ impl AppState {
             None => store.jwt_secret().await?,
         };
         let tokens = TokenKeys::new(&secret, settings.token_ttl);
-        let intake = Intake::start(store.clone(), scheduler.clone());
+        let intake = Intake::start(scheduler.clone());
         let state = AppState(Arc::new(Inner {
             store,
             scheduler,

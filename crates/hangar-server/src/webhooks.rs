@@ -344,10 +344,7 @@ async fn handle_verified(
                 conclusion: job.conclusion,
                 pool_id,
             };
-            let outcome = state.intake.record(record).await.map_err(|e| {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot record the job")
-                    .with_details(e)
-            })?;
+            let outcome = state.intake.record(record).await?;
             Ok(match outcome {
                 JobOutcome::Recorded {
                     pool_id: Some(_), ..

@@ -11,11 +11,12 @@ use axum::http::{Request, StatusCode};
 use hangar_core::*;
 use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, Urls};
 use hangar_server::{AppState, Settings};
+use hangar_store::Change;
 use hangar_store::{NewEntity, Store, StoreOptions};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
-async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool) {
+async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool, Scheduler) {
     let store = Store::open(&StoreOptions::new(
         format!("sqlite://{}/h.db", dir.display()),
         Secret::new("instance api test passphrase, 32+ chars"),
@@ -36,7 +37,12 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool) {
         forge: Arc::new(hangar_github::GitHubForge::new(Default::default())),
         providers,
         config: Default::default(),
-        urls: Urls::derive("http://127.0.0.1:1", None, None, None),
+        urls: hangar_scheduler::SharedUrls::new(Urls::derive(
+            "http://127.0.0.1:1",
+            None,
+            None,
+            None,
+        )),
         metrics: Arc::new(Metrics::new()),
     });
     store
@@ -95,7 +101,7 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool) {
         .unwrap();
     let state = AppState::new(
         store.clone(),
-        scheduler,
+        scheduler.clone(),
         Settings {
             public_url: "http://127.0.0.1:1".into(),
             webhook_body_limit: 1 << 20,
@@ -108,7 +114,7 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool) {
     )
     .await
     .unwrap();
-    (hangar_server::router(state), store, pool)
+    (hangar_server::router(state), store, pool, scheduler)
 }
 
 /// An instance in `creating` with a JIT config and a known token.
@@ -123,7 +129,12 @@ async fn instance(store: &Store, pool: &Pool, name: &str, token: &str) -> Instan
         .await
         .unwrap();
     store
-        .begin_create(&name, &hangar_store::hash_token(token))
+        .transition(
+            &name,
+            Change::BeginCreate {
+                token_hash: &hangar_store::hash_token(token),
+            },
+        )
         .await
         .unwrap();
     name
@@ -156,7 +167,7 @@ async fn call(
 #[tokio::test]
 async fn a_token_opens_its_own_instance_once_and_only_while_bootstrapping() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, store, pool) = app(dir.path()).await;
+    let (app, store, pool, scheduler) = app(dir.path()).await;
     let a = instance(&store, &pool, "hangar-a", "token-a").await;
     let b = instance(&store, &pool, "hangar-b", "token-b").await;
 
@@ -253,8 +264,17 @@ async fn a_token_opens_its_own_instance_once_and_only_while_bootstrapping() {
         RunnerStatus::Idle
     );
 
-    // A failure report retires a running instance.
-    store.finish_create(&b, "vm-b", &[]).await.unwrap();
+    // A failure report is recorded; reconcile retires the instance.
+    store
+        .transition(
+            &b,
+            Change::FinishCreate {
+                provider_id: "vm-b",
+                addresses: &[],
+            },
+        )
+        .await
+        .unwrap();
     let (s, _) = call(
         &app,
         "POST",
@@ -266,7 +286,19 @@ async fn a_token_opens_its_own_instance_once_and_only_while_bootstrapping() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let b_now = store.instance(&b).await.unwrap();
     assert_eq!(b_now.runner_status, RunnerStatus::Failed);
+    assert_eq!(
+        b_now.status,
+        InstanceStatus::Running,
+        "the event path decides nothing"
+    );
+    let report = scheduler.reconcile_pool(pool.id).await.unwrap();
+    assert_eq!(report.retired, 1);
+    let b_now = store.instance(&b).await.unwrap();
     assert_eq!(b_now.status, InstanceStatus::PendingDelete);
+    assert_eq!(
+        b_now.status_message.as_deref(),
+        Some("runner reported a failure")
+    );
     let (s, _) = call(
         &app,
         "GET",

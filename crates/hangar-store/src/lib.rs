@@ -11,6 +11,7 @@
 //! statement with a bare `LIMIT ?` to be re-prepared whenever that parameter
 //! is bound, which is every time it runs.
 
+pub mod clock;
 mod controller;
 mod credentials;
 mod endpoints;
@@ -37,9 +38,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 pub use controller::ControllerInfo;
 pub use credentials::CredentialsSummary;
 pub use entities::NewEntity;
-pub use instances::{InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
+pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
-pub use pool_state::{PoolState, demand_cap};
+pub use pool_state::PoolState;
 pub use seal::{SealError, Sealer};
 pub use users::User;
 
@@ -88,6 +89,8 @@ pub struct StoreOptions {
     pub synchronous_full: bool,
     /// Reader connections besides the single writer.
     pub readers: u32,
+    /// How long a query may wait for a connection before it fails.
+    pub acquire_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -97,6 +100,7 @@ impl StoreOptions {
             passphrase,
             synchronous_full: true,
             readers: 4,
+            acquire_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -171,6 +175,7 @@ impl Store {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .acquire_timeout(opts.acquire_timeout)
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -181,6 +186,7 @@ impl Store {
         let (controller_id, sealer) = controller::ensure(&write, &opts.passphrase, sealer).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
+            .acquire_timeout(opts.acquire_timeout)
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -287,7 +293,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    clock::now().timestamp_millis()
 }
 
 pub(crate) fn to_dt(ms: i64) -> DateTime<Utc> {

@@ -1,12 +1,10 @@
 //! What reconcile decides on for one pool, read in one statement.
 
 use chrono::{DateTime, Utc};
-use hangar_core::{Pool, PoolId, PoolSpec};
+use hangar_core::{Pool, PoolId};
 use sqlx::Row;
 
-use crate::instances::{
-    PoolUsage, job_progress_from_where, needing_work_from_where, usage_from_row, usage_select,
-};
+use crate::instances::{PoolUsage, needs_step_from_where, usage_from_row, usage_select};
 use crate::jobs::PoolDemand;
 use crate::pools::pool_from_row;
 use crate::{Result, Store};
@@ -16,24 +14,11 @@ use crate::{Result, Store};
 pub struct PoolState {
     pub pool: Pool,
     pub usage: PoolUsage,
-    /// Queued jobs, each count capped at [`demand_cap`].
+    /// Queued jobs, each count capped at [`hangar_core::policy::demand_cap`].
     pub demand: PoolDemand,
     /// Whether some instance needs a step (what `instances_needing_work`
-    /// lists) or has a job that moved on (`instances_with_job_progress`).
-    /// When not, reconcile needs nothing beyond this state.
+    /// lists). When not, reconcile needs nothing beyond this state.
     pub instance_work: bool,
-}
-
-/// How many queued jobs are worth counting for a pool: beyond this many,
-/// every scaling decision is the same (create up to the pool's room, retire
-/// nothing), so a long queue costs no more than a full pool.
-/// [`Store::pool_state`] counts up to exactly this.
-pub fn demand_cap(spec: &PoolSpec, spare: u32, idle: u32) -> u32 {
-    spec.max_runners
-        .saturating_add(spec.min_idle_runners)
-        .saturating_add(spare)
-        .saturating_add(idle)
-        .saturating_add(1)
 }
 
 impl Store {
@@ -50,7 +35,8 @@ impl Store {
         young_after: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<PoolState>> {
-        // The LIMIT is `demand_cap` over the pool's row and its usage.
+        // The LIMIT is `hangar_core::policy::demand_cap` over the pool's row
+        // and its usage (a test holds the two together).
         let row = sqlx::query(concat!(
             "WITH u AS (",
             usage_select!(),
@@ -63,9 +49,7 @@ impl Store {
                   WHERE pool_id = ?1 AND status = 'queued' AND status_rank <= 1 AND queued_at > ?3
                   LIMIT (SELECT n FROM cap))) AS queued_young,
                EXISTS (SELECT 1 ",
-            needing_work_from_where!("?2 - p.runner_bootstrap_timeout * 60000"),
-            ") OR EXISTS (SELECT 1 ",
-            job_progress_from_where!(),
+            needs_step_from_where!("?2 - p.runner_bootstrap_timeout * 60000"),
             ") AS instance_work
              FROM pools p, u WHERE p.id = ?1"
         ))

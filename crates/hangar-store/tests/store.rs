@@ -295,7 +295,7 @@ async fn status_changes_follow_the_core_tables() {
     assert_eq!(inst.status, InstanceStatus::PendingCreate);
 
     let e = store
-        .set_instance_status(&inst.name, InstanceStatus::Running, None)
+        .transition(&inst.name, Change::Status(InstanceStatus::Running, None))
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Transition(_)), "{e}");
@@ -305,27 +305,38 @@ async fn status_changes_follow_the_core_tables() {
     );
 
     let i = store
-        .begin_create(&inst.name, &token_hash(1))
+        .transition(
+            &inst.name,
+            Change::BeginCreate {
+                token_hash: &token_hash(1),
+            },
+        )
         .await
         .unwrap();
     assert_eq!((i.status, i.create_attempts), (InstanceStatus::Creating, 1));
     let i = store
-        .finish_create(&inst.name, "vm-1", &["10.0.0.5".into()])
+        .transition(
+            &inst.name,
+            Change::FinishCreate {
+                provider_id: "vm-1",
+                addresses: &["10.0.0.5".into()],
+            },
+        )
         .await
         .unwrap();
     assert_eq!(i.status, InstanceStatus::Running);
     assert_eq!(i.provider_id.as_deref(), Some("vm-1"));
 
     store
-        .set_runner_status(&inst.name, RunnerStatus::Idle, None)
+        .transition(&inst.name, Change::Runner(RunnerStatus::Idle, None))
         .await
         .unwrap();
     store
-        .set_runner_status(&inst.name, RunnerStatus::Active, None)
+        .transition(&inst.name, Change::Runner(RunnerStatus::Active, None))
         .await
         .unwrap();
     let e = store
-        .set_runner_status(&inst.name, RunnerStatus::Idle, None)
+        .transition(&inst.name, Change::Runner(RunnerStatus::Idle, None))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("active -> idle"), "{e}");
@@ -336,13 +347,13 @@ async fn status_changes_follow_the_core_tables() {
         InstanceStatus::Deleted,
     ] {
         store
-            .set_instance_status(&inst.name, s, None)
+            .transition(&inst.name, Change::Status(s, None))
             .await
             .unwrap();
     }
     assert!(
         store
-            .set_instance_status(&inst.name, InstanceStatus::Running, None)
+            .transition(&inst.name, Change::Status(InstanceStatus::Running, None))
             .await
             .is_err()
     );
@@ -439,7 +450,12 @@ async fn jit_config_is_handed_out_once() {
         "no token before a create attempt"
     );
     store
-        .begin_create(&inst.name, &token_hash(1))
+        .transition(
+            &inst.name,
+            Change::BeginCreate {
+                token_hash: &token_hash(1),
+            },
+        )
         .await
         .unwrap();
     let found = store
@@ -593,7 +609,7 @@ async fn pool_state_caps_demand_and_sees_instance_work() {
     let now = chrono::Utc::now();
     let old = now - chrono::Duration::hours(1);
     let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
-    let cap = demand_cap(&pool.spec, 0, 0);
+    let cap = policy::demand_cap(&pool.spec, 0, 0);
     assert_eq!(cap, 4);
     assert_eq!(
         s.demand,
@@ -618,7 +634,7 @@ async fn pool_state_caps_demand_and_sees_instance_work() {
     assert!(s.instance_work);
     assert_eq!(s.usage.live, 1);
     assert_eq!(s.usage.spare, 1);
-    assert_eq!(s.demand.queued, demand_cap(&pool.spec, 1, 0));
+    assert_eq!(s.demand.queued, policy::demand_cap(&pool.spec, 1, 0));
     assert_eq!(
         store
             .instances_needing_work(pool.id, now - chrono::Duration::minutes(20))
@@ -631,10 +647,24 @@ async fn pool_state_caps_demand_and_sees_instance_work() {
     // Created and bootstrapping: work only once the pool's bootstrap
     // timeout (20 min) has passed.
     store
-        .begin_create(&made[0].name, &token_hash(9))
+        .transition(
+            &made[0].name,
+            Change::BeginCreate {
+                token_hash: &token_hash(9),
+            },
+        )
         .await
         .unwrap();
-    store.finish_create(&made[0].name, "p", &[]).await.unwrap();
+    store
+        .transition(
+            &made[0].name,
+            Change::FinishCreate {
+                provider_id: "p",
+                addresses: &[],
+            },
+        )
+        .await
+        .unwrap();
     let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
     assert!(!s.instance_work, "bootstrapping within its timeout");
     let later = now + chrono::Duration::minutes(21);
@@ -658,16 +688,11 @@ async fn pool_state_caps_demand_and_sees_instance_work() {
     store.record_job_events(&[took]).await.unwrap();
     let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
     assert!(s.instance_work, "job progress to catch up on");
-    assert_eq!(
-        store
-            .instances_with_job_progress(pool.id)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    let work = store.instances_needing_work(pool.id, old).await.unwrap();
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].job, Some((JobId(500), JobStatus::InProgress)));
     store
-        .set_runner_status(&made[0].name, RunnerStatus::Active, None)
+        .transition(&made[0].name, Change::Runner(RunnerStatus::Active, None))
         .await
         .unwrap();
     let s = store.pool_state(pool.id, old, now).await.unwrap().unwrap();
@@ -711,20 +736,39 @@ async fn batch_reservation_hands_out_jobs_and_respects_max() {
 
     // A restart in the middle of work.
     store
-        .begin_create(&made[0].name, &token_hash(1))
+        .transition(
+            &made[0].name,
+            Change::BeginCreate {
+                token_hash: &token_hash(1),
+            },
+        )
         .await
         .unwrap();
     let i = store
-        .begin_create(&made[1].name, &token_hash(2))
+        .transition(
+            &made[1].name,
+            Change::BeginCreate {
+                token_hash: &token_hash(2),
+            },
+        )
         .await
         .unwrap();
-    store.finish_create(&i.name, "p", &[]).await.unwrap();
     store
-        .set_instance_status(&i.name, InstanceStatus::PendingDelete, None)
+        .transition(
+            &i.name,
+            Change::FinishCreate {
+                provider_id: "p",
+                addresses: &[],
+            },
+        )
         .await
         .unwrap();
     store
-        .set_instance_status(&i.name, InstanceStatus::Deleting, None)
+        .transition(&i.name, Change::Status(InstanceStatus::PendingDelete, None))
+        .await
+        .unwrap();
+    store
+        .transition(&i.name, Change::Status(InstanceStatus::Deleting, None))
         .await
         .unwrap();
     assert_eq!(store.recover_interrupted().await.unwrap(), 2);
@@ -946,4 +990,88 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let job = store.job(JobId(5), 1).await.unwrap();
     assert_eq!(job.runner_name.as_deref(), Some("hangar-1"));
     assert_eq!(job.conclusion.as_deref(), Some("success"));
+}
+
+/// The SQL that narrows reconcile's reads (`instances_needing_work` and
+/// `pool_state.instance_work`) selects exactly the instances core's step
+/// rule has a step for, over every status pair, job state and age.
+#[tokio::test]
+async fn the_needs_step_query_matches_the_core_rule() {
+    use sqlx::ConnectOptions as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let name = InstanceName::parse("hangar-tie").unwrap();
+    store
+        .reserve_instances(pool.id, "fake", std::slice::from_ref(&name))
+        .await
+        .unwrap();
+    store
+        .record_job_events(&[event(entity.id, 77, JobAction::Queued, Some(pool.id))])
+        .await
+        .unwrap();
+    let mut raw = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db_file(dir.path()))
+        .connect()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::minutes(20);
+    let rules = policy::StepRules {
+        bootstrap_cutoff: cutoff,
+        max_create_attempts: 3,
+    };
+    let jobs = [
+        None,
+        Some((JobStatus::Queued, 1)),
+        Some((JobStatus::InProgress, 2)),
+        Some((JobStatus::Completed, 3)),
+    ];
+    let mut checked = 0;
+    for status in InstanceStatus::ALL {
+        for runner in RunnerStatus::ALL {
+            for created in [now - chrono::Duration::hours(1), now] {
+                for job in jobs {
+                    sqlx::query(
+                        "UPDATE instances SET status = ?, runner_status = ?, created_at = ? WHERE name = ?",
+                    )
+                    .bind(status.as_str())
+                    .bind(runner.as_str())
+                    .bind(created.timestamp_millis())
+                    .bind(name.as_str())
+                    .execute(&mut raw)
+                    .await
+                    .unwrap();
+                    let (job_status, rank, runner_name) = match job {
+                        Some((s, r)) => (s, r, Some(name.as_str())),
+                        None => (JobStatus::Queued, 1, None),
+                    };
+                    sqlx::query("UPDATE jobs SET status = ?, status_rank = ?, runner_name = ? WHERE id = 77")
+                        .bind(job_status.as_str())
+                        .bind(rank)
+                        .bind(runner_name)
+                        .execute(&mut raw)
+                        .await
+                        .unwrap();
+                    let inst = store.instance(&name).await.unwrap();
+                    let view = policy::InstanceView {
+                        instance: inst,
+                        next_attempt: None,
+                        job: job.map(|(s, _)| (JobId(77), s)),
+                    };
+                    let wanted = policy::next_step(&view, &rules).is_some();
+                    let listed = store.instances_needing_work(pool.id, cutoff).await.unwrap();
+                    let case = format!("{status} / {runner} / created {created} / job {job:?}");
+                    assert_eq!(listed.len(), usize::from(wanted), "{case}");
+                    if let Some(v) = listed.first() {
+                        assert_eq!(v, &view, "{case}");
+                    }
+                    let state = store.pool_state(pool.id, now, now).await.unwrap().unwrap();
+                    assert_eq!(state.instance_work, wanted, "{case}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 7 * 6 * 2 * 4);
 }

@@ -68,13 +68,6 @@ fn tags(v: &[String]) -> ApiResult<Labels> {
 async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
     spec.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(proxy) = spec.extra_specs.get(hangar_scheduler::RESERVED_EXTRA_SPEC) {
-        serde_json::from_value::<hangar_core::provider::ProxySettings>(proxy.clone()).map_err(|e| {
-            ApiError::bad_request(format!(
-                "extra_specs.proxy must be {{\"http_proxy\", \"https_proxy\", \"no_proxy\"}} strings: {e}"
-            ))
-        })?;
-    }
     let entry = s
         .scheduler
         .providers()
@@ -87,7 +80,7 @@ async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
             ))
         })?;
     let mut for_provider = spec.clone();
-    for_provider.extra_specs = hangar_scheduler::provider_extra_specs(&spec.extra_specs);
+    for_provider.extra_specs = spec.provider_extra_specs();
     entry
         .provider
         .validate_pool(&for_provider)

@@ -1,0 +1,165 @@
+//! The shared context every part of the scheduler works over: the store,
+//! GitHub (through its call wrapper), the providers, settings, metrics, the
+//! pool queue and the set of instances with a step under way.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hangar_core::{InstanceName, ProviderError, Urls};
+use hangar_store::Store;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SchedulerConfig;
+use crate::github::GitHub;
+use crate::metrics::Metrics;
+use crate::providers::{ProviderEntry, Providers};
+use crate::queue::PoolQueue;
+
+/// The URLs instances and GitHub use to reach Hangar, shared by the
+/// scheduler and the server so an operator's change reaches both.
+#[derive(Debug, Clone)]
+pub struct SharedUrls(Arc<RwLock<Urls>>);
+
+impl SharedUrls {
+    pub fn new(urls: Urls) -> Self {
+        Self(Arc::new(RwLock::new(urls)))
+    }
+
+    pub fn get(&self) -> Urls {
+        self.0.read().expect("urls lock").clone()
+    }
+
+    pub fn set(&self, urls: Urls) {
+        *self.0.write().expect("urls lock") = urls;
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub store: Store,
+    pub github: GitHub,
+    pub providers: Providers,
+    pub config: SchedulerConfig,
+    pub urls: SharedUrls,
+    pub metrics: Arc<Metrics>,
+    pub queue: PoolQueue,
+    /// Background work: reconciles, creates, deletes, sweeps.
+    pub tasks: TaskTracker,
+    /// Instances with a create or delete step under way.
+    in_flight: Mutex<HashSet<InstanceName>>,
+}
+
+/// Holds an instance's place in the in-flight set; released on drop,
+/// however the step ends.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    ctx: Arc<Ctx>,
+    name: InstanceName,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.ctx
+            .in_flight
+            .lock()
+            .expect("in_flight lock")
+            .remove(&self.name);
+    }
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        store: Store,
+        github: GitHub,
+        providers: Providers,
+        config: SchedulerConfig,
+        urls: SharedUrls,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            github,
+            providers,
+            config,
+            urls,
+            metrics,
+            queue: PoolQueue::default(),
+            tasks: TaskTracker::new(),
+            in_flight: Mutex::default(),
+        }
+    }
+
+    /// The time the scheduler decides by: the store's clock, which its
+    /// timestamps come from (see [`hangar_store::clock`]).
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        hangar_store::clock::now()
+    }
+
+    /// Claims `name` for one step; `None` when a step is under way already.
+    pub(crate) fn claim(self: &Arc<Self>, name: &InstanceName) -> Option<Claim> {
+        let fresh = self
+            .in_flight
+            .lock()
+            .expect("in_flight lock")
+            .insert(name.clone());
+        fresh.then(|| Claim {
+            ctx: self.clone(),
+            name: name.clone(),
+        })
+    }
+
+    pub(crate) fn is_in_flight(&self, name: &InstanceName) -> bool {
+        self.in_flight
+            .lock()
+            .expect("in_flight lock")
+            .contains(name)
+    }
+
+    pub(crate) fn nothing_in_flight(&self) -> bool {
+        self.in_flight.lock().expect("in_flight lock").is_empty()
+    }
+
+    /// The exponential backoff (with jitter) before retry number `attempt`.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        crate::backoff::delay(
+            attempt.max(1),
+            Duration::from_millis(self.config.backoff_base_ms),
+            Duration::from_millis(self.config.backoff_max_ms),
+        )
+    }
+
+    /// Calls a provider method under the provider's concurrency limit,
+    /// records its metrics and tells the provider's gate how it went.
+    /// Callers check the gate first (see [`crate::backoff::Gate::remaining`]).
+    pub(crate) async fn provider_call<T>(
+        &self,
+        entry: &ProviderEntry,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let _permit = entry
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ProviderError::Transient("hangard is shutting down".into()))?;
+        let started = Instant::now();
+        let r = fut.await;
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.metrics
+            .provider_op(&entry.name, op, outcome, started.elapsed().as_secs_f64());
+        match &r {
+            Ok(_) => entry.gate.success(),
+            Err(e) if e.is_retryable() => {
+                entry.gate.failure();
+            }
+            Err(_) => {}
+        }
+        r
+    }
+}

@@ -1,0 +1,264 @@
+//! The create step: registers the runner on GitHub (JIT providers), then
+//! asks the provider for the VM with a boot script carrying a fresh
+//! instance token. Returns how it went; [`crate::worker::settle`] decides
+//! what follows.
+
+use std::sync::Arc;
+
+use hangar_core::forge::JitRequest;
+use hangar_core::provider::{BootstrapParams, CreateInstanceRequest, InstanceRef};
+use hangar_core::userdata::{self, UserdataParams};
+use hangar_core::{ForgeError, ForgeTarget, Instance, Pool, ProviderError, Secret, entity_web_url};
+use hangar_store::{Change, StoreError};
+use rand::RngCore;
+
+use crate::SchedulerError;
+use crate::context::Ctx;
+use crate::delete;
+use crate::providers::ProviderEntry;
+use crate::worker::Outcome;
+
+fn new_token() -> Secret {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    Secret::new(hex::encode(bytes))
+}
+
+/// How long to wait after GitHub refused: what it asked for when it said,
+/// else the usual backoff.
+pub(crate) fn forge_delay(ctx: &Ctx, e: &ForgeError, attempt: u32) -> std::time::Duration {
+    match e {
+        ForgeError::RateLimited { retry_after, .. } => *retry_after,
+        _ => ctx.backoff(attempt),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(instance.name = %inst.name, pool.id = %pool.id))]
+pub(crate) async fn run(
+    ctx: &Arc<Ctx>,
+    inst: Instance,
+    pool: &Pool,
+) -> Result<Outcome, SchedulerError> {
+    let attempt = inst.create_attempts.max(1);
+    let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+        return Ok(Outcome::GiveUp(format!(
+            "provider {:?} is not configured in hangard",
+            pool.spec.provider_name.as_str()
+        )));
+    };
+    let target = match ctx.github.target(pool.entity_id).await {
+        Ok(t) => t,
+        Err(e) => return Ok(Outcome::RetryAfter(ctx.backoff(attempt), e.to_string())),
+    };
+
+    // 1. Register the runner on GitHub (once per instance).
+    let jit = entry.provider.jit_enabled();
+    if jit
+        && inst.runner_id.is_none()
+        && let Some(stop) = register_runner(ctx, &inst, pool, &target).await?
+    {
+        return Ok(stop);
+    }
+
+    // 2. The provider's turn.
+    if let Some(left) = entry.gate.remaining() {
+        return Ok(Outcome::RetryAfter(
+            left,
+            format!("provider {} is backing off after failures", entry.name),
+        ));
+    }
+    if inst.create_attempts > 0 {
+        // A retry: remove what the failed attempt may have left.
+        let iref = InstanceRef {
+            name: inst.name.clone(),
+            provider_id: inst.provider_id.clone(),
+            controller_id: ctx.store.controller_id(),
+            pool_id: pool.id,
+        };
+        if let Err(e) = delete::at_provider(ctx, &entry, &iref).await {
+            return Ok(Outcome::RetryAfter(
+                ctx.backoff(attempt),
+                format!("cleanup before retry: {e}"),
+            ));
+        }
+    }
+
+    // 3. A fresh token, then `creating`.
+    let token = new_token();
+    let hash = hangar_store::hash_token(token.expose());
+    let inst = match ctx
+        .store
+        .transition(&inst.name, Change::BeginCreate { token_hash: &hash })
+        .await
+    {
+        Ok(i) => i,
+        Err(StoreError::Transition(e)) => {
+            tracing::info!(error = %e, "instance changed meanwhile; not creating");
+            return Ok(Outcome::Done);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let req = match create_request(ctx, &inst, pool, &target, &entry, token, jit).await {
+        Ok(r) => r,
+        Err(e) => return Ok(Outcome::GiveUp(e.to_string())),
+    };
+    if let Some(job) = inst.job_id
+        && let Ok(Some(queued)) = ctx.store.job_queued_at(job).await
+    {
+        let secs = (ctx.now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
+        ctx.metrics.time_to_create_seconds.observe(secs);
+    }
+    tracing::info!(provider = %entry.name, image = %pool.spec.image, flavor = %pool.spec.flavor, "creating instance");
+    let timeout = entry.provider.create_timeout();
+    let result = match tokio::time::timeout(
+        timeout,
+        ctx.provider_call(&entry, "create", entry.provider.create_instance(&req)),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ProviderError::Transient(format!(
+            "create did not finish within {}s",
+            timeout.as_secs()
+        ))),
+    };
+    match result {
+        Ok(created) => {
+            ctx.store
+                .transition(
+                    &inst.name,
+                    Change::FinishCreate {
+                        provider_id: &created.provider_id,
+                        addresses: &created.addresses,
+                    },
+                )
+                .await?;
+            tracing::info!(provider.id = %created.provider_id, "instance running");
+            Ok(Outcome::Done)
+        }
+        Err(e) if e.is_retryable() => Ok(Outcome::RetryAfter(
+            ctx.backoff(inst.create_attempts),
+            e.to_string(),
+        )),
+        Err(e) => Ok(Outcome::GiveUp(e.to_string())),
+    }
+}
+
+/// Registers a JIT runner named after the instance and seals its config
+/// into the instance row. `Some` when the create must stop here.
+async fn register_runner(
+    ctx: &Ctx,
+    inst: &Instance,
+    pool: &Pool,
+    target: &ForgeTarget,
+) -> Result<Option<Outcome>, SchedulerError> {
+    let attempt = inst.create_attempts.max(1);
+    let stop = |e: ForgeError| -> Outcome {
+        if e.is_retryable() || matches!(e, ForgeError::AlreadyExists(_)) {
+            Outcome::RetryAfter(forge_delay(ctx, &e, attempt), e.to_string())
+        } else {
+            Outcome::GiveUp(e.to_string())
+        }
+    };
+    let group = match ctx.github.runner_group(pool, target).await {
+        Ok(g) => g,
+        Err(e @ (ForgeError::NotFound(_) | ForgeError::Fatal(_))) => {
+            return Ok(Some(Outcome::GiveUp(e.to_string())));
+        }
+        Err(e) => {
+            return Ok(Some(Outcome::RetryAfter(
+                forge_delay(ctx, &e, attempt),
+                e.to_string(),
+            )));
+        }
+    };
+    let req = JitRequest {
+        name: inst.name.to_string(),
+        runner_group_id: group,
+        labels: pool.runner_labels(ctx.store.controller_id()).to_vec(),
+        work_folder: "_work".into(),
+    };
+    let mut result = ctx.github.generate_jit_config(target, &req).await;
+    if let Err(ForgeError::AlreadyExists(_)) = &result {
+        // An earlier attempt registered this name (its answer was lost, or
+        // hangard stopped before recording it): remove that registration
+        // and register afresh.
+        tracing::info!(instance.name = %inst.name, "runner name already registered; replacing it");
+        let runners = match ctx.github.list_runners(target).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(stop(e))),
+        };
+        if let Some(old) = runners.iter().find(|r| r.name == inst.name.as_str())
+            && let Err(e) = ctx.github.delete_runner(target, old.id).await
+        {
+            return Ok(Some(stop(e)));
+        }
+        result = ctx.github.generate_jit_config(target, &req).await;
+    }
+    let jit = match result {
+        Ok(j) => j,
+        Err(e) => return Ok(Some(stop(e))),
+    };
+    ctx.store
+        .set_instance_jit(&inst.name, jit.runner_id, &jit.encoded_jit_config)
+        .await?;
+    Ok(None)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render the boot script: {0}")]
+struct RenderError(String);
+
+async fn create_request(
+    ctx: &Ctx,
+    inst: &Instance,
+    pool: &Pool,
+    target: &ForgeTarget,
+    entry: &ProviderEntry,
+    token: Secret,
+    jit: bool,
+) -> Result<CreateInstanceRequest, RenderError> {
+    let urls = ctx.urls.get();
+    let tools = ctx.github.runner_tools(pool.entity_id, target).await;
+    let os = pool.spec.os_type.as_str();
+    let arch = pool.spec.os_arch.github_name();
+    let tool = tools
+        .iter()
+        .find(|t| t.os.eq_ignore_ascii_case(os) && t.architecture.eq_ignore_ascii_case(arch));
+    let controller = ctx.store.controller_id();
+    let labels = pool.runner_labels(controller);
+    // Validated when the pool was stored; a bad value reads as none.
+    let proxy = pool.spec.proxy().unwrap_or_default();
+    let bootstrap = BootstrapParams {
+        repo_url: entity_web_url(&target.endpoint.base_url, &target.scope),
+        metadata_url: urls.metadata_url.clone(),
+        callback_url: urls.callback_url.clone(),
+        instance_token: token,
+        jit_config_enabled: jit,
+        runner_group: pool.spec.runner_group.clone(),
+        tools: tools.as_ref().clone(),
+        ca_cert_bundle: target.endpoint.ca_bundle.clone(),
+        proxy: proxy.or(&entry.proxy),
+    };
+    let script = userdata::render(&UserdataParams {
+        name: &inst.name,
+        os_type: pool.spec.os_type,
+        labels: &labels,
+        bootstrap: &bootstrap,
+        tool,
+    })
+    .map_err(|e| RenderError(e.to_string()))?;
+    Ok(CreateInstanceRequest {
+        name: inst.name.clone(),
+        controller_id: controller,
+        pool_id: pool.id,
+        image: pool.spec.image.clone(),
+        flavor: pool.spec.flavor.clone(),
+        os_type: pool.spec.os_type,
+        os_arch: pool.spec.os_arch,
+        labels,
+        extra_specs: pool.spec.provider_extra_specs(),
+        userdata: script,
+        bootstrap,
+    })
+}

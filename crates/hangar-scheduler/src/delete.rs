@@ -1,0 +1,186 @@
+//! The delete step: the runner leaves GitHub first (so GitHub never hands a
+//! job to a VM about to vanish; a busy runner is left to finish), then the
+//! VM leaves the provider. [`at_provider`] is the one way a VM is deleted,
+//! used as well by the create step's clean-up and the orphan sweep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hangar_core::provider::InstanceRef;
+use hangar_core::{
+    ForgeError, ForgeTarget, Instance, InstanceName, InstanceStatus, Pool, ProviderError,
+    RunnerStatus,
+};
+use hangar_store::{Change, StoreError};
+
+use crate::SchedulerError;
+use crate::context::Ctx;
+use crate::create::forge_delay;
+use crate::providers::ProviderEntry;
+use crate::worker::Outcome;
+
+/// Retries of a delete are spaced like a second failed attempt.
+const DELETE_ATTEMPT: u32 = 2;
+
+/// Deletes a VM at its provider, unless the provider is backing off after
+/// failures (then nothing is sent).
+pub(crate) async fn at_provider(
+    ctx: &Ctx,
+    entry: &ProviderEntry,
+    iref: &InstanceRef,
+) -> Result<(), ProviderError> {
+    if let Some(left) = entry.gate.remaining() {
+        return Err(ProviderError::Transient(format!(
+            "provider {} is backing off after failures for {} ms",
+            entry.name,
+            left.as_millis()
+        )));
+    }
+    ctx.provider_call(entry, "delete", entry.provider.delete_instance(iref))
+        .await
+}
+
+#[tracing::instrument(skip_all, fields(instance.name = %name, pool.id = %pool.id))]
+pub(crate) async fn run(
+    ctx: &Arc<Ctx>,
+    name: &InstanceName,
+    pool: &Pool,
+) -> Result<Outcome, SchedulerError> {
+    let inst = ctx.store.instance(name).await?;
+    if inst.status != InstanceStatus::PendingDelete {
+        return Ok(Outcome::Done);
+    }
+    // 1. The runner.
+    match ctx.github.target(pool.entity_id).await {
+        Ok(target) => {
+            if let Some(stop) = remove_runner(ctx, &inst, &target).await? {
+                return Ok(stop);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "entity unavailable; deleting the instance without touching GitHub")
+        }
+    }
+
+    // 2. The VM, if one may exist.
+    let made = inst.create_attempts > 0 || inst.provider_id.is_some();
+    let entry = if made {
+        let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+            return Ok(Outcome::RetryAfter(
+                ctx.backoff(DELETE_ATTEMPT),
+                format!(
+                    "provider {:?} is not configured in hangard",
+                    pool.spec.provider_name.as_str()
+                ),
+            ));
+        };
+        if let Some(left) = entry.gate.remaining() {
+            return Ok(Outcome::RetryAfter(
+                left,
+                format!("provider {} is backing off after failures", entry.name),
+            ));
+        }
+        Some(entry)
+    } else {
+        None
+    };
+    ctx.store
+        .transition(name, Change::Status(InstanceStatus::Deleting, None))
+        .await?;
+    if let Some(entry) = entry {
+        let iref = InstanceRef {
+            name: name.clone(),
+            provider_id: inst.provider_id.clone(),
+            controller_id: ctx.store.controller_id(),
+            pool_id: pool.id,
+        };
+        if let Err(e) = at_provider(ctx, &entry, &iref).await {
+            let why = e.to_string();
+            ctx.store
+                .transition(
+                    name,
+                    Change::Status(InstanceStatus::PendingDelete, Some(&why)),
+                )
+                .await?;
+            return Ok(Outcome::RetryAfter(ctx.backoff(DELETE_ATTEMPT), why));
+        }
+    }
+    ctx.store
+        .transition(name, Change::Status(InstanceStatus::Deleted, None))
+        .await?;
+    tracing::info!("instance deleted");
+    Ok(Outcome::Done)
+}
+
+/// Removes the instance's runner from GitHub. `Some` when the delete must
+/// wait (a busy runner, a GitHub failure worth retrying).
+async fn remove_runner(
+    ctx: &Ctx,
+    inst: &Instance,
+    target: &ForgeTarget,
+) -> Result<Option<Outcome>, SchedulerError> {
+    let retry = |e: &ForgeError, what: &str| {
+        Some(Outcome::RetryAfter(
+            forge_delay(ctx, e, DELETE_ATTEMPT),
+            format!("{what}: {e}"),
+        ))
+    };
+    let runner_id = match inst.runner_id {
+        Some(id) => Some(id),
+        // Registration-token runners: find it by name.
+        None if inst.create_attempts > 0 => match ctx.github.list_runners(target).await {
+            Ok(rs) => rs
+                .iter()
+                .find(|r| r.name == inst.name.as_str())
+                .map(|r| r.id),
+            Err(e) => return Ok(retry(&e, "listing runners")),
+        },
+        None => None,
+    };
+    let Some(id) = runner_id else {
+        return Ok(None);
+    };
+    match ctx.github.delete_runner(target, id).await {
+        Ok(()) => {
+            // Gone from GitHub: whatever the VM does now, the runner is over.
+            ignore_moved(
+                ctx.store
+                    .transition(&inst.name, Change::Runner(RunnerStatus::Terminated, None))
+                    .await,
+            )?;
+            Ok(None)
+        }
+        Err(ForgeError::Busy(_)) => {
+            // It took a job: it is active, whatever we thought.
+            ignore_moved(
+                ctx.store
+                    .transition(&inst.name, Change::Runner(RunnerStatus::Active, None))
+                    .await,
+            )?;
+            Ok(Some(Outcome::RetryAfter(
+                Duration::from_secs(ctx.config.busy_retry_secs),
+                "runner is running a job; deleting it afterwards".into(),
+            )))
+        }
+        Err(e) if e.is_retryable() => Ok(retry(&e, "removing runner")),
+        Err(e) => {
+            // Broken credentials must not keep a paid VM alive; the sweep
+            // removes the registration later.
+            tracing::warn!(error = %e, "cannot remove runner from GitHub; deleting the instance anyway");
+            Ok(None)
+        }
+    }
+}
+
+/// A transition refused because the instance moved on meanwhile is not an
+/// error: the next pass sees where it is.
+pub(crate) fn ignore_moved<T>(r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::Transition(e)) => {
+            tracing::debug!(error = %e, "instance moved meanwhile");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,154 @@
+//! Runs the create and delete steps as background tasks, one at a time per
+//! instance, and is the one place that turns a step's [`Outcome`] into what
+//! happens next: a retry's time goes into the database (so it survives a
+//! restart) and the pool is woken, and reconcile — which reads that time —
+//! schedules the retry. No task sleeps waiting for one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hangar_core::{Instance, InstanceName, InstanceStatus, Pool};
+use hangar_store::{Change, StoreError};
+
+use crate::SchedulerError;
+use crate::context::Ctx;
+use crate::{create, delete};
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing left to do for now.
+    Done,
+    /// Try again after this long, for this reason.
+    RetryAfter(Duration, String),
+    /// Retrying will not help: retire the instance, for this reason.
+    GiveUp(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepKind {
+    Create,
+    Delete,
+}
+
+impl StepKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Create => "create",
+            StepKind::Delete => "delete",
+        }
+    }
+}
+
+/// Starts the create step of `inst` unless a step of it is under way.
+pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
+    let Some(claim) = ctx.claim(&inst.name) else {
+        return false;
+    };
+    let c = ctx.clone();
+    ctx.tasks.spawn(async move {
+        let _claim = claim;
+        let name = inst.name.clone();
+        let outcome = create::run(&c, inst, &pool).await;
+        settle(&c, &name, &pool, StepKind::Create, outcome).await;
+    });
+    true
+}
+
+/// Starts the delete step of `name` unless a step of it is under way.
+pub(crate) fn spawn_delete(ctx: &Arc<Ctx>, name: InstanceName, pool: Pool) -> bool {
+    let Some(claim) = ctx.claim(&name) else {
+        return false;
+    };
+    let c = ctx.clone();
+    ctx.tasks.spawn(async move {
+        let _claim = claim;
+        let outcome = delete::run(&c, &name, &pool).await;
+        settle(&c, &name, &pool, StepKind::Delete, outcome).await;
+    });
+    true
+}
+
+/// What happens after a step: the single place that records a retry's
+/// time or retires an instance given up on; then the pool is woken.
+pub(crate) async fn settle(
+    ctx: &Ctx,
+    name: &InstanceName,
+    pool: &Pool,
+    kind: StepKind,
+    outcome: Result<Outcome, SchedulerError>,
+) {
+    let op = kind.as_str();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            // The database failed under the step; come back after a pause
+            // instead of spinning on it.
+            let wait = ctx.backoff(1);
+            tracing::error!(instance.name = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "{op} step failed");
+            ctx.queue
+                .wake_at(pool.id, tokio::time::Instant::now() + wait);
+            return;
+        }
+    };
+    let recorded = match &outcome {
+        Outcome::Done => Ok(()),
+        Outcome::RetryAfter(wait, why) => {
+            tracing::warn!(instance.name = %name, error = %why, retry_in_ms = wait.as_millis() as u64, "{op} did not finish; will retry");
+            retry_later(ctx, name, kind, *wait, why).await
+        }
+        Outcome::GiveUp(why) => {
+            tracing::error!(instance.name = %name, error = %why, "{op} failed for good; retiring instance");
+            retire(ctx, name, why).await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(instance.name = %name, error = %e, "cannot record the outcome of a {op}");
+    }
+    ctx.queue.wake(pool.id);
+}
+
+/// Records when to try again; a create that reached the provider leaves
+/// `creating` for `error`, from where reconcile retries it.
+async fn retry_later(
+    ctx: &Ctx,
+    name: &InstanceName,
+    kind: StepKind,
+    wait: Duration,
+    why: &str,
+) -> Result<(), StoreError> {
+    if kind == StepKind::Create {
+        match ctx
+            .store
+            .transition(name, Change::Status(InstanceStatus::Error, Some(why)))
+            .await
+        {
+            Ok(_) | Err(StoreError::Transition(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let at = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+    ctx.store.set_next_attempt(name, Some(at)).await
+}
+
+/// Moves an instance given up on to `pending_delete` (through `error` when
+/// its create was under way).
+async fn retire(ctx: &Ctx, name: &InstanceName, why: &str) -> Result<(), StoreError> {
+    let inst = ctx.store.instance(name).await?;
+    if inst.status == InstanceStatus::Creating {
+        ctx.store
+            .transition(name, Change::Status(InstanceStatus::Error, Some(why)))
+            .await?;
+    }
+    match ctx
+        .store
+        .transition(
+            name,
+            Change::Status(InstanceStatus::PendingDelete, Some(why)),
+        )
+        .await
+    {
+        Ok(_) | Err(StoreError::Transition(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,245 @@
+//! Instances: their rows and the queries that read them. Reservation,
+//! status changes, tokens and reconcile's reads each have a module.
+
+use chrono::{DateTime, Utc};
+use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, PoolId, RunnerStatus};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, corrupt, now_ms, to_dt};
+
+macro_rules! instance_columns {
+    () => {
+        "name, pool_id, provider_id, status, runner_status, runner_id, job_id, addresses, status_message, create_attempts, created_at, updated_at"
+    };
+}
+pub(crate) use instance_columns;
+
+mod reserve;
+mod tokens;
+mod transition;
+mod work;
+
+pub use transition::Change;
+pub(crate) use work::{needs_step_from_where, usage_select};
+
+/// A reservation request.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub name: InstanceName,
+    pub pool_id: PoolId,
+    pub provider_name: String,
+    pub job_id: Option<JobId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub pool_id: Option<PoolId>,
+    pub statuses: Option<Vec<InstanceStatus>>,
+    pub include_deleted: bool,
+}
+
+/// Capacity use of one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUsage {
+    /// Instances holding capacity (everything not deleted).
+    pub live: u32,
+    /// Instances that are or will be a runner free to take a job: not being
+    /// deleted, not failed, runner pending/installing/idle.
+    pub spare: u32,
+    /// Of those, runners already idle.
+    pub idle: u32,
+    pub active: u32,
+}
+
+pub(crate) fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> PoolUsage {
+    let n = |c: &str| row.get::<i64, _>(c) as u32;
+    PoolUsage {
+        live: n("live"),
+        spare: n("spare"),
+        idle: n("idle"),
+        active: n("active"),
+    }
+}
+
+/// Counts for metrics: (pool, status, runner status) → n.
+pub type InstanceCounts = Vec<(PoolId, InstanceStatus, RunnerStatus, u64)>;
+
+/// The instance a token belongs to.
+#[derive(Debug, Clone)]
+pub struct TokenLookup {
+    pub instance: Instance,
+    pub has_jit_config: bool,
+    pub jit_fetched: bool,
+}
+
+fn jit_purpose(name: &InstanceName) -> String {
+    format!("instances.jit_config:{name}")
+}
+
+pub(crate) fn instance_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Instance> {
+    let name: String = row.get("name");
+    let pool_id: String = row.get("pool_id");
+    Ok(Instance {
+        name: InstanceName::parse(&name).map_err(corrupt)?,
+        pool_id: pool_id.parse().map_err(corrupt)?,
+        provider_id: row.get("provider_id"),
+        status: row.get::<String, _>("status").parse().map_err(corrupt)?,
+        runner_status: row
+            .get::<String, _>("runner_status")
+            .parse()
+            .map_err(corrupt)?,
+        runner_id: row.get("runner_id"),
+        job_id: row.get::<Option<i64>, _>("job_id").map(JobId),
+        addresses: serde_json::from_str(row.get("addresses")).map_err(corrupt)?,
+        status_message: row.get("status_message"),
+        create_attempts: row.get::<i64, _>("create_attempts") as u32,
+        created_at: to_dt(row.get("created_at")),
+        updated_at: to_dt(row.get("updated_at")),
+    })
+}
+
+fn not_found(name: &InstanceName) -> StoreError {
+    StoreError::NotFound(format!("instance {name}"))
+}
+
+impl Store {
+    pub async fn instance(&self, name: &InstanceName) -> Result<Instance> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE name = ?"
+        ))
+        .bind(name.as_str())
+        .fetch_optional(self.r())
+        .await?
+        .ok_or_else(|| not_found(name))?;
+        instance_from_row(&row)
+    }
+
+    pub async fn list_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>> {
+        let mut q = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE 1 = 1"
+        ));
+        if let Some(p) = f.pool_id {
+            q.push(" AND pool_id = ").push_bind(p.to_string());
+        }
+        if let Some(statuses) = &f.statuses {
+            q.push(" AND status IN (");
+            let mut sep = q.separated(", ");
+            for s in statuses {
+                sep.push_bind(s.as_str());
+            }
+            q.push(")");
+        } else if !f.include_deleted {
+            q.push(" AND status != 'deleted'");
+        }
+        q.push(" ORDER BY created_at, name");
+        let rows = q.build().fetch_all(self.r()).await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    /// Records the GitHub runner id (registration-token instances learn it
+    /// from the runner list).
+    pub async fn set_instance_runner_id(&self, name: &InstanceName, runner_id: i64) -> Result<()> {
+        sqlx::query("UPDATE instances SET runner_id = ?, updated_at = ? WHERE name = ?")
+            .bind(runner_id)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// Capacity use of every pool that has instances.
+    pub async fn pool_usage(&self) -> Result<Vec<(PoolId, PoolUsage)>> {
+        let rows = sqlx::query(
+            "SELECT pool_id,
+                SUM(CASE WHEN status != 'deleted' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
+                          AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN status != 'deleted' AND runner_status = 'active' THEN 1 ELSE 0 END)
+             FROM instances WHERE status != 'deleted' GROUP BY pool_id",
+        )
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let p: String = r.get(0);
+                Ok((
+                    p.parse().map_err(corrupt)?,
+                    PoolUsage {
+                        live: r.get::<i64, _>(1) as u32,
+                        spare: r.get::<i64, _>(2) as u32,
+                        idle: r.get::<i64, _>(3) as u32,
+                        active: r.get::<i64, _>(4) as u32,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn instance_counts(&self) -> Result<InstanceCounts> {
+        let rows = sqlx::query(
+            "SELECT pool_id, status, runner_status, COUNT(*) FROM instances GROUP BY pool_id, status, runner_status",
+        )
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let p: String = r.get(0);
+                Ok((
+                    p.parse().map_err(corrupt)?,
+                    r.get::<String, _>(1).parse().map_err(corrupt)?,
+                    r.get::<String, _>(2).parse().map_err(corrupt)?,
+                    r.get::<i64, _>(3) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// The live instance whose runner has this name (runner name = instance
+    /// name; `None` for names Hangar did not make).
+    pub async fn instance_by_runner_name(&self, runner_name: &str) -> Result<Option<Instance>> {
+        let Ok(name) = InstanceName::parse(runner_name) else {
+            return Ok(None);
+        };
+        match self.instance(&name).await {
+            Ok(i) => Ok(Some(i)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets `deleted` instances older than `before`.
+    pub async fn purge_deleted_instances(&self, before: DateTime<Utc>) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM instances WHERE status = 'deleted' AND deleted_at < ?")
+                .bind(before.timestamp_millis())
+                .execute(self.w())
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// The pools of the named instances (unknown names are skipped): whom
+    /// to wake when GitHub reports a runner's progress.
+    pub async fn pools_of_instances(&self, names: &[&str]) -> Result<Vec<PoolId>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q =
+            sqlx::QueryBuilder::new("SELECT DISTINCT pool_id FROM instances WHERE name IN (");
+        let mut sep = q.separated(", ");
+        for n in names {
+            sep.push_bind(*n);
+        }
+        q.push(")");
+        let rows = q.build().fetch_all(self.r()).await?;
+        rows.iter()
+            .map(|r| r.get::<String, _>(0).parse().map_err(corrupt))
+            .collect()
+    }
+}

@@ -1,0 +1,168 @@
+//! The one door for instance status changes: [`Store::transition`] reads
+//! the current statuses, checks the move against core's transition tables
+//! and writes it, in one transaction. Every status move goes through it,
+//! restart recovery included; nothing else writes `status` or
+//! `runner_status`.
+
+use chrono::{DateTime, Utc};
+use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, RunnerStatus};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::{instance_from_row, not_found};
+use crate::{Result, Store, corrupt, now_ms, to_dt};
+
+/// A status change of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Moves the instance; the message, when given, replaces the status
+    /// message. `deleted` also forgets the token and JIT config, and
+    /// terminates the runner.
+    Status(InstanceStatus, Option<&'a str>),
+    /// Moves the runner.
+    Runner(RunnerStatus, Option<&'a str>),
+    /// The runner took `job`: it is active, and the job is recorded.
+    TookJob(JobId),
+    /// `pending_create → creating`: counts the attempt and installs a fresh
+    /// instance token (it goes into this attempt's userdata; an earlier
+    /// attempt's token stops working).
+    BeginCreate { token_hash: &'a [u8; 32] },
+    /// `creating → running` with what the provider reported.
+    FinishCreate {
+        provider_id: &'a str,
+        addresses: &'a [String],
+    },
+}
+
+/// Applies `change` inside the caller's transaction; returns the instance
+/// as written.
+async fn apply(
+    conn: &mut SqliteConnection,
+    name: &InstanceName,
+    change: Change<'_>,
+    now: i64,
+) -> Result<Instance> {
+    let row = sqlx::query("SELECT status, runner_status FROM instances WHERE name = ?")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    let status: InstanceStatus = row.get::<String, _>(0).parse().map_err(corrupt)?;
+    let runner: RunnerStatus = row.get::<String, _>(1).parse().map_err(corrupt)?;
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE instances SET updated_at = ");
+    q.push_bind(now);
+    let message = |q: &mut QueryBuilder<Sqlite>, m: Option<&str>| {
+        if let Some(m) = m {
+            q.push(", status_message = ").push_bind(m.to_owned());
+        }
+    };
+    match change {
+        Change::Status(to, msg) => {
+            status.check_transition(to)?;
+            q.push(", status = ").push_bind(to.as_str());
+            message(&mut q, msg);
+            if to == InstanceStatus::Deleted {
+                q.push(", token_hash = NULL, jit_config = NULL, deleted_at = ")
+                    .push_bind(now);
+                if runner.can_transition_to(RunnerStatus::Terminated) {
+                    q.push(", runner_status = 'terminated'");
+                }
+            }
+        }
+        Change::Runner(to, msg) => {
+            runner.check_transition(to)?;
+            q.push(", runner_status = ").push_bind(to.as_str());
+            message(&mut q, msg);
+        }
+        Change::TookJob(job) => {
+            runner.check_transition(RunnerStatus::Active)?;
+            q.push(", runner_status = 'active', job_id = ")
+                .push_bind(job.0);
+        }
+        Change::BeginCreate { token_hash } => {
+            status.check_transition(InstanceStatus::Creating)?;
+            q.push(
+                ", status = 'creating', create_attempts = create_attempts + 1, next_attempt_at = NULL, token_hash = ",
+            )
+            .push_bind(token_hash.to_vec());
+        }
+        Change::FinishCreate {
+            provider_id,
+            addresses,
+        } => {
+            status.check_transition(InstanceStatus::Running)?;
+            q.push(", status = 'running', status_message = NULL, next_attempt_at = NULL, provider_id = ")
+                .push_bind(provider_id.to_owned())
+                .push(", addresses = ")
+                .push_bind(serde_json::to_string(addresses).map_err(corrupt)?);
+        }
+    }
+    q.push(" WHERE name = ")
+        .push_bind(name.as_str().to_owned())
+        .push(concat!(" RETURNING ", super::instance_columns!()));
+    let row = q.build().fetch_one(&mut *conn).await?;
+    instance_from_row(&row)
+}
+
+impl Store {
+    /// Makes one status change, if core's tables allow it from where the
+    /// instance is now (else [`crate::StoreError::Transition`]).
+    pub async fn transition(&self, name: &InstanceName, change: Change<'_>) -> Result<Instance> {
+        let mut tx = self.w().begin().await?;
+        let inst = apply(&mut tx, name, change, now_ms()).await?;
+        tx.commit().await?;
+        Ok(inst)
+    }
+
+    /// After a restart, nothing is under way any more: instances caught in
+    /// `creating` go to `error` (their create may or may not have happened;
+    /// the error path cleans up either way) and `deleting` back to
+    /// `pending_delete`. Returns how many were moved.
+    pub async fn recover_interrupted(&self) -> Result<u64> {
+        let mut tx = self.w().begin().await?;
+        let rows = sqlx::query(
+            "SELECT name, status FROM instances WHERE status IN ('creating', 'deleting')",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = now_ms();
+        for r in &rows {
+            let name = InstanceName::parse(r.get(0)).map_err(corrupt)?;
+            let change = match r.get::<String, _>(1).as_str() {
+                "creating" => Change::Status(
+                    InstanceStatus::Error,
+                    Some("create interrupted by a restart"),
+                ),
+                _ => Change::Status(InstanceStatus::PendingDelete, None),
+            };
+            apply(&mut tx, &name, change, now).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Sets when the next attempt (create retry or delete retry) may happen.
+    pub async fn set_next_attempt(
+        &self,
+        name: &InstanceName,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE instances SET next_attempt_at = ?, updated_at = ? WHERE name = ?")
+            .bind(at.map(|t| t.timestamp_millis()))
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// When the next attempt may happen (`None`: now).
+    pub async fn next_attempt(&self, name: &InstanceName) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT next_attempt_at FROM instances WHERE name = ?")
+                .bind(name.as_str())
+                .fetch_optional(self.r())
+                .await?
+                .ok_or_else(|| not_found(name))?;
+        Ok(at.map(to_dt))
+    }
+}
