@@ -127,30 +127,48 @@ impl EntityScope {
 
     /// Validates the GitHub names: non-empty, no `/`, no whitespace, at most
     /// 100 characters.
-    pub fn validate(&self) -> Result<(), String> {
-        let parts: Vec<(&str, &str)> = match self {
-            EntityScope::Repository { owner, name } => vec![("owner", owner), ("name", name)],
-            EntityScope::Organization { name } => vec![("name", name)],
-            EntityScope::Enterprise { slug } => vec![("name", slug)],
+    pub fn validate(&self) -> Result<(), ScopeNameError> {
+        let parts: &[(&'static str, &str)] = match self {
+            EntityScope::Repository { owner, name } => &[("owner", owner), ("name", name)],
+            EntityScope::Organization { name } => &[("name", name)],
+            EntityScope::Enterprise { slug } => &[("name", slug)],
         };
-        for (field, value) in parts {
+        for &(field, value) in parts {
             if value.is_empty() {
-                return Err(format!("{field} must not be empty"));
+                return Err(ScopeNameError::Empty { field });
             }
             if value.len() > 100 {
-                return Err(format!("{field} is longer than 100 characters"));
+                return Err(ScopeNameError::TooLong { field });
             }
             if let Some(c) = value
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
             {
-                return Err(format!(
-                    "{field} {value:?} contains {c:?}; GitHub names use letters, digits, '-', '_' and '.'"
-                ));
+                return Err(ScopeNameError::BadChar {
+                    field,
+                    value: value.to_owned(),
+                    c,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Why a repository, organization or enterprise name is not one GitHub
+/// accepts; callers refuse the request that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeNameError {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is longer than 100 characters")]
+    TooLong { field: &'static str },
+    #[error("{field} {value:?} contains {c:?}; GitHub names use letters, digits, '-', '_' and '.'")]
+    BadChar {
+        field: &'static str,
+        value: String,
+        c: char,
+    },
 }
 
 /// A repository, organization or enterprise served by Hangar.
@@ -179,7 +197,7 @@ mod tests {
             owner: "a/b".into(),
             name: "x".into(),
         };
-        assert!(bad.validate().unwrap_err().contains("'/'"));
+        assert!(bad.validate().unwrap_err().to_string().contains("'/'"));
         assert!(
             EntityScope::Organization {
                 name: String::new()

@@ -18,7 +18,9 @@ pub mod provider;
 pub mod secret;
 pub mod userdata;
 
-pub use entity::{Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope};
+pub use entity::{
+    Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope, ScopeNameError,
+};
 pub use forge::{Forge, ForgeError, ForgeTarget};
 pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};

@@ -143,9 +143,7 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
             }
         };
         tracing::info!(provider = %p.name, kind = provider.kind(), "provider configured");
-        builder = builder
-            .add(&p.name, &p.description, provider, p.proxy())
-            .map_err(|e| anyhow::anyhow!(e))?;
+        builder = builder.add(&p.name, &p.description, provider, p.proxy())?;
     }
     Ok(builder.build())
 }

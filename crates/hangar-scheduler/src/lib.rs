@@ -53,8 +53,14 @@ pub fn pool_label(id: PoolId) -> String {
 pub enum SchedulerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operation cannot run in the instance's current state (operator asked too early).
     #[error("{0}")]
-    Other(String),
+    Busy(String),
+    /// The scheduler is shutting down (a closed semaphore, a stopped writer).
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+    #[error("invalid: {0}")]
+    Invalid(String),
 }
 
 /// The URLs instances and GitHub use to reach Hangar.

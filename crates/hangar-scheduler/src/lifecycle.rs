@@ -177,7 +177,7 @@ impl Scheduler {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| SchedulerError::Other(e.to_string()))?;
+            .map_err(|_| SchedulerError::ShuttingDown)?;
 
         let iref = InstanceRef {
             name: inst.name.clone(),
@@ -643,7 +643,7 @@ impl Scheduler {
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|e| SchedulerError::Other(e.to_string()))?;
+                .map_err(|_| SchedulerError::ShuttingDown)?;
             let iref = InstanceRef {
                 name: name.clone(),
                 provider_id: inst.provider_id.clone(),

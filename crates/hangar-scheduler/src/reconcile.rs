@@ -206,7 +206,7 @@ impl Scheduler {
                 let names = (0..n)
                     .map(|_| InstanceName::generate(&pool.spec.runner_prefix, &random_suffix()))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| SchedulerError::Other(e.to_string()))?;
+                    .map_err(|e| SchedulerError::Invalid(e.to_string()))?;
                 let made = store
                     .reserve_instances(pool_id, pool.spec.provider_name.as_str(), &names)
                     .await?;

@@ -5,13 +5,27 @@
 //! transaction, so under load one fsync covers many deliveries while a lone
 //! delivery is still committed at once. A 202 is only sent after the commit.
 
+use std::sync::Arc;
+
 use hangar_scheduler::{JobNotice, Scheduler};
-use hangar_store::{JobEvent, JobOutcome, Store};
+use hangar_store::{JobEvent, JobOutcome, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 const MAX_BATCH: usize = 512;
 
-type Reply = oneshot::Sender<Result<JobOutcome, String>>;
+type Reply = oneshot::Sender<Result<JobOutcome, IntakeError>>;
+
+/// Why a delivery was not recorded. Both answer a 5xx, so GitHub redelivers;
+/// they differ in whether retrying here soon can help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IntakeError {
+    /// The writer is gone: the server is shutting down.
+    #[error("intake is shutting down")]
+    ShuttingDown,
+    /// The batch's commit failed; every delivery in it shares the error.
+    #[error(transparent)]
+    Commit(Arc<StoreError>),
+}
 
 #[derive(Debug, Clone)]
 pub struct Intake {
@@ -27,13 +41,13 @@ impl Intake {
     }
 
     /// Records one event; returns once it is committed.
-    pub async fn record(&self, event: JobEvent) -> Result<JobOutcome, String> {
+    pub async fn record(&self, event: JobEvent) -> Result<JobOutcome, IntakeError> {
         let (reply, wait) = oneshot::channel();
         self.tx
             .send((event, reply))
             .await
-            .map_err(|_| "intake is shutting down".to_owned())?;
-        wait.await.map_err(|_| "intake writer stopped".to_owned())?
+            .map_err(|_| IntakeError::ShuttingDown)?;
+        wait.await.map_err(|_| IntakeError::ShuttingDown)?
     }
 }
 
@@ -57,10 +71,11 @@ async fn writer(store: Store, scheduler: Scheduler, mut rx: mpsc::Receiver<(JobE
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, deliveries = events.len(), "cannot record webhook deliveries");
-                let msg = e.to_string();
+                // Not logged here: each delivery's 500 is logged where it is
+                // answered.
+                let e = Arc::new(e);
                 for reply in replies {
-                    let _ = reply.send(Err(msg.clone()));
+                    let _ = reply.send(Err(IntakeError::Commit(e.clone())));
                 }
             }
         }

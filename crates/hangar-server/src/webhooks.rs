@@ -118,6 +118,8 @@ fn ack(status: StatusCode, outcome: &str, job_id: Option<i64>) -> Response {
         (status = 404, description = "Unknown entity", body = hangar_api::ErrorBody),
         (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+        (status = 500, description = "The job could not be committed; GitHub redelivers", body = hangar_api::ErrorBody),
+        (status = 503, description = "Shutting down; GitHub redelivers", body = hangar_api::ErrorBody),
     )
 )]
 pub async fn entity_webhook(
@@ -164,6 +166,8 @@ pub async fn entity_webhook(
         (status = 404, description = "No registered entity for this delivery", body = hangar_api::ErrorBody),
         (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+        (status = 500, description = "The job could not be committed; GitHub redelivers", body = hangar_api::ErrorBody),
+        (status = 503, description = "Shutting down; GitHub redelivers", body = hangar_api::ErrorBody),
     )
 )]
 pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> Response {
@@ -344,10 +348,7 @@ async fn handle_verified(
                 conclusion: job.conclusion,
                 pool_id,
             };
-            let outcome = state.intake.record(record).await.map_err(|e| {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot record the job")
-                    .with_details(e)
-            })?;
+            let outcome = state.intake.record(record).await?;
             Ok(match outcome {
                 JobOutcome::Recorded {
                     pool_id: Some(_), ..
