@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hangar_core::{Provider, Secret};
-use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, Urls};
-use hangar_server::{AppState, Settings};
+use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
+use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -264,14 +264,15 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         info.callback_url.as_deref(),
     );
     tracing::info!(webhooks = %urls.webhook_base_url, metadata = %urls.metadata_url, "public URLs");
+    let urls = SharedUrls::new(urls);
     let metrics = Arc::new(Metrics::new());
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: forge.clone(),
-        providers,
+        providers: providers.clone(),
         config: config.scheduler.clone(),
-        urls,
-        metrics,
+        urls: urls.clone(),
+        metrics: metrics.clone(),
     });
 
     let stats_forge = forge.clone();
@@ -294,8 +295,14 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         })),
     };
     let state = AppState::new(
-        store.clone(),
-        scheduler.clone(),
+        AppDeps {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            providers,
+            metrics,
+            urls,
+            forge,
+        },
         settings,
         config.jwt_secret()?,
     )

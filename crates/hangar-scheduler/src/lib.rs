@@ -96,6 +96,26 @@ impl Urls {
     }
 }
 
+/// The current [`Urls`], one copy shared by the scheduler (which renders
+/// them into boot scripts) and the server (which shows and changes them).
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SharedUrls(Arc<RwLock<Urls>>);
+
+impl SharedUrls {
+    pub fn new(urls: Urls) -> Self {
+        Self(Arc::new(RwLock::new(urls)))
+    }
+
+    pub fn get(&self) -> Urls {
+        self.0.read().expect("urls lock").clone()
+    }
+
+    pub fn set(&self, urls: Urls) {
+        *self.0.write().expect("urls lock") = urls;
+    }
+}
+
 /// What intake tells the scheduler after committing a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobNotice {
@@ -113,7 +133,8 @@ pub struct SchedulerDeps {
     pub forge: Arc<dyn Forge>,
     pub providers: Providers,
     pub config: SchedulerConfig,
-    pub urls: Urls,
+    /// Shared with the server, whose `controller update` changes them.
+    pub urls: SharedUrls,
     pub metrics: Arc<Metrics>,
 }
 
@@ -129,7 +150,7 @@ struct Inner {
     forge: Arc<dyn Forge>,
     providers: Providers,
     config: SchedulerConfig,
-    urls: RwLock<Urls>,
+    urls: SharedUrls,
     metrics: Arc<Metrics>,
     wake: Notify,
     notices: Mutex<Vec<JobNotice>>,
@@ -175,7 +196,7 @@ impl Scheduler {
                 forge: deps.forge,
                 providers: deps.providers,
                 config: deps.config,
-                urls: RwLock::new(deps.urls),
+                urls: deps.urls,
                 metrics: deps.metrics,
                 wake: Notify::new(),
                 notices: Mutex::default(),
@@ -190,34 +211,6 @@ impl Scheduler {
                 groups: Mutex::default(),
             }),
         }
-    }
-
-    pub fn providers(&self) -> &Providers {
-        &self.inner.providers
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
-    }
-
-    pub fn forge(&self) -> &Arc<dyn Forge> {
-        &self.inner.forge
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    pub fn config(&self) -> &SchedulerConfig {
-        &self.inner.config
-    }
-
-    pub fn urls(&self) -> Urls {
-        self.inner.urls.read().expect("urls lock").clone()
-    }
-
-    pub fn set_urls(&self, urls: Urls) {
-        *self.inner.urls.write().expect("urls lock") = urls;
     }
 
     /// Called by intake once a delivery is committed. Never blocks.
@@ -264,7 +257,7 @@ impl Scheduler {
         match inst.status {
             InstanceStatus::PendingDelete | InstanceStatus::Deleting | InstanceStatus::Deleted => {}
             InstanceStatus::Creating => {
-                return Err(SchedulerError::Other(format!(
+                return Err(SchedulerError::Busy(format!(
                     "instance {name} is being created; delete it once the create has finished"
                 )));
             }

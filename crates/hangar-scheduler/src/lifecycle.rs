@@ -448,7 +448,7 @@ impl Scheduler {
         token: Secret,
         jit: bool,
     ) -> Result<CreateInstanceRequest, Failure> {
-        let urls = self.urls();
+        let urls = self.inner.urls.get();
         let tools = self.runner_tools(pool, target).await;
         let os = pool.spec.os_type.as_str();
         let arch = pool.spec.os_arch.github_name();

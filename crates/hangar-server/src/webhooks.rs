@@ -399,7 +399,7 @@ fn finish(
             (e.into_response(), outcome)
         }
     };
-    state.scheduler.metrics().webhook(event_label, outcome);
+    state.metrics.webhook(event_label, outcome);
     tracing::debug!(
         event,
         entity = entity.unwrap_or("(shared hook)"),

@@ -31,7 +31,7 @@ pub(crate) async fn response(
         owner,
         name,
         credentials_name: e.credentials_name.to_string(),
-        webhook_url: format!("{}/{}", s.scheduler.urls().webhook_base_url, e.id),
+        webhook_url: format!("{}/{}", s.urls.get().webhook_base_url, e.id),
         pool_count,
         webhook_secret: generated.map(|g| g.expose().to_owned()),
         created_at: e.created_at,
