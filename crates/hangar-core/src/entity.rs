@@ -116,6 +116,15 @@ impl EntityScope {
         }
     }
 
+    /// This scope as a [`ScopeRef`], to compare with or look up by one.
+    pub fn as_scope_ref(&self) -> ScopeRef<'_> {
+        match self {
+            EntityScope::Repository { owner, name } => ScopeRef::Repository { owner, name },
+            EntityScope::Organization { name } => ScopeRef::Organization { name },
+            EntityScope::Enterprise { slug } => ScopeRef::Enterprise { slug },
+        }
+    }
+
     /// `owner/name`, the organization or the enterprise slug.
     pub fn display_name(&self) -> String {
         match self {
@@ -152,6 +161,43 @@ impl EntityScope {
             }
         }
         Ok(())
+    }
+}
+
+/// An [`EntityScope`] whose names are borrowed (from a delivery's payload),
+/// so routing a delivery copies no string. GitHub names compare without
+/// regard to ASCII case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeRef<'a> {
+    Repository { owner: &'a str, name: &'a str },
+    Organization { name: &'a str },
+    Enterprise { slug: &'a str },
+}
+
+impl ScopeRef<'_> {
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            ScopeRef::Repository { .. } => EntityKind::Repository,
+            ScopeRef::Organization { .. } => EntityKind::Organization,
+            ScopeRef::Enterprise { .. } => EntityKind::Enterprise,
+        }
+    }
+
+    /// Whether this names `scope`, as GitHub compares names.
+    pub fn is(&self, scope: &EntityScope) -> bool {
+        match (*self, scope) {
+            (
+                ScopeRef::Repository { owner, name },
+                EntityScope::Repository { owner: o, name: n },
+            ) => owner.eq_ignore_ascii_case(o) && name.eq_ignore_ascii_case(n),
+            (ScopeRef::Organization { name }, EntityScope::Organization { name: n }) => {
+                name.eq_ignore_ascii_case(n)
+            }
+            (ScopeRef::Enterprise { slug }, EntityScope::Enterprise { slug: s }) => {
+                slug.eq_ignore_ascii_case(s)
+            }
+            _ => false,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod userdata;
 
 pub use entity::{
     Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope, ScopeNameError,
+    ScopeRef,
 };
 pub use forge::{Forge, ForgeError, ForgeTarget};
 pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
