@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use hangar_core::matching::{PoolCandidate, rank_pools};
 use hangar_core::provider::InstanceRef;
-use hangar_core::{InstanceName, InstanceStatus, JobStatus, RunnerStatus};
+use hangar_core::{ForgeJobStatus, InstanceName, InstanceStatus, JobStatus, RunnerStatus};
 use hangar_store::InstanceFilter;
 
 use crate::{Scheduler, SchedulerError, controller_label};
@@ -264,8 +264,8 @@ impl Scheduler {
                         .await?;
                     r.jobs_closed += 1;
                 }
-                Ok(Some(fj)) => match fj.status.as_str() {
-                    "completed" => {
+                Ok(Some(fj)) => match fj.status {
+                    ForgeJobStatus::Completed => {
                         store
                             .advance_job(
                                 job.id,
@@ -276,7 +276,7 @@ impl Scheduler {
                             .await?;
                         r.jobs_closed += 1;
                     }
-                    "in_progress" => {
+                    ForgeJobStatus::InProgress => {
                         store
                             .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
                             .await?;
