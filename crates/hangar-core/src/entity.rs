@@ -116,6 +116,15 @@ impl EntityScope {
         }
     }
 
+    /// This scope as a [`ScopeRef`], to compare with or look up by one.
+    pub fn as_scope_ref(&self) -> ScopeRef<'_> {
+        match self {
+            EntityScope::Repository { owner, name } => ScopeRef::Repository { owner, name },
+            EntityScope::Organization { name } => ScopeRef::Organization { name },
+            EntityScope::Enterprise { slug } => ScopeRef::Enterprise { slug },
+        }
+    }
+
     /// `owner/name`, the organization or the enterprise slug.
     pub fn display_name(&self) -> String {
         match self {
@@ -127,30 +136,85 @@ impl EntityScope {
 
     /// Validates the GitHub names: non-empty, no `/`, no whitespace, at most
     /// 100 characters.
-    pub fn validate(&self) -> Result<(), String> {
-        let parts: Vec<(&str, &str)> = match self {
-            EntityScope::Repository { owner, name } => vec![("owner", owner), ("name", name)],
-            EntityScope::Organization { name } => vec![("name", name)],
-            EntityScope::Enterprise { slug } => vec![("name", slug)],
+    pub fn validate(&self) -> Result<(), ScopeNameError> {
+        let parts: &[(&'static str, &str)] = match self {
+            EntityScope::Repository { owner, name } => &[("owner", owner), ("name", name)],
+            EntityScope::Organization { name } => &[("name", name)],
+            EntityScope::Enterprise { slug } => &[("name", slug)],
         };
-        for (field, value) in parts {
+        for &(field, value) in parts {
             if value.is_empty() {
-                return Err(format!("{field} must not be empty"));
+                return Err(ScopeNameError::Empty { field });
             }
             if value.len() > 100 {
-                return Err(format!("{field} is longer than 100 characters"));
+                return Err(ScopeNameError::TooLong { field });
             }
             if let Some(c) = value
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
             {
-                return Err(format!(
-                    "{field} {value:?} contains {c:?}; GitHub names use letters, digits, '-', '_' and '.'"
-                ));
+                return Err(ScopeNameError::BadChar {
+                    field,
+                    value: value.to_owned(),
+                    c,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// An [`EntityScope`] whose names are borrowed (from a delivery's payload),
+/// so routing a delivery copies no string. GitHub names compare without
+/// regard to ASCII case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeRef<'a> {
+    Repository { owner: &'a str, name: &'a str },
+    Organization { name: &'a str },
+    Enterprise { slug: &'a str },
+}
+
+impl ScopeRef<'_> {
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            ScopeRef::Repository { .. } => EntityKind::Repository,
+            ScopeRef::Organization { .. } => EntityKind::Organization,
+            ScopeRef::Enterprise { .. } => EntityKind::Enterprise,
+        }
+    }
+
+    /// Whether this names `scope`, as GitHub compares names.
+    pub fn is(&self, scope: &EntityScope) -> bool {
+        match (*self, scope) {
+            (
+                ScopeRef::Repository { owner, name },
+                EntityScope::Repository { owner: o, name: n },
+            ) => owner.eq_ignore_ascii_case(o) && name.eq_ignore_ascii_case(n),
+            (ScopeRef::Organization { name }, EntityScope::Organization { name: n }) => {
+                name.eq_ignore_ascii_case(n)
+            }
+            (ScopeRef::Enterprise { slug }, EntityScope::Enterprise { slug: s }) => {
+                slug.eq_ignore_ascii_case(s)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Why a repository, organization or enterprise name is not one GitHub
+/// accepts; callers refuse the request that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeNameError {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is longer than 100 characters")]
+    TooLong { field: &'static str },
+    #[error("{field} {value:?} contains {c:?}; GitHub names use letters, digits, '-', '_' and '.'")]
+    BadChar {
+        field: &'static str,
+        value: String,
+        c: char,
+    },
 }
 
 /// A repository, organization or enterprise served by Hangar.
@@ -179,7 +243,7 @@ mod tests {
             owner: "a/b".into(),
             name: "x".into(),
         };
-        assert!(bad.validate().unwrap_err().contains("'/'"));
+        assert!(bad.validate().unwrap_err().to_string().contains("'/'"));
         assert!(
             EntityScope::Organization {
                 name: String::new()

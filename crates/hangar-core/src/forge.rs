@@ -103,16 +103,73 @@ pub struct ForgeRunner {
     pub labels: Vec<String>,
 }
 
-/// A workflow job as GitHub reports it on re-check. `status` is kept as text:
-/// GitHub also answers `requested`, `pending` and `waiting`.
+/// A workflow job as GitHub reports it on re-check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgeJob {
     pub id: JobId,
     pub run_attempt: Option<i64>,
-    pub status: String,
+    pub status: ForgeJobStatus,
     pub conclusion: Option<String>,
     pub labels: Vec<String>,
     pub runner_name: Option<String>,
+}
+
+/// A workflow job's `status` as GitHub documents it. A value GitHub adds
+/// later is kept as [`ForgeJobStatus::Other`] rather than failing the
+/// re-check: callers treat it like a job still waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ForgeJobStatus {
+    Queued,
+    InProgress,
+    Completed,
+    Waiting,
+    Requested,
+    Pending,
+    Other(String),
+}
+
+impl ForgeJobStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ForgeJobStatus::Queued => "queued",
+            ForgeJobStatus::InProgress => "in_progress",
+            ForgeJobStatus::Completed => "completed",
+            ForgeJobStatus::Waiting => "waiting",
+            ForgeJobStatus::Requested => "requested",
+            ForgeJobStatus::Pending => "pending",
+            ForgeJobStatus::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for ForgeJobStatus {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "queued" => ForgeJobStatus::Queued,
+            "in_progress" => ForgeJobStatus::InProgress,
+            "completed" => ForgeJobStatus::Completed,
+            "waiting" => ForgeJobStatus::Waiting,
+            "requested" => ForgeJobStatus::Requested,
+            "pending" => ForgeJobStatus::Pending,
+            _ => ForgeJobStatus::Other(s),
+        }
+    }
+}
+
+impl From<ForgeJobStatus> for String {
+    fn from(s: ForgeJobStatus) -> Self {
+        match s {
+            ForgeJobStatus::Other(s) => s,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ForgeJobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// GitHub, as Hangar uses it.
@@ -156,4 +213,32 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// GitHub's runner downloads list (URLs and checksums).
     async fn runner_downloads(&self, target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_status_parses_documented_values_and_keeps_others() {
+        for s in [
+            "queued",
+            "in_progress",
+            "completed",
+            "waiting",
+            "requested",
+            "pending",
+        ] {
+            let status = ForgeJobStatus::from(s.to_owned());
+            assert!(!matches!(status, ForgeJobStatus::Other(_)), "{s}");
+            assert_eq!(status.as_str(), s);
+        }
+        let later: ForgeJobStatus = serde_json::from_str("\"stalled\"").unwrap();
+        assert_eq!(later, ForgeJobStatus::Other("stalled".into()));
+        assert_eq!(serde_json::to_string(&later).unwrap(), "\"stalled\"");
+        assert_eq!(
+            serde_json::to_string(&ForgeJobStatus::InProgress).unwrap(),
+            "\"in_progress\""
+        );
+    }
 }

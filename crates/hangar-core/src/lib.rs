@@ -20,8 +20,11 @@ pub mod secret;
 pub mod urls;
 pub mod userdata;
 
-pub use entity::{Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope};
-pub use forge::{Forge, ForgeError, ForgeTarget};
+pub use entity::{
+    Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope, ScopeNameError,
+    ScopeRef,
+};
+pub use forge::{Forge, ForgeError, ForgeJobStatus, ForgeTarget};
 pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
 pub use job::{Job, JobAction, JobStatus};

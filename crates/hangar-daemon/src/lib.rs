@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hangar_core::{Provider, Secret};
-use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, Urls};
-use hangar_server::{AppState, Settings};
+use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
+use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -140,9 +140,7 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
             }
         };
         tracing::info!(provider = %p.name, kind = provider.kind(), "provider configured");
-        builder = builder
-            .add(&p.name, &p.description, provider, p.proxy())
-            .map_err(|e| anyhow::anyhow!(e))?;
+        builder = builder.add(&p.name, &p.description, provider, p.proxy())?;
     }
     Ok(builder.build())
 }
@@ -263,14 +261,15 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         info.callback_url.as_deref(),
     );
     tracing::info!(webhooks = %urls.webhook_base_url, metadata = %urls.metadata_url, "public URLs");
+    let urls = SharedUrls::new(urls);
     let metrics = Arc::new(Metrics::new());
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: forge.clone(),
-        providers,
+        providers: providers.clone(),
         config: config.scheduler.clone(),
-        urls: hangar_scheduler::SharedUrls::new(urls),
-        metrics,
+        urls: urls.clone(),
+        metrics: metrics.clone(),
     });
 
     let stats_forge = forge.clone();
@@ -293,8 +292,14 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         })),
     };
     let state = AppState::new(
-        store.clone(),
-        scheduler.clone(),
+        AppDeps {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            providers,
+            metrics,
+            urls,
+            forge,
+        },
         settings,
         config.jwt_secret()?,
     )

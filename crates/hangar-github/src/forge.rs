@@ -520,7 +520,7 @@ impl Forge for GitHubForge {
                 Ok(Some(ForgeJob {
                     id: JobId(b.id),
                     run_attempt: b.run_attempt,
-                    status: b.status.unwrap_or_default(),
+                    status: b.status.unwrap_or_default().into(),
                     conclusion: b.conclusion,
                     labels: b.labels.unwrap_or_default(),
                     runner_name: b.runner_name,

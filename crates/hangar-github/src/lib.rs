@@ -4,10 +4,12 @@
 //! intake parses (only after the signature is good). [`GitHubForge`] is the
 //! `Forge` implementation: JIT configs, registration tokens, runners, job
 //! re-checks, with per-credentials rate-limit handling ([`limits`]).
+//! [`routing`] decides which entity a verified delivery is about.
 
 pub mod config;
 pub mod forge;
 pub mod limits;
+pub mod routing;
 pub mod webhook;
 
 pub use config::GitHubConfig;

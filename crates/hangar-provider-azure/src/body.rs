@@ -128,13 +128,20 @@ pub struct VmParams<'a> {
     pub userdata: &'a str,
 }
 
+/// A boot script larger than Azure's `customData` takes; the create fails
+/// as an invalid parameter, as ARM itself would answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the boot script is {bytes} bytes; Azure takes at most {MAX_CUSTOM_DATA}")]
+pub struct BootScriptTooLarge {
+    pub bytes: usize,
+}
+
 /// The VM body; `Err` when the boot script is larger than Azure accepts.
-pub fn vm(p: &VmParams<'_>) -> Result<Value, String> {
+pub fn vm(p: &VmParams<'_>) -> Result<Value, BootScriptTooLarge> {
     if p.userdata.len() > MAX_CUSTOM_DATA {
-        return Err(format!(
-            "the boot script is {} bytes; Azure takes at most {MAX_CUSTOM_DATA}",
-            p.userdata.len()
-        ));
+        return Err(BootScriptTooLarge {
+            bytes: p.userdata.len(),
+        });
     }
     let image = match p.image {
         Image::Marketplace {

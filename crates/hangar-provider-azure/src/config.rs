@@ -117,9 +117,15 @@ fn default_authority() -> String {
     "https://login.microsoftonline.com".into()
 }
 
+/// A `[provider.azure]` setting that cannot work; the daemon refuses to
+/// start rather than fail one VM at a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
 impl AzureProviderConfig {
     /// Checks what can be checked without calling Azure.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, v) in [
             ("subscription_id", &self.subscription_id),
             ("resource_group", &self.resource_group),
@@ -128,7 +134,7 @@ impl AzureProviderConfig {
             ("admin_username", &self.admin_username),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("{key} must not be empty"));
+                return Err(ConfigError(format!("{key} must not be empty")));
             }
         }
         if self
@@ -136,36 +142,41 @@ impl AzureProviderConfig {
             .chars()
             .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')')))
         {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "resource_group {:?} has characters Azure does not allow",
                 self.resource_group
-            ));
+            )));
         }
         if !self.subnet_id.starts_with("/subscriptions/")
             || !self.subnet_id.to_ascii_lowercase().contains("/subnets/")
         {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "subnet_id {:?} is not a subnet resource id (/subscriptions/…/virtualNetworks/…/subnets/…)",
                 self.subnet_id
-            ));
+            )));
         }
         if self.max_concurrency == 0 {
-            return Err("max_concurrency must be at least 1".into());
+            return Err(ConfigError("max_concurrency must be at least 1".into()));
         }
         if self.create_timeout_secs < 10 {
-            return Err("create_timeout_secs must be at least 10".into());
+            return Err(ConfigError(
+                "create_timeout_secs must be at least 10".into(),
+            ));
         }
         for (key, u) in [
             ("arm_endpoint", &self.arm_endpoint),
             ("authority_host", &self.authority_host),
         ] {
-            let parsed = url::Url::parse(u).map_err(|e| format!("{key} {u:?}: {e}"))?;
+            let parsed =
+                url::Url::parse(u).map_err(|e| ConfigError(format!("{key} {u:?}: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("{key} {u:?} must be an http(s) URL"));
+                return Err(ConfigError(format!("{key} {u:?} must be an http(s) URL")));
             }
         }
         if self.ssh_public_key.is_some() && self.ssh_public_key_file.is_some() {
-            return Err("set ssh_public_key or ssh_public_key_file, not both".into());
+            return Err(ConfigError(
+                "set ssh_public_key or ssh_public_key_file, not both".into(),
+            ));
         }
         if let Some(k) = &self.ssh_public_key {
             check_ssh_key(k)?;
@@ -178,20 +189,24 @@ impl AzureProviderConfig {
             && client_secret.is_some()
             && client_secret_file.is_some()
         {
-            return Err("credential: set client_secret or client_secret_file, not both".into());
+            return Err(ConfigError(
+                "credential: set client_secret or client_secret_file, not both".into(),
+            ));
         }
         Ok(())
     }
 }
 
 /// A public key line as Azure accepts it.
-pub fn check_ssh_key(key: &str) -> Result<(), String> {
+pub fn check_ssh_key(key: &str) -> Result<(), ConfigError> {
     let mut parts = key.split_whitespace();
     match (parts.next(), parts.next()) {
         (Some("ssh-rsa" | "ssh-ed25519" | "ecdsa-sha2-nistp256"), Some(b)) if b.len() > 16 => {
             Ok(())
         }
-        _ => Err("ssh public key must look like \"ssh-ed25519 AAAA… comment\"".into()),
+        _ => Err(ConfigError(
+            "ssh public key must look like \"ssh-ed25519 AAAA… comment\"".into(),
+        )),
     }
 }
 
@@ -210,7 +225,7 @@ kind = "managed_identity"
 
     fn parse(text: &str) -> Result<AzureProviderConfig, String> {
         let c: AzureProviderConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        c.validate().map(|()| c)
+        c.validate().map(|()| c).map_err(|e| e.to_string())
     }
 
     #[test]

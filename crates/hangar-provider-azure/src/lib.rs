@@ -15,9 +15,9 @@ pub mod credential;
 mod provider;
 pub mod specs;
 
-pub use config::{AzureProviderConfig, CredentialConfig};
+pub use config::{AzureProviderConfig, ConfigError, CredentialConfig};
 pub use credential::ResolvedSecrets;
-pub use provider::AzureProvider;
+pub use provider::{AzureProvider, NewError};
 
 /// The credential trait tests and embedders implement.
 pub use azure_core::auth::{AccessToken, TokenCredential};

@@ -19,13 +19,24 @@ use serde_json::Value;
 
 use crate::arm::{Arm, ArmError, RetryPolicy, provisioning_state};
 use crate::body::{self, ResourceNames, TAG_CONTROLLER, TAG_OWNER, TAG_POOL};
-use crate::config::{AzureProviderConfig, check_ssh_key};
+use crate::config::{AzureProviderConfig, ConfigError, check_ssh_key};
 use crate::specs::{ExtraSpecs, Image, check_size, is_confidential_size};
 
 const COMPUTE_API: &str = "2024-07-01";
 const NETWORK_API: &str = "2024-07-01";
 const DISK_API: &str = "2024-03-02";
 const RESOURCES_API: &str = "2021-04-01";
+
+/// Why [`AzureProvider::new`] cannot build a provider; either way the
+/// daemon refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum NewError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HTTP client for ARM could not be built.
+    #[error(transparent)]
+    Client(#[from] ArmError),
+}
 
 /// The Azure provider.
 #[derive(Debug, Clone)]
@@ -45,7 +56,7 @@ impl AzureProvider {
         cfg: AzureProviderConfig,
         credential: Arc<dyn TokenCredential>,
         ssh_public_key: Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, NewError> {
         cfg.validate()?;
         let key = match ssh_public_key.or_else(|| cfg.ssh_public_key.clone()) {
             Some(k) => {
@@ -54,7 +65,7 @@ impl AzureProvider {
             }
             None => throwaway_ssh_key(),
         };
-        let arm = Arm::new(&cfg.arm_endpoint, credential).map_err(|e| e.to_string())?;
+        let arm = Arm::new(&cfg.arm_endpoint, credential)?;
         Ok(Self {
             timeout: Duration::from_secs(cfg.create_timeout_secs),
             cfg,
@@ -182,10 +193,10 @@ impl AzureProvider {
             ssh_public_key: &self.ssh_public_key,
             userdata: &req.userdata,
         })
-        .map_err(|m| ArmError::Status {
+        .map_err(|e| ArmError::Status {
             status: 400,
             code: "InvalidParameter".into(),
-            message: m,
+            message: e.to_string(),
         })?;
         let vm = self
             .arm
@@ -331,9 +342,9 @@ fn check_spec(
     flavor: &str,
     extra_specs: &serde_json::Map<String, Value>,
 ) -> Result<(Image, ExtraSpecs), ProviderError> {
-    let image = Image::parse(image).map_err(ProviderError::InvalidSpec)?;
-    check_size(flavor).map_err(ProviderError::InvalidSpec)?;
-    let specs = ExtraSpecs::parse(extra_specs).map_err(ProviderError::InvalidSpec)?;
+    let image = Image::parse(image)?;
+    check_size(flavor)?;
+    let specs = ExtraSpecs::parse(extra_specs)?;
     if specs.confidential && !is_confidential_size(flavor) {
         return Err(ProviderError::InvalidSpec(format!(
             "flavor {flavor} does not support confidential VMs; use a DCasv5/DCadsv5/ECasv5/ECadsv5 (AMD SEV-SNP) or DCesv5/DCedsv5/ECesv5/ECedsv5 (Intel TDX) size such as Standard_DC2as_v5"

@@ -4,7 +4,20 @@
 
 use std::collections::BTreeMap;
 
+use hangar_core::ProviderError;
 use serde::Deserialize;
+
+/// Why a pool's image, flavor or extra specs cannot work on Azure; the pool
+/// is refused (at creation, or its create fails as an invalid spec).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(String);
+
+impl From<SpecError> for ProviderError {
+    fn from(e: SpecError) -> Self {
+        ProviderError::InvalidSpec(e.0)
+    }
+}
 
 /// Where a VM's OS disk comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +34,7 @@ pub enum Image {
 }
 
 impl Image {
-    pub fn parse(s: &str) -> Result<Image, String> {
+    pub fn parse(s: &str) -> Result<Image, SpecError> {
         let s = s.trim();
         if s.starts_with("/subscriptions/") {
             let lower = s.to_ascii_lowercase();
@@ -30,9 +43,9 @@ impl Image {
             {
                 return Ok(Image::ResourceId(s.to_owned()));
             }
-            return Err(format!(
+            return Err(SpecError(format!(
                 "image {s:?} is a resource id but not of a managed image or gallery image"
-            ));
+            )));
         }
         let parts: Vec<&str> = s.split(':').collect();
         let ok = |p: &str| {
@@ -49,9 +62,9 @@ impl Image {
                     version: (*version).to_owned(),
                 })
             }
-            _ => Err(format!(
+            _ => Err(SpecError(format!(
                 "image {s:?} is neither a marketplace URN (publisher:offer:sku:version, e.g. Canonical:0001-com-ubuntu-confidential-vm-jammy:22_04-lts-cvm:latest) nor an image resource id (/subscriptions/…/images/… or …/galleries/…)"
-            )),
+            ))),
         }
     }
 }
@@ -120,78 +133,80 @@ const DISK_TYPES: &[&str] = &[
 ];
 
 impl ExtraSpecs {
-    pub fn parse(specs: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+    pub fn parse(specs: &serde_json::Map<String, serde_json::Value>) -> Result<Self, SpecError> {
         let parsed: ExtraSpecs = serde_json::from_value(serde_json::Value::Object(specs.clone()))
-            .map_err(|e| format!("extra_specs: {e}"))?;
+            .map_err(|e| SpecError(format!("extra_specs: {e}")))?;
         parsed.check()?;
         Ok(parsed)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SpecError> {
         if !self.confidential {
             if self.security_encryption_type.is_some() {
-                return Err(
+                return Err(SpecError(
                     "extra_specs.security_encryption_type needs \"confidential\": true".into(),
-                );
+                ));
             }
             if self.disk_encryption_set_id.is_some() {
-                return Err(
+                return Err(SpecError(
                     "extra_specs.disk_encryption_set_id needs \"confidential\": true".into(),
-                );
+                ));
             }
         } else if self.trusted_launch {
-            return Err(
-                "extra_specs: \"confidential\" and \"trusted_launch\" exclude each other (a confidential VM already has vTPM and Secure Boot)".into(),
-            );
+            return Err(SpecError("extra_specs: \"confidential\" and \"trusted_launch\" exclude each other (a confidential VM already has vTPM and Secure Boot)".into()));
         }
         if let Some(size) = self.os_disk_size_gb
             && !(30..=4095).contains(&size)
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.os_disk_size_gb {size} is outside 30–4095"
-            ));
+            )));
         }
         if let Some(t) = &self.os_disk_type
             && !DISK_TYPES.contains(&t.as_str())
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.os_disk_type {t:?} is not one of {}",
                 DISK_TYPES.join(", ")
-            ));
+            )));
         }
         if let Some(s) = &self.subnet_id
             && (!s.starts_with("/subscriptions/") || !s.to_ascii_lowercase().contains("/subnets/"))
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.subnet_id {s:?} is not a subnet resource id"
-            ));
+            )));
         }
         if let Some(z) = &self.zone
             && !matches!(z.as_str(), "1" | "2" | "3")
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.zone {z:?} must be \"1\", \"2\" or \"3\""
-            ));
+            )));
         }
         if let Some(d) = &self.disk_encryption_set_id
             && !d
                 .to_ascii_lowercase()
                 .contains("/providers/microsoft.compute/diskencryptionsets/")
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.disk_encryption_set_id {d:?} is not a disk encryption set id"
-            ));
+            )));
         }
         for (k, v) in &self.tags {
             if k.to_ascii_lowercase().starts_with("hangar-") {
-                return Err(format!("extra_specs.tags: {k:?} is reserved for Hangar"));
+                return Err(SpecError(format!(
+                    "extra_specs.tags: {k:?} is reserved for Hangar"
+                )));
             }
             if k.is_empty()
                 || k.len() > 512
                 || v.len() > 256
                 || k.chars().any(|c| "<>%&\\?/".contains(c))
             {
-                return Err(format!("extra_specs.tags: {k:?} is not a valid Azure tag"));
+                return Err(SpecError(format!(
+                    "extra_specs.tags: {k:?} is not a valid Azure tag"
+                )));
             }
         }
         Ok(())
@@ -240,16 +255,16 @@ pub fn is_confidential_size(size: &str) -> bool {
 }
 
 /// A VM size name as Azure spells them (`Standard_…`/`Basic_…`).
-pub fn check_size(size: &str) -> Result<(), String> {
+pub fn check_size(size: &str) -> Result<(), SpecError> {
     let ok = (size.starts_with("Standard_") || size.starts_with("Basic_"))
         && size.len() <= 64
         && size.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(SpecError(format!(
             "flavor {size:?} is not an Azure VM size (e.g. Standard_DC2as_v5)"
-        ))
+        )))
     }
 }
 
@@ -258,7 +273,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn specs(v: serde_json::Value) -> Result<ExtraSpecs, String> {
+    fn specs(v: serde_json::Value) -> Result<ExtraSpecs, SpecError> {
         ExtraSpecs::parse(v.as_object().unwrap())
     }
 
@@ -348,7 +363,7 @@ mod tests {
                 "exclude",
             ),
         ] {
-            let e = specs(bad.clone()).unwrap_err();
+            let e = specs(bad.clone()).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
     }

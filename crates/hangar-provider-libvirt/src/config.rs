@@ -178,40 +178,49 @@ impl fmt::Display for NetworkSpec {
     }
 }
 
+/// A `[provider.libvirt]` setting that cannot work; the provider is not
+/// built and the daemon refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
 impl LibvirtProviderConfig {
     /// Rejects settings that would only fail later, one VM at a time.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.uri.trim().is_empty() {
-            return Err("uri is empty".into());
+            return Err(ConfigError("uri is empty".into()));
         }
         if self.storage_pool.trim().is_empty() {
-            return Err("storage_pool is empty".into());
+            return Err(ConfigError("storage_pool is empty".into()));
         }
         if self.max_concurrency == 0 {
-            return Err("max_concurrency must be at least 1".into());
+            return Err(ConfigError("max_concurrency must be at least 1".into()));
         }
         if self.flavors.is_empty() {
-            return Err("flavors is empty: define at least one".into());
+            return Err(ConfigError("flavors is empty: define at least one".into()));
         }
         for (name, f) in &self.flavors {
             if f.vcpus == 0 || f.memory_mib < 64 || f.disk_gib == 0 {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "flavor {name:?} needs vcpus >= 1, memory_mib >= 64 and disk_gib >= 1"
-                ));
+                )));
             }
         }
         for dir in &self.kernel_dirs {
             if !dir.is_absolute() {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "kernel_dirs entry {} is not absolute",
                     dir.display()
-                ));
+                )));
             }
         }
         if let Some(dir) = &self.console_log_dir
             && !dir.is_absolute()
         {
-            return Err(format!("console_log_dir {} is not absolute", dir.display()));
+            return Err(ConfigError(format!(
+                "console_log_dir {} is not absolute",
+                dir.display()
+            )));
         }
         Ok(())
     }
@@ -277,7 +286,12 @@ mod tests {
             .is_err()
         );
         let c: LibvirtProviderConfig = toml::from_str("kernel_dirs = [\"rel\"]").unwrap();
-        assert!(c.validate().unwrap_err().contains("not absolute"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not absolute")
+        );
         let c: LibvirtProviderConfig = toml::from_str("max_concurrency = 0").unwrap();
         assert!(c.validate().is_err());
     }

@@ -4,16 +4,18 @@
 use hangar_core::ProviderError;
 use virt::error::{ErrorDomain, ErrorNumber};
 
+use crate::config::ConfigError;
 use crate::seed::SeedError;
+use crate::specs::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {
     /// The provider settings are unusable (from `new`).
     #[error("invalid libvirt provider settings: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// The pool's image, flavor or extra specs are unusable.
-    #[error("{0}")]
-    InvalidSpec(String),
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
     /// Could not open the connection (daemon down, socket missing, auth).
     #[error("cannot connect to libvirt at {uri}: {source}")]
     Connect {

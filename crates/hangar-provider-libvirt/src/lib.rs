@@ -14,6 +14,7 @@ pub mod seed;
 pub mod specs;
 pub mod xml;
 
-pub use config::{DomainType, Flavor, LibvirtProviderConfig, NetworkSpec};
+pub use config::{ConfigError, DomainType, Flavor, LibvirtProviderConfig, NetworkSpec};
 pub use error::LibvirtError;
 pub use provider::LibvirtProvider;
+pub use specs::SpecError;

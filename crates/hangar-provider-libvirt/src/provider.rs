@@ -28,7 +28,7 @@ use crate::config::LibvirtProviderConfig;
 use crate::conn::Connection;
 use crate::error::{LibvirtError, is_connection_error};
 use crate::seed::{IsoTool, SeedFiles, build_iso};
-use crate::specs::{ExtraSpecs, Firmware};
+use crate::specs::{ExtraSpecs, Firmware, SpecError};
 use crate::xml::{
     DomainPlan, HangarMetadata, METADATA_NS, VolumeNames, overlay_volume_xml, plain_volume_xml,
     volume_format,
@@ -52,7 +52,7 @@ impl LibvirtProvider {
     /// Checks the settings; does not connect (the first call does, and
     /// `health()` reports when libvirt is unreachable).
     pub fn new(config: LibvirtProviderConfig) -> Result<Self, LibvirtError> {
-        config.validate().map_err(LibvirtError::Config)?;
+        config.validate()?;
         // libvirt prints every error to stderr by default; Hangar reports
         // them itself, once, where they are handled.
         virt::error::clear_error_callback();
@@ -107,13 +107,13 @@ impl LibvirtProvider {
     ) -> Result<DomainPlan, LibvirtError> {
         let config = &self.inner.config;
         if os_type != OsType::Linux {
-            return Err(LibvirtError::InvalidSpec(format!(
+            return Err(LibvirtError::InvalidSpec(SpecError(format!(
                 "os_type {}: the libvirt provider boots Linux images only",
                 os_type.as_str()
-            )));
+            ))));
         }
         let flavor_spec = *config.flavors.get(flavor).ok_or_else(|| {
-            LibvirtError::InvalidSpec(format!(
+            LibvirtError::InvalidSpec(SpecError(format!(
                 "unknown flavor {flavor:?}; the libvirt provider has: {}",
                 config
                     .flavors
@@ -121,9 +121,9 @@ impl LibvirtProvider {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))
+            )))
         })?;
-        let specs = ExtraSpecs::parse(extra_specs, config).map_err(LibvirtError::InvalidSpec)?;
+        let specs = ExtraSpecs::parse(extra_specs, config)?;
         let arch = match os_arch {
             OsArch::Amd64 => "x86_64",
             OsArch::Arm64 => "aarch64",
@@ -189,9 +189,9 @@ fn lookup_base(
 ) -> Result<StorageVol, LibvirtError> {
     pool.lookup_storage_vol_by_name(image).map_err(|e| {
         if is_code(&e, ErrorNumber::NoStorageVolume) {
-            LibvirtError::InvalidSpec(format!(
+            LibvirtError::InvalidSpec(SpecError(format!(
                 "image {image:?}: no such base volume in storage pool {pool_name:?}"
-            ))
+            )))
         } else {
             LibvirtError::Call {
                 op: "look up base volume",

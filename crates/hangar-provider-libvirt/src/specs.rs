@@ -69,6 +69,12 @@ pub enum Boot {
     },
 }
 
+/// Why a pool's extra specs cannot work with this provider; the pool is
+/// refused. The message names the bad key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub(crate) String);
+
 pub const MAX_EXTRA_DISK_GIB: u64 = 16 * 1024;
 
 impl ExtraSpecs {
@@ -76,9 +82,9 @@ impl ExtraSpecs {
     pub fn parse(
         map: &serde_json::Map<String, serde_json::Value>,
         config: &LibvirtProviderConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SpecError> {
         let specs: ExtraSpecs = serde_json::from_value(serde_json::Value::Object(map.clone()))
-            .map_err(|e| format!("extra_specs: {e}"))?;
+            .map_err(|e| SpecError(format!("extra_specs: {e}")))?;
         if let Some(m) = &specs.machine
             && (m.is_empty()
                 || m.len() > 64
@@ -86,19 +92,21 @@ impl ExtraSpecs {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.machine {m:?} is not a machine type name (e.g. q35, pc-q35-8.2)"
-            ));
+            )));
         }
         if let Some(gib) = specs.extra_disk_gib
             && !(1..=MAX_EXTRA_DISK_GIB).contains(&gib)
         {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "extra_specs.extra_disk_gib must be between 1 and {MAX_EXTRA_DISK_GIB}, got {gib}"
-            ));
+            )));
         }
         if specs.kernel.is_none() && (specs.initrd.is_some() || specs.cmdline.is_some()) {
-            return Err("extra_specs.initrd and cmdline need extra_specs.kernel".into());
+            return Err(SpecError(
+                "extra_specs.initrd and cmdline need extra_specs.kernel".into(),
+            ));
         }
         for (key, path) in [("kernel", &specs.kernel), ("initrd", &specs.initrd)] {
             if let Some(p) = path {
@@ -108,7 +116,9 @@ impl ExtraSpecs {
         if let Some(c) = &specs.cmdline
             && c.chars().any(char::is_control)
         {
-            return Err("extra_specs.cmdline contains control characters".into());
+            return Err(SpecError(
+                "extra_specs.cmdline contains control characters".into(),
+            ));
         }
         Ok(specs)
     }
@@ -127,27 +137,27 @@ impl ExtraSpecs {
 
 /// Direct kernel boot makes QEMU (often root) read a host file: only allow
 /// files under directories the operator listed.
-fn check_kernel_path(key: &str, path: &Path, allowed: &[PathBuf]) -> Result<(), String> {
+fn check_kernel_path(key: &str, path: &Path, allowed: &[PathBuf]) -> Result<(), SpecError> {
     if allowed.is_empty() {
-        return Err(format!(
+        return Err(SpecError(format!(
             "extra_specs.{key}: direct kernel boot is disabled; list the kernel's directory in the provider's kernel_dirs"
-        ));
+        )));
     }
     if !path.is_absolute()
         || path
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(format!(
+        return Err(SpecError(format!(
             "extra_specs.{key} {} must be an absolute path without . or ..",
             path.display()
-        ));
+        )));
     }
     if !allowed.iter().any(|dir| path.starts_with(dir)) {
-        return Err(format!(
+        return Err(SpecError(format!(
             "extra_specs.{key} {} is not under any of the provider's kernel_dirs",
             path.display()
-        ));
+        )));
     }
     Ok(())
 }
@@ -229,7 +239,9 @@ mod tests {
             ),
         ];
         for (specs, want) in cases {
-            let err = ExtraSpecs::parse(&map(specs.clone()), &config()).unwrap_err();
+            let err = ExtraSpecs::parse(&map(specs.clone()), &config())
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(want),
                 "{specs}: {err:?} should mention {want:?}"
@@ -243,7 +255,8 @@ mod tests {
             &map(json!({"kernel": "/srv/kernels/vmlinuz"})),
             &LibvirtProviderConfig::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("disabled"), "{err}");
     }
 }

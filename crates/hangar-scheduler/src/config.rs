@@ -65,18 +65,28 @@ impl SchedulerConfig {
         Duration::from_secs(self.idle_grace_secs)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.create_attempts == 0 {
-            return Err("scheduler.create_attempts must be at least 1".into());
+            return Err(ConfigError::NoCreateAttempts);
         }
         if self.github_concurrency == 0 {
-            return Err("scheduler.github_concurrency must be at least 1".into());
+            return Err(ConfigError::NoGithubConcurrency);
         }
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
-            return Err(
-                "scheduler.backoff_base_ms must be > 0 and not above backoff_max_ms".into(),
-            );
+            return Err(ConfigError::Backoff);
         }
         Ok(())
     }
+}
+
+/// A `[scheduler]` setting the scheduler cannot run with; the daemon
+/// refuses to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("scheduler.create_attempts must be at least 1")]
+    NoCreateAttempts,
+    #[error("scheduler.github_concurrency must be at least 1")]
+    NoGithubConcurrency,
+    #[error("scheduler.backoff_base_ms must be > 0 and not above backoff_max_ms")]
+    Backoff,
 }

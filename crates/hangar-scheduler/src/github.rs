@@ -64,10 +64,6 @@ impl GitHub {
         }
     }
 
-    pub(crate) fn forge(&self) -> &Arc<dyn Forge> {
-        &self.forge
-    }
-
     /// The GitHub target of an entity, cached briefly (three queries and
     /// three decryptions otherwise, per instance).
     pub(crate) async fn target(&self, entity: EntityId) -> Result<Arc<ForgeTarget>, StoreError> {

@@ -53,7 +53,7 @@ impl Intake {
 }
 
 async fn writer(scheduler: Scheduler, mut rx: mpsc::Receiver<(JobEvent, Reply)>) {
-    let store = scheduler.store().clone();
+    let store = scheduler.ctx.store.clone();
     let mut batch: Vec<(JobEvent, Reply)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, replies): (Vec<JobEvent>, Vec<Reply>) = batch.drain(..).unzip();

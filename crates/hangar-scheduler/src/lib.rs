@@ -106,30 +106,6 @@ impl Scheduler {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.ctx.store
-    }
-
-    pub fn providers(&self) -> &Providers {
-        &self.ctx.providers
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.ctx.metrics
-    }
-
-    pub fn forge(&self) -> &Arc<dyn Forge> {
-        self.ctx.github.forge()
-    }
-
-    pub fn urls(&self) -> Urls {
-        self.ctx.urls.get()
-    }
-
-    pub fn set_urls(&self, urls: Urls) {
-        self.ctx.urls.set(urls);
-    }
-
     /// Called by intake once a delivery is committed: wakes the job's pool
     /// and, when GitHub reports a runner taking or finishing a job, that
     /// runner's pool. Never blocks; decides nothing.

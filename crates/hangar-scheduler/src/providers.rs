@@ -50,6 +50,12 @@ impl Providers {
     }
 }
 
+/// Two providers with one name: pools name their provider, so the daemon
+/// refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provider {0:?} is configured twice")]
+pub struct DuplicateProvider(pub String);
+
 #[derive(Debug, Default)]
 pub struct ProvidersBuilder {
     entries: BTreeMap<String, Arc<ProviderEntry>>,
@@ -71,9 +77,9 @@ impl ProvidersBuilder {
         description: &str,
         provider: Arc<dyn Provider>,
         proxy: ProxySettings,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DuplicateProvider> {
         if self.entries.contains_key(name) {
-            return Err(format!("provider {name:?} is configured twice"));
+            return Err(DuplicateProvider(name.to_owned()));
         }
         let permits = Arc::new(Semaphore::new(provider.max_concurrency().max(1)));
         let gate = Gate::new(

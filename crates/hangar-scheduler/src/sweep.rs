@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use hangar_core::matching::{PoolCandidate, rank_pools};
 use hangar_core::provider::InstanceRef;
-use hangar_core::{InstanceName, InstanceStatus, JobStatus, RunnerStatus};
+use hangar_core::{ForgeJobStatus, InstanceName, InstanceStatus, JobStatus, RunnerStatus};
 use std::sync::Arc;
 
 use hangar_core::controller_label;
@@ -259,8 +259,8 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
                     .await?;
                 r.jobs_closed += 1;
             }
-            Ok(Some(fj)) => match fj.status.as_str() {
-                "completed" => {
+            Ok(Some(fj)) => match fj.status {
+                ForgeJobStatus::Completed => {
                     store
                         .advance_job(
                             job.id,
@@ -271,7 +271,7 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
                         .await?;
                     r.jobs_closed += 1;
                 }
-                "in_progress" => {
+                ForgeJobStatus::InProgress => {
                     store
                         .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
                         .await?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use hangar_core::matching::{PoolCandidate, rank_pools};
-use hangar_core::{Entity, EntityId, EntityKind, EntityScope, Labels, PoolId, Secret};
+use hangar_core::{Entity, EntityId, EntityKind, Labels, PoolId, ScopeRef, Secret};
 use hangar_store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl Snapshot {
         self.entities.get(id)
     }
 
-    pub fn by_scope(&self, scope: &EntityScope) -> Option<&Arc<EntityEntry>> {
+    pub fn by_scope(&self, scope: ScopeRef<'_>) -> Option<&Arc<EntityEntry>> {
         self.by_scope
             .get(&scope_key(scope))
             .and_then(|id| self.entities.get(id))
@@ -54,19 +54,19 @@ impl Snapshot {
     }
 }
 
-fn scope_key(scope: &EntityScope) -> (EntityKind, String, String) {
+fn scope_key(scope: ScopeRef<'_>) -> (EntityKind, String, String) {
     match scope {
-        EntityScope::Repository { owner, name } => (
+        ScopeRef::Repository { owner, name } => (
             EntityKind::Repository,
             owner.to_ascii_lowercase(),
             name.to_ascii_lowercase(),
         ),
-        EntityScope::Organization { name } => (
+        ScopeRef::Organization { name } => (
             EntityKind::Organization,
             String::new(),
             name.to_ascii_lowercase(),
         ),
-        EntityScope::Enterprise { slug } => (
+        ScopeRef::Enterprise { slug } => (
             EntityKind::Enterprise,
             String::new(),
             slug.to_ascii_lowercase(),
@@ -95,7 +95,8 @@ impl Catalog {
         let mut snap = Snapshot::default();
         for (entity, secret) in secrets {
             let id = entity.id;
-            snap.by_scope.insert(scope_key(&entity.scope), id);
+            snap.by_scope
+                .insert(scope_key(entity.scope.as_scope_ref()), id);
             let entity_pools = pools
                 .iter()
                 .filter(|p| p.entity_id == id)

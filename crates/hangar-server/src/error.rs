@@ -6,7 +6,10 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hangar_api::ErrorBody;
+use hangar_scheduler::SchedulerError;
 use hangar_store::StoreError;
+
+use hangar_scheduler::IntakeError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -82,32 +85,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<hangar_scheduler::SchedulerError> for ApiError {
-    fn from(e: hangar_scheduler::SchedulerError) -> Self {
-        use hangar_scheduler::SchedulerError as E;
+impl From<SchedulerError> for ApiError {
+    fn from(e: SchedulerError) -> Self {
         match e {
-            E::Store(s) => s.into(),
-            E::Busy(m) => ApiError::conflict(m),
-            E::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "hangard is shutting down; try again",
-            ),
-            E::Invalid(m) => ApiError::bad_request(m),
+            SchedulerError::Store(s) => s.into(),
+            SchedulerError::Busy(m) => ApiError::conflict(m),
+            e @ SchedulerError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            SchedulerError::Invalid(m) => ApiError::bad_request(m),
         }
     }
 }
 
-/// A delivery that was not recorded gets a 5xx, so GitHub redelivers it.
-impl From<hangar_scheduler::IntakeError> for ApiError {
-    fn from(e: hangar_scheduler::IntakeError) -> Self {
-        use hangar_scheduler::IntakeError as E;
+/// GitHub redelivers on a 5xx, so both failures answer one.
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
         match e {
-            E::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "hangard is shutting down; the delivery was not recorded",
-            ),
-            E::Commit(e) => {
-                ApiError::internal("cannot record the delivery").with_details(e.to_string())
+            IntakeError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot record the job")
+                    .with_details(e.to_string())
+            }
+            IntakeError::Commit(e) => {
+                ApiError::internal("database error").with_details(e.to_string())
             }
         }
     }
@@ -136,3 +136,44 @@ where
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_errors_map_to_what_the_caller_can_do() {
+        let status = |e: SchedulerError| ApiError::from(e).status;
+        assert_eq!(
+            status(SchedulerError::Busy("later".into())),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(SchedulerError::ShuttingDown),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(SchedulerError::Invalid("name".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(SchedulerError::Store(StoreError::NotFound(
+                "instance".into()
+            ))),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn intake_failures_answer_5xx_so_github_redelivers() {
+        assert_eq!(
+            ApiError::from(IntakeError::ShuttingDown).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let commit = ApiError::from(IntakeError::Commit(std::sync::Arc::new(
+            StoreError::Invalid("disk full".into()),
+        )));
+        assert_eq!(commit.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(commit.error, "database error");
+    }
+}

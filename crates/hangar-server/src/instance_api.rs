@@ -98,18 +98,13 @@ pub async fn registration_token(
 ) -> ApiResult<String> {
     let pool = s.store.pool(auth.instance.pool_id).await?;
     let target = s.store.forge_target(pool.entity_id).await?;
-    let token = s
-        .scheduler
-        .forge()
-        .registration_token(&target)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "cannot get a registration token from GitHub",
-            )
-            .with_details(e.to_string())
-        })?;
+    let token = s.forge.registration_token(&target).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "cannot get a registration token from GitHub",
+        )
+        .with_details(e.to_string())
+    })?;
     tracing::info!(instance.name = %auth.instance.name, "registration token handed out");
     Ok(token.token.expose().to_owned())
 }

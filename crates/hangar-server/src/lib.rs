@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hangar_scheduler::{Intake, Metrics, Scheduler};
+use hangar_core::Forge;
+use hangar_scheduler::{Intake, Metrics, Providers, Scheduler, SharedUrls};
 use hangar_store::Store;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -66,6 +67,11 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub store: Store,
     pub scheduler: Scheduler,
+    pub providers: Providers,
+    pub metrics: Arc<Metrics>,
+    pub urls: SharedUrls,
+    /// GitHub, for the routes instances call (registration tokens).
+    pub forge: Arc<dyn Forge>,
     pub catalog: Catalog,
     pub intake: Intake,
     pub tokens: TokenKeys,
@@ -79,15 +85,36 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The parts the server shares with the rest of the daemon, built once by
+/// the composition root.
+#[derive(Debug)]
+pub struct AppDeps {
+    pub store: Store,
+    pub scheduler: Scheduler,
+    /// The same providers the scheduler was built with.
+    pub providers: Providers,
+    pub metrics: Arc<Metrics>,
+    /// The same URLs the scheduler renders into boot scripts.
+    pub urls: SharedUrls,
+    pub forge: Arc<dyn Forge>,
+}
+
 impl AppState {
     /// Builds the state: loads the catalog, reads the JWT secret, starts the
     /// intake writer and a background refresh of pool load figures.
     pub async fn new(
-        store: Store,
-        scheduler: Scheduler,
+        deps: AppDeps,
         settings: Settings,
         jwt_secret: Option<hangar_core::Secret>,
     ) -> Result<Self, hangar_store::StoreError> {
+        let AppDeps {
+            store,
+            scheduler,
+            providers,
+            metrics,
+            urls,
+            forge,
+        } = deps;
         let catalog = Catalog::default();
         catalog.refresh(&store).await?;
         catalog.refresh_load(&store).await?;
@@ -100,6 +127,10 @@ impl AppState {
         let state = AppState(Arc::new(Inner {
             store,
             scheduler,
+            providers,
+            metrics,
+            urls,
+            forge,
             catalog,
             intake,
             tokens,

@@ -29,7 +29,7 @@ pub async fn healthz() -> Json<HealthResponse> {
     (status = 503, description = "Database unreachable", body = HealthResponse)))]
 pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let db = s.store.ping().await;
-    let providers = provider_health(s.scheduler.providers().iter()).await;
+    let providers = provider_health(s.providers.iter()).await;
     let status = match (&db, providers.iter().all(|p| p.healthy)) {
         (Err(_), _) => "unavailable",
         (Ok(()), true) => "ok",
@@ -56,7 +56,7 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<HealthRespon
 /// Prometheus metrics (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let m = s.scheduler.metrics();
+    let m = &s.metrics;
     if let Ok(jobs) = s.store.job_counts().await {
         m.jobs.clear();
         for (status, n) in jobs {

@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use hangar_api::WebhookAck;
-use hangar_core::{EntityKind, EntityScope, JobAction, JobId, Labels};
+use hangar_core::{EntityKind, JobAction, JobId, Labels};
+use hangar_github::routing::{self, Subject};
 use hangar_github::webhook::{self, DeliveryTarget, SignatureError, WorkflowJobEvent};
 use hangar_store::{JobEvent, JobOutcome};
 use http_body_util::BodyExt as _;
@@ -118,6 +119,8 @@ fn ack(status: StatusCode, outcome: &str, job_id: Option<i64>) -> Response {
         (status = 404, description = "Unknown entity", body = hangar_api::ErrorBody),
         (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+        (status = 500, description = "The job could not be committed; GitHub redelivers", body = hangar_api::ErrorBody),
+        (status = 503, description = "Shutting down; GitHub redelivers", body = hangar_api::ErrorBody),
     )
 )]
 pub async fn entity_webhook(
@@ -164,6 +167,8 @@ pub async fn entity_webhook(
         (status = 404, description = "No registered entity for this delivery", body = hangar_api::ErrorBody),
         (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+        (status = 500, description = "The job could not be committed; GitHub redelivers", body = hangar_api::ErrorBody),
+        (status = 503, description = "Shutting down; GitHub redelivers", body = hangar_api::ErrorBody),
     )
 )]
 pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> Response {
@@ -231,58 +236,9 @@ pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> 
     finish(&state, event, None, result)
 }
 
-/// The registered entity a delivery is about: its repository, else the
-/// repository's or the payload's organization, else its enterprise.
+/// The registered entity a delivery is about (see [`routing::route`]).
 fn route(snap: &crate::catalog::Snapshot, t: &DeliveryTarget) -> Option<Arc<EntityEntry>> {
-    if let Some(r) = &t.repository {
-        let (owner, name) = r.owner_and_name();
-        if let Some(e) = snap.by_scope(&EntityScope::Repository {
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-        }) {
-            return Some(e.clone());
-        }
-    }
-    let orgs = t
-        .organization
-        .iter()
-        .map(|o| o.login.clone())
-        .chain(t.repository.iter().map(|r| r.owner_and_name().0.to_owned()));
-    for org in orgs {
-        if let Some(e) = snap.by_scope(&EntityScope::Organization { name: org }) {
-            return Some(e.clone());
-        }
-    }
-    t.enterprise
-        .as_ref()
-        .and_then(|ent| {
-            snap.by_scope(&EntityScope::Enterprise {
-                slug: ent.slug.clone(),
-            })
-        })
-        .cloned()
-}
-
-/// Whether a verified payload belongs to the entity its URL names.
-fn belongs_to(entry: &EntityEntry, ev: &WorkflowJobEvent) -> bool {
-    let repo_owner = ev.repository.as_ref().map(|r| r.owner_and_name().0);
-    match &entry.entity.scope {
-        EntityScope::Repository { owner, name } => ev.repository.as_ref().is_some_and(|r| {
-            let (o, n) = r.owner_and_name();
-            o.eq_ignore_ascii_case(owner) && n.eq_ignore_ascii_case(name)
-        }),
-        EntityScope::Organization { name } => {
-            ev.organization
-                .as_ref()
-                .is_some_and(|o| o.login.eq_ignore_ascii_case(name))
-                || repo_owner.is_some_and(|o| o.eq_ignore_ascii_case(name))
-        }
-        // Enterprise payloads do not always name the enterprise.
-        EntityScope::Enterprise { slug } => ev
-            .enterprise
-            .as_ref()
-            .is_none_or(|e| e.slug.eq_ignore_ascii_case(slug)),
-    }
+    routing::route(Subject::from(t), |scope| snap.by_scope(scope)).cloned()
 }
 
 async fn handle_verified(
@@ -306,7 +262,7 @@ async fn handle_verified(
             let Some(action) = JobAction::from_webhook(&ev.action) else {
                 return Ok(ack(StatusCode::OK, "ignored", Some(job_id)));
             };
-            if !belongs_to(entry, &ev) {
+            if !Subject::from(&ev).belongs_to(&entry.entity.scope) {
                 return Err(ApiError::bad_request(format!(
                     "this delivery is not about {} {}",
                     entry.entity.scope.kind(),
@@ -395,7 +351,7 @@ fn finish(
             (e.into_response(), outcome)
         }
     };
-    state.scheduler.metrics().webhook(event_label, outcome);
+    state.metrics.webhook(event_label, outcome);
     tracing::debug!(
         event,
         entity = entity.unwrap_or("(shared hook)"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hangar_core::*;
-use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, Urls};
-use hangar_server::{AppState, Settings};
+use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
+use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::Change;
 use hangar_store::{NewEntity, Store, StoreOptions};
 use http_body_util::BodyExt as _;
@@ -32,18 +32,16 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool, Scheduler) {
         )
         .unwrap()
         .build();
+    let forge: Arc<dyn Forge> = Arc::new(hangar_github::GitHubForge::new(Default::default()));
+    let urls = SharedUrls::new(Urls::derive("http://127.0.0.1:1", None, None, None));
+    let metrics = Arc::new(Metrics::new());
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
-        forge: Arc::new(hangar_github::GitHubForge::new(Default::default())),
-        providers,
+        forge: forge.clone(),
+        providers: providers.clone(),
         config: Default::default(),
-        urls: hangar_scheduler::SharedUrls::new(Urls::derive(
-            "http://127.0.0.1:1",
-            None,
-            None,
-            None,
-        )),
-        metrics: Arc::new(Metrics::new()),
+        urls: urls.clone(),
+        metrics: metrics.clone(),
     });
     store
         .create_endpoint(&Endpoint {
@@ -100,8 +98,14 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Store, Pool, Scheduler) {
         .await
         .unwrap();
     let state = AppState::new(
-        store.clone(),
-        scheduler.clone(),
+        AppDeps {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            providers,
+            metrics,
+            urls,
+            forge,
+        },
         Settings {
             public_url: "http://127.0.0.1:1".into(),
             webhook_body_limit: 1 << 20,

@@ -14,7 +14,7 @@ use crate::auth::Admin;
 use crate::error::ApiResult;
 
 async fn controller_response(s: &AppState) -> ApiResult<ControllerResponse> {
-    let urls = s.scheduler.urls();
+    let urls = s.urls.get();
     let pools = s.store.list_pools(None).await?.len() as u64;
     let instances = s
         .store
@@ -39,7 +39,7 @@ async fn controller_response(s: &AppState) -> ApiResult<ControllerResponse> {
         webhook_base_url: urls.webhook_base_url,
         metadata_url: urls.metadata_url,
         callback_url: urls.callback_url,
-        providers: provider_health(s.scheduler.providers().iter()).await,
+        providers: provider_health(s.providers.iter()).await,
         counts: ControllerCounts {
             pools,
             instances,
@@ -80,7 +80,7 @@ pub async fn update(
             req.webhook_base_url.as_deref(),
         )
         .await?;
-    s.scheduler.set_urls(Urls::derive(
+    s.urls.set(Urls::derive(
         &s.settings.public_url,
         info.webhook_url.as_deref(),
         info.metadata_url.as_deref(),
@@ -96,5 +96,5 @@ pub async fn providers(
     _: Admin,
     State(s): State<AppState>,
 ) -> ApiResult<Json<Vec<ProviderResponse>>> {
-    Ok(Json(provider_health(s.scheduler.providers().iter()).await))
+    Ok(Json(provider_health(s.providers.iter()).await))
 }

@@ -31,7 +31,7 @@ pub(crate) async fn response(
         owner,
         name,
         credentials_name: e.credentials_name.to_string(),
-        webhook_url: format!("{}/{}", s.scheduler.urls().webhook_base_url, e.id),
+        webhook_url: format!("{}/{}", s.urls.get().webhook_base_url, e.id),
         pool_count,
         webhook_secret: generated.map(|g| g.expose().to_owned()),
         created_at: e.created_at,
@@ -83,7 +83,9 @@ async fn create(s: &AppState, kind: EntityKind, req: EntityCreate) -> ApiResult<
             "an {kind} has no owner; give only its name"
         )));
     }
-    scope.validate().map_err(ApiError::bad_request)?;
+    scope
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let credentials_name = ResourceName::parse(&req.credentials_name)
         .map_err(|e| ApiError::bad_request(format!("credentials_name: {e}")))?;
     let (secret, generated) = match req.webhook_secret.filter(|w| !w.is_empty()) {

@@ -69,14 +69,13 @@ async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
     spec.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let entry = s
-        .scheduler
-        .providers()
+        .providers
         .get(spec.provider_name.as_str())
         .ok_or_else(|| {
             ApiError::bad_request(format!(
                 "provider {:?} is not configured; configured providers: {}",
                 spec.provider_name.as_str(),
-                s.scheduler.providers().names().join(", ")
+                s.providers.names().join(", ")
             ))
         })?;
     let mut for_provider = spec.clone();
