@@ -15,3 +15,8 @@ pub mod fake_arm;
 pub mod fake_github;
 
 pub use hangar_provider_fake::{fake_provider, runner_sim};
+
+/// For [`conformance_tests!`]: the trait its tests name, so a caller need not
+/// depend on `hangar-core` to use the macro.
+#[doc(hidden)]
+pub use hangar_core::Provider as __Provider;

@@ -4,14 +4,14 @@
 //! testkit.
 
 use hangar_core::{ControllerId, PoolId, Provider, ProviderError};
-use hangar_testkit::conformance::{self, ConformanceCase, sample_request};
+use hangar_testkit::conformance::{ConformanceCase, sample_request};
 use hangar_testkit::fake_provider::FakeProvider;
 
-#[tokio::test]
-async fn fake_provider_passes_conformance() {
-    let p = FakeProvider::default();
-    conformance::run(&p, &ConformanceCase::default()).await;
-}
+hangar_testkit::conformance_tests!(
+    mod conformance,
+    ConformanceCase::default(),
+    FakeProvider::default()
+);
 
 #[tokio::test]
 async fn injected_failures_come_back_in_order() {
