@@ -216,7 +216,7 @@ pub struct ProviderSection {
     pub external: Option<hangar_provider_external::ExternalProviderConfig>,
     pub libvirt: Option<hangar_provider_libvirt::LibvirtProviderConfig>,
     pub azure: Option<hangar_provider_azure::AzureProviderConfig>,
-    pub fake: Option<hangar_testkit::fake_provider::FakeProviderSettings>,
+    pub fake: Option<hangar_provider_fake::fake_provider::FakeProviderSettings>,
 }
 
 impl ProviderSection {

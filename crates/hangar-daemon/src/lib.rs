@@ -92,19 +92,18 @@ pub async fn build_providers(config: &Config, store: &Store) -> anyhow::Result<P
     for p in &config.providers {
         let provider: Arc<dyn Provider> = match p.kind {
             ProviderKind::Fake => {
-                let settings =
-                    p.fake
-                        .clone()
-                        .unwrap_or(hangar_testkit::fake_provider::FakeProviderSettings {
-                            create_latency_ms: 0,
-                            delete_latency_ms: 0,
-                            boot: hangar_testkit::fake_provider::BootMode::Simulate,
-                            max_concurrency: 64,
-                            calls_log: None,
-                            fail_first_creates: 0,
-                        });
+                let settings = p.fake.clone().unwrap_or(
+                    hangar_provider_fake::fake_provider::FakeProviderSettings {
+                        create_latency_ms: 0,
+                        delete_latency_ms: 0,
+                        boot: hangar_provider_fake::fake_provider::BootMode::Simulate,
+                        max_concurrency: 64,
+                        calls_log: None,
+                        fail_first_creates: 0,
+                    },
+                );
                 let fails = settings.fail_first_creates as usize;
-                let fake = hangar_testkit::fake_provider::FakeProvider::new(settings.into());
+                let fake = hangar_provider_fake::fake_provider::FakeProvider::new(settings.into());
                 fake.fail_next_creates(
                     fails,
                     hangar_core::ProviderError::Transient("injected create failure".into()),

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use hangar_core::provider::InstanceRef;
 use hangar_core::{ControllerId, PoolId, Provider, ProviderError};
 use hangar_provider_azure::{AccessToken, AzureProvider, AzureProviderConfig, TokenCredential};
-use hangar_testkit::conformance::{self, ConformanceCase};
+use hangar_testkit::conformance::{ConformanceCase, sample_request, sample_spec};
 use hangar_testkit::fake_arm::{ArmFault, ArmKind, FakeArm};
 use serde_json::{Value, json};
 
@@ -88,13 +88,11 @@ fn iref(req: &hangar_core::provider::CreateInstanceRequest) -> InstanceRef {
     }
 }
 
-#[tokio::test]
-async fn conformance_with_confidential_vms_leaves_nothing() {
-    let (arm, p) = setup("").await;
-    conformance::run(&p, &cvm_case()).await;
+/// What must hold after every conformance property: nothing is left at
+/// ARM, and every call carried the token and an api-version.
+fn assert_left_nothing(arm: &FakeArm) {
     let left = arm.resources();
     assert!(left.is_empty(), "every resource is gone: {left:?}");
-    // Every call carried the token and an api-version.
     for r in arm.requests() {
         assert_eq!(
             r.authorization.as_deref(),
@@ -102,6 +100,15 @@ async fn conformance_with_confidential_vms_leaves_nothing() {
         );
         assert!(r.query.contains("api-version="), "{} {}", r.method, r.path);
     }
+}
+
+// The conformance suite with confidential VMs, each property leaving nothing.
+hangar_testkit::conformance_tests! {
+    mod conformance,
+    setup: setup("").await,
+    provider: |(_, p)| p,
+    case: |_| cvm_case(),
+    after: |(arm, _), _names| assert_left_nothing(arm),
 }
 
 #[tokio::test]
@@ -114,7 +121,7 @@ async fn confidential_vm_request_bodies() {
             .as_object()
             .unwrap()
             .clone();
-    let mut req = conformance::sample_request("hangar-cvm-1", c, pool, &case);
+    let mut req = sample_request("hangar-cvm-1", c, pool, &case);
     req.userdata = "#!/bin/sh\n# Hangar runner bootstrap\necho boot\n".into();
     let inst = p.create_instance(&req).await.unwrap();
     assert_eq!(inst.name, "hangar-cvm-1");
@@ -220,7 +227,7 @@ async fn a_create_that_fails_half_way_leaves_nothing() {
             message: "the platform failed".into(),
         },
     );
-    let req = conformance::sample_request(
+    let req = sample_request(
         "hangar-half-1",
         ControllerId::new_random(),
         PoolId::new_random(),
@@ -257,7 +264,7 @@ async fn throttling_is_retried_after_retry_after() {
             retry_after_secs: 0,
         },
     );
-    let req = conformance::sample_request(
+    let req = sample_request(
         "hangar-429-1",
         ControllerId::new_random(),
         PoolId::new_random(),
@@ -279,7 +286,7 @@ async fn public_ip_when_asked_and_removed_with_the_rest() {
     let (arm, p) = setup("").await;
     let mut case = cvm_case();
     case.extra_specs.insert("public_ip".into(), json!(true));
-    let req = conformance::sample_request(
+    let req = sample_request(
         "hangar-pip-1",
         ControllerId::new_random(),
         PoolId::new_random(),
@@ -331,7 +338,7 @@ async fn half_made_instances_are_listed_and_deletable() {
             code: "InternalServerError".into(),
         },
     );
-    let req = conformance::sample_request("hangar-left-1", c, pool, &cvm_case());
+    let req = sample_request("hangar-left-1", c, pool, &cvm_case());
     let err = p.create_instance(&req).await.unwrap_err();
     assert!(matches!(err, ProviderError::InvalidSpec(_)), "{err:?}");
     assert!(
@@ -379,7 +386,7 @@ async fn lists_follow_next_link() {
     let (c, pool) = (ControllerId::new_random(), PoolId::new_random());
     let mut reqs = Vec::new();
     for i in 0..5 {
-        let r = conformance::sample_request(&format!("hangar-page-{i}"), c, pool, &cvm_case());
+        let r = sample_request(&format!("hangar-page-{i}"), c, pool, &cvm_case());
         p.create_instance(&r).await.unwrap();
         reqs.push(r);
     }
@@ -407,7 +414,7 @@ async fn lists_follow_next_link() {
 #[tokio::test]
 async fn pools_are_checked_before_they_are_stored() {
     let (_arm, p) = setup("").await;
-    let mut spec = conformance::sample_spec(&cvm_case());
+    let mut spec = sample_spec(&cvm_case());
     p.validate_pool(&spec).await.unwrap();
     spec.flavor = "Standard_D2s_v5".into();
     let e = p.validate_pool(&spec).await.unwrap_err();
@@ -415,14 +422,14 @@ async fn pools_are_checked_before_they_are_stored() {
         matches!(&e, ProviderError::InvalidSpec(m) if m.contains("Standard_D2s_v5") && m.contains("confidential")),
         "{e:?}"
     );
-    let mut spec = conformance::sample_spec(&cvm_case());
+    let mut spec = sample_spec(&cvm_case());
     spec.extra_specs.insert("confidental".into(), json!(true));
     let e = p.validate_pool(&spec).await.unwrap_err();
     assert!(
         matches!(&e, ProviderError::InvalidSpec(m) if m.contains("confidental")),
         "{e:?}"
     );
-    let mut spec = conformance::sample_spec(&cvm_case());
+    let mut spec = sample_spec(&cvm_case());
     spec.os_type = hangar_core::OsType::Windows;
     assert!(p.validate_pool(&spec).await.is_err());
 }
@@ -447,7 +454,7 @@ async fn an_operation_that_never_ends_times_out_and_is_cleaned_up() {
         1,
         ArmFault::NeverFinish,
     );
-    let req = conformance::sample_request(
+    let req = sample_request(
         "hangar-slow-1",
         ControllerId::new_random(),
         PoolId::new_random(),

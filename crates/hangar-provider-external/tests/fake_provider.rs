@@ -10,7 +10,7 @@ use std::time::Duration;
 use hangar_core::provider::{InstanceRef, ProviderInstanceStatus};
 use hangar_core::{ControllerId, PoolId, Provider, ProviderError};
 use hangar_provider_external::{ExternalProvider, ExternalProviderConfig, InterfaceVersion};
-use hangar_testkit::conformance::{self, ConformanceCase, sample_request, sample_spec};
+use hangar_testkit::conformance::{ConformanceCase, sample_request, sample_spec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -45,21 +45,22 @@ impl Fake {
     }
 }
 
-#[tokio::test]
-async fn conformance_v011() {
-    let f = fake(InterfaceVersion::V011, "none", 0);
-    conformance::run(&f.provider, &ConformanceCase::default()).await;
+hangar_testkit::conformance_tests! {
+    mod conformance_v011,
+    setup: fake(InterfaceVersion::V011, "none", 0),
+    provider: |f| &f.provider,
+    case: |_| ConformanceCase::default(),
 }
 
-#[tokio::test]
-async fn conformance_v010() {
-    let f = fake(InterfaceVersion::V010, "none", 0);
+hangar_testkit::conformance_tests! {
+    mod conformance_v010,
+    setup: fake(InterfaceVersion::V010, "none", 0),
+    provider: |f| &f.provider,
     // v0.1.0 has no ValidatePoolInfo, so nothing can be rejected.
-    let case = ConformanceCase {
+    case: |_| ConformanceCase {
         invalid_image: None,
         ..ConformanceCase::default()
-    };
-    conformance::run(&f.provider, &case).await;
+    },
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use hangar_core::provider::{InstanceRef, ProviderInstanceStatus};
 use hangar_core::{ControllerId, InstanceName, PoolId, Provider, ProviderError};
 use hangar_provider_external::{ExternalProvider, GarmCommand, InterfaceVersion};
-use hangar_testkit::conformance::{self, ConformanceCase, sample_request, sample_spec};
+use hangar_testkit::conformance::{ConformanceCase, sample_request, sample_spec};
 use support::{SHELL_VARS, Script, parse_env, process_gone, wait_for};
 
 /// Records every call's environment and stdin, answers every command.
@@ -811,9 +811,14 @@ case "$GARM_COMMAND" in
 esac
 "#;
 
-#[tokio::test]
-async fn conformance_suite_passes_against_a_stateful_script() {
-    let s = Script::new(STATEFUL);
-    let provider = s.provider(InterfaceVersion::V011);
-    conformance::run(&provider, &ConformanceCase::default()).await;
+// The conformance suite against a stateful script.
+hangar_testkit::conformance_tests! {
+    mod conformance_stateful_script,
+    setup: {
+        let s = Script::new(STATEFUL);
+        let provider = s.provider(InterfaceVersion::V011);
+        (s, provider)
+    },
+    provider: |(_, p)| p,
+    case: |_| ConformanceCase::default(),
 }

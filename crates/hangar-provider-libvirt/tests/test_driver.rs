@@ -15,7 +15,7 @@ use hangar_core::{ControllerId, InstanceName, PoolId, Provider, ProviderError};
 use hangar_provider_libvirt::{
     DomainType, Flavor, LibvirtProvider, LibvirtProviderConfig, NetworkSpec,
 };
-use hangar_testkit::conformance::{self, ConformanceCase};
+use hangar_testkit::conformance::{ConformanceCase, sample_request, sample_spec};
 use serde_json::json;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
@@ -131,21 +131,28 @@ fn iref(req: &hangar_core::provider::CreateInstanceRequest, id: Option<String>) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn conformance_suite() {
-    let host = TestHost::new();
-    let provider = host.provider();
-    conformance::run(&provider, &case(&host)).await;
-    // Other tests share the driver's state; the suite's names start `conf-`.
-    let left: Vec<String> = host
-        .volumes()
-        .into_iter()
-        .filter(|v| v.starts_with("conf-"))
-        .collect();
-    assert!(
-        left.is_empty(),
-        "the suite's volumes are all deleted: {left:?}"
-    );
+// The conformance suite; after each property, none of its instances'
+// volumes is left (other tests share the driver's state, so only the
+// property's own names are checked).
+hangar_testkit::conformance_tests! {
+    mod conformance,
+    setup: {
+        let host = TestHost::new();
+        let provider = host.provider();
+        (host, provider)
+    },
+    provider: |(_, p)| p,
+    case: |(host, _)| case(host),
+    after: |(host, _), names| {
+        let left: Vec<String> = names
+            .iter()
+            .flat_map(|n| host.volumes_of(n.as_str()))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the suite's volumes are all deleted: {left:?}"
+        );
+    },
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,7 +165,7 @@ async fn create_makes_overlay_seed_data_and_tagged_domain() {
         .unwrap()
         .clone();
     let n = name("full");
-    let req = conformance::sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
+    let req = sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
     let inst = provider.create_instance(&req).await.expect("create");
     assert_eq!(inst.status, ProviderInstanceStatus::Running);
     assert_eq!(
@@ -236,7 +243,7 @@ async fn a_half_created_instance_is_cleaned_up() {
         0,
     )
     .unwrap();
-    let req = conformance::sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
+    let req = sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
     let err = provider.create_instance(&req).await.unwrap_err();
     assert!(err.to_string().contains("create data volume"), "{err}");
     assert!(!host.domain_exists(&n), "the defined domain is removed");
@@ -267,7 +274,7 @@ async fn foreign_domains_are_never_touched() {
             "<domain type='test'><name>{n}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
         ))
         .unwrap();
-    let req = conformance::sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
+    let req = sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
     let err = provider
         .delete_instance(&iref(&req, None))
         .await
@@ -292,7 +299,7 @@ async fn foreign_domains_are_never_touched() {
 
     // Another controller's instance.
     let n = name("other");
-    let req = conformance::sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
+    let req = sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &c);
     let inst = provider.create_instance(&req).await.unwrap();
     let mut theirs = iref(&req, Some(inst.provider_id.clone()));
     theirs.controller_id = ControllerId::new_random();
@@ -315,7 +322,7 @@ async fn validate_pool_names_what_is_wrong() {
     let host = TestHost::new();
     let provider = host.provider();
     let c = case(&host);
-    let mut spec = conformance::sample_spec(&c);
+    let mut spec = sample_spec(&c);
     provider.validate_pool(&spec).await.expect("valid pool");
 
     spec.flavor = "huge".into();
@@ -325,7 +332,7 @@ async fn validate_pool_names_what_is_wrong() {
         "{err:?}"
     );
 
-    spec = conformance::sample_spec(&c);
+    spec = sample_spec(&c);
     spec.extra_specs = json!({"gpu": true}).as_object().unwrap().clone();
     let err = provider.validate_pool(&spec).await.unwrap_err();
     assert!(
@@ -333,7 +340,7 @@ async fn validate_pool_names_what_is_wrong() {
         "{err:?}"
     );
 
-    spec = conformance::sample_spec(&c);
+    spec = sample_spec(&c);
     spec.extra_specs = json!({"kernel": "/boot/vmlinuz"})
         .as_object()
         .unwrap()
@@ -344,7 +351,7 @@ async fn validate_pool_names_what_is_wrong() {
         "{err:?}"
     );
 
-    spec = conformance::sample_spec(&c);
+    spec = sample_spec(&c);
     spec.image = "missing.qcow2".into();
     let err = provider.validate_pool(&spec).await.unwrap_err();
     assert!(
@@ -356,8 +363,7 @@ async fn validate_pool_names_what_is_wrong() {
     let n = name("bad");
     let mut bad = c.clone();
     bad.flavor = "huge".into();
-    let req =
-        conformance::sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &bad);
+    let req = sample_request(&n, ControllerId::new_random(), PoolId::new_random(), &bad);
     assert!(matches!(
         provider.create_instance(&req).await,
         Err(ProviderError::InvalidSpec(_))

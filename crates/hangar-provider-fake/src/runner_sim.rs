@@ -41,42 +41,74 @@ pub enum BootOutcome {
     Idle,
 }
 
+/// Why a simulated boot stopped; names the step (`callback idle`,
+/// `GET <url>`, …) so a test's boot-error list reads like a boot log.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// No answer: connection refused, reset, or a body that did not arrive.
+    #[error("{step}: {source}")]
+    Unreachable {
+        step: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An answer with an error status (an unknown or spent instance token,
+    /// a runner FakeGitHub does not know).
+    #[error("{step}: HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    Refused {
+        step: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+}
+
+fn unreachable(step: impl Into<String>) -> impl FnOnce(reqwest::Error) -> BootError {
+    let step = step.into();
+    move |source| BootError::Unreachable { step, source }
+}
+
 async fn callback(
     client: &reqwest::Client,
     b: &BootstrapParams,
     status: &str,
     message: &str,
-) -> Result<(), String> {
+) -> Result<(), BootError> {
+    let step = format!("callback {status}");
     let resp = client
         .post(&b.callback_url)
         .bearer_auth(b.instance_token.expose())
         .json(&serde_json::json!({ "status": status, "message": message }))
         .send()
         .await
-        .map_err(|e| format!("callback {status}: {e}"))?;
+        .map_err(unreachable(step.clone()))?;
     if !resp.status().is_success() {
-        return Err(format!("callback {status}: HTTP {}", resp.status()));
+        return Err(BootError::Refused {
+            step,
+            status: resp.status(),
+            body: String::new(),
+        });
     }
     Ok(())
 }
 
 /// Runs the bootstrap of one instance.
-pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, String> {
+pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
     let client = reqwest::Client::new();
     callback(&client, b, "installing", "simulated boot").await?;
     let url = format!("{}/jit-config", b.metadata_url.trim_end_matches('/'));
+    let step = format!("GET {url}");
     let resp = client
         .get(&url)
         .bearer_auth(b.instance_token.expose())
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(unreachable(step.clone()))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        return Err(format!("GET {url}: HTTP {status}: {body}"));
+        return Err(BootError::Refused { step, status, body });
     }
-    let jit = resp.text().await.map_err(|e| e.to_string())?;
+    let jit = resp.text().await.map_err(unreachable(step))?;
     callback(&client, b, "idle", "simulated runner started").await?;
     let Some(fake) = FakeJitConfig::decode(&jit) else {
         return Ok(BootOutcome::Idle);
@@ -86,13 +118,18 @@ pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, String> {
         fake.fake_github_url.trim_end_matches('/'),
         fake.runner_id
     );
+    let step = format!("POST {online}");
     let resp = client
         .post(&online)
         .send()
         .await
-        .map_err(|e| format!("POST {online}: {e}"))?;
+        .map_err(unreachable(step.clone()))?;
     if !resp.status().is_success() {
-        return Err(format!("POST {online}: HTTP {}", resp.status()));
+        return Err(BootError::Refused {
+            step,
+            status: resp.status(),
+            body: String::new(),
+        });
     }
     Ok(BootOutcome::OnlineAtFakeGitHub {
         runner_id: fake.runner_id,
