@@ -8,7 +8,9 @@ use std::sync::Arc;
 use hangar_core::forge::JitRequest;
 use hangar_core::provider::{BootstrapParams, CreateInstanceRequest, InstanceRef};
 use hangar_core::userdata::{self, UserdataParams};
-use hangar_core::{ForgeError, ForgeTarget, Instance, Pool, ProviderError, Secret, entity_web_url};
+use hangar_core::{
+    ForgeError, ForgeTarget, Instance, InstanceStatus, Pool, ProviderError, Secret, entity_web_url,
+};
 use hangar_store::{Change, StoreError};
 use rand::RngCore;
 
@@ -39,6 +41,13 @@ pub(crate) async fn run(
     inst: Instance,
     pool: &Pool,
 ) -> Result<Outcome, SchedulerError> {
+    // The caller's copy may predate an earlier step that has finished since
+    // (the claim is held now, so this read is current): act on what is
+    // stored, never on the snapshot.
+    let inst = ctx.store.instance(&inst.name).await?;
+    if inst.status != InstanceStatus::PendingCreate {
+        return Ok(Outcome::Done);
+    }
     let attempt = inst.create_attempts.max(1);
     let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
         return Ok(Outcome::GiveUp(format!(

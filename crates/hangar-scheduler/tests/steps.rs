@@ -121,7 +121,10 @@ async fn a_busy_runner_is_deleted_after_its_job() {
 /// A retry comes due through the queue's timer, with no other wake.
 #[tokio::test(start_paused = true)]
 async fn a_failed_create_is_retried_when_its_backoff_ends() {
-    let h = Harness::new(config(), spec(4)).await;
+    let mut c = config();
+    c.backoff_base_ms = 60_000;
+    c.backoff_max_ms = 120_000;
+    let h = Harness::new(c, spec(4)).await;
     h.provider
         .fail_next_creates(1, ProviderError::Transient("boom".into()));
     h.deliver(1, JobAction::Queued, None).await;
@@ -148,9 +151,9 @@ async fn a_failed_create_is_retried_when_its_backoff_ends() {
             .create_attempts,
         1
     );
-    // The backoff (at most the 1 s base) passes; the timer alone brings
-    // the pool back.
-    tokio::time::advance(Duration::from_secs(2)).await;
+    // The backoff (at most the one-minute base) passes; the timer alone
+    // brings the pool back.
+    tokio::time::advance(MIN).await;
     h.scheduler.run_until_idle().await;
     let retried = h.store.instance(&failed.name).await.unwrap();
     assert_eq!(retried.status, InstanceStatus::Running);
