@@ -37,9 +37,9 @@ fn hangard_path() -> PathBuf {
 }
 
 /// A garm external provider that accepts every pool and owns no
-/// instances. `/bin/false` would do for listing, but pool creation asks the
-/// provider to validate the pool (`ValidatePoolInfo`, interface v0.1.1),
-/// as garm-provider-azure does for `{"confidential": true}`.
+/// instances. The config below names no `interface_version`, so it is
+/// v0.1.0 (as in garm) and is never asked `ValidatePoolInfo`; the script
+/// answers it anyway, as garm-provider-azure does under v0.1.1.
 fn stand_in_provider(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("garm-provider-stand-in");

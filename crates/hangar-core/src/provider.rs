@@ -128,6 +128,8 @@ pub struct CreateInstanceRequest {
     pub labels: Labels,
     pub extra_specs: serde_json::Map<String, serde_json::Value>,
     /// Rendered boot script (cloud-init user-data); see [`crate::userdata`].
+    /// Empty when the provider renders its own ([`Provider::renders_userdata`]
+    /// is false).
     pub userdata: String,
     pub bootstrap: BootstrapParams,
 }
@@ -181,6 +183,17 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Whether instances bootstrap from a JIT config (true) or a registration
     /// token.
     fn jit_enabled(&self) -> bool {
+        true
+    }
+
+    /// Whether Hangar renders the instance's boot script into
+    /// [`CreateInstanceRequest::userdata`] (true: libvirt, Azure, the fake)
+    /// or the provider renders its own from [`BootstrapParams`] (false:
+    /// garm's external providers, which also render Windows scripts). A
+    /// provider that relies on Hangar's script must refuse pools whose OS
+    /// that script does not cover (Linux only) in
+    /// [`Provider::validate_pool`].
+    fn renders_userdata(&self) -> bool {
         true
     }
 

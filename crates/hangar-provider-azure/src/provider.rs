@@ -424,7 +424,8 @@ impl Provider for AzureProvider {
     async fn validate_pool(&self, spec: &PoolSpec) -> Result<(), ProviderError> {
         if spec.os_type != OsType::Linux {
             return Err(ProviderError::InvalidSpec(format!(
-                "os_type {}: the Azure provider boots Linux runners only",
+                "os_type {}: the built-in Azure provider boots with Hangar's boot script, which is Linux only; serve {} pools through an external (garm) provider such as garm-provider-azure, which renders its own boot script",
+                spec.os_type.as_str(),
                 spec.os_type.as_str()
             )));
         }

@@ -431,7 +431,12 @@ async fn pools_are_checked_before_they_are_stored() {
     );
     let mut spec = sample_spec(&cvm_case());
     spec.os_type = hangar_core::OsType::Windows;
-    assert!(p.validate_pool(&spec).await.is_err());
+    let e = p.validate_pool(&spec).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidSpec(m)
+            if m.contains("os_type windows") && m.contains("external")),
+        "a Windows pool is refused at pool add, saying where it can go: {e:?}"
+    );
 }
 
 #[tokio::test]

@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum InterfaceVersion {
     /// The original interface: create, delete, get, list, remove-all,
-    /// start, stop.
+    /// start, stop. What garm assumes when `interface_version` is absent,
+    /// so it is the default here too.
+    #[default]
     #[serde(rename = "v0.1.0")]
     V010,
     /// Adds `GetVersion`, `GetSupportedInterfaceVersions`,
     /// `ValidatePoolInfo`, `GetConfigJSONSchema`, `GetExtraSpecsJSONSchema`
     /// and passes the pool's extra specs to every call.
-    #[default]
     #[serde(rename = "v0.1.1")]
     V011,
 }
@@ -45,6 +46,7 @@ impl std::fmt::Display for InterfaceVersion {
 /// [provider.external]
 /// executable = "/usr/local/bin/garm-provider-lxd"
 /// config_file = "/etc/hangar/lxd.toml"
+/// interface_version = "v0.1.1"
 /// environment_variables = ["LXD_", "HOME"]
 /// call_timeout_secs = 300
 /// max_concurrency = 8
@@ -58,15 +60,20 @@ pub struct ExternalProviderConfig {
     /// The provider's own config file, passed as
     /// `GARM_PROVIDER_CONFIG_FILE`; opaque to Hangar, but it must exist.
     pub config_file: PathBuf,
-    /// `v0.1.0` or `v0.1.1` (default). Use what the provider documents;
-    /// garm's current providers all speak `v0.1.1`.
+    /// `v0.1.0` (default, as in garm when the key is absent) or `v0.1.1`.
+    /// Use what the provider documents; garm's current providers speak
+    /// `v0.1.1`. Only v0.1.1 providers are asked `ValidatePoolInfo` and
+    /// `GetVersion`, and one that answers those with garm's "unknown
+    /// command" is taken not to implement them.
     #[serde(default)]
     pub interface_version: InterfaceVersion,
-    /// Variables of hangard's environment the provider may see. An entry
-    /// ending in `_` or `*` is a prefix (`AWS_` passes `AWS_REGION`, `OS_*`
-    /// passes `OS_AUTH_URL`); any other entry is an exact name. Everything
-    /// else is withheld: the provider starts from an empty environment
-    /// plus `PATH`, the `GARM_*` variables and `http_proxy`, `https_proxy`,
+    /// Variables of hangard's environment the provider may see. Every
+    /// entry is a prefix, as in garm (`AWS` passes `AWS_REGION`, `HOME`
+    /// passes `HOMEBREW_PREFIX` too); a trailing `*` is accepted and
+    /// ignored (`OS_*` = `OS_`). Names starting with `GARM` never pass
+    /// (Hangar sets the `GARM_*` variables per call). Everything else is
+    /// withheld: the provider starts from an empty environment plus
+    /// `PATH`, the `GARM_*` variables and `http_proxy`, `https_proxy`,
     /// `no_proxy` (either case), which always pass. Empty by default.
     #[serde(default)]
     pub environment_variables: Vec<String>,
@@ -134,19 +141,23 @@ const ALWAYS_PASSED: &[&str] = &[
 pub(crate) const FALLBACK_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Whether `name` from hangard's environment may reach the provider.
+/// Names no allow-list entry passes: garm withholds its own namespace from
+/// the inherited environment, and the per-call `GARM_*` values must not be
+/// spoofable from hangard's environment.
+const RESERVED_PREFIX: &str = "GARM";
+
+/// Whether `name` from hangard's environment may reach the provider. As in
+/// garm, every allow-list entry is a prefix of the names it passes.
 pub(crate) fn env_allowed(allow_list: &[String], name: &str) -> bool {
+    if name.starts_with(RESERVED_PREFIX) {
+        return false;
+    }
     if name == "PATH" || ALWAYS_PASSED.contains(&name) {
         return true;
     }
     allow_list.iter().any(|entry| {
-        if let Some(prefix) = entry.strip_suffix('*') {
-            name.starts_with(prefix)
-        } else if entry.ends_with('_') {
-            name.starts_with(entry.as_str())
-        } else {
-            name == entry
-        }
+        let prefix = entry.strip_suffix('*').unwrap_or(entry);
+        !prefix.is_empty() && name.starts_with(prefix)
     })
 }
 
@@ -158,7 +169,7 @@ pub(crate) fn inherited_env(
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = parent
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("GARM_") && env_allowed(allow_list, k))
+        .filter(|(k, _)| env_allowed(allow_list, k))
         .collect();
     if !out.iter().any(|(k, _)| k == "PATH") {
         out.push(("PATH".to_owned(), FALLBACK_PATH.to_owned()));
@@ -185,7 +196,11 @@ mod tests {
             "#,
         )
         .expect("parses");
-        assert_eq!(cfg.interface_version, InterfaceVersion::V011);
+        assert_eq!(
+            cfg.interface_version,
+            InterfaceVersion::V010,
+            "garm reads a missing interface_version as v0.1.0"
+        );
         assert_eq!(cfg.call_timeout_secs, 300);
         assert_eq!(cfg.max_concurrency, 8);
         assert!(cfg.jit_enabled);
@@ -202,7 +217,7 @@ mod tests {
             r#"
             executable = "/bin/p"
             config_file = "/etc/p.toml"
-            interface_version = "v0.1.0"
+            interface_version = "v0.1.1"
             environment_variables = ["AWS_", "HOME"]
             call_timeout_secs = 30
             max_concurrency = 2
@@ -210,7 +225,7 @@ mod tests {
             "#,
         )
         .expect("parses");
-        assert_eq!(cfg.interface_version, InterfaceVersion::V010);
+        assert_eq!(cfg.interface_version, InterfaceVersion::V011);
         assert_eq!(cfg.call_timeout(), Duration::from_secs(30));
         assert!(!cfg.jit_enabled);
 
@@ -227,17 +242,23 @@ mod tests {
     }
 
     #[test]
-    fn allow_list_names_and_prefixes() {
-        let allow = list(&["AWS_", "OS_*", "HOME"]);
-        assert!(env_allowed(&allow, "AWS_REGION"));
-        assert!(env_allowed(&allow, "OS_AUTH_URL"));
-        assert!(env_allowed(&allow, "HOME"));
+    fn every_entry_is_a_prefix_as_in_garm() {
+        let allow = list(&["AWS", "OS_*", "HOME", "GARM", ""]);
+        assert!(env_allowed(&allow, "AWS_REGION"), "garm's own example");
+        assert!(env_allowed(&allow, "AWS"));
         assert!(
-            !env_allowed(&allow, "HOMEBREW_PREFIX"),
-            "exact names are exact"
+            env_allowed(&allow, "OS_AUTH_URL"),
+            "a trailing * is a prefix"
         );
-        assert!(!env_allowed(&allow, "AWS"), "a prefix needs its underscore");
-        assert!(!env_allowed(&allow, "HANGAR_PASSPHRASE"));
+        assert!(!env_allowed(&allow, "OSX"));
+        assert!(env_allowed(&allow, "HOME"));
+        assert!(env_allowed(&allow, "HOMEBREW_PREFIX"), "prefix, as garm");
+        assert!(
+            !env_allowed(&allow, "HANGAR_PASSPHRASE"),
+            "an empty entry passes nothing"
+        );
+        assert!(!env_allowed(&allow, "GARM_COMMAND"), "GARM* never passes");
+        assert!(!env_allowed(&allow, "GARMX"));
         for always in ["PATH", "http_proxy", "HTTPS_PROXY", "no_proxy"] {
             assert!(env_allowed(&[], always), "{always} always passes");
         }
@@ -251,7 +272,7 @@ mod tests {
             ("https_proxy".to_owned(), "http://proxy:3128".to_owned()),
             ("GARM_COMMAND".to_owned(), "spoofed".to_owned()),
         ];
-        let env = inherited_env(&list(&["AWS_", "GARM_"]), parent);
+        let env = inherited_env(&list(&["AWS", "GARM_"]), parent);
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, vec!["AWS_REGION", "PATH", "https_proxy"]);
         assert_eq!(env[1].1, FALLBACK_PATH);

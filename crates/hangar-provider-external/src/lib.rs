@@ -8,7 +8,17 @@
 //! bounded in number and time; a timed-out call takes its whole process
 //! group with it. Exit code 30 means "not found".
 //!
+//! As in garm, a config without `interface_version` speaks v0.1.0, and
+//! every `environment_variables` entry is a prefix.
+//!
 //! Decisions beyond garm's documentation:
+//! - On v0.1.1, `ValidatePoolInfo` (pool add/update) and `GetVersion`
+//!   (health) are asked; a provider answering garm-provider-common's
+//!   "unknown GARM_COMMAND" is taken not to implement them (pool accepted,
+//!   healthy). v0.1.0 providers are sent only the seven commands garm sends.
+//! - Hangar renders no boot script for these providers
+//!   (`renders_userdata` is false): they render their own, Windows
+//!   included, from the bootstrap JSON.
 //! - `ValidatePoolInfo` also gets a token-less bootstrap document (image,
 //!   flavor, OS, labels, extra specs) on stdin; providers that ignore stdin
 //!   are unaffected.

@@ -20,8 +20,9 @@ use crate::config::{ExternalProviderConfig, InterfaceVersion, inherited_env};
 use crate::exec::{self, CallError, GarmCommand, Invocation, Runner};
 use crate::wire::{BootstrapInstance, GarmInstance};
 
-/// garm's "not found" exit code: DeleteInstance treats it as done,
-/// everything else as [`ProviderError::NotFound`].
+/// garm's "not found" exit code: DeleteInstance treats it as done (as garm
+/// does), everything else as [`ProviderError::NotFound`] (garm itself only
+/// looks at it on delete; garm-provider-common exits 30 for any not-found).
 pub const EXIT_NOT_FOUND: i32 = 30;
 /// garm's "duplicate" exit code (an instance with that name exists).
 pub const EXIT_DUPLICATE: i32 = 31;
@@ -48,6 +49,26 @@ pub enum ExternalError {
     ConfigFile { path: PathBuf, source: io::Error },
     #[error("{field} must be at least 1")]
     Zero { field: &'static str },
+}
+
+/// Whether a failed call is the provider saying it does not know `command`
+/// at all. garm-provider-common answers an unknown `GARM_COMMAND` with exit
+/// code 1 and `unknown GARM_COMMAND: <command>` (its environment check) or
+/// `invalid command: <command>` (its dispatcher) on stderr. "unknown
+/// command" with the name is taken too (hand-written providers); a message
+/// without the command's name is an ordinary failure.
+fn is_unknown_command(err: &CallError, command: GarmCommand) -> bool {
+    let CallError::Exit { code, stderr, .. } = err else {
+        return false;
+    };
+    if *code == EXIT_NOT_FOUND || *code == EXIT_DUPLICATE {
+        return false;
+    }
+    let text = stderr.to_lowercase();
+    text.contains(&command.as_str().to_lowercase())
+        && ["unknown garm_command", "invalid command", "unknown command"]
+            .iter()
+            .any(|phrase| text.contains(phrase))
 }
 
 fn check_executable(path: &Path) -> Result<(), ExternalError> {
@@ -424,11 +445,34 @@ impl ExternalProvider {
     pub async fn get_version(&self) -> Result<String, ProviderError> {
         let command = GarmCommand::GetVersion;
         let out = self.simple_call(command, &Target::none()).await?;
-        let text = String::from_utf8_lossy(&out).trim().to_owned();
+        self.parse_version(&out)
+    }
+
+    /// `GetVersion`, where a provider answering "unknown command" (a
+    /// v0.1.1 config in front of a provider that never implemented it)
+    /// gives `None` rather than an error.
+    pub async fn get_version_if_implemented(&self) -> Result<Option<String>, ProviderError> {
+        let command = GarmCommand::GetVersion;
+        if self.config.interface_version == InterfaceVersion::V010 {
+            return Ok(None);
+        }
+        match self.call(command, &Target::none(), None, None).await {
+            Ok(out) => self.parse_version(&out).map(Some),
+            Err(e) if is_unknown_command(&e, command) => {
+                tracing::debug!(error = %e, "provider does not implement GetVersion");
+                Ok(None)
+            }
+            Err(e) => Err(self.classify(command, "-", e, None)),
+        }
+    }
+
+    fn parse_version(&self, out: &[u8]) -> Result<String, ProviderError> {
+        let command = GarmCommand::GetVersion;
+        let text = String::from_utf8_lossy(out).trim().to_owned();
         // Tolerate a JSON-quoted string as well as garm's bare one.
         let text = serde_json::from_str::<String>(&text).unwrap_or(text);
         if text.is_empty() {
-            return Err(self.bad_output(command, "-", "empty version", &out, None));
+            return Err(self.bad_output(command, "-", "empty version", out, None));
         }
         Ok(text)
     }
@@ -478,10 +522,17 @@ impl Provider for ExternalProvider {
         self.config.call_timeout() + exec::TERM_GRACE + exec::PIPE_GRACE
     }
 
+    /// The provider renders the boot script itself from the bootstrap JSON
+    /// on its stdin (garm-provider-common's templates, Windows included).
+    fn renders_userdata(&self) -> bool {
+        false
+    }
+
     /// `ValidatePoolInfo` on v0.1.1, with the pool's extra specs in
     /// `GARM_POOL_EXTRASPECS` and its image, flavor, OS and labels as a
-    /// token-less bootstrap document on stdin; v0.1.0 has no such command,
-    /// so every pool is accepted.
+    /// token-less bootstrap document on stdin; v0.1.0 has no such command
+    /// (garm never sends it), so every pool is accepted, and so is every
+    /// pool of a v0.1.1 provider that answers "unknown command".
     #[tracing::instrument(skip_all, fields(pool.image = %spec.image, pool.flavor = %spec.flavor))]
     async fn validate_pool(&self, spec: &PoolSpec) -> Result<(), ProviderError> {
         if self.config.interface_version == InterfaceVersion::V010 {
@@ -495,10 +546,17 @@ impl Provider for ExternalProvider {
             extra_specs: Some(spec.extra_specs.clone()),
             ..Target::none()
         };
-        self.call(command, &target, Some(stdin), None)
-            .await
-            .map(drop)
-            .map_err(|e| self.classify(command, "-", e, None))
+        match self.call(command, &target, Some(stdin), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_unknown_command(&e, command) => {
+                tracing::info!(
+                    error = %e,
+                    "provider does not implement ValidatePoolInfo; pool accepted unchecked"
+                );
+                Ok(())
+            }
+            Err(e) => Err(self.classify(command, "-", e, None)),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(instance.name = %req.name, pool.id = %req.pool_id))]
@@ -603,15 +661,13 @@ impl Provider for ExternalProvider {
         Ok(instances)
     }
 
-    /// v0.1.1: `GetVersion` answers. v0.1.0 (which has no cheap command):
-    /// the executable and its config file are still in place.
+    /// The executable and its config file are still in place, and on
+    /// v0.1.1 `GetVersion` answers (or says it is not implemented). v0.1.0
+    /// has no cheap command, so it gets none.
     async fn health(&self) -> Result<(), ProviderError> {
         check_executable(&self.config.executable)
             .and_then(|()| check_config_file(&self.config.config_file))
             .map_err(|e| ProviderError::Fatal(e.to_string()))?;
-        if self.config.interface_version == InterfaceVersion::V011 {
-            self.get_version().await?;
-        }
-        Ok(())
+        self.get_version_if_implemented().await.map(drop)
     }
 }

@@ -636,7 +636,7 @@ printf '{"provider_id":"%s","name":"burst","status":"running"}' "$GARM_INSTANCE_
 }
 
 #[tokio::test]
-async fn only_allow_listed_variables_reach_the_provider() {
+async fn only_allow_listed_prefixes_reach_the_provider() {
     let s = Script::new(
         r#"
 env > "$D/env.$GARM_COMMAND"
@@ -644,7 +644,7 @@ echo v1
 "#,
     );
     let mut cfg = s.config(InterfaceVersion::V011);
-    cfg.environment_variables = vec!["AWS_".into(), "HOME".into()];
+    cfg.environment_variables = vec!["AWS".into(), "HOME".into(), "GARM".into()];
     let parent = [
         ("PATH", "/usr/bin:/bin"),
         ("AWS_REGION", "eu-west-1"),
@@ -656,6 +656,7 @@ echo v1
         ("https_proxy", "http://proxy:3128"),
         ("NO_PROXY", "localhost"),
         ("GARM_COMMAND", "spoofed"),
+        ("GARMIN", "not ours either"),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let provider = ExternalProvider::with_environment(cfg, parent).expect("valid config");
@@ -673,6 +674,7 @@ echo v1
             "AWS_REGION",
             "AWS_SECRET_ACCESS_KEY",
             "HOME",
+            "HOMEBREW_PREFIX",
             "NO_PROXY",
             "PATH",
             "https_proxy"

@@ -108,7 +108,8 @@ impl LibvirtProvider {
         let config = &self.inner.config;
         if os_type != OsType::Linux {
             return Err(LibvirtError::InvalidSpec(SpecError(format!(
-                "os_type {}: the libvirt provider boots Linux images only",
+                "os_type {}: the libvirt provider boots with Hangar's boot script, which is Linux only; serve {} pools through an external (garm) provider, which renders its own boot script",
+                os_type.as_str(),
                 os_type.as_str()
             ))));
         }

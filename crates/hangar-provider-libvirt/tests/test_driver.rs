@@ -352,6 +352,15 @@ async fn validate_pool_names_what_is_wrong() {
     );
 
     spec = sample_spec(&c);
+    spec.os_type = hangar_core::OsType::Windows;
+    let err = provider.validate_pool(&spec).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidSpec(m)
+            if m.contains("os_type windows") && m.contains("external")),
+        "a Windows pool is refused at pool add, saying where it can go: {err:?}"
+    );
+
+    spec = sample_spec(&c);
     spec.image = "missing.qcow2".into();
     let err = provider.validate_pool(&spec).await.unwrap_err();
     assert!(

@@ -249,14 +249,19 @@ async fn create_request(
         ca_cert_bundle: target.endpoint.ca_bundle.clone(),
         proxy: proxy.or(&entry.proxy),
     };
-    let script = userdata::render(&UserdataParams {
-        name: &inst.name,
-        os_type: pool.spec.os_type,
-        labels: &labels,
-        bootstrap: &bootstrap,
-        tool,
-    })
-    .map_err(|e| RenderError(e.to_string()))?;
+    // Providers that render their own boot script (garm's) get none.
+    let script = if entry.provider.renders_userdata() {
+        userdata::render(&UserdataParams {
+            name: &inst.name,
+            os_type: pool.spec.os_type,
+            labels: &labels,
+            bootstrap: &bootstrap,
+            tool,
+        })
+        .map_err(|e| RenderError(e.to_string()))?
+    } else {
+        String::new()
+    };
     Ok(CreateInstanceRequest {
         name: inst.name.clone(),
         controller_id: controller,
