@@ -216,6 +216,25 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Instance {
+    /// Is or will be a runner free to take a job: not failed, not being
+    /// deleted, its runner not yet busy. What a pool's demand is met with.
+    pub fn is_spare(&self) -> bool {
+        matches!(
+            self.status,
+            InstanceStatus::PendingCreate | InstanceStatus::Creating | InstanceStatus::Running
+        ) && matches!(
+            self.runner_status,
+            RunnerStatus::Pending | RunnerStatus::Installing | RunnerStatus::Idle
+        )
+    }
+
+    /// A running VM whose runner waits for a job now.
+    pub fn is_idle(&self) -> bool {
+        self.status == InstanceStatus::Running && self.runner_status == RunnerStatus::Idle
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -994,7 +994,8 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
 
 /// The SQL that narrows reconcile's reads (`instances_needing_work` and
 /// `pool_state.instance_work`) selects exactly the instances core's step
-/// rule has a step for, over every status pair, job state and age.
+/// rule has a step for, and its usage counts are core's `is_spare` and
+/// `is_idle`, over every status pair, job state and age.
 #[tokio::test]
 async fn the_needs_step_query_matches_the_core_rule() {
     use sqlx::ConnectOptions as _;
@@ -1068,6 +1069,23 @@ async fn the_needs_step_query_matches_the_core_rule() {
                     }
                     let state = store.pool_state(pool.id, now, now).await.unwrap().unwrap();
                     assert_eq!(state.instance_work, wanted, "{case}");
+                    // The usage counts are core's predicates too.
+                    let live = u32::from(view.instance.status.holds_capacity());
+                    let expected = PoolUsage {
+                        live,
+                        spare: u32::from(view.instance.is_spare()),
+                        idle: u32::from(view.instance.is_idle()),
+                        active: live
+                            * u32::from(view.instance.runner_status == RunnerStatus::Active),
+                    };
+                    assert_eq!(state.usage, expected, "{case}");
+                    let all: std::collections::HashMap<_, _> =
+                        store.pool_usage().await.unwrap().into_iter().collect();
+                    assert_eq!(
+                        all.get(&pool.id).copied().unwrap_or_default(),
+                        expected,
+                        "{case}"
+                    );
                     checked += 1;
                 }
             }

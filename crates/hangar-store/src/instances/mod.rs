@@ -20,7 +20,7 @@ mod transition;
 mod work;
 
 pub use transition::Change;
-pub(crate) use work::{needs_step_from_where, usage_select};
+pub(crate) use work::{needs_step_from_where, usage_counts, usage_select};
 
 /// A reservation request.
 #[derive(Debug, Clone)]
@@ -154,29 +154,17 @@ impl Store {
 
     /// Capacity use of every pool that has instances.
     pub async fn pool_usage(&self) -> Result<Vec<(PoolId, PoolUsage)>> {
-        let rows = sqlx::query(
-            "SELECT pool_id,
-                SUM(CASE WHEN status != 'deleted' THEN 1 ELSE 0 END),
-                SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
-                          AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END),
-                SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END),
-                SUM(CASE WHEN status != 'deleted' AND runner_status = 'active' THEN 1 ELSE 0 END)
-             FROM instances WHERE status != 'deleted' GROUP BY pool_id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT pool_id, ",
+            usage_counts!(),
+            " FROM instances WHERE status != 'deleted' GROUP BY pool_id"
+        ))
         .fetch_all(self.r())
         .await?;
         rows.iter()
             .map(|r| {
-                let p: String = r.get(0);
-                Ok((
-                    p.parse().map_err(corrupt)?,
-                    PoolUsage {
-                        live: r.get::<i64, _>(1) as u32,
-                        spare: r.get::<i64, _>(2) as u32,
-                        idle: r.get::<i64, _>(3) as u32,
-                        active: r.get::<i64, _>(4) as u32,
-                    },
-                ))
+                let p: String = r.get("pool_id");
+                Ok((p.parse().map_err(corrupt)?, usage_from_row(r)))
             })
             .collect()
     }

@@ -38,16 +38,29 @@ macro_rules! needs_step_from_where {
 }
 pub(crate) use needs_step_from_where;
 
-/// The [`PoolUsage`] counts (live, spare, idle, active) of the pool `?1`.
-macro_rules! usage_select {
+/// The [`PoolUsage`] columns (live, spare, idle, active) over live
+/// instances: `spare` and `idle` are [`hangar_core::Instance::is_spare`] and
+/// [`hangar_core::Instance::is_idle`] in SQL (a store test holds them
+/// together).
+macro_rules! usage_counts {
     () => {
-        "SELECT
-            COUNT(*) AS live,
+        "COUNT(*) AS live,
             coalesce(SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
                       AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END), 0) AS spare,
             coalesce(SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END), 0) AS idle,
-            coalesce(SUM(CASE WHEN runner_status = 'active' THEN 1 ELSE 0 END), 0) AS active
-         FROM instances WHERE pool_id = ?1 AND status != 'deleted'"
+            coalesce(SUM(CASE WHEN runner_status = 'active' THEN 1 ELSE 0 END), 0) AS active"
+    };
+}
+pub(crate) use usage_counts;
+
+/// The [`PoolUsage`] counts of the pool `?1`.
+macro_rules! usage_select {
+    () => {
+        concat!(
+            "SELECT ",
+            crate::instances::usage_counts!(),
+            " FROM instances WHERE pool_id = ?1 AND status != 'deleted'"
+        )
     };
 }
 pub(crate) use usage_select;
