@@ -104,7 +104,22 @@ fn migrate_creates_the_database() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: [1, 2, 3]"));
+    // Every migration in the repository, in order.
+    let mut versions: Vec<u32> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.split('_').next()?.parse().ok()
+            })
+            .collect();
+    versions.sort_unstable();
+    let applied = format!("migrations applied: {versions:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&applied),
+        "want {applied:?} in {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let tables = Command::new("sqlite3")
         .arg(dir.path().join("data/hangar.db"))
         .arg(".tables")

@@ -107,7 +107,13 @@ fn missing_packages(pkgs: &[&str]) -> Vec<String> {
 /// The Debian packages the build needs (libvirt's C library for the `virt`
 /// crate) and the tests use (the sqlite3 CLI for the at-rest check,
 /// systemd-analyze for the unit file, ISO tools for NoCloud seeds).
-const BUILD_PACKAGES: &[&str] = &["libvirt-dev", "pkg-config", "sqlite3", "genisoimage"];
+const BUILD_PACKAGES: &[&str] = &[
+    "libvirt-dev",
+    "pkg-config",
+    "sqlite3",
+    "genisoimage",
+    "curl",
+];
 
 fn system_packages() -> Result {
     step("system packages");

@@ -288,6 +288,11 @@ pub struct InstanceResponse {
     pub addresses: Vec<String>,
     pub status_message: Option<String>,
     pub create_attempts: u32,
+    /// What the instance reported through `callbacks/system-info`.
+    #[serde(default)]
+    pub os_name: Option<String>,
+    #[serde(default)]
+    pub os_version: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -363,6 +368,81 @@ pub struct StatusCallback {
     pub status: String,
     #[serde(default)]
     pub message: Option<String>,
+    /// The GitHub runner id, once the runner knows it (garm's scripts send
+    /// it with `idle`, `null` before).
+    #[serde(default)]
+    pub agent_id: Option<i64>,
+}
+
+/// What a booting instance reports about itself (garm's
+/// `UpdateSystemInfoParams`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SystemInfoCallback {
+    #[serde(default)]
+    pub os_name: Option<String>,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub agent_id: Option<i64>,
+}
+
+/// The CA certificates an instance should trust, as garm answers
+/// `system/cert-bundle`: each certificate's PEM, base64 (Go's `[]byte`),
+/// keyed by its decimal serial number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CertificateBundle {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub root_certificates: std::collections::BTreeMap<String, String>,
+}
+
+/// Where the instance calls home (garm's `MetadataServiceAccessDetails`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MetadataAccess {
+    pub callback_url: String,
+    pub metadata_url: String,
+    /// garm's agent; Hangar has none, so it is empty.
+    pub agent_url: String,
+}
+
+/// One runner download (GitHub's `RunnerApplicationDownload`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunnerTools {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256_checksum: Option<String>,
+}
+
+/// What a booting instance may learn about itself (garm's
+/// `InstanceMetadata`, same field names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunnerMetadata {
+    pub metadata_access: MetadataAccess,
+    /// Always `github`.
+    pub forge_type: String,
+    /// The repository, organization or enterprise URL `config.sh` takes.
+    pub runner_registration_url: String,
+    pub runner_name: String,
+    /// Labels for `config.sh --labels`; empty for JIT instances, whose
+    /// labels are in their JIT config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runner_labels: Vec<String>,
+    /// `forge_ca`: the endpoint's PEM bundle, base64.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ca_bundles: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub extra_specs: serde_json::Map<String, serde_json::Value>,
+    /// garm's agent mode; always false.
+    pub agent_mode: bool,
+    pub jit_enabled: bool,
+    pub runner_tools: RunnerTools,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

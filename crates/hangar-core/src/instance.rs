@@ -212,6 +212,11 @@ pub struct Instance {
     pub addresses: Vec<String>,
     pub status_message: Option<String>,
     pub create_attempts: u32,
+    /// What the booting instance reported (`callbacks/system-info`).
+    #[serde(default)]
+    pub os_name: Option<String>,
+    #[serde(default)]
+    pub os_version: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

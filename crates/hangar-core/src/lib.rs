@@ -10,6 +10,7 @@ pub mod entity;
 pub mod forge;
 pub mod ids;
 pub mod instance;
+pub mod jit;
 pub mod job;
 pub mod labels;
 pub mod matching;
@@ -27,6 +28,7 @@ pub use entity::{
 pub use forge::{Forge, ForgeError, ForgeJobStatus, ForgeTarget};
 pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
+pub use jit::{JitFile, JitFileError};
 pub use job::{Job, JobAction, JobStatus};
 pub use labels::{Label, LabelError, Labels};
 pub use pool::{

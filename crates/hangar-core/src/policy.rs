@@ -242,6 +242,8 @@ mod tests {
                 addresses: vec![],
                 status_message: None,
                 create_attempts: 1,
+                os_name: None,
+                os_version: None,
                 created_at: t,
                 updated_at: t,
             },

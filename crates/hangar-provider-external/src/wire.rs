@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use hangar_core::provider::{
-    CreateInstanceRequest, ProviderInstance, ProviderInstanceStatus, RunnerTool,
+    CreateInstanceRequest, ProviderInstance, ProviderInstanceStatus, ProxySettings, RunnerTool,
 };
 use hangar_core::{ControllerId, PoolId, PoolSpec};
 use serde::{Deserialize, Serialize};
@@ -33,13 +33,54 @@ impl From<&RunnerTool> for RunnerApplicationDownload {
     }
 }
 
-/// Knobs garm's userdata templates understand; Hangar leaves them at their
-/// zero values, as garm does for a pool without overrides.
+/// Knobs garm's userdata templates understand. garm leaves them at their
+/// zero values; Hangar takes them from the pool's extra specs when set
+/// there under the same names, and the zero values otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserDataOptions {
     pub disable_updates_on_boot: bool,
     pub extra_packages: Vec<String>,
     pub enable_boot_debug: bool,
+}
+
+impl UserDataOptions {
+    fn from_extra_specs(specs: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let flag = |k: &str| specs.get(k).and_then(serde_json::Value::as_bool) == Some(true);
+        Self {
+            disable_updates_on_boot: flag("disable_updates_on_boot"),
+            extra_packages: specs
+                .get("extra_packages")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            enable_boot_debug: flag("enable_boot_debug"),
+        }
+    }
+}
+
+/// garm's `ProxyConfig`: empty strings where unset, as Go encodes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub http_proxy: String,
+    #[serde(default)]
+    pub https_proxy: String,
+    #[serde(default)]
+    pub no_proxy: String,
+}
+
+impl From<&ProxySettings> for ProxyConfig {
+    fn from(p: &ProxySettings) -> Self {
+        Self {
+            http_proxy: p.http_proxy.clone().unwrap_or_default(),
+            https_proxy: p.https_proxy.clone().unwrap_or_default(),
+            no_proxy: p.no_proxy.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// What `CreateInstance` reads on stdin (garm's `BootstrapInstance`).
@@ -71,6 +112,7 @@ pub struct BootstrapInstance {
     pub pool_id: String,
     pub user_data_options: UserDataOptions,
     pub jit_config_enabled: bool,
+    pub proxy_config: ProxyConfig,
 }
 
 impl std::fmt::Debug for BootstrapInstance {
@@ -118,8 +160,9 @@ impl BootstrapInstance {
             image: req.image.clone(),
             labels: req.labels.to_vec(),
             pool_id: req.pool_id.to_string(),
-            user_data_options: UserDataOptions::default(),
+            user_data_options: UserDataOptions::from_extra_specs(&req.extra_specs),
             jit_config_enabled: b.jit_config_enabled && jit_enabled,
+            proxy_config: ProxyConfig::from(&b.proxy),
         }
     }
 
@@ -144,8 +187,12 @@ impl BootstrapInstance {
             image: spec.image.clone(),
             labels: spec.tags.to_vec(),
             pool_id: String::new(),
-            user_data_options: UserDataOptions::default(),
+            user_data_options: UserDataOptions::from_extra_specs(&spec.extra_specs),
             jit_config_enabled: jit_enabled,
+            proxy_config: spec
+                .proxy()
+                .map(|p| ProxyConfig::from(&p))
+                .unwrap_or_default(),
         }
     }
 }
@@ -270,7 +317,7 @@ impl GarmInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hangar_core::provider::{BootstrapParams, ProxySettings};
+    use hangar_core::provider::BootstrapParams;
     use hangar_core::{InstanceName, Labels, OsArch, OsType, Secret};
 
     fn request() -> CreateInstanceRequest {
@@ -283,10 +330,11 @@ mod tests {
             os_type: OsType::Linux,
             os_arch: OsArch::Arm64,
             labels: Labels::parse_list("self-hosted,arm64").expect("valid"),
-            extra_specs: serde_json::json!({"confidential": true})
-                .as_object()
-                .cloned()
-                .expect("object"),
+            extra_specs: serde_json::json!({"confidential": true, "enable_boot_debug": true,
+                    "extra_packages": ["jq"], "runner_install_template": "IyEvYmluL2Jhc2g="})
+            .as_object()
+            .cloned()
+            .expect("object"),
             userdata: String::new(),
             bootstrap: BootstrapParams {
                 repo_url: "https://github.com/octo/app".into(),
@@ -303,7 +351,11 @@ mod tests {
                     sha256_checksum: Some("abc".into()),
                 }],
                 ca_cert_bundle: Some("PEM".into()),
-                proxy: ProxySettings::default(),
+                proxy: ProxySettings {
+                    http_proxy: Some("http://proxy:3128".into()),
+                    https_proxy: None,
+                    no_proxy: Some("10.0.0.0/8".into()),
+                },
             },
         }
     }
@@ -327,11 +379,100 @@ mod tests {
         assert_eq!(v["jit_config_enabled"], true);
         assert_eq!(
             v["user_data_options"]["extra_packages"],
-            serde_json::json!([])
+            serde_json::json!(["jq"])
+        );
+        assert_eq!(v["user_data_options"]["enable_boot_debug"], true);
+        assert_eq!(v["user_data_options"]["disable_updates_on_boot"], false);
+        assert_eq!(
+            v["extra_specs"]["runner_install_template"], "IyEvYmluL2Jhc2g=",
+            "garm's template override reaches the provider"
+        );
+        assert_eq!(
+            v["proxy_config"],
+            serde_json::json!({"http_proxy": "http://proxy:3128", "https_proxy": "",
+                               "no_proxy": "10.0.0.0/8"})
         );
 
         let no_jit = BootstrapInstance::from_request(&req, false);
         assert!(!no_jit.jit_config_enabled, "provider setting wins");
+    }
+
+    /// The keys of garm-provider-common's `params.BootstrapInstance`, by
+    /// their JSON names: every one is emitted, and nothing else.
+    #[test]
+    fn bootstrap_json_has_every_field_garm_fills() {
+        const GARM_FIELDS: [&str; 19] = [
+            "name",
+            "tools",
+            "repo_url",
+            "callback-url",
+            "metadata-url",
+            "instance-token",
+            "ssh-keys",
+            "extra_specs",
+            "github-runner-group",
+            "ca-cert-bundle",
+            "arch",
+            "os_type",
+            "flavor",
+            "image",
+            "labels",
+            "pool_id",
+            "user_data_options",
+            "jit_config_enabled",
+            "proxy_config",
+        ];
+        let v =
+            serde_json::to_value(BootstrapInstance::from_request(&request(), true)).expect("json");
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut want = GARM_FIELDS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        let sub = |k: &str| {
+            let mut ks: Vec<String> = v[k].as_object().expect("object").keys().cloned().collect();
+            ks.sort_unstable();
+            ks
+        };
+        assert_eq!(
+            sub("user_data_options"),
+            [
+                "disable_updates_on_boot",
+                "enable_boot_debug",
+                "extra_packages"
+            ]
+        );
+        assert_eq!(
+            sub("proxy_config"),
+            ["http_proxy", "https_proxy", "no_proxy"]
+        );
+        let tool = sub_tool(&v);
+        assert_eq!(
+            tool,
+            [
+                "architecture",
+                "download_url",
+                "filename",
+                "os",
+                "sha256_checksum"
+            ]
+        );
+    }
+
+    fn sub_tool(v: &serde_json::Value) -> Vec<String> {
+        let mut ks: Vec<String> = v["tools"][0]
+            .as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect();
+        ks.sort_unstable();
+        ks
     }
 
     #[test]

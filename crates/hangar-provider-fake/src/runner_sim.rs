@@ -5,11 +5,13 @@
 //! callback, and — when the JIT config was issued by FakeGitHub — tells
 //! FakeGitHub that the runner is online, so FakeGitHub can hand it a job.
 
-use base64::Engine as _;
 use hangar_core::provider::BootstrapParams;
 use serde::{Deserialize, Serialize};
 
-/// What FakeGitHub puts (base64-encoded JSON) in the JIT configs it issues.
+/// What FakeGitHub puts in the JIT configs it issues, in GitHub's shape:
+/// base64 of a JSON object holding the runner's three dot-files, each
+/// base64. Its `.runner` file names the runner (`agentId`, `agentName`)
+/// and, as `serverUrl`, the FakeGitHub that issued it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FakeJitConfig {
     /// Base URL of the FakeGitHub that issued it.
@@ -18,17 +20,48 @@ pub struct FakeJitConfig {
     pub runner_name: String,
 }
 
+/// The `.runner` file's fields FakeGitHub fills.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunnerFile {
+    agent_id: i64,
+    agent_name: String,
+    server_url: String,
+    work_folder: String,
+}
+
 impl FakeJitConfig {
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::STANDARD
-            .encode(serde_json::to_vec(self).expect("serialises"))
+        use hangar_core::jit::{JitFile, encode_jit_config};
+        let runner = serde_json::to_vec(&RunnerFile {
+            agent_id: self.runner_id,
+            agent_name: self.runner_name.clone(),
+            server_url: self.fake_github_url.clone(),
+            work_folder: "_work".into(),
+        })
+        .expect("serialises");
+        let creds = br#"{"scheme": "OAuth", "data": {"clientId": "fake"}}"#;
+        let rsa = br#"{"d": "fake", "modulus": "fake", "exponent": "AQAB"}"#;
+        encode_jit_config([
+            (JitFile::Runner, &runner[..]),
+            (JitFile::Credentials, &creds[..]),
+            (JitFile::CredentialsRsaParams, &rsa[..]),
+        ])
     }
 
     pub fn decode(encoded: &str) -> Option<Self> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let runner = hangar_core::jit::jit_file(encoded, hangar_core::JitFile::Runner).ok()?;
+        Self::from_runner_file(&runner)
+    }
+
+    /// Reads the `.runner` file alone, as garm's boot script gets it.
+    pub fn from_runner_file(runner: &[u8]) -> Option<Self> {
+        let r: RunnerFile = serde_json::from_slice(runner).ok()?;
+        Some(Self {
+            fake_github_url: r.server_url,
+            runner_id: r.agent_id,
+            runner_name: r.agent_name,
+        })
     }
 }
 

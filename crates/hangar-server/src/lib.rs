@@ -246,7 +246,13 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(controller::get, controller::update))
         .routes(routes!(instance_api::jit_config))
         .routes(routes!(instance_api::registration_token))
+        .routes(routes!(instance_api::jit_credentials_file))
+        .routes(routes!(instance_api::service_name))
+        .routes(routes!(instance_api::systemd_unit_file))
+        .routes(routes!(instance_api::cert_bundle))
+        .routes(routes!(instance_api::runner_metadata))
         .routes(routes!(instance_api::status_callback))
+        .routes(routes!(instance_api::system_info_callback))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -283,6 +289,7 @@ pub fn router(state: AppState) -> Router {
     let (api, _) = api_router().split_for_parts();
     let doc = Arc::new(openapi());
     let api = api
+        .merge(instance_api::trailing_slash_routes())
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

@@ -317,3 +317,190 @@ async fn a_token_opens_its_own_instance_once_and_only_while_bootstrapping() {
         "a retired instance's token is refused"
     );
 }
+
+/// An instance in `creating` without a JIT config (registration token).
+async fn token_instance(store: &Store, pool: &Pool, name: &str, token: &str) -> InstanceName {
+    let name = InstanceName::parse(name).unwrap();
+    store
+        .reserve_instances(pool.id, "fake", std::slice::from_ref(&name))
+        .await
+        .unwrap();
+    store
+        .transition(
+            &name,
+            Change::BeginCreate {
+                token_hash: &hangar_store::hash_token(token),
+            },
+        )
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test]
+async fn garm_boot_contract_hands_out_each_jit_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, store, pool, _scheduler) = app(dir.path()).await;
+    let jit = jit::encode_jit_config([
+        (
+            JitFile::Runner,
+            &br#"{"agentId": 41, "agentName": "hangar-j"}"#[..],
+        ),
+        (JitFile::Credentials, &b"CREDS"[..]),
+        (JitFile::CredentialsRsaParams, &b"RSA"[..]),
+    ]);
+    let j = instance(&store, &pool, "hangar-j", "token-j").await;
+    store
+        .set_instance_jit(&j, 41, &Secret::new(jit.clone()))
+        .await
+        .unwrap();
+    let whole = instance(&store, &pool, "hangar-w", "token-w").await;
+    store
+        .set_instance_jit(&whole, 42, &Secret::new(jit))
+        .await
+        .unwrap();
+    token_instance(&store, &pool, "hangar-t", "token-t").await;
+    let get = |path: &'static str, token: &'static str| {
+        let app = app.clone();
+        async move { call(&app, "GET", path, Some(token), None).await }
+    };
+
+    // Each file, decoded, once; with or without a trailing slash.
+    let (s, body) = get("/api/v1/metadata/credentials/runner", "token-j").await;
+    assert_eq!(
+        (s, body.as_str()),
+        (
+            StatusCode::OK,
+            r#"{"agentId": 41, "agentName": "hangar-j"}"#
+        )
+    );
+    let (s, body) = get("/api/v1/metadata/credentials/runner/", "token-j").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    let (s, body) = get("/api/v1/metadata/credentials/credentials/", "token-j").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "CREDS"));
+    // The whole config is gone once a file is out.
+    let (s, body) = get("/api/v1/metadata/jit-config", "token-j").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    let (s, body) = get(
+        "/api/v1/metadata/credentials/credentials_rsaparams",
+        "token-j",
+    )
+    .await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "RSA"));
+    let (s, body) = get("/api/v1/metadata/credentials/secrets", "token-j").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        err["error"].is_string() && err["details"].is_string(),
+        "{body}"
+    );
+    // JIT instances get no registration token.
+    let (s, body) = get("/api/v1/metadata/runner-registration-token/", "token-j").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+
+    // Taking the whole config takes every file.
+    let (s, _) = get("/api/v1/metadata/jit-config/", "token-w").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = get("/api/v1/metadata/credentials/runner", "token-w").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+
+    // A registration-token instance has no files; its token call reaches
+    // GitHub (unreachable here), and a failed call does not use it up.
+    let (s, body) = get("/api/v1/metadata/credentials/runner", "token-t").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    for _ in 0..2 {
+        let (s, body) = get("/api/v1/metadata/runner-registration-token", "token-t").await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    }
+
+    // The rest of the contract.
+    let (s, body) = get("/api/v1/metadata/system/service-name/", "token-t").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "actions.runner.acme"));
+    let (s, body) = get("/api/v1/metadata/systemd/unit-file?runAsUser=ci", "token-t").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("User=ci\n") && body.contains("/home/ci/actions-runner/runsvc.sh"),
+        "{body}"
+    );
+    let (s, body) = get(
+        "/api/v1/metadata/systemd/unit-file/?runAsUser=..%2Froot",
+        "token-t",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = get("/api/v1/metadata/system/cert-bundle", "token-t").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "{}"));
+    let (s, body) = get("/api/v1/metadata/runner-metadata/", "token-t").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(meta["runner_name"], "hangar-t");
+    assert_eq!(meta["jit_enabled"], false);
+    assert_eq!(meta["runner_registration_url"], "http://127.0.0.1:1/acme");
+    assert_eq!(
+        meta["metadata_access"]["metadata_url"],
+        "http://127.0.0.1:1/api/v1/metadata"
+    );
+    assert!(
+        meta["runner_labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "self-hosted")
+    );
+
+    // Callbacks as garm's script sends them: `curl -d`, a form content type.
+    let post = |path: &'static str, token: &'static str, body: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let (s, body) = post(
+        "/api/v1/callbacks/status/",
+        "token-t",
+        r#"{"status": "installing", "message": "downloading tools"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (s, body) = post(
+        "/api/v1/callbacks/system-info/",
+        "token-t",
+        r#"{"os_name": "Ubuntu", "os_version": "24.04", "agent_id": 77}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (s, body) = post("/api/v1/callbacks/system-info", "token-t", "{not json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        err["error"].is_string() && err["details"].is_string(),
+        "{body}"
+    );
+    let (s, body) = post(
+        "/api/v1/callbacks/status",
+        "token-t",
+        r#"{"status": "idle", "message": "runner successfully installed", "agent_id": 77, "extra": 1}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let t = store
+        .instance(&InstanceName::parse("hangar-t").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(t.runner_status, RunnerStatus::Idle);
+    assert_eq!(t.runner_id, Some(77));
+    assert_eq!(
+        (t.os_name.as_deref(), t.os_version.as_deref()),
+        (Some("Ubuntu"), Some("24.04"))
+    );
+}

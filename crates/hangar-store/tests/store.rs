@@ -101,7 +101,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     assert!(db_file(dir.path()).exists());
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
     store.close().await;
@@ -472,6 +472,94 @@ async fn jit_config_is_handed_out_once() {
     let again = store.take_jit_config(&inst.name).await.unwrap_err();
     assert!(matches!(again, StoreError::Conflict(_)), "{again}");
     assert!(store.instance_by_token(&[0u8; 32]).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn jit_files_and_registration_tokens_are_handed_out_once_per_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (_, pool) = seed(&store).await;
+    let inst = store
+        .reserve_instance(&new_instance(pool.id, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let jit = jit::encode_jit_config([
+        (JitFile::Runner, &b"R"[..]),
+        (JitFile::Credentials, &b"C"[..]),
+        (JitFile::CredentialsRsaParams, &b"P"[..]),
+    ]);
+    store
+        .set_instance_jit(&inst.name, 42, &Secret::new(jit))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_jit_file(&inst.name, JitFile::Runner)
+            .await
+            .unwrap(),
+        b"R"
+    );
+    let again = store
+        .take_jit_file(&inst.name, JitFile::Runner)
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    let whole = store.take_jit_config(&inst.name).await.unwrap_err();
+    assert!(matches!(whole, StoreError::Conflict(_)), "{whole}");
+    assert_eq!(
+        store
+            .take_jit_file(&inst.name, JitFile::Credentials)
+            .await
+            .unwrap(),
+        b"C"
+    );
+    assert_eq!(
+        store
+            .take_jit_file(&inst.name, JitFile::CredentialsRsaParams)
+            .await
+            .unwrap(),
+        b"P"
+    );
+    store
+        .transition(
+            &inst.name,
+            Change::BeginCreate {
+                token_hash: &token_hash(1),
+            },
+        )
+        .await
+        .unwrap();
+    let found = store
+        .instance_by_token(&token_hash(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        found.jit_fetched && !found.has_jit_config,
+        "all files out: config forgotten"
+    );
+
+    // One registration token per create attempt; a failed fetch gives it back.
+    store.claim_registration_token(&inst.name).await.unwrap();
+    let again = store
+        .claim_registration_token(&inst.name)
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    store.release_registration_token(&inst.name).await.unwrap();
+    store.claim_registration_token(&inst.name).await.unwrap();
+
+    store
+        .record_system_info(&inst.name, Some("Ubuntu"), Some("24.04"), Some(9))
+        .await
+        .unwrap();
+    let i = store.instance(&inst.name).await.unwrap();
+    assert_eq!(
+        (i.os_name.as_deref(), i.os_version.as_deref()),
+        (Some("Ubuntu"), Some("24.04"))
+    );
+    assert_eq!(i.runner_id, Some(42), "the JIT runner id stays");
 }
 
 fn event(store_entity: EntityId, id: i64, action: JobAction, pool: Option<PoolId>) -> JobEvent {
@@ -967,7 +1055,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     conn.close().await.unwrap();
 
     let store = open(dir.path()).await;
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     let out = store
         .record_job_events(&[
             event(entity, 5, JobAction::InProgress, None),

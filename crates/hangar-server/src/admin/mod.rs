@@ -25,6 +25,8 @@ pub fn instance_response(i: &Instance) -> InstanceResponse {
         addresses: i.addresses.clone(),
         status_message: i.status_message.clone(),
         create_attempts: i.create_attempts,
+        os_name: i.os_name.clone(),
+        os_version: i.os_version.clone(),
         created_at: i.created_at,
         updated_at: i.updated_at,
     }

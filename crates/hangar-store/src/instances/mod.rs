@@ -9,7 +9,7 @@ use crate::{Result, Store, StoreError, corrupt, now_ms, to_dt};
 
 macro_rules! instance_columns {
     () => {
-        "name, pool_id, provider_id, status, runner_status, runner_id, job_id, addresses, status_message, create_attempts, created_at, updated_at"
+        "name, pool_id, provider_id, status, runner_status, runner_id, job_id, addresses, status_message, create_attempts, os_name, os_version, created_at, updated_at"
     };
 }
 pub(crate) use instance_columns;
@@ -93,6 +93,8 @@ pub(crate) fn instance_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Instanc
         addresses: serde_json::from_str(row.get("addresses")).map_err(corrupt)?,
         status_message: row.get("status_message"),
         create_attempts: row.get::<i64, _>("create_attempts") as u32,
+        os_name: row.get("os_name"),
+        os_version: row.get("os_version"),
         created_at: to_dt(row.get("created_at")),
         updated_at: to_dt(row.get("updated_at")),
     })

@@ -1,6 +1,14 @@
 //! The instance token and the one-time JIT config: what a booting instance
-//! proves itself with and what it may fetch exactly once.
+//! proves itself with and what it may fetch exactly once — the whole config
+//! (Hangar's userdata), each of its three files (garm's boot script), or a
+//! registration token (non-JIT instances).
+//!
+//! The whole config and its files exclude each other: taking the whole
+//! config takes every file, and once any file is out the whole config is
+//! refused. When the last file is out the config is forgotten, as when the
+//! whole config is taken.
 
+use hangar_core::jit::{JitFile, jit_file};
 use hangar_core::{InstanceName, Secret};
 use sqlx::Row;
 
@@ -17,7 +25,8 @@ impl Store {
     ) -> Result<()> {
         let sealed = self.sealer().seal_secret(&jit_purpose(name), jit_config);
         let done = sqlx::query(
-            "UPDATE instances SET runner_id = ?, jit_config = ?, updated_at = ? WHERE name = ?",
+            "UPDATE instances SET runner_id = ?, jit_config = ?, jit_files_taken = 0, updated_at = ?
+             WHERE name = ?",
         )
         .bind(runner_id)
         .bind(sealed)
@@ -57,28 +66,141 @@ impl Store {
     /// A second call is a [`StoreError::Conflict`].
     pub async fn take_jit_config(&self, name: &InstanceName) -> Result<Secret> {
         let mut tx = self.w().begin().await?;
-        let row = sqlx::query("SELECT jit_config, jit_fetched_at FROM instances WHERE name = ?")
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| not_found(name))?;
+        let row = sqlx::query(
+            "SELECT jit_config, jit_fetched_at, jit_files_taken FROM instances WHERE name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found(name))?;
         let sealed: Option<Vec<u8>> = row.get(0);
         let fetched: Option<i64> = row.get(1);
+        let taken: i64 = row.get(2);
         if fetched.is_some() {
             return Err(StoreError::Conflict(
                 "the JIT config of this instance was already fetched".into(),
             ));
         }
+        if taken != 0 {
+            return Err(StoreError::Conflict(
+                "files of this instance's JIT config were already fetched one by one".into(),
+            ));
+        }
         let sealed = sealed
             .ok_or_else(|| StoreError::NotFound(format!("a JIT config for instance {name}")))?;
         let secret = self.sealer().open_secret(&jit_purpose(name), &sealed)?;
-        sqlx::query("UPDATE instances SET jit_config = NULL, jit_fetched_at = ?, updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE instances SET jit_config = NULL, jit_fetched_at = ?, jit_files_taken = ?, updated_at = ? WHERE name = ?")
             .bind(now_ms())
+            .bind(i64::from(JitFile::all_bits()))
             .bind(now_ms())
             .bind(name.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(secret)
+    }
+
+    /// Hands out one file of the JIT config, decoded, exactly once. A
+    /// second read of the file, or any read after the whole config was
+    /// taken, is a [`StoreError::Conflict`]; an instance without a JIT
+    /// config gets [`StoreError::NotFound`].
+    pub async fn take_jit_file(&self, name: &InstanceName, file: JitFile) -> Result<Vec<u8>> {
+        let mut tx = self.w().begin().await?;
+        let row = sqlx::query(
+            "SELECT jit_config, jit_fetched_at, jit_files_taken FROM instances WHERE name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+        let sealed: Option<Vec<u8>> = row.get(0);
+        let fetched: Option<i64> = row.get(1);
+        let taken = row.get::<i64, _>(2) as u8;
+        if taken & file.bit() != 0 || fetched.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "the {} file of this instance's JIT config was already fetched",
+                file.file_name()
+            )));
+        }
+        let sealed = sealed
+            .ok_or_else(|| StoreError::NotFound(format!("a JIT config for instance {name}")))?;
+        let secret = self.sealer().open_secret(&jit_purpose(name), &sealed)?;
+        let content = jit_file(secret.expose(), file).map_err(|e| match e {
+            hangar_core::JitFileError::Missing(f) => {
+                StoreError::NotFound(format!("the {f} file in the JIT config of instance {name}"))
+            }
+            other => StoreError::Corrupt(format!("JIT config of instance {name}: {other}")),
+        })?;
+        let taken = taken | file.bit();
+        let mut q = sqlx::QueryBuilder::new("UPDATE instances SET jit_files_taken = ");
+        q.push_bind(i64::from(taken))
+            .push(", updated_at = ")
+            .push_bind(now_ms());
+        if taken == JitFile::all_bits() {
+            q.push(", jit_config = NULL, jit_fetched_at = ")
+                .push_bind(now_ms());
+        }
+        q.push(" WHERE name = ").push_bind(name.as_str().to_owned());
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(content)
+    }
+
+    /// Claims the one registration token a non-JIT instance may have per
+    /// create attempt; a second claim is a [`StoreError::Conflict`]. The
+    /// caller gives the claim back with [`Store::release_registration_token`]
+    /// when it could not get a token after all.
+    pub async fn claim_registration_token(&self, name: &InstanceName) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE instances SET registration_token_at = ?, updated_at = ?
+             WHERE name = ? AND registration_token_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                "this instance already fetched its registration token".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Store::claim_registration_token`].
+    pub async fn release_registration_token(&self, name: &InstanceName) -> Result<()> {
+        sqlx::query("UPDATE instances SET registration_token_at = NULL WHERE name = ?")
+            .bind(name.as_str())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// Records what the instance reported about itself: its OS, and the
+    /// GitHub runner id (`agent_id`) when Hangar did not know it yet.
+    pub async fn record_system_info(
+        &self,
+        name: &InstanceName,
+        os_name: Option<&str>,
+        os_version: Option<&str>,
+        agent_id: Option<i64>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE instances SET os_name = coalesce(?, os_name), os_version = coalesce(?, os_version),
+                runner_id = coalesce(runner_id, ?), updated_at = ?
+             WHERE name = ?",
+        )
+        .bind(os_name)
+        .bind(os_version)
+        .bind(agent_id)
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(name));
+        }
+        Ok(())
     }
 }

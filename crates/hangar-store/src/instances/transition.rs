@@ -81,7 +81,7 @@ async fn apply(
         Change::BeginCreate { token_hash } => {
             status.check_transition(InstanceStatus::Creating)?;
             q.push(
-                ", status = 'creating', create_attempts = create_attempts + 1, next_attempt_at = NULL, token_hash = ",
+                ", status = 'creating', create_attempts = create_attempts + 1, next_attempt_at = NULL, registration_token_at = NULL, token_hash = ",
             )
             .push_bind(token_hash.to_vec());
         }

@@ -79,7 +79,7 @@ impl Store {
     ) -> Result<Vec<InstanceView>> {
         let rows = sqlx::query(concat!(
             "SELECT i.name, i.pool_id, i.provider_id, i.status, i.runner_status, i.runner_id,
-                i.job_id, i.addresses, i.status_message, i.create_attempts, i.created_at,
+                i.job_id, i.addresses, i.status_message, i.create_attempts, i.os_name, i.os_version, i.created_at,
                 i.updated_at, i.next_attempt_at, j.id AS runner_job, j.status AS runner_job_status,
                 j.status_rank AS runner_job_rank ",
             needs_step_from_where!("?2"),

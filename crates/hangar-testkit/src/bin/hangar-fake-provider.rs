@@ -7,7 +7,9 @@
 //!
 //! ```toml
 //! state_dir = "/tmp/fake-provider"   # one JSON file per instance, calls.log
-//! boot = "simulate"                  # or "none": runners never come up
+//! boot = "simulate"                  # "none": runners never come up;
+//!                                    # "save": keep the bootstrap JSON in
+//!                                    # state_dir/boot/<name>.json, boot nothing
 //! create_delay_ms = 0                # how long each CreateInstance takes
 //! ```
 //!
@@ -55,6 +57,9 @@ enum Boot {
     #[default]
     Simulate,
     None,
+    /// Writes the bootstrap JSON where a test can boot the instance itself,
+    /// as a garm provider's VM would (e2e `garm_boot`).
+    Save,
 }
 
 /// A failed call: what to print on stderr and exit with.
@@ -392,6 +397,15 @@ fn create(cfg: &Config, env: &Env) -> Result<String, Failure> {
             ));
         }
         Err(e) => return Err(Failure::io("writing instance", e)),
+    }
+    if cfg.boot == Boot::Save {
+        let dir = boot_dir(cfg);
+        let saved = fs::create_dir_all(&dir)
+            .and_then(|()| write_atomic(&dir.join(format!("{}.json", b.name)), &input, false));
+        if let Err(e) = saved {
+            let _ = fs::remove_file(instances_dir(cfg).join(format!("{}.json", b.name)));
+            return Err(Failure::io("saving bootstrap", e));
+        }
     }
     if cfg.boot == Boot::Simulate
         && let Err(f) = start_boot(cfg, &b.name, &input)
