@@ -232,6 +232,21 @@ impl ProviderSection {
 /// A value read from the environment, for [`Config::load_with`].
 pub type Env = dyn Fn(&str) -> Option<String>;
 
+/// hangard's own proxy for GitHub calls, from the variables curl and Go
+/// read: upper case first, then lower case; empty means unset.
+pub fn proxy_from_env(env: &Env) -> ProxySettings {
+    let var = |upper: &str, lower: &str| {
+        env(upper)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| env(lower).filter(|v| !v.trim().is_empty()))
+    };
+    ProxySettings {
+        http_proxy: var("HTTP_PROXY", "http_proxy"),
+        https_proxy: var("HTTPS_PROXY", "https_proxy"),
+        no_proxy: var("NO_PROXY", "no_proxy"),
+    }
+}
+
 impl Config {
     /// Parses a config text; errors name the key and the line.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -261,6 +276,7 @@ impl Config {
         if let Some(v) = env("HANGAR_PASSPHRASE") {
             config.database.passphrase = Some(v);
         }
+        config.github.proxy = proxy_from_env(env);
         config
             .validate()
             .with_context(|| format!("invalid config file {}", path.display()))?;

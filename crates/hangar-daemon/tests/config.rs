@@ -179,3 +179,36 @@ fn environment_overrides_and_secret_files() {
         .unwrap_err();
     assert!(format!("{e:#}").contains("/nonexistent"), "{e:#}");
 }
+
+#[test]
+fn github_proxy_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"http://a\"\n",
+    );
+    let c = Config::load_with(&p, &no_env).unwrap();
+    assert!(c.github.proxy.is_empty());
+    // Upper case wins; lower case fills in; an empty value is unset.
+    let env = |k: &str| match k {
+        "HTTPS_PROXY" => Some("http://proxy.corp:3128".to_owned()),
+        "https_proxy" => Some("http://ignored:1".to_owned()),
+        "HTTP_PROXY" => Some(String::new()),
+        "http_proxy" => Some("http://plain.corp:3128".to_owned()),
+        "no_proxy" => Some("ghes.corp,.internal".to_owned()),
+        _ => None,
+    };
+    let c = Config::load_with(&p, &env).unwrap();
+    assert_eq!(
+        c.github.proxy.https_proxy.as_deref(),
+        Some("http://proxy.corp:3128")
+    );
+    assert_eq!(
+        c.github.proxy.http_proxy.as_deref(),
+        Some("http://plain.corp:3128")
+    );
+    assert_eq!(
+        c.github.proxy.no_proxy.as_deref(),
+        Some("ghes.corp,.internal")
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hangar_core::provider::ProxySettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -25,6 +26,11 @@ pub struct GitHubConfig {
     pub max_inline_wait_secs: u64,
     /// Timeout of one HTTP request.
     pub request_timeout_secs: u64,
+    /// The proxy for GitHub calls. Not a config key: the daemon fills it
+    /// from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (or their lowercase
+    /// forms). Loopback and `no_proxy` hosts are reached directly.
+    #[serde(skip)]
+    pub proxy: ProxySettings,
 }
 
 impl Default for GitHubConfig {
@@ -37,6 +43,7 @@ impl Default for GitHubConfig {
             backoff_max_ms: 30_000,
             max_inline_wait_secs: 10,
             request_timeout_secs: 30,
+            proxy: ProxySettings::default(),
         }
     }
 }

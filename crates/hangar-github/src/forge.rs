@@ -5,7 +5,10 @@
 //! Requests go through octocrab's raw methods rather than its typed
 //! builders because the typed builders drop the response headers, and
 //! `retry-after` / `x-ratelimit-*` are exactly what must be honoured. The
-//! same routes serve repositories, organizations and enterprises.
+//! same routes serve repositories, organizations and enterprises. The
+//! transport under octocrab is Hangar's own (`transport`: proxies, the
+//! endpoint's CA bundle); octocrab's layers on top of it are the same ones
+//! its default client uses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,12 +23,16 @@ use hangar_core::provider::RunnerTool;
 use hangar_core::{EntityScope, Forge, ForgeError, ForgeTarget, JobId, Secret};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt as _;
-use octocrab::Octocrab;
+use octocrab::service::middleware::auth_header::AuthHeaderLayer;
+use octocrab::service::middleware::base_uri::BaseUriLayer;
+use octocrab::service::middleware::extra_headers::ExtraHeadersLayer;
+use octocrab::{AuthState, OctoBody, Octocrab, OctocrabBuilder};
 use serde::Deserialize;
 use sha2::Digest as _;
 
 use crate::config::GitHubConfig;
 use crate::limits::{Denied, Limiter, RateHeaders, jittered};
+use crate::transport::{self, Proxies};
 
 /// Counters of one set of credentials, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +58,7 @@ struct Client {
 #[derive(Debug)]
 pub struct GitHubForge {
     config: GitHubConfig,
+    proxies: Arc<Proxies>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 
@@ -104,6 +112,22 @@ fn is_rate_limited(status: StatusCode, h: &RateHeaders, body: &[u8]) -> bool {
                 || String::from_utf8_lossy(body)
                     .to_ascii_lowercase()
                     .contains("rate limit")))
+}
+
+/// An error with its causes, so a refused certificate or an unreachable
+/// proxy is named rather than hidden behind "client error (Connect)".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn runners_base(scope: &EntityScope) -> String {
@@ -173,6 +197,7 @@ struct JobBody {
 impl GitHubForge {
     pub fn new(config: GitHubConfig) -> Self {
         Self {
+            proxies: Arc::new(Proxies::new(&config.proxy)),
             config,
             clients: Mutex::default(),
         }
@@ -206,6 +231,14 @@ impl GitHubForge {
         let creds = &target.credentials;
         let mut h = sha2::Sha256::new();
         h.update(target.endpoint.api_base_url.as_bytes());
+        h.update(
+            target
+                .endpoint
+                .ca_bundle
+                .as_deref()
+                .unwrap_or("")
+                .as_bytes(),
+        );
         match &creds.auth {
             CredentialsAuth::Pat { token } => h.update(token.expose().as_bytes()),
             CredentialsAuth::App {
@@ -223,21 +256,37 @@ impl GitHubForge {
             return Ok(c.clone());
         }
         let base = format!("{}/", target.endpoint.api_base_url.trim_end_matches('/'));
-        let timeout = Some(Duration::from_secs(self.config.request_timeout_secs.max(1)));
-        let builder = Octocrab::builder()
-            .base_uri(base.as_str())
-            .map_err(|e| ForgeError::Fatal(format!("api_base_url {base:?}: {e}")))?
-            .set_connect_timeout(timeout)
-            .set_read_timeout(timeout);
-        let octo = match &creds.auth {
-            CredentialsAuth::Pat { token } => builder
-                .personal_token(token.expose().to_owned())
-                .build()
-                .map_err(|e| ForgeError::Fatal(format!("cannot build the GitHub client: {e}")))?,
+        let base_uri: http::Uri = base
+            .parse()
+            .map_err(|e| ForgeError::Fatal(format!("api_base_url {base:?}: {e}")))?;
+        let timeout = Duration::from_secs(self.config.request_timeout_secs.max(1));
+        let connector = transport::connector(
+            self.proxies.clone(),
+            target.endpoint.ca_bundle.as_deref(),
+            timeout,
+        )
+        .map_err(|e| {
+            ForgeError::Fatal(format!("endpoint {:?}: {e}", target.endpoint.name.as_str()))
+        })?;
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        let (auth_header, auth_state) = match &creds.auth {
+            CredentialsAuth::Pat { token } => {
+                let mut v = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        ForgeError::Unauthorized(format!(
+                            "credentials {:?}: the token is not a valid header value",
+                            creds.name.as_str()
+                        ))
+                    })?;
+                v.set_sensitive(true);
+                (Some(v), AuthState::None)
+            }
             CredentialsAuth::App {
                 app_id,
-                installation_id,
                 private_key,
+                ..
             } => {
                 let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose().as_bytes())
                     .map_err(|e| {
@@ -246,17 +295,56 @@ impl GitHubForge {
                             creds.name.as_str()
                         ))
                     })?;
-                let app = builder
-                    .app(octocrab::models::AppId(*app_id as u64), key)
-                    .build()
-                    .map_err(|e| {
-                        ForgeError::Fatal(format!("cannot build the GitHub client: {e}"))
-                    })?;
-                app.installation(octocrab::models::InstallationId(*installation_id as u64))
-                    .map_err(|e| {
-                        ForgeError::Fatal(format!("cannot build the App installation client: {e}"))
-                    })?
+                (
+                    None,
+                    AuthState::App(octocrab::auth::AppAuth {
+                        app_id: octocrab::models::AppId(*app_id as u64),
+                        key,
+                    }),
+                )
             }
+        };
+        // Innermost first: a plain-http request to a forward proxy carries
+        // the proxy's credentials; then the user agent, the base URI, and
+        // (outermost, seeing the caller's relative path) the token.
+        let proxies = self.proxies.clone();
+        let octo = OctocrabBuilder::new_empty()
+            .with_service(http)
+            .with_layer(&tower::util::MapRequestLayer::new(
+                move |mut req: http::Request<OctoBody>| {
+                    if req.uri().scheme_str() == Some("http")
+                        && let Some(auth) = proxies
+                            .intercept(req.uri())
+                            .and_then(|p| p.basic_auth().cloned())
+                    {
+                        req.headers_mut()
+                            .insert(http::header::PROXY_AUTHORIZATION, auth);
+                    }
+                    req
+                },
+            ))
+            .with_layer(&ExtraHeadersLayer::new(Arc::new(vec![(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(concat!("hangar/", env!("CARGO_PKG_VERSION"))),
+            )])))
+            .with_layer(&BaseUriLayer::new(base_uri.clone()))
+            .with_layer(&AuthHeaderLayer::new(
+                auth_header,
+                base_uri.clone(),
+                base_uri,
+            ))
+            .with_auth(auth_state)
+            .build()
+            .map_err(|e| ForgeError::Fatal(format!("cannot build the GitHub client: {e}")))?;
+        let octo = match &creds.auth {
+            CredentialsAuth::Pat { .. } => octo,
+            CredentialsAuth::App {
+                installation_id, ..
+            } => octo
+                .installation(octocrab::models::InstallationId(*installation_id as u64))
+                .map_err(|e| {
+                    ForgeError::Fatal(format!("cannot build the App installation client: {e}"))
+                })?,
         };
         let client = Arc::new(Client {
             name: creds.name.to_string(),
@@ -331,7 +419,7 @@ impl GitHubForge {
                 _ => return Err(ForgeError::Fatal(format!("unsupported method {method}"))),
             };
             let transient = match result {
-                Err(e) => ForgeError::Transient(format!("{method} {path}: {e}")),
+                Err(e) => ForgeError::Transient(format!("{method} {path}: {}", chain(&e))),
                 Ok(resp) => {
                     let (parts, b) = resp.into_parts();
                     let bytes = match b.collect().await {

@@ -4,12 +4,15 @@
 //! intake parses (only after the signature is good). [`GitHubForge`] is the
 //! `Forge` implementation: JIT configs, registration tokens, runners, job
 //! re-checks, with per-credentials rate-limit handling ([`limits`]).
-//! [`routing`] decides which entity a verified delivery is about.
+//! [`routing`] decides which entity a verified delivery is about. The HTTP
+//! transport under octocrab (proxies, the endpoint's CA bundle) is
+//! `transport`.
 
 pub mod config;
 pub mod forge;
 pub mod limits;
 pub mod routing;
+mod transport;
 pub mod webhook;
 
 pub use config::GitHubConfig;

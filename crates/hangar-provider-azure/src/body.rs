@@ -89,6 +89,7 @@ pub fn nic(
     tags: &BTreeMap<String, String>,
     subnet_id: &str,
     public_ip_id: Option<&str>,
+    accelerated_networking: bool,
 ) -> Value {
     let mut ipconf = json!({
         "name": "ipconfig1",
@@ -106,8 +107,9 @@ pub fn nic(
         "tags": tags,
         "properties": {
             "ipConfigurations": [ipconf],
-            // Confidential VMs do not support accelerated networking.
-            "enableAcceleratedNetworking": false
+            // Off unless asked for: confidential VMs and small sizes do
+            // not support it.
+            "enableAcceleratedNetworking": accelerated_networking
         }
     })
 }
@@ -166,6 +168,21 @@ pub fn vm(p: &VmParams<'_>) -> Result<Value, BootScriptTooLarge> {
     if let Some(gb) = s.os_disk_size_gb {
         os_disk["diskSizeGB"] = json!(gb);
     }
+    if s.ephemeral_os_disk {
+        // On the VM's resource disk (garm-provider-azure's default
+        // placement); an ephemeral disk takes read-only caching.
+        os_disk["diffDiskSettings"] = json!({"option": "Local", "placement": "ResourceDisk"});
+        os_disk["caching"] = json!("ReadOnly");
+    }
+    let ssh_keys: Vec<Value> = std::iter::once(p.ssh_public_key)
+        .chain(s.ssh_public_keys.iter().map(String::as_str))
+        .map(|k| {
+            json!({
+                "path": format!("/home/{}/.ssh/authorized_keys", p.admin_username),
+                "keyData": k
+            })
+        })
+        .collect();
     let mut props = json!({
         "hardwareProfile": {"vmSize": p.size},
         "storageProfile": {"imageReference": image},
@@ -175,10 +192,7 @@ pub fn vm(p: &VmParams<'_>) -> Result<Value, BootScriptTooLarge> {
             "customData": base64::engine::general_purpose::STANDARD.encode(p.userdata),
             "linuxConfiguration": {
                 "disablePasswordAuthentication": true,
-                "ssh": {"publicKeys": [{
-                    "path": format!("/home/{}/.ssh/authorized_keys", p.admin_username),
-                    "keyData": p.ssh_public_key
-                }]},
+                "ssh": {"publicKeys": ssh_keys},
                 "provisionVMAgent": true
             }
         },

@@ -171,7 +171,13 @@ impl AzureProvider {
             .arm
             .put_and_wait(
                 &self.arm.url(&nic_id, NETWORK_API),
-                &body::nic(location, &tags, subnet, pip_id.as_deref()),
+                &body::nic(
+                    location,
+                    &tags,
+                    subnet,
+                    pip_id.as_deref(),
+                    specs.accelerated_networking,
+                ),
                 self.timeout,
             )
             .await?;

@@ -105,6 +105,13 @@ impl SecurityEncryptionType {
 /// | `subnet_id` | overrides the provider's subnet |
 /// | `zone` | availability zone (`"1"`, `"2"`, `"3"`) |
 /// | `tags` | extra tags (string → string) on every resource; `hangar-*` names are reserved |
+/// | `ssh_public_keys` | more SSH keys for the admin user, after the provider's |
+/// | `ephemeral_os_disk` | `true`: the OS disk lives on the VM's resource disk (`diffDiskSettings`), not a managed disk; not with `confidential` |
+/// | `accelerated_networking` | `true`: the NIC gets accelerated networking; not with `confidential` |
+///
+/// garm-provider-azure's names are accepted for the same settings, so a
+/// garm pool's extra specs move over verbatim ([`GARM_NAMES`]); giving
+/// both names of one setting is an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraSpecs {
@@ -122,6 +129,46 @@ pub struct ExtraSpecs {
     pub zone: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ssh_public_keys: Vec<String>,
+    #[serde(default)]
+    pub ephemeral_os_disk: bool,
+    #[serde(default)]
+    pub accelerated_networking: bool,
+}
+
+/// garm-provider-azure's extra-spec names and the Hangar names of the same
+/// settings. (`ssh_public_keys` and `confidential` are spelt alike.)
+pub const GARM_NAMES: &[(&str, &str)] = &[
+    ("allocate_public_ip", "public_ip"),
+    ("disk_size_gb", "os_disk_size_gb"),
+    ("storage_account_type", "os_disk_type"),
+    ("extra_tags", "tags"),
+    ("use_ephemeral_storage", "ephemeral_os_disk"),
+    ("use_accelerated_networking", "accelerated_networking"),
+];
+
+/// Renames garm's names to Hangar's. garm reads an unset or zero
+/// `disk_size_gb` as "the default size".
+fn from_garm_names(
+    specs: &serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, SpecError> {
+    let mut out = specs.clone();
+    for (garm, hangar) in GARM_NAMES {
+        let Some(v) = out.remove(*garm) else {
+            continue;
+        };
+        if out.contains_key(*hangar) {
+            return Err(SpecError(format!(
+                "extra_specs: {garm:?} (garm-provider-azure's name) and {hangar:?} set the same thing; keep one"
+            )));
+        }
+        if *garm == "disk_size_gb" && v.as_u64() == Some(0) {
+            continue;
+        }
+        out.insert((*hangar).to_owned(), v);
+    }
+    Ok(out)
 }
 
 const DISK_TYPES: &[&str] = &[
@@ -134,7 +181,8 @@ const DISK_TYPES: &[&str] = &[
 
 impl ExtraSpecs {
     pub fn parse(specs: &serde_json::Map<String, serde_json::Value>) -> Result<Self, SpecError> {
-        let parsed: ExtraSpecs = serde_json::from_value(serde_json::Value::Object(specs.clone()))
+        let specs = from_garm_names(specs)?;
+        let parsed: ExtraSpecs = serde_json::from_value(serde_json::Value::Object(specs))
             .map_err(|e| SpecError(format!("extra_specs: {e}")))?;
         parsed.check()?;
         Ok(parsed)
@@ -154,6 +202,14 @@ impl ExtraSpecs {
             }
         } else if self.trusted_launch {
             return Err(SpecError("extra_specs: \"confidential\" and \"trusted_launch\" exclude each other (a confidential VM already has vTPM and Secure Boot)".into()));
+        } else if self.ephemeral_os_disk {
+            return Err(SpecError("extra_specs: a confidential VM's OS disk cannot be ephemeral (ephemeral_os_disk / use_ephemeral_storage)".into()));
+        } else if self.accelerated_networking {
+            return Err(SpecError("extra_specs: confidential VMs do not take accelerated networking (accelerated_networking / use_accelerated_networking)".into()));
+        }
+        for k in &self.ssh_public_keys {
+            crate::config::check_ssh_key(k)
+                .map_err(|e| SpecError(format!("extra_specs.ssh_public_keys: {e}")))?;
         }
         if let Some(size) = self.os_disk_size_gb
             && !(30..=4095).contains(&size)
@@ -361,6 +417,89 @@ mod tests {
             (
                 json!({"confidential": true, "trusted_launch": true}),
                 "exclude",
+            ),
+        ] {
+            let e = specs(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB garm";
+
+    #[test]
+    fn garm_names_mean_the_hangar_settings() {
+        let garm = specs(json!({
+            "allocate_public_ip": true,
+            "disk_size_gb": 200,
+            "storage_account_type": "Premium_LRS",
+            "extra_tags": {"team": "ci"},
+            "ssh_public_keys": [KEY],
+            "use_ephemeral_storage": true,
+            "use_accelerated_networking": true
+        }))
+        .unwrap();
+        let hangar = specs(json!({
+            "public_ip": true,
+            "os_disk_size_gb": 200,
+            "os_disk_type": "Premium_LRS",
+            "tags": {"team": "ci"},
+            "ssh_public_keys": [KEY],
+            "ephemeral_os_disk": true,
+            "accelerated_networking": true
+        }))
+        .unwrap();
+        assert_eq!(garm, hangar);
+        assert_eq!(garm.public_ip, Some(true));
+        assert_eq!(garm.os_disk_size_gb, Some(200));
+        assert!(garm.ephemeral_os_disk && garm.accelerated_networking);
+        // garm's 0 is its default size.
+        assert_eq!(
+            specs(json!({"disk_size_gb": 0})).unwrap().os_disk_size_gb,
+            None
+        );
+        // garm's checks still apply under the garm name.
+        let e = specs(json!({"storage_account_type": "Ultra"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("os_disk_type"), "{e}");
+    }
+
+    #[test]
+    fn both_names_of_one_setting_are_refused() {
+        for (garm, hangar, v) in [
+            ("allocate_public_ip", "public_ip", json!(true)),
+            ("disk_size_gb", "os_disk_size_gb", json!(64)),
+            ("storage_account_type", "os_disk_type", json!("Premium_LRS")),
+            ("extra_tags", "tags", json!({"a": "b"})),
+            ("use_ephemeral_storage", "ephemeral_os_disk", json!(true)),
+            (
+                "use_accelerated_networking",
+                "accelerated_networking",
+                json!(false),
+            ),
+        ] {
+            let mut m = serde_json::Map::new();
+            m.insert(garm.into(), v.clone());
+            m.insert(hangar.into(), v);
+            let e = ExtraSpecs::parse(&m).unwrap_err().to_string();
+            assert!(
+                e.contains(garm) && e.contains(hangar) && e.contains("keep one"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_settings_are_checked() {
+        for (bad, needle) in [
+            (json!({"ssh_public_keys": ["hello"]}), "ssh_public_keys"),
+            (
+                json!({"confidential": true, "use_ephemeral_storage": true}),
+                "ephemeral",
+            ),
+            (
+                json!({"confidential": true, "accelerated_networking": true}),
+                "accelerated",
             ),
         ] {
             let e = specs(bad.clone()).unwrap_err().to_string();

@@ -481,3 +481,73 @@ async fn an_operation_that_never_ends_times_out_and_is_cleaned_up() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_garm_pools_extra_specs_make_the_same_vm() {
+    let (arm, p) = setup("").await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGarmPoolKey operator";
+    // A seed-style garm-provider-azure pool, verbatim.
+    let case = ConformanceCase {
+        image: "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest".into(),
+        flavor: "Standard_D4s_v5".into(),
+        extra_specs: json!({
+            "allocate_public_ip": true,
+            "disk_size_gb": 200,
+            "storage_account_type": "Premium_LRS",
+            "extra_tags": {"team": "ci", "cost-center": "42"},
+            "ssh_public_keys": [key],
+            "use_ephemeral_storage": true,
+            "use_accelerated_networking": true
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+        invalid_image: None,
+    };
+    p.validate_pool(&sample_spec(&case))
+        .await
+        .expect("garm's names are accepted at pool add");
+    let req = sample_request(
+        "hangar-garm-1",
+        ControllerId::new_random(),
+        PoolId::new_random(),
+        &case,
+    );
+    p.create_instance(&req).await.unwrap();
+
+    let vm = &puts_to(&arm, "/virtualmachines/")[0];
+    let os_disk = &vm["properties"]["storageProfile"]["osDisk"];
+    assert_eq!(os_disk["diskSizeGB"], 200);
+    assert_eq!(os_disk["managedDisk"]["storageAccountType"], "Premium_LRS");
+    assert_eq!(
+        os_disk["diffDiskSettings"],
+        json!({"option": "Local", "placement": "ResourceDisk"})
+    );
+    assert_eq!(os_disk["caching"], "ReadOnly");
+    let keys = vm["properties"]["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"]
+        .as_array()
+        .unwrap();
+    assert_eq!(keys.len(), 2, "the provider's key and the pool's: {keys:?}");
+    assert_eq!(keys[1]["keyData"], key);
+    assert_eq!(vm["tags"]["team"], "ci");
+    assert_eq!(vm["tags"]["cost-center"], "42");
+
+    let nic = &puts_to(&arm, "/networkinterfaces/")[0];
+    assert_eq!(nic["properties"]["enableAcceleratedNetworking"], true);
+    assert!(
+        nic["properties"]["ipConfigurations"][0]["properties"]["publicIPAddress"]["id"]
+            .as_str()
+            .is_some(),
+        "allocate_public_ip made a public IP"
+    );
+    assert_eq!(nic["tags"]["team"], "ci");
+
+    // The same setting under both names is refused before anything is made.
+    let mut both = case.clone();
+    both.extra_specs.insert("os_disk_size_gb".into(), json!(64));
+    let e = p.validate_pool(&sample_spec(&both)).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidSpec(m) if m.contains("disk_size_gb") && m.contains("keep one")),
+        "{e:?}"
+    );
+}

@@ -87,8 +87,9 @@ pub(crate) const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// One call to make. No `Debug`: its stdin may hold the instance token.
 pub(crate) struct Invocation<'a> {
     pub command: GarmCommand,
-    /// The `GARM_*` variables of this call.
-    pub garm_env: Vec<(&'static str, String)>,
+    /// The variables of this call: garm's `GARM_*` and the pool's proxy
+    /// settings, set over the inherited environment.
+    pub env: Vec<(&'static str, String)>,
     /// Written to stdin, which is then closed; `None` gives `/dev/null`.
     pub stdin: Option<Vec<u8>>,
     /// For logs: the instance the call is about, or `-`.
@@ -248,7 +249,7 @@ impl Runner {
         let mut cmd = tokio::process::Command::new(&self.executable);
         cmd.env_clear()
             .envs(self.inherited_env.iter().map(|(k, v)| (k, v)))
-            .envs(inv.garm_env.iter().map(|(k, v)| (OsString::from(k), v)))
+            .envs(inv.env.iter().map(|(k, v)| (OsString::from(k), v)))
             .stdin(if inv.stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use hangar_core::provider::{CreateInstanceRequest, InstanceRef, ProviderInstance};
+use hangar_core::provider::{CreateInstanceRequest, InstanceRef, ProviderInstance, ProxySettings};
 use hangar_core::{ControllerId, PoolId, PoolSpec, Provider, ProviderError};
 use tokio::sync::Semaphore;
 
@@ -101,6 +101,9 @@ pub struct ExternalProvider {
     /// [`InstanceRef`] does not carry them: remember them from creates (and
     /// from [`ExternalProvider::remember_pool_extra_specs`]).
     pool_extra_specs: Mutex<HashMap<PoolId, serde_json::Map<String, serde_json::Value>>>,
+    /// The proxy settings (pool's over provider's) of each pool's last
+    /// create, so later calls about its instances run with them too.
+    pool_proxy: Mutex<HashMap<PoolId, ProxySettings>>,
 }
 
 impl std::fmt::Debug for ExternalProvider {
@@ -114,6 +117,24 @@ impl std::fmt::Debug for ExternalProvider {
     }
 }
 
+/// The proxy variables a provider process gets, in both spellings (curl
+/// and Go read upper case, many shell tools only lower case). Unset
+/// settings export nothing, so an inherited value stays.
+fn proxy_env(p: &ProxySettings) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (value, upper, lower) in [
+        (&p.http_proxy, "HTTP_PROXY", "http_proxy"),
+        (&p.https_proxy, "HTTPS_PROXY", "https_proxy"),
+        (&p.no_proxy, "NO_PROXY", "no_proxy"),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            out.push((upper, v.to_owned()));
+            out.push((lower, v.to_owned()));
+        }
+    }
+    out
+}
+
 /// The per-call variables besides the command.
 struct Target<'a> {
     controller: Option<ControllerId>,
@@ -123,6 +144,9 @@ struct Target<'a> {
     /// For logs and errors.
     instance_name: &'a str,
     extra_specs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Exported as `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` and their
+    /// lowercase forms, over any inherited value.
+    proxy: Option<ProxySettings>,
 }
 
 impl Target<'static> {
@@ -133,6 +157,7 @@ impl Target<'static> {
             instance_id: String::new(),
             instance_name: "-",
             extra_specs: None,
+            proxy: None,
         }
     }
 }
@@ -178,6 +203,7 @@ impl ExternalProvider {
             runner,
             controller_id: None,
             pool_extra_specs: Mutex::new(HashMap::new()),
+            pool_proxy: Mutex::new(HashMap::new()),
             config,
         })
     }
@@ -220,6 +246,21 @@ impl ExternalProvider {
         self.specs_cache().get(&pool).cloned()
     }
 
+    fn remember_pool_proxy(&self, pool_id: PoolId, proxy: &ProxySettings) {
+        self.pool_proxy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(pool_id, proxy.clone());
+    }
+
+    fn proxy_for(&self, pool: PoolId) -> Option<ProxySettings> {
+        self.pool_proxy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&pool)
+            .cloned()
+    }
+
     fn instance_target<'a>(&self, r: &'a InstanceRef) -> Target<'a> {
         Target {
             controller: Some(r.controller_id),
@@ -231,6 +272,7 @@ impl ExternalProvider {
                 .unwrap_or_else(|| r.name.to_string()),
             instance_name: r.name.as_str(),
             extra_specs: self.specs_for(r.pool_id),
+            proxy: self.proxy_for(r.pool_id),
         }
     }
 
@@ -261,7 +303,7 @@ impl ExternalProvider {
     ) -> Result<Vec<u8>, CallError> {
         let specs = target.extra_specs.clone().unwrap_or_default();
         let specs_json = serde_json::to_vec(&specs).unwrap_or_else(|_| b"{}".to_vec());
-        let garm_env = vec![
+        let mut env = vec![
             ("GARM_COMMAND", command.as_str().to_owned()),
             (
                 "GARM_CONTROLLER_ID",
@@ -289,6 +331,9 @@ impl ExternalProvider {
                 base64::engine::general_purpose::STANDARD.encode(specs_json),
             ),
         ];
+        if let Some(proxy) = &target.proxy {
+            env.extend(proxy_env(proxy));
+        }
         // The semaphore is never closed, so acquiring only waits.
         let _permit =
             self.permits.acquire().await.map_err(|_| {
@@ -298,7 +343,7 @@ impl ExternalProvider {
             .runner
             .run(Invocation {
                 command,
-                garm_env,
+                env,
                 stdin,
                 instance: target.instance_name,
                 redact,
@@ -566,6 +611,7 @@ impl Provider for ExternalProvider {
     ) -> Result<ProviderInstance, ProviderError> {
         let command = GarmCommand::CreateInstance;
         self.remember_pool_extra_specs(req.pool_id, req.extra_specs.clone());
+        self.remember_pool_proxy(req.pool_id, &req.bootstrap.proxy);
         let doc = BootstrapInstance::from_request(req, self.config.jit_enabled);
         let stdin = serde_json::to_vec(&doc)
             .map_err(|e| ProviderError::Fatal(format!("serialising bootstrap params: {e}")))?;
@@ -576,6 +622,7 @@ impl Provider for ExternalProvider {
             instance_id: req.name.to_string(),
             instance_name: req.name.as_str(),
             extra_specs: Some(req.extra_specs.clone()),
+            proxy: Some(req.bootstrap.proxy.clone()),
         };
         let out = self
             .call(command, &target, Some(stdin), Some(token))
