@@ -110,7 +110,12 @@ async fn garm_deployment_moves_over_and_serves_its_hooks() {
     let mut wal = db.clone().into_os_string();
     wal.push("-wal");
     bytes.extend(std::fs::read(wal).unwrap_or_default());
-    for secret in [PAT, REPO_SECRET, "org-hook-secret-Fixture-52d1e8", "PRIVATE KEY"] {
+    for secret in [
+        PAT,
+        REPO_SECRET,
+        "org-hook-secret-Fixture-52d1e8",
+        "PRIVATE KEY",
+    ] {
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "{secret} is readable in {}",

@@ -200,7 +200,9 @@ fn provider_toml(p: &Value, notes: &mut Vec<String>) -> Option<String> {
     if kind != "external" {
         notes.push(g_note(
             &format!("provider {name:?}"),
-            &format!("provider_type {kind:?} is not supported (only \"external\"); not carried over"),
+            &format!(
+                "provider_type {kind:?} is not supported (only \"external\"); not carried over"
+            ),
         ));
         return None;
     }
@@ -211,9 +213,19 @@ fn provider_toml(p: &Value, notes: &mut Vec<String>) -> Option<String> {
         ));
         return None;
     }
-    let ext = p.get("external").cloned().unwrap_or(Value::Table(Default::default()));
-    let mut out = format!("[[provider]]\nname = {}\nkind = \"external\"\n", quote(name));
-    if let Some(d) = p.get("description").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+    let ext = p
+        .get("external")
+        .cloned()
+        .unwrap_or(Value::Table(Default::default()));
+    let mut out = format!(
+        "[[provider]]\nname = {}\nkind = \"external\"\n",
+        quote(name)
+    );
+    if let Some(d) = p
+        .get("description")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+    {
         out.push_str(&format!("description = {}\n", quote(d)));
     }
     out.push_str("[provider.external]\n");
@@ -238,7 +250,10 @@ fn provider_toml(p: &Value, notes: &mut Vec<String>) -> Option<String> {
         "executable = {}\n",
         quote(&executable.display().to_string())
     ));
-    let config_file = ext.get("config_file").and_then(Value::as_str).unwrap_or_default();
+    let config_file = ext
+        .get("config_file")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     out.push_str(&format!("config_file = {}\n", quote(config_file)));
     if let Some(v) = ext.get("interface_version").and_then(Value::as_str) {
         out.push_str(&format!("interface_version = {}\n", quote(v)));
@@ -298,12 +313,19 @@ fn provider_toml(p: &Value, notes: &mut Vec<String>) -> Option<String> {
 fn public_url(g: &GarmConfig, data: &GarmData) -> String {
     let strip = |u: &str, suffix: &str| -> Option<String> {
         let u = u.trim_end_matches('/');
-        u.strip_suffix(suffix).map(|b| b.trim_end_matches('/').to_owned())
+        u.strip_suffix(suffix)
+            .map(|b| b.trim_end_matches('/').to_owned())
     };
     let candidates = [
-        data.metadata_url.as_deref().and_then(|u| strip(u, "/api/v1/metadata")),
-        data.callback_url.as_deref().and_then(|u| strip(u, "/api/v1/callbacks")),
-        data.webhook_base_url.as_deref().and_then(|u| strip(u, "/webhooks")),
+        data.metadata_url
+            .as_deref()
+            .and_then(|u| strip(u, "/api/v1/metadata")),
+        data.callback_url
+            .as_deref()
+            .and_then(|u| strip(u, "/api/v1/callbacks")),
+        data.webhook_base_url
+            .as_deref()
+            .and_then(|u| strip(u, "/webhooks")),
     ];
     let from_config = g.urls.iter().find_map(|u| {
         strip(u, "/api/v1/metadata")
@@ -348,22 +370,30 @@ fn hangar_config_text(
          # config/hangard.example.toml for every key.\n\n[server]\n",
     );
     out.push_str(&format!("bind = {}\n", quote(&bind(g))));
-    out.push_str(&format!("public_url = {}\n\n[database]\n", quote(&public_url(g, data))));
+    out.push_str(&format!(
+        "public_url = {}\n\n[database]\n",
+        quote(&public_url(g, data))
+    ));
     out.push_str(&format!("url = {}\n", quote(db_url)));
     match passphrase_file {
         Some(f) => out.push_str(&format!(
             "passphrase_file = {}\n",
             quote(&f.display().to_string())
         )),
-        None => out.push_str("# The passphrase comes from HANGAR_PASSPHRASE (or set passphrase_file).\n"),
+        None => out
+            .push_str("# The passphrase comes from HANGAR_PASSPHRASE (or set passphrase_file).\n"),
     }
     if let Some(h) = g.token_ttl_hours {
         out.push_str(&format!("\n[auth]\ntoken_ttl_hours = {h}\n"));
     }
-    let level = g.log_level.as_deref().filter(|l| {
-        matches!(*l, "trace" | "debug" | "info" | "warn" | "error")
-    });
-    let format = g.log_format.as_deref().filter(|f| matches!(*f, "text" | "json"));
+    let level = g
+        .log_level
+        .as_deref()
+        .filter(|l| matches!(*l, "trace" | "debug" | "info" | "warn" | "error"));
+    let format = g
+        .log_format
+        .as_deref()
+        .filter(|f| matches!(*f, "text" | "json"));
     if level.is_some() || format.is_some() {
         out.push_str("\n[logging]\n");
         if let Some(l) = level {
@@ -397,9 +427,9 @@ pub async fn import_garm(req: &ImportRequest) -> anyhow::Result<ImportReport> {
                     "garm's database backend is {b:?}; only sqlite3 databases can be imported (export to SQLite, or give --garm-db)"
                 );
             }
-            garm.db_file.clone().context(
-                "garm's config names no database.sqlite3.db_file; give --garm-db PATH",
-            )?
+            garm.db_file
+                .clone()
+                .context("garm's config names no database.sqlite3.db_file; give --garm-db PATH")?
         }
     };
     let garm_passphrase = Secret::new(

@@ -59,7 +59,12 @@ async fn garm_fixture_lands_in_the_store_sealed_with_hangars_passphrase() {
     .await
     .unwrap();
     assert_eq!(
-        store.garm_controller_id().await.unwrap().unwrap().to_string(),
+        store
+            .garm_controller_id()
+            .await
+            .unwrap()
+            .unwrap()
+            .to_string(),
         "8257ed84-09a5-4d07-a918-d383c7d56a8c"
     );
     let pat = store.credentials("fixture-pat").await.unwrap();
@@ -112,7 +117,13 @@ async fn garm_fixture_lands_in_the_store_sealed_with_hangars_passphrase() {
     assert_eq!(pools.len(), 1);
     let p = &pools[0];
     assert_eq!(p.id.to_string(), "443ca3b1-cd77-4694-98ce-0ab27b532eef");
-    let mut tags: Vec<String> = p.spec.tags.to_string().split(',').map(str::to_owned).collect();
+    let mut tags: Vec<String> = p
+        .spec
+        .tags
+        .to_string()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     tags.sort();
     assert_eq!(tags, ["fixture-repo", "linux", "self-hosted"]);
     assert_eq!((p.spec.max_runners, p.spec.priority), (3, 5));
@@ -144,7 +155,10 @@ async fn wrong_garm_passphrase_writes_nothing() {
     .unwrap();
     req.garm_config = wrong;
     let err = import_garm(&req).await.unwrap_err();
-    assert!(format!("{err:#}").contains("wrong garm passphrase"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("wrong garm passphrase"),
+        "{err:#}"
+    );
     assert!(!req.config.exists());
     assert!(!dir.path().join("hangar.db").exists());
 }

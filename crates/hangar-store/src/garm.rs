@@ -223,11 +223,23 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ),
     (
         "organizations",
-        &["id", "credentials_id", "name", "webhook_secret", "deleted_at"],
+        &[
+            "id",
+            "credentials_id",
+            "name",
+            "webhook_secret",
+            "deleted_at",
+        ],
     ),
     (
         "enterprises",
-        &["id", "credentials_id", "name", "webhook_secret", "deleted_at"],
+        &[
+            "id",
+            "credentials_id",
+            "name",
+            "webhook_secret",
+            "deleted_at",
+        ],
     ),
     (
         "pools",
@@ -387,9 +399,10 @@ async fn read_all(
 
     // credentials id → name, for the entities.
     let mut creds_by_id = std::collections::HashMap::new();
-    for row in sqlx::query("SELECT * FROM github_credentials WHERE deleted_at IS NULL ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?
+    for row in
+        sqlx::query("SELECT * FROM github_credentials WHERE deleted_at IS NULL ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?
     {
         let id: i64 = row.get("id");
         let name: String = row.get("name");
@@ -488,9 +501,11 @@ async fn read_all(
                 ));
                 continue;
             };
-            let secret = blob(&row, "webhook_secret")
-                .ok_or_else(|| StoreError::Invalid(format!("garm {label} has no webhook secret")))?;
-            let webhook_secret = unseal_text(&format!("webhook secret of {label}"), &secret, passphrase)?;
+            let secret = blob(&row, "webhook_secret").ok_or_else(|| {
+                StoreError::Invalid(format!("garm {label} has no webhook secret"))
+            })?;
+            let webhook_secret =
+                unseal_text(&format!("webhook secret of {label}"), &secret, passphrase)?;
             if webhook_secret.is_empty() {
                 out.skipped
                     .push(format!("{label}: empty webhook secret (Hangar needs one)"));
@@ -543,7 +558,12 @@ async fn read_all(
                 "pool {id}: uses garm runner install template {t}; templates do not move"
             ));
         }
-        if row.try_get::<Option<i64>, _>("proxy_id").ok().flatten().is_some() {
+        if row
+            .try_get::<Option<i64>, _>("proxy_id")
+            .ok()
+            .flatten()
+            .is_some()
+        {
             out.skipped.push(format!(
                 "pool {id}: uses a garm proxy; set extra_specs.proxy on the Hangar pool"
             ));
@@ -569,8 +589,14 @@ async fn read_all(
         ("scale_sets", "scale sets"),
         ("gitea_credentials", "Gitea credentials"),
         ("forge_instances", "Gitea instances"),
-        ("instances", "runner instances (garm's runners are not moved)"),
-        ("users", "garm users (create Hangar's admin with `hangar init`)"),
+        (
+            "instances",
+            "runner instances (garm's runners are not moved)",
+        ),
+        (
+            "users",
+            "garm users (create Hangar's admin with `hangar init`)",
+        ),
     ] {
         let present: Option<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
@@ -673,7 +699,9 @@ impl Store {
             let name = c.name.as_str();
             let purpose = crate::credentials::secret_purpose(name);
             let (secret, app_id, installation_id) = match &c.auth {
-                CredentialsAuth::Pat { token } => (self.sealer().seal_secret(&purpose, token), None, None),
+                CredentialsAuth::Pat { token } => {
+                    (self.sealer().seal_secret(&purpose, token), None, None)
+                }
                 CredentialsAuth::App {
                     app_id,
                     installation_id,
