@@ -448,7 +448,12 @@ pub async fn import_garm(req: &ImportRequest) -> anyhow::Result<ImportReport> {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let db_url = format!("sqlite://{}", dir.join("hangar.db").display());
+        // HANGAR_DATABASE_URL, when set, is where the new config points
+        // (e.g. /var/lib/hangar under the shipped systemd unit).
+        let db_url = std::env::var("HANGAR_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("hangar.db").display()));
         let text = hangar_config_text(&garm, &data, &db_url, req.passphrase_file.as_deref());
         let mut config = Config::parse(&text).context("the Hangar config made from garm's")?;
         if let Ok(v) = std::env::var("HANGAR_PASSPHRASE") {

@@ -848,6 +848,28 @@ mod tests {
     }
 
     #[test]
+    fn garms_first_format_opens_and_a_wrong_key_does_not() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let cipher = Aes256Gcm::new_from_slice(key).unwrap();
+        let nonce = [7u8; 12];
+        let mut blob = nonce.to_vec();
+        blob.extend(
+            cipher
+                .encrypt(Nonce::from_slice(&nonce), &b"hook secret"[..])
+                .unwrap(),
+        );
+        assert_eq!(garm_unseal(&blob, key).unwrap(), b"hook secret");
+        assert_eq!(
+            garm_unseal(&blob, b"fedcba9876543210fedcba9876543210"),
+            Err(GarmSealError::Open)
+        );
+        assert_eq!(
+            garm_unseal(b"{\"nonce\": [1], \"data\": \"\"}", key),
+            Err(GarmSealError::Malformed)
+        );
+    }
+
+    #[test]
     fn wrong_passphrase_length_is_refused() {
         assert_eq!(
             garm_unseal(b"{}", b"short"),
