@@ -67,6 +67,10 @@ async fn garm_fixture_lands_in_the_store_sealed_with_hangars_passphrase() {
             .to_string(),
         "8257ed84-09a5-4d07-a918-d383c7d56a8c"
     );
+    assert_eq!(
+        store.controller_info().await.unwrap().garm_controller_id,
+        store.garm_controller_id().await.unwrap()
+    );
     let pat = store.credentials("fixture-pat").await.unwrap();
     match pat.auth {
         CredentialsAuth::Pat { token } => {
