@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod http;
+pub mod import_garm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub fn init_tracing(config: &Config) {
     };
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let mut opts = StoreOptions::new(config.database.url.clone(), config.passphrase()?);
     opts.synchronous_full = config.database.synchronous == Synchronous::Full;
     Store::open(&opts).await.map_err(|e| anyhow::anyhow!("{e}"))

@@ -1,5 +1,6 @@
 //! `hangard`: `hangard --config FILE [serve]`, `hangard --config FILE
-//! migrate`, `hangard --config FILE admin reset-password`.
+//! migrate`, `hangard --config FILE admin reset-password`, `hangard
+//! --config FILE import-garm --garm-config F [--garm-db P]`.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -35,6 +36,22 @@ enum Command {
     Serve,
     /// Create or upgrade the database, then exit.
     Migrate,
+    /// Move a garm deployment over: write the config (when FILE does not
+    /// exist yet) and import garm's endpoints, credentials, entities and
+    /// pools into FILE's database. Safe to run twice.
+    ImportGarm {
+        /// garm's config file (its database path and passphrase are read
+        /// from it).
+        #[arg(long)]
+        garm_config: PathBuf,
+        /// garm's SQLite database (default: the one garm's config names).
+        #[arg(long)]
+        garm_db: Option<PathBuf>,
+        /// Written as `database.passphrase_file` when FILE is created
+        /// (else the passphrase comes from HANGAR_PASSPHRASE).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Administration tasks.
     Admin {
         #[command(subcommand)]
@@ -60,6 +77,19 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ImportGarm {
+        garm_config,
+        garm_db,
+        passphrase_file,
+    }) = cli.command
+    {
+        return import_garm(hangar_daemon::import_garm::ImportRequest {
+            config: cli.config,
+            garm_config,
+            garm_db,
+            passphrase_file,
+        });
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -86,6 +116,7 @@ fn main() -> ExitCode {
                 hangar_daemon::cancel_on_signals(cancel.clone());
                 hangar_daemon::serve(config, cancel).await
             }
+            Command::ImportGarm { .. } => unreachable!("handled before the config is read"),
             Command::Migrate => {
                 let applied = hangar_daemon::migrate(&config).await?;
                 println!("database ready; migrations applied: {applied:?}");
@@ -124,6 +155,54 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("hangard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `import-garm` runs before (and may write) the config, so it has its own
+/// small runtime and prints its report on stdout, what did not move on
+/// stderr.
+fn import_garm(req: hangar_daemon::import_garm::ImportRequest) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hangard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hangar_daemon::import_garm::import_garm(&req)) {
+        Ok(report) => {
+            if report.config_written {
+                println!("wrote {}", req.config.display());
+            } else {
+                println!("kept the existing {}", req.config.display());
+            }
+            println!("database: {}", report.database_url);
+            let c = &report.counts;
+            for (what, (added, present)) in [
+                ("endpoints", c.endpoints),
+                ("credentials", c.credentials),
+                ("entities", c.entities),
+                ("pools", c.pools),
+            ] {
+                println!("{what}: {added} imported, {present} already present");
+            }
+            if let Some(id) = &report.garm_controller_id {
+                println!(
+                    "garm controller id {id} recorded: hooks posting to /webhooks/{id} and runners labelled runner-controller-id:{id} belong to this installation"
+                );
+            }
+            for line in &report.not_moved {
+                eprintln!("not moved: {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hangard: import-garm: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -17,6 +17,10 @@ pub struct ControllerInfo {
     pub metadata_url: Option<String>,
     pub callback_url: Option<String>,
     pub webhook_url: Option<String>,
+    /// The garm installation this one was imported from (`hangard
+    /// import-garm`): its hooks post to `/webhooks/<id>`, its runners carry
+    /// `runner-controller-id:<id>`.
+    pub garm_controller_id: Option<ControllerId>,
 }
 
 /// Creates the controller row on first start; returns the id and the sealer.
@@ -71,7 +75,7 @@ pub(crate) async fn ensure(
 impl Store {
     pub async fn controller_info(&self) -> Result<ControllerInfo> {
         let row = sqlx::query(
-            "SELECT metadata_url, callback_url, webhook_url FROM controller WHERE id = 1",
+            "SELECT metadata_url, callback_url, webhook_url, garm_controller_id FROM controller WHERE id = 1",
         )
         .fetch_one(self.r())
         .await?;
@@ -80,6 +84,10 @@ impl Store {
             metadata_url: row.get(0),
             callback_url: row.get(1),
             webhook_url: row.get(2),
+            garm_controller_id: row
+                .get::<Option<String>, _>(3)
+                .map(|s| s.parse().map_err(corrupt))
+                .transpose()?,
         })
     }
 

@@ -21,11 +21,11 @@ pub struct CredentialsSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-fn secret_purpose(name: &str) -> String {
+pub(crate) fn secret_purpose(name: &str) -> String {
     format!("credentials.secret:{name}")
 }
 
-fn hook_purpose(name: &str) -> String {
+pub(crate) fn hook_purpose(name: &str) -> String {
     format!("credentials.app_webhook_secret:{name}")
 }
 

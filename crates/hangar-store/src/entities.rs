@@ -13,11 +13,11 @@ pub struct NewEntity {
     pub webhook_secret: Secret,
 }
 
-fn hook_purpose(id: EntityId) -> String {
+pub(crate) fn hook_purpose(id: EntityId) -> String {
     format!("entities.webhook_secret:{id}")
 }
 
-fn scope_columns(scope: &EntityScope) -> (&'static str, &str, &str) {
+pub(crate) fn scope_columns(scope: &EntityScope) -> (&'static str, &str, &str) {
     match scope {
         EntityScope::Repository { owner, name } => ("repository", owner, name),
         EntityScope::Organization { name } => ("organization", "", name),

@@ -16,6 +16,7 @@ mod controller;
 mod credentials;
 mod endpoints;
 mod entities;
+pub mod garm;
 mod instances;
 mod jobs;
 mod pool_state;
