@@ -17,6 +17,9 @@ pub struct ControllerInfo {
     pub metadata_url: Option<String>,
     pub callback_url: Option<String>,
     pub webhook_url: Option<String>,
+    /// Controller ids of garm deployments imported into this one: hooks
+    /// garm made point at `/webhooks/<id>`.
+    pub garm_controller_ids: Vec<String>,
 }
 
 /// Creates the controller row on first start; returns the id and the sealer.
@@ -75,12 +78,32 @@ impl Store {
         )
         .fetch_one(self.r())
         .await?;
+        let garm_controller_ids = sqlx::query_scalar(
+            "SELECT controller_id FROM garm_controller_ids ORDER BY created_at, controller_id",
+        )
+        .fetch_all(self.r())
+        .await?;
         Ok(ControllerInfo {
             controller_id: self.controller_id(),
             metadata_url: row.get(0),
             callback_url: row.get(1),
             webhook_url: row.get(2),
+            garm_controller_ids,
         })
+    }
+
+    /// Records the controller id of a garm deployment moved over (by the
+    /// importer), so hooks garm made keep reaching this one. Idempotent.
+    pub async fn add_garm_controller_id(&self, controller_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES (?, ?)
+             ON CONFLICT (controller_id) DO NOTHING",
+        )
+        .bind(controller_id.trim())
+        .bind(now_ms())
+        .execute(self.w())
+        .await?;
+        Ok(())
     }
 
     /// Sets (Some) or clears (Some("")) URL overrides; `None` leaves a field.

@@ -101,7 +101,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     assert!(db_file(dir.path()).exists());
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 5]);
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
     store.close().await;
@@ -967,7 +967,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     conn.close().await.unwrap();
 
     let store = open(dir.path()).await;
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 5]);
     let out = store
         .record_job_events(&[
             event(entity, 5, JobAction::InProgress, None),
