@@ -473,6 +473,7 @@ mod tests {
         let mut v = json!({
             "id": "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f", "kind": "repository",
             "owner": "mkulke", "name": "garm-playground", "credentials_name": "garm",
+            "endpoint": "github.com",
             "webhook_url": "http://127.0.0.1:9997/webhooks/9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
             "pool_count": 1,
             "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"
