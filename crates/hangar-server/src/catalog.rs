@@ -102,11 +102,13 @@ impl Catalog {
         let pools = store.list_pools(None).await?;
         let apps = store.app_webhook_secrets().await?;
         let controller = store.controller_info().await?;
-        let mut snap = Snapshot::default();
-        snap.controller_ids = std::iter::once(controller.controller_id.to_string())
-            .chain(controller.garm_controller_ids)
-            .map(|id| id.to_ascii_lowercase())
-            .collect();
+        let mut snap = Snapshot {
+            controller_ids: std::iter::once(controller.controller_id.to_string())
+                .chain(controller.garm_controller_ids)
+                .map(|id| id.to_ascii_lowercase())
+                .collect(),
+            ..Snapshot::default()
+        };
         for (entity, secret) in secrets {
             let id = entity.id;
             snap.by_scope
