@@ -104,7 +104,7 @@ fn migrate_creates_the_database() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: [1, 2, 3]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: [1, 2, 3, 5]"));
     let tables = Command::new("sqlite3")
         .arg(dir.path().join("data/hangar.db"))
         .arg(".tables")
