@@ -365,6 +365,11 @@ pub struct ControllerResponse {
     pub webhook_base_url: String,
     pub metadata_url: String,
     pub callback_url: String,
+    /// Controller ids of garm deployments imported here: deliveries to
+    /// `/webhooks/<id>` (where garm's hooks point) are the shared hook,
+    /// as are those to this controller's id.
+    #[serde(default)]
+    pub garm_controller_ids: Vec<String>,
     pub providers: Vec<ProviderResponse>,
     pub counts: ControllerCounts,
 }

@@ -385,6 +385,7 @@ impl Tabular for ControllerResponse {
             ("webhook_base_url", self.webhook_base_url.clone()),
             ("metadata_url", self.metadata_url.clone()),
             ("callback_url", self.callback_url.clone()),
+            ("garm_controller_ids", self.garm_controller_ids.join(", ")),
             ("providers", providers),
             ("pools", self.counts.pools.to_string()),
             ("instances", self.counts.instances.to_string()),
