@@ -186,6 +186,24 @@ async fn garm_deployment_moves_over_and_serves_its_hooks() {
         .unwrap();
     let status = r.status().as_u16();
     assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
+    // The hook garm made points at /webhooks/<garm controller id>: it is
+    // routed by the payload's repository, like /webhooks.
+    let mut job = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+    job["workflow_job"]["id"] = json!(9_100_000_002_i64);
+    let via_controller = serde_json::to_vec(&job).unwrap();
+    let r = client
+        .post(format!("{}/webhooks/{GARM_CONTROLLER}", daemon.url))
+        .header("x-github-event", "workflow_job")
+        .header("x-github-delivery", "garm-import-3")
+        .header("x-github-hook-installation-target-type", "repository")
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign(REPO_SECRET, &via_controller))
+        .body(via_controller)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
     let r = client
         .post(format!("{}/webhooks/{REPO_ID}", daemon.url))
         .header("x-github-event", "workflow_job")

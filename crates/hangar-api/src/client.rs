@@ -20,7 +20,7 @@ use crate::dto::{
     CredentialsUpdate, EndpointCreate, EndpointResponse, EndpointUpdate, EntityCreate,
     EntityResponse, EntityUpdate, ErrorBody, FirstRunRequest, HealthResponse, InstanceResponse,
     JobResponse, LoginRequest, LoginResponse, PoolCreate, PoolResponse, PoolUpdate,
-    ProviderResponse, UserResponse,
+    ProviderResponse, UserResponse, WebhookInfo, WebhookInstall,
 };
 
 /// Why a call failed, shaped by what the caller does next: show the
@@ -372,6 +372,40 @@ impl Client {
             Method::PUT,
             self.api(&[kind.collection(), &id.to_string()]),
             Some(req),
+        )
+        .await
+    }
+
+    /// Creates the entity's hook on GitHub (its webhook URL and secret).
+    pub async fn install_webhook(
+        &self,
+        kind: EntityKind,
+        id: Uuid,
+        req: &WebhookInstall,
+    ) -> Result<WebhookInfo, ClientError> {
+        self.call(
+            Method::POST,
+            self.api(&[kind.collection(), &id.to_string(), "webhook"]),
+            Some(req),
+        )
+        .await
+    }
+
+    /// The entity's hook on GitHub; 404 when there is none.
+    pub async fn get_webhook(
+        &self,
+        kind: EntityKind,
+        id: Uuid,
+    ) -> Result<WebhookInfo, ClientError> {
+        self.get(self.api(&[kind.collection(), &id.to_string(), "webhook"]))
+            .await
+    }
+
+    /// Removes the entity's hook from GitHub (none there is fine).
+    pub async fn uninstall_webhook(&self, kind: EntityKind, id: Uuid) -> Result<(), ClientError> {
+        self.call_empty(
+            Method::DELETE,
+            self.api(&[kind.collection(), &id.to_string(), "webhook"]),
         )
         .await
     }

@@ -173,6 +173,10 @@ pub struct EntityResponse {
     pub owner: String,
     pub name: String,
     pub credentials_name: String,
+    /// The endpoint of its credentials (tells apart entities of the same
+    /// name on GitHub and a GHES).
+    #[serde(default)]
+    pub endpoint: String,
     /// Where GitHub must send this entity's `workflow_job` deliveries.
     pub webhook_url: String,
     pub pool_count: u32,
@@ -181,6 +185,27 @@ pub struct EntityResponse {
     pub webhook_secret: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The entity's hook on GitHub (`repo|org webhook install|show`), as
+/// GitHub reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookInfo {
+    /// GitHub's hook id.
+    pub id: i64,
+    /// Where GitHub delivers: the entity's `webhook_url`.
+    pub url: String,
+    pub events: Vec<String>,
+    pub active: bool,
+    pub insecure_ssl: bool,
+}
+
+/// Options of `POST …/{id}/webhook`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct WebhookInstall {
+    /// Let GitHub skip TLS verification when it delivers.
+    #[serde(default)]
+    pub insecure_ssl: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -345,6 +370,11 @@ pub struct ControllerResponse {
     pub webhook_base_url: String,
     pub metadata_url: String,
     pub callback_url: String,
+    /// Controller ids of garm deployments imported here: deliveries to
+    /// `/webhooks/<id>` (where garm's hooks point) are the shared hook,
+    /// as are those to this controller's id.
+    #[serde(default)]
+    pub garm_controller_ids: Vec<String>,
     pub providers: Vec<ProviderResponse>,
     pub counts: ControllerCounts,
 }

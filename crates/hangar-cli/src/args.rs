@@ -71,6 +71,8 @@ pub enum Command {
     /// This Hangar installation and its public URLs.
     #[command(subcommand, alias = "controller-info")]
     Controller(ControllerCmd),
+    /// Print the CLI's version and, with a usable profile, the server's.
+    Version,
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -312,6 +314,9 @@ pub enum RepositoryCmd {
     /// Add a repository (its webhook secret is generated when not given).
     #[command(alias = "create")]
     Add(RepositoryAddArgs),
+    /// The repository's hook on GitHub, made by Hangar.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     #[command(flatten)]
     Common(EntityCmd),
 }
@@ -321,8 +326,38 @@ pub enum OrganizationCmd {
     /// Add an organization (its webhook secret is generated when not given).
     #[command(alias = "create")]
     Add(NamedEntityAddArgs),
+    /// The organization's hook on GitHub, made by Hangar.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     #[command(flatten)]
     Common(EntityCmd),
+}
+
+/// garm-cli's `repo|org webhook …`: Hangar makes, shows or removes the
+/// entity's hook on GitHub (its webhook URL and secret, `workflow_job`).
+#[derive(Debug, Subcommand)]
+pub enum WebhookCmd {
+    /// Create the hook on GitHub (with the entity's URL and secret).
+    #[command(alias = "add")]
+    Install(WebhookArgs),
+    /// Show the hook Hangar finds on GitHub for this entity's URL.
+    #[command(alias = "get")]
+    Show(WebhookArgs),
+    /// Remove the hook from GitHub.
+    #[command(aliases = ["rm", "delete", "remove"])]
+    Uninstall(WebhookArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// The entity's id or name.
+    pub id: String,
+    /// The endpoint, when the name alone is ambiguous.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Let GitHub skip TLS verification when it delivers (garm-cli's flag).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +407,8 @@ pub struct RepositoryAddArgs {
     pub name: String,
     #[command(flatten)]
     pub secret: WebhookSecretArgs,
+    #[command(flatten)]
+    pub more: EntityAddMore,
 }
 
 #[derive(Debug, Args)]
@@ -384,6 +421,20 @@ pub struct NamedEntityAddArgs {
     pub name: String,
     #[command(flatten)]
     pub secret: WebhookSecretArgs,
+    #[command(flatten)]
+    pub more: EntityAddMore,
+}
+
+// The flags `add` has beyond the entity itself.
+#[derive(Debug, Clone, Args)]
+pub struct EntityAddMore {
+    /// The endpoint the credentials must belong to (a check: the
+    /// credentials decide the endpoint).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Create the hook on GitHub right away (repositories and organizations).
+    #[arg(long)]
+    pub install_webhook: bool,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +445,9 @@ pub struct EntityLsArgs {
     /// Only this owner (repositories).
     #[arg(long, short = 'o')]
     pub owner: Option<String>,
+    /// Only entities on this endpoint.
+    #[arg(long, short = 'e')]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -451,6 +505,21 @@ pub enum PoolCmd {
     /// Remove a pool; refused (409) while it still has instances.
     #[command(aliases = ["delete", "remove", "del"])]
     Rm { id: String },
+    /// The pool's runners (garm-cli's `pool runner list POOL`).
+    #[command(subcommand)]
+    Runner(PoolRunnerCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolRunnerCmd {
+    /// Same as `hangar runner ls --pool POOL`.
+    #[command(alias = "ls")]
+    List {
+        pool_id: String,
+        /// Include deleted instances (history).
+        #[arg(long)]
+        include_deleted: bool,
+    },
 }
 
 #[derive(Debug, Args)]

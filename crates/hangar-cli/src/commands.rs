@@ -8,14 +8,15 @@ use clap::CommandFactory;
 use hangar_api::client::{Client, EntityKind, InstanceDelete, InstanceQuery, JobQuery};
 use hangar_api::{
     ControllerUpdate, EndpointCreate, EndpointUpdate, EntityCreate, EntityResponse, EntityUpdate,
-    FirstRunRequest, LoginRequest, LoginResponse,
+    FirstRunRequest, LoginRequest, LoginResponse, WebhookInstall,
 };
 use uuid::Uuid;
 
 use crate::args::{
-    Cli, Command, ControllerCmd, CredentialsCmd, EndpointCmd, EnterpriseCmd, EntityCmd, GithubCmd,
-    JobCmd, NamedEntityAddArgs, OrganizationCmd, OutputFormat, PoolCmd, PoolLsFilter, ProfileCmd,
-    ProviderCmd, RepositoryCmd, RunnerCmd, WebhookSecretArgs,
+    Cli, Command, ControllerCmd, CredentialsCmd, EndpointCmd, EnterpriseCmd, EntityAddMore,
+    EntityCmd, GithubCmd, JobCmd, NamedEntityAddArgs, OrganizationCmd, OutputFormat, PoolCmd,
+    PoolLsFilter, PoolRunnerCmd, ProfileCmd, ProviderCmd, RepositoryCmd, RunnerCmd, WebhookCmd,
+    WebhookSecretArgs,
 };
 use crate::input;
 use crate::output::{self, Tabular};
@@ -111,6 +112,7 @@ pub fn uses_token(cmd: &Command) -> bool {
     !matches!(
         cmd,
         Command::Init(_)
+            | Command::Version
             | Command::Completions { .. }
             | Command::Profile(
                 ProfileCmd::Add(_)
@@ -136,7 +138,13 @@ pub async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<String> {
         }
         Command::Repository(RepositoryCmd::Add(a)) => {
             let req = entity_create(Some(a.owner), a.name, a.credentials, &a.secret)?;
-            entity_add(ctx, EntityKind::Repository, req).await
+            entity_add(ctx, EntityKind::Repository, req, &a.more).await
+        }
+        Command::Repository(RepositoryCmd::Webhook(w)) => {
+            webhook(ctx, EntityKind::Repository, w).await
+        }
+        Command::Organization(OrganizationCmd::Webhook(w)) => {
+            webhook(ctx, EntityKind::Organization, w).await
         }
         Command::Organization(OrganizationCmd::Add(a)) => {
             named_entity_add(ctx, EntityKind::Organization, a).await
@@ -185,12 +193,38 @@ pub async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<String> {
                     .context("cannot update the controller")?,
             )
         }
+        Command::Version => version(ctx).await,
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut buf);
             Ok(String::from_utf8(buf).context("completion script is not UTF-8")?)
         }
     }
+}
+
+/// `hangar version`: the client's version always; the server's when a
+/// profile (or `HANGAR_URL`/`HANGAR_TOKEN`) reaches one, else why not.
+async fn version(ctx: &Ctx) -> anyhow::Result<String> {
+    let client = env!("CARGO_PKG_VERSION");
+    let server = match ctx.client() {
+        Err(e) => Err(format!("{e:#}")),
+        Ok(c) => c
+            .get_controller()
+            .await
+            .map(|i| i.version)
+            .map_err(|e| e.to_string()),
+    };
+    Ok(match ctx.format {
+        OutputFormat::Json => output::json(&serde_json::json!({
+            "client": client,
+            "server": server.as_ref().ok(),
+            "server_error": server.as_ref().err(),
+        }))?,
+        OutputFormat::Table => match server {
+            Ok(v) => format!("client: hangar {client}\nserver: hangard {v}"),
+            Err(e) => format!("client: hangar {client}\nserver: unknown ({e})"),
+        },
+    })
 }
 
 fn controller_update(
@@ -521,7 +555,7 @@ async fn named_entity_add(
     a: NamedEntityAddArgs,
 ) -> anyhow::Result<String> {
     let req = entity_create(None, a.name, a.credentials, &a.secret)?;
-    entity_add(ctx, kind, req).await
+    entity_add(ctx, kind, req, &a.more).await
 }
 
 fn display_name(kind: EntityKind, owner: Option<&str>, name: &str) -> String {
@@ -531,21 +565,101 @@ fn display_name(kind: EntityKind, owner: Option<&str>, name: &str) -> String {
     }
 }
 
-async fn entity_add(ctx: &Ctx, kind: EntityKind, req: EntityCreate) -> anyhow::Result<String> {
+async fn entity_add(
+    ctx: &Ctx,
+    kind: EntityKind,
+    req: EntityCreate,
+    more: &EntityAddMore,
+) -> anyhow::Result<String> {
     let c = ctx.client()?;
-    let e = c.create_entity(kind, &req).await.with_context(|| {
-        format!(
-            "cannot add {}",
-            display_name(kind, req.owner.as_deref(), &req.name)
+    if more.install_webhook && kind == EntityKind::Enterprise {
+        bail!(
+            "--install-webhook: GitHub's REST API has no enterprise webhooks; create the hook by hand"
+        );
+    }
+    if let Some(endpoint) = &more.endpoint {
+        let creds = c
+            .get_credentials(&req.credentials_name)
+            .await
+            .with_context(|| format!("cannot look up credentials {:?}", req.credentials_name))?;
+        if !creds.endpoint.eq_ignore_ascii_case(endpoint) {
+            bail!(
+                "credentials {:?} are for endpoint {:?}, not {endpoint:?}",
+                req.credentials_name,
+                creds.endpoint
+            );
+        }
+    }
+    let what = display_name(kind, req.owner.as_deref(), &req.name);
+    let e = c
+        .create_entity(kind, &req)
+        .await
+        .with_context(|| format!("cannot add {what}"))?;
+    let hook = if more.install_webhook {
+        Some(
+            c.install_webhook(kind, e.id, &WebhookInstall::default())
+                .await
+                .with_context(|| {
+                    format!(
+                        "{what} was added (id {}), but its webhook could not be installed; retry with `hangar {} webhook install {}`",
+                        e.id,
+                        command_of(kind),
+                        e.id
+                    )
+                })?,
         )
-    })?;
-    match (ctx.format, &e.webhook_secret) {
-        (OutputFormat::Table, Some(secret)) => Ok(format!(
+    } else {
+        None
+    };
+    match (ctx.format, &e.webhook_secret, hook) {
+        (OutputFormat::Table, _, Some(h)) => Ok(format!(
+            "{}\nwebhook installed on GitHub (id {}) for {}",
+            ctx.one(&e)?,
+            h.id,
+            h.url
+        )),
+        (OutputFormat::Table, Some(secret), None) => Ok(format!(
             "{}\nwebhook secret (generated; shown only this once): {secret}\nset it, with content type application/json, on the GitHub webhook for {}",
             ctx.one(&e)?,
             e.webhook_url
         )),
         _ => ctx.one(&e),
+    }
+}
+
+/// `repo|org webhook install|show|uninstall`.
+async fn webhook(ctx: &Ctx, kind: EntityKind, cmd: WebhookCmd) -> anyhow::Result<String> {
+    let c = ctx.client()?;
+    match cmd {
+        WebhookCmd::Install(a) => {
+            let id = resolve_entity_on(&c, kind, &a.id, a.endpoint.as_deref()).await?;
+            let h = c
+                .install_webhook(
+                    kind,
+                    id,
+                    &WebhookInstall {
+                        insecure_ssl: a.insecure,
+                    },
+                )
+                .await
+                .with_context(|| format!("cannot install the webhook of {kind} {}", a.id))?;
+            ctx.one(&h)
+        }
+        WebhookCmd::Show(a) => {
+            let id = resolve_entity_on(&c, kind, &a.id, a.endpoint.as_deref()).await?;
+            let h = c
+                .get_webhook(kind, id)
+                .await
+                .with_context(|| format!("cannot show the webhook of {kind} {}", a.id))?;
+            ctx.one(&h)
+        }
+        WebhookCmd::Uninstall(a) => {
+            let id = resolve_entity_on(&c, kind, &a.id, a.endpoint.as_deref()).await?;
+            c.uninstall_webhook(kind, id)
+                .await
+                .with_context(|| format!("cannot uninstall the webhook of {kind} {}", a.id))?;
+            Ok(ctx.deleted(format!("webhook of {kind} {id}")))
+        }
     }
 }
 
@@ -557,6 +671,16 @@ fn command_of(kind: EntityKind) -> &'static str {
 /// An entity by id, or by name (`owner/name` or a unique `name` for
 /// repositories), as garm-cli resolves them.
 async fn resolve_entity(c: &Client, kind: EntityKind, arg: &str) -> anyhow::Result<Uuid> {
+    resolve_entity_on(c, kind, arg, None).await
+}
+
+/// [`resolve_entity`], among the entities of `endpoint` when given.
+async fn resolve_entity_on(
+    c: &Client,
+    kind: EntityKind,
+    arg: &str,
+    endpoint: Option<&str>,
+) -> anyhow::Result<Uuid> {
     if let Ok(id) = arg.trim().parse::<Uuid>() {
         return Ok(id);
     }
@@ -573,6 +697,7 @@ async fn resolve_entity(c: &Client, kind: EntityKind, arg: &str) -> anyhow::Resu
         .filter(|e| {
             e.name.eq_ignore_ascii_case(name)
                 && owner.is_none_or(|o| e.owner.eq_ignore_ascii_case(o))
+                && endpoint.is_none_or(|p| e.endpoint.eq_ignore_ascii_case(p))
         })
         .collect();
     match hits.as_slice() {
@@ -611,6 +736,11 @@ async fn entity(ctx: &Ctx, kind: EntityKind, cmd: EntityCmd) -> anyhow::Result<S
                     f.owner
                         .as_deref()
                         .is_none_or(|o| e.owner.eq_ignore_ascii_case(o))
+                })
+                .filter(|e| {
+                    f.endpoint
+                        .as_deref()
+                        .is_none_or(|p| e.endpoint.eq_ignore_ascii_case(p))
                 })
                 .collect();
             ctx.list(&shown)
@@ -720,6 +850,18 @@ async fn pool(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<String> {
                 .await
                 .with_context(|| format!("cannot delete pool {uuid}"))?;
             Ok(ctx.deleted(format!("pool {uuid}")))
+        }
+        PoolCmd::Runner(PoolRunnerCmd::List {
+            pool_id,
+            include_deleted,
+        }) => {
+            let uuid = input::pool_id(&pool_id)?;
+            let c = ctx.client()?;
+            let q = InstanceQuery {
+                pool_id: Some(uuid),
+                include_deleted,
+            };
+            ctx.list(&c.list_instances(&q).await.context("cannot list runners")?)
         }
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
 use hangar_api::{
     ControllerResponse, CredentialsResponse, EndpointResponse, EntityResponse, InstanceResponse,
-    JobResponse, PoolResponse, ProviderResponse, UserResponse,
+    JobResponse, PoolResponse, ProviderResponse, UserResponse, WebhookInfo,
 };
 use serde::Serialize;
 
@@ -140,13 +140,21 @@ impl Tabular for CredentialsResponse {
 }
 
 impl Tabular for EntityResponse {
-    const HEADERS: &'static [&'static str] =
-        &["ID", "OWNER", "NAME", "CREDENTIALS", "POOLS", "WEBHOOK URL"];
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "OWNER",
+        "NAME",
+        "ENDPOINT",
+        "CREDENTIALS",
+        "POOLS",
+        "WEBHOOK URL",
+    ];
     fn row(&self) -> Vec<String> {
         vec![
             self.id.to_string(),
             self.owner.clone(),
             self.name.clone(),
+            self.endpoint.clone(),
             self.credentials_name.clone(),
             self.pool_count.to_string(),
             self.webhook_url.clone(),
@@ -161,10 +169,33 @@ impl Tabular for EntityResponse {
             ("owner", self.owner.clone()),
             ("name", self.name.clone()),
             ("credentials_name", self.credentials_name.clone()),
+            ("endpoint", self.endpoint.clone()),
             ("webhook_url", self.webhook_url.clone()),
             ("pool_count", self.pool_count.to_string()),
             ("created_at", time(&self.created_at)),
             ("updated_at", time(&self.updated_at)),
+        ]
+    }
+}
+
+impl Tabular for WebhookInfo {
+    const HEADERS: &'static [&'static str] = &["ID", "URL", "EVENTS", "ACTIVE", "INSECURE SSL"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.to_string(),
+            self.url.clone(),
+            self.events.join(","),
+            self.active.to_string(),
+            self.insecure_ssl.to_string(),
+        ]
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.to_string()),
+            ("url", self.url.clone()),
+            ("events", self.events.join(",")),
+            ("active", self.active.to_string()),
+            ("insecure_ssl", self.insecure_ssl.to_string()),
         ]
     }
 }
@@ -354,6 +385,7 @@ impl Tabular for ControllerResponse {
             ("webhook_base_url", self.webhook_base_url.clone()),
             ("metadata_url", self.metadata_url.clone()),
             ("callback_url", self.callback_url.clone()),
+            ("garm_controller_ids", self.garm_controller_ids.join(", ")),
             ("providers", providers),
             ("pools", self.counts.pools.to_string()),
             ("instances", self.counts.instances.to_string()),
@@ -442,6 +474,7 @@ mod tests {
         let mut v = json!({
             "id": "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f", "kind": "repository",
             "owner": "mkulke", "name": "garm-playground", "credentials_name": "garm",
+            "endpoint": "github.com",
             "webhook_url": "http://127.0.0.1:9997/webhooks/9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
             "pool_count": 1,
             "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"

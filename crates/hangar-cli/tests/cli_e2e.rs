@@ -36,10 +36,11 @@ fn hangard_path() -> PathBuf {
     p
 }
 
-/// A garm external provider that accepts every pool and owns no
-/// instances. The config below names no `interface_version`, so it is
-/// v0.1.0 (as in garm) and is never asked `ValidatePoolInfo`; the script
-/// answers it anyway, as garm-provider-azure does under v0.1.1.
+/// A garm external provider that accepts every pool, "creates" instances
+/// (it only remembers them) and never manages to delete one. The config
+/// below names no `interface_version`, so it is v0.1.0 (as in garm) and is
+/// never asked `ValidatePoolInfo`; the script answers it anyway, as
+/// garm-provider-azure does under v0.1.1.
 fn stand_in_provider(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("garm-provider-stand-in");
@@ -50,7 +51,13 @@ case "$GARM_COMMAND" in
   GetVersion) echo "v0.1.1" ;;
   GetSupportedInterfaceVersions) echo '["v0.1.0", "v0.1.1"]' ;;
   ValidatePoolInfo) cat >/dev/null ;;
-  ListInstances) echo '[]' ;;
+  CreateInstance)
+    name=$(grep -o '"name": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+    line="{\"provider_id\": \"stand-in-$name\", \"name\": \"$name\", \"os_type\": \"linux\", \"os_arch\": \"amd64\", \"status\": \"running\"}"
+    echo "$line" >> "$(dirname "$0")/instances"
+    echo "$line" ;;
+  ListInstances) printf '['; paste -sd, "$(dirname "$0")/instances" 2>/dev/null; printf ']' ;;
+  DeleteInstance) echo "the cloud is down" >&2; exit 1 ;;
   *) echo "unsupported: $GARM_COMMAND" >&2; exit 1 ;;
 esac
 "#,
@@ -69,6 +76,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// With `extra` appended to the config.
+    fn start_with(dir: &Path, extra: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -93,7 +105,7 @@ kind = "external"
 [provider.external]
 executable = "{provider}"
 config_file = "/dev/null"
-"#,
+{extra}"#,
                 db = dir.join("hangar.db").display(),
                 provider = provider.display(),
             ),
@@ -536,4 +548,250 @@ fn garm_user_sequence_against_hangard() {
     assert_eq!(h.json(&["repo", "ls"]), serde_json::json!([]));
     h.ok(&["credentials", "rm", "garm"]);
     h.ok(&["endpoint", "rm", "github.com"]);
+}
+
+/// garm-cli's habits: the default `github.com` endpoint, `--endpoint`,
+/// `repo|org webhook install|show|uninstall` and `--install-webhook`
+/// against FakeGitHub, `pool runner list`, `version`, and
+/// `runner rm --force-remove-runner` on a provider that cannot delete.
+#[test]
+fn garm_cli_habits_against_hangard_and_fake_github() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gh = rt.block_on(hangar_testkit::fake_github::FakeGitHub::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(
+        tmp.path(),
+        "\n[scheduler]\nbackoff_base_ms = 100\nbackoff_max_ms = 400\n",
+    );
+    let cfg = tmp.path().join("cli");
+    let h = Hangar { cfg: &cfg };
+    let url = daemon.url.as_str();
+    h.ok(&[
+        "init",
+        "--url",
+        url,
+        "--username",
+        "admin",
+        "--password",
+        PASSWORD,
+    ]);
+
+    // `version`: the client's and, logged in, the server's.
+    let v = h.json(&["version"]);
+    assert_eq!(v["client"], env!("CARGO_PKG_VERSION"));
+    assert!(v["server"].is_string(), "{v}");
+    assert!(h.ok(&["version"]).contains("server: hangard "));
+
+    // First run made github.com, so credentials can name it at once.
+    let gh_com = h.json(&["endpoint", "show", "github.com"]);
+    assert_eq!(gh_com["base_url"], "https://github.com");
+    assert_eq!(gh_com["api_base_url"], "https://api.github.com");
+    h.ok(&[
+        "credentials",
+        "add",
+        "--name",
+        "dotcom",
+        "--endpoint",
+        "github.com",
+        "--auth-type",
+        "pat",
+        "--pat-oauth-token",
+        "ghp_dotcom",
+    ]);
+    let fake = gh.url();
+    h.ok(&[
+        "endpoint",
+        "add",
+        "--name",
+        "fake",
+        "--base-url",
+        &fake,
+        "--api-base-url",
+        &fake,
+    ]);
+    h.ok(&[
+        "credentials",
+        "add",
+        "--name",
+        "fakecreds",
+        "--endpoint",
+        "fake",
+        "--auth-type",
+        "pat",
+        "--pat-oauth-token",
+        "ghp_fake",
+    ]);
+
+    // --endpoint on add checks the credentials' endpoint.
+    let out = h.run(&[
+        "repo",
+        "add",
+        "--credentials",
+        "fakecreds",
+        "--endpoint",
+        "github.com",
+        "--owner",
+        "octo",
+        "--name",
+        "app",
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not \"github.com\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --install-webhook: the hook GitHub gets has the entity's URL and secret.
+    let repo = h.json(&[
+        "repo",
+        "add",
+        "--credentials",
+        "fakecreds",
+        "--endpoint",
+        "fake",
+        "--owner",
+        "octo",
+        "--name",
+        "app",
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--install-webhook",
+    ]);
+    let repo_id = repo["id"].as_str().unwrap().to_owned();
+    assert_eq!(repo["endpoint"], "fake");
+    let hooks = gh.hooks();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].scope, "repos/octo/app");
+    assert_eq!(hooks[0].url, format!("{url}/webhooks/{repo_id}"));
+    assert_eq!(hooks[0].secret.as_deref(), Some(WEBHOOK_SECRET));
+    assert_eq!(hooks[0].content_type, "json");
+    assert_eq!(hooks[0].events, ["workflow_job"]);
+
+    // ls --endpoint tells entities apart.
+    assert_eq!(
+        h.json(&["repo", "ls", "--endpoint", "fake"])[0]["id"],
+        repo_id.as_str()
+    );
+    assert_eq!(
+        h.json(&["repo", "ls", "--endpoint", "github.com"]),
+        serde_json::json!([])
+    );
+
+    // webhook show | install (again: refused) | uninstall | install.
+    let shown = h.json(&["repo", "webhook", "show", "octo/app", "--endpoint", "fake"]);
+    assert_eq!(shown["id"], hooks[0].id);
+    assert_eq!(shown["url"], hooks[0].url.as_str());
+    let again = h.run(&["repo", "webhook", "install", &repo_id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("(HTTP 409)"),
+        "{}",
+        text(&again.stderr)
+    );
+    h.ok(&["repo", "webhook", "uninstall", "octo/app"]);
+    assert!(gh.hooks().is_empty());
+    let none = h.run(&["repo", "webhook", "show", &repo_id]);
+    assert!(
+        text(&none.stderr).contains("(HTTP 404)"),
+        "{}",
+        text(&none.stderr)
+    );
+    let installed = h.json(&["repo", "webhook", "install", &repo_id, "--insecure"]);
+    assert_eq!(installed["insecure_ssl"], true);
+    assert_eq!(gh.hooks().len(), 1);
+
+    // Organizations the same way.
+    let org = h.json(&[
+        "org",
+        "add",
+        "--credentials",
+        "fakecreds",
+        "--name",
+        "acme",
+        "--random-webhook-secret",
+        "--install-webhook",
+    ]);
+    let org_hook = gh
+        .hooks()
+        .into_iter()
+        .find(|k| k.scope == "orgs/acme")
+        .expect("org hook");
+    assert_eq!(org_hook.url, org["webhook_url"].as_str().unwrap());
+    assert_eq!(
+        h.json(&["org", "webhook", "show", "acme"])["id"],
+        org_hook.id
+    );
+    h.ok(&["org", "webhook", "uninstall", "acme"]);
+    assert!(gh.hooks().iter().all(|k| k.scope != "orgs/acme"));
+
+    // A pool keeping one idle runner: `pool runner list` lists it.
+    let pool = h.json(&[
+        "pool",
+        "add",
+        "--repo",
+        &repo_id,
+        "--provider-name",
+        "azure_external",
+        "--image",
+        IMAGE,
+        "--flavor",
+        "Standard_DC2as_v5",
+        "--tags",
+        "self-hosted,stand-in",
+        "--min-idle-runners",
+        "1",
+        "--max-runners",
+        "2",
+        "--enabled",
+        "true",
+    ]);
+    let pool_id = pool["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let name = loop {
+        let runners = h.json(&["pool", "runner", "list", &pool_id]);
+        if let Some(r) = runners
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "running")
+        {
+            assert_eq!(runners, h.json(&["runner", "ls", "--pool", &pool_id]));
+            break r["name"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no running instance: {runners}\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // The provider never deletes: a forced removal ends anyway.
+    h.ok(&["runner", "rm", "--force-remove-runner", &name]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = h.json(&["runner", "show", &name]);
+        if r["status"] == "deleted" {
+            let msg = r["status_message"].as_str().unwrap_or_default();
+            assert!(msg.contains("force-removed"), "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forced delete did not end: {r}\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        gh.runners().iter().all(|r| r.name != name),
+        "the runner left GitHub"
+    );
 }

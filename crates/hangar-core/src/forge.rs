@@ -172,6 +172,28 @@ impl fmt::Display for ForgeJobStatus {
     }
 }
 
+/// A repository or organization webhook as GitHub lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeHook {
+    pub id: i64,
+    /// Where GitHub delivers (`config.url`).
+    pub url: String,
+    pub events: Vec<String>,
+    pub active: bool,
+    /// `config.insecure_ssl` is `"1"`.
+    pub insecure_ssl: bool,
+}
+
+/// A webhook to create: JSON deliveries of `events` to `url`, signed
+/// with `secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHook {
+    pub url: String,
+    pub secret: Secret,
+    pub events: Vec<String>,
+    pub insecure_ssl: bool,
+}
+
 /// GitHub, as Hangar uses it.
 #[async_trait]
 pub trait Forge: Send + Sync + fmt::Debug {
@@ -213,6 +235,28 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// GitHub's runner downloads list (URLs and checksums).
     async fn runner_downloads(&self, target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError>;
+
+    /// The entity's webhooks (repositories and organizations only).
+    async fn list_hooks(&self, target: &ForgeTarget) -> Result<Vec<ForgeHook>, ForgeError> {
+        let _ = target;
+        Err(ForgeError::Fatal("webhooks are not supported here".into()))
+    }
+
+    /// Creates a webhook on the entity.
+    async fn create_hook(
+        &self,
+        target: &ForgeTarget,
+        hook: &NewHook,
+    ) -> Result<ForgeHook, ForgeError> {
+        let _ = (target, hook);
+        Err(ForgeError::Fatal("webhooks are not supported here".into()))
+    }
+
+    /// Removes a webhook; already gone is `Ok`.
+    async fn delete_hook(&self, target: &ForgeTarget, hook_id: i64) -> Result<(), ForgeError> {
+        let _ = (target, hook_id);
+        Err(ForgeError::Fatal("webhooks are not supported here".into()))
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hangar_core::entity::CredentialsAuth;
-use hangar_core::forge::{ForgeJob, ForgeRunner, JitConfig, JitRequest, RegistrationToken};
+use hangar_core::forge::{
+    ForgeHook, ForgeJob, ForgeRunner, JitConfig, JitRequest, NewHook, RegistrationToken,
+};
 use hangar_core::provider::RunnerTool;
 use hangar_core::{EntityScope, Forge, ForgeError, ForgeTarget, JobId, Secret};
 use http::{Method, StatusCode};
@@ -135,6 +137,53 @@ fn runners_base(scope: &EntityScope) -> String {
         EntityScope::Repository { owner, name } => format!("/repos/{owner}/{name}/actions/runners"),
         EntityScope::Organization { name } => format!("/orgs/{name}/actions/runners"),
         EntityScope::Enterprise { slug } => format!("/enterprises/{slug}/actions/runners"),
+    }
+}
+
+/// Where an entity's webhooks live; enterprises have none in the REST API.
+fn hooks_base(scope: &EntityScope) -> Result<String, ForgeError> {
+    match scope {
+        EntityScope::Repository { owner, name } => Ok(format!("/repos/{owner}/{name}/hooks")),
+        EntityScope::Organization { name } => Ok(format!("/orgs/{name}/hooks")),
+        EntityScope::Enterprise { .. } => Err(ForgeError::Fatal(
+            "GitHub's REST API has no enterprise webhooks; create the hook by hand".into(),
+        )),
+    }
+}
+
+/// A webhook as `repos/list-webhooks` / `orgs/list-webhooks` return it.
+#[derive(Deserialize)]
+struct HookBody {
+    id: i64,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    active: bool,
+    #[serde(default)]
+    config: HookConfigBody,
+}
+
+#[derive(Deserialize, Default)]
+struct HookConfigBody {
+    url: Option<String>,
+    /// A string (`"0"`/`"1"`) in GitHub's schema, a number on some GHES.
+    insecure_ssl: Option<serde_json::Value>,
+}
+
+impl From<HookBody> for ForgeHook {
+    fn from(h: HookBody) -> Self {
+        let insecure_ssl = match h.config.insecure_ssl {
+            Some(serde_json::Value::String(s)) => s == "1",
+            Some(serde_json::Value::Number(n)) => n.as_i64() == Some(1),
+            _ => false,
+        };
+        ForgeHook {
+            id: h.id,
+            url: h.config.url.unwrap_or_default(),
+            events: h.events,
+            active: h.active,
+            insecure_ssl,
+        }
     }
 }
 
@@ -670,6 +719,62 @@ impl Forge for GitHubForge {
         Err(ForgeError::NotFound(format!(
             "runner group {name:?} does not exist"
         )))
+    }
+
+    async fn list_hooks(&self, target: &ForgeTarget) -> Result<Vec<ForgeHook>, ForgeError> {
+        let mut out = Vec::new();
+        let mut path = format!("{}?per_page=100", hooks_base(&target.scope)?);
+        for _ in 0..100 {
+            let (a, headers) = self.call(target, Method::GET, &path, None, true).await?;
+            if !a.status.is_success() {
+                return Err(a.error("list webhooks"));
+            }
+            let page: Vec<HookBody> = a.json("webhook list")?;
+            out.extend(page.into_iter().map(ForgeHook::from));
+            match next_link(&headers) {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_hook(
+        &self,
+        target: &ForgeTarget,
+        hook: &NewHook,
+    ) -> Result<ForgeHook, ForgeError> {
+        let path = hooks_base(&target.scope)?;
+        let mut body = serde_json::json!({
+            "active": true,
+            "events": hook.events,
+            "config": {
+                "url": hook.url,
+                "content_type": "json",
+                "secret": hook.secret.expose(),
+                "insecure_ssl": if hook.insecure_ssl { "1" } else { "0" },
+            },
+        });
+        // GitHub's schema: `name` must be "web" (required for orgs).
+        body["name"] = "web".into();
+        // A lost answer retried would make a second hook: sent once.
+        let (a, _) = self
+            .call(target, Method::POST, &path, Some(&body), false)
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.error("create webhook"));
+        }
+        Ok(a.json::<HookBody>("webhook")?.into())
+    }
+
+    async fn delete_hook(&self, target: &ForgeTarget, hook_id: i64) -> Result<(), ForgeError> {
+        let path = format!("{}/{hook_id}", hooks_base(&target.scope)?);
+        let (a, _) = self.call(target, Method::DELETE, &path, None, true).await?;
+        match a.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(a.error("delete webhook")),
+        }
     }
 
     async fn runner_downloads(&self, target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError> {

@@ -384,3 +384,47 @@ async fn app_installation_token_is_fetched_once_and_reused() {
     let e = forge.list_runners(&bad).await.unwrap_err();
     assert!(e.to_string().contains("RSA PEM"), "{e}");
 }
+
+/// Webhooks: create (JSON deliveries of `workflow_job`, the secret),
+/// list, delete; deleting one already gone is fine; enterprises have none.
+#[tokio::test]
+async fn hooks_round_trip_for_repositories_and_organizations() {
+    use hangar_core::forge::NewHook;
+    let gh = FakeGitHub::start().await;
+    let forge = GitHubForge::new(fast());
+    for scope in [
+        repo(),
+        EntityScope::Organization {
+            name: "acme".into(),
+        },
+    ] {
+        let t = target(&gh, scope);
+        let made = forge
+            .create_hook(
+                &t,
+                &NewHook {
+                    url: "https://hangar.example/webhooks/e1".into(),
+                    secret: Secret::new("hook-secret"),
+                    events: vec!["workflow_job".into()],
+                    insecure_ssl: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(made.url, "https://hangar.example/webhooks/e1");
+        assert_eq!(made.events, ["workflow_job"]);
+        assert!(made.active && made.insecure_ssl);
+        let stored = gh.hooks().into_iter().find(|h| h.id == made.id).unwrap();
+        assert_eq!(stored.secret.as_deref(), Some("hook-secret"));
+        assert_eq!(stored.content_type, "json");
+        assert_eq!(forge.list_hooks(&t).await.unwrap(), vec![made.clone()]);
+        forge.delete_hook(&t, made.id).await.unwrap();
+        assert!(forge.list_hooks(&t).await.unwrap().is_empty());
+        forge.delete_hook(&t, made.id).await.unwrap();
+    }
+    let ent = target(&gh, EntityScope::Enterprise { slug: "big".into() });
+    assert!(matches!(
+        forge.list_hooks(&ent).await,
+        Err(ForgeError::Fatal(_))
+    ));
+}

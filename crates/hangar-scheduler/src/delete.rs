@@ -22,6 +22,11 @@ use crate::worker::Outcome;
 /// Retries of a delete are spaced like a second failed attempt.
 const DELETE_ATTEMPT: u32 = 2;
 
+/// Failed provider deletes after which a forced delete (`runner rm
+/// --force-remove-runner`) gives up on the provider and marks the
+/// instance deleted; the orphan sweep reaps the VM if it still exists.
+pub const FORCED_DELETE_TRIES: u32 = 3;
+
 /// Deletes a VM at its provider, unless the provider is backing off after
 /// failures (then nothing is sent).
 pub(crate) async fn at_provider(
@@ -66,13 +71,14 @@ pub(crate) async fn run(
     let made = inst.create_attempts > 0 || inst.provider_id.is_some();
     let entry = if made {
         let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
-            return Ok(Outcome::RetryAfter(
-                ctx.backoff(DELETE_ATTEMPT),
-                format!(
-                    "provider {:?} is not configured in hangard",
-                    pool.spec.provider_name.as_str()
-                ),
-            ));
+            let why = format!(
+                "provider {:?} is not configured in hangard",
+                pool.spec.provider_name.as_str()
+            );
+            if let Some(done) = give_up_if_forced(ctx, name, &why, true).await? {
+                return Ok(done);
+            }
+            return Ok(Outcome::RetryAfter(ctx.backoff(DELETE_ATTEMPT), why));
         };
         if let Some(left) = entry.gate.remaining() {
             return Ok(Outcome::RetryAfter(
@@ -94,8 +100,25 @@ pub(crate) async fn run(
             controller_id: ctx.store.controller_id(),
             pool_id: pool.id,
         };
-        if let Err(e) = at_provider(ctx, &entry, &iref).await {
+        // The gate may have closed while this step waited (another delete
+        // failed): that is no attempt, and a forced delete counts attempts.
+        if let Some(left) = entry.gate.remaining() {
+            ctx.store
+                .transition(name, Change::Status(InstanceStatus::PendingDelete, None))
+                .await?;
+            return Ok(Outcome::RetryAfter(
+                left,
+                format!("provider {} is backing off after failures", entry.name),
+            ));
+        }
+        let deleted = ctx
+            .provider_call(&entry, "delete", entry.provider.delete_instance(&iref))
+            .await;
+        if let Err(e) = deleted {
             let why = e.to_string();
+            if let Some(done) = give_up_if_forced(ctx, name, &why, false).await? {
+                return Ok(done);
+            }
             ctx.store
                 .transition(
                     name,
@@ -110,6 +133,39 @@ pub(crate) async fn run(
         .await?;
     tracing::info!("instance deleted");
     Ok(Outcome::Done)
+}
+
+/// Counts a failed provider delete; a forced delete that has failed
+/// [`FORCED_DELETE_TRIES`] times is marked deleted (through `deleting`
+/// when still `pending`) with the provider's last error, and `Some` is
+/// returned.
+async fn give_up_if_forced(
+    ctx: &Ctx,
+    name: &InstanceName,
+    why: &str,
+    pending: bool,
+) -> Result<Option<Outcome>, SchedulerError> {
+    let (failures, forced) = ctx.store.record_delete_failure(name).await?;
+    if !forced || failures < FORCED_DELETE_TRIES {
+        return Ok(None);
+    }
+    if pending {
+        ctx.store
+            .transition(name, Change::Status(InstanceStatus::Deleting, None))
+            .await?;
+    }
+    let msg = format!(
+        "force-removed: the provider failed to delete it {failures} times (last: {why}); the orphan sweep removes the VM if it still exists"
+    );
+    ctx.store
+        .transition(name, Change::Status(InstanceStatus::Deleted, Some(&msg)))
+        .await?;
+    tracing::warn!(
+        failures,
+        error = why,
+        "forced delete: provider failures ignored, instance marked deleted"
+    );
+    Ok(Some(Outcome::Done))
 }
 
 /// Removes the instance's runner from GitHub. `Some` when the delete must

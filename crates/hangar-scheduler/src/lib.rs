@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::{Gate, delay as backoff_delay};
 pub use config::SchedulerConfig;
 pub use context::SharedUrls;
+pub use delete::FORCED_DELETE_TRIES;
 pub use hangar_core::Urls;
 pub use intake::{Intake, IntakeError};
 pub use metrics::Metrics;
@@ -162,6 +163,14 @@ impl Scheduler {
         }
         self.wake_pool(inst.pool_id);
         Ok(())
+    }
+
+    /// [`Self::request_delete`], forced (`runner rm --force-remove-runner`):
+    /// after [`FORCED_DELETE_TRIES`] failed provider deletes the
+    /// instance is marked deleted anyway.
+    pub async fn request_forced_delete(&self, name: &InstanceName) -> Result<(), SchedulerError> {
+        self.ctx.store.set_force_delete(name).await?;
+        self.request_delete(name).await
     }
 
     /// The main loop: runs until `cancel`, then waits (bounded) for work in

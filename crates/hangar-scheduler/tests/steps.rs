@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hangar_core::forge::ForgeRunner;
 use hangar_core::*;
+use hangar_scheduler::FORCED_DELETE_TRIES;
 use hangar_store::Change;
 use hangar_testkit::fake_provider::FakeInstance;
 use support::{Harness, config, spec};
@@ -343,4 +344,60 @@ async fn wakes_of_a_busy_pool_coalesce() {
     h.scheduler.wake_pool(h.pool.id);
     assert_eq!(h.scheduler.step().await.pools_reconciled, 1);
     h.scheduler.run_until_idle().await;
+}
+
+/// `runner rm --force-remove-runner`: the runner leaves GitHub, the
+/// provider is tried a bounded number of times, then the instance is marked
+/// deleted with the provider's error. Without force, a provider that
+/// always fails keeps the instance in `pending_delete` (and retrying).
+#[tokio::test(start_paused = true)]
+async fn a_forced_delete_gives_up_on_a_failing_provider() {
+    let h = Harness::new(config(), spec(4)).await;
+    h.deliver(1, JobAction::Queued, None).await;
+    h.deliver(2, JobAction::Queued, None).await;
+    h.scheduler.run_until_idle().await;
+    let all = h.instances().await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let (forced, plain) = (all[0].name.clone(), all[1].name.clone());
+    h.provider
+        .fail_next_deletes(1000, ProviderError::Transient("the cloud is down".into()));
+
+    h.scheduler.request_forced_delete(&forced).await.unwrap();
+    h.scheduler.request_delete(&plain).await.unwrap();
+    h.scheduler.run_until_idle().await;
+    let first = h.store.instance(&forced).await.unwrap();
+    assert_eq!(
+        first.status,
+        InstanceStatus::PendingDelete,
+        "one failure is not enough to give up"
+    );
+    assert!(
+        h.github.runner_named(forced.as_str()).is_none(),
+        "the runner left GitHub first"
+    );
+
+    let mut gone = None;
+    for _ in 0..30 {
+        h.after(MIN).await;
+        let i = h.store.instance(&forced).await.unwrap();
+        if i.status == InstanceStatus::Deleted {
+            gone = Some(i);
+            break;
+        }
+    }
+    let gone = gone.expect("a forced delete ends");
+    assert_eq!(gone.runner_status, RunnerStatus::Terminated);
+    let msg = gone.status_message.unwrap_or_default();
+    assert!(
+        msg.contains("force-removed") && msg.contains(&format!("{FORCED_DELETE_TRIES} times")),
+        "{msg}"
+    );
+    assert!(msg.contains("the cloud is down"), "{msg}");
+
+    let plain = h.store.instance(&plain).await.unwrap();
+    assert_ne!(
+        plain.status,
+        InstanceStatus::Deleted,
+        "an unforced delete keeps trying"
+    );
 }

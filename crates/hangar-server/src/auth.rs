@@ -144,7 +144,19 @@ pub fn user_response(u: &User) -> UserResponse {
     }
 }
 
-/// Creates the first admin. Only while none exists.
+/// The endpoint first run creates.
+fn github_com() -> hangar_core::Endpoint {
+    hangar_core::Endpoint {
+        name: hangar_core::ResourceName::parse("github.com").expect("a valid name"),
+        description: "GitHub.com".into(),
+        base_url: "https://github.com".into(),
+        api_base_url: "https://api.github.com".into(),
+        ca_bundle: None,
+    }
+}
+
+/// Creates the first admin (and the `github.com` endpoint). Only while no
+/// admin exists.
 #[utoipa::path(
     post,
     path = "/api/v1/first-run",
@@ -178,6 +190,12 @@ pub async fn first_run(
         )
         .await?;
     tracing::info!(user.name = %user.username, "first admin created");
+    // garm's habit: `credentials add --endpoint github.com` works at once.
+    match state.store.create_endpoint(&github_com()).await {
+        Ok(_) => tracing::info!("default endpoint github.com created"),
+        Err(hangar_store::StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok((StatusCode::CREATED, Json(user_response(&user))))
 }
 

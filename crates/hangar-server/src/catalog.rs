@@ -5,7 +5,7 @@
 //! forged delivery costs an HMAC and nothing else — never a database query.
 //! The admin API rebuilds it after every change it makes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use hangar_core::matching::{PoolCandidate, rank_pools};
@@ -34,6 +34,9 @@ pub struct Snapshot {
     by_scope: HashMap<(EntityKind, String, String), EntityId>,
     /// GitHub App id → that App's webhook secrets (one per credentials).
     pub apps: HashMap<i64, Vec<Secret>>,
+    /// Lowercase controller ids whose `/webhooks/<id>` is the shared hook:
+    /// this controller's and those of garm deployments imported into it.
+    controller_ids: HashSet<String>,
 }
 
 impl Snapshot {
@@ -45,6 +48,12 @@ impl Snapshot {
         self.by_scope
             .get(&scope_key(scope))
             .and_then(|id| self.entities.get(id))
+    }
+
+    /// Whether `/webhooks/<id>` names a controller (garm's hook URL), not
+    /// an entity.
+    pub fn is_controller(&self, id: &str) -> bool {
+        self.controller_ids.contains(&id.to_ascii_lowercase())
     }
 
     pub fn of_kind(&self, kind: Option<EntityKind>) -> impl Iterator<Item = &Arc<EntityEntry>> {
@@ -92,7 +101,14 @@ impl Catalog {
         let secrets = store.entity_webhook_secrets().await?;
         let pools = store.list_pools(None).await?;
         let apps = store.app_webhook_secrets().await?;
-        let mut snap = Snapshot::default();
+        let controller = store.controller_info().await?;
+        let mut snap = Snapshot {
+            controller_ids: std::iter::once(controller.controller_id.to_string())
+                .chain(controller.garm_controller_ids)
+                .map(|id| id.to_ascii_lowercase())
+                .collect(),
+            ..Snapshot::default()
+        };
         for (entity, secret) in secrets {
             let id = entity.id;
             snap.by_scope

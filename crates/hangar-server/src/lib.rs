@@ -189,6 +189,7 @@ impl utoipa::Modify for SecuritySchemes {
 fn webhook_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(webhooks::shared_webhook))
+        .routes(routes!(webhooks::shared_webhook_slash))
         .routes(routes!(webhooks::entity_webhook))
 }
 
@@ -196,7 +197,7 @@ fn webhook_router() -> OpenApiRouter<AppState> {
 /// the document cannot miss a route.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::entities::{enterprises, organizations, repositories};
-    use admin::{controller, credentials, endpoints, instances, jobs, pools};
+    use admin::{controller, credentials, endpoints, instances, jobs, pools, webhooks};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::first_run))
         .routes(routes!(auth::login))
@@ -236,6 +237,16 @@ fn api_router() -> OpenApiRouter<AppState> {
             enterprises::delete
         ))
         .routes(routes!(enterprises::list_pools, enterprises::create_pool))
+        .routes(routes!(
+            webhooks::repositories::install,
+            webhooks::repositories::show,
+            webhooks::repositories::uninstall
+        ))
+        .routes(routes!(
+            webhooks::organizations::install,
+            webhooks::organizations::show,
+            webhooks::organizations::uninstall
+        ))
         .routes(routes!(pools::list))
         .routes(routes!(pools::get, pools::update, pools::delete))
         .routes(routes!(pools::instances))

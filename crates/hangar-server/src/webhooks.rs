@@ -1,4 +1,6 @@
-//! Webhook intake: `POST /webhooks/{entity_id}` and `POST /webhooks`.
+//! Webhook intake: `POST /webhooks/{entity_id}` and `POST /webhooks`
+//! (also `/webhooks/` and `/webhooks/{controller_id}`, where garm's hooks
+//! point).
 //!
 //! Order of work, always: size limit → signature (HMAC-SHA256 of the raw
 //! bytes, from the in-memory catalog; no database) → parse → durable record
@@ -104,19 +106,21 @@ fn ack(status: StatusCode, outcome: &str, job_id: Option<i64>) -> Response {
         .into_response()
 }
 
-/// A delivery for one entity.
+/// A delivery for one entity; or, when the id is a controller's (this one's
+/// or an imported garm deployment's, where garm's hooks point), a delivery
+/// to the shared hook.
 #[utoipa::path(
     post,
     path = "/webhooks/{entity_id}",
     tag = "webhooks",
-    params(("entity_id" = String, Path, description = "Entity id from its webhook_url")),
+    params(("entity_id" = String, Path, description = "Entity id from its webhook_url, or a controller id (garm's hook URL)")),
     request_body(content = String, description = "The raw GitHub delivery", content_type = "application/json"),
     responses(
         (status = 202, description = "Job recorded", body = WebhookAck),
         (status = 200, description = "Accepted, nothing to do (ping, other event, no matching pool, duplicate)", body = WebhookAck),
         (status = 400, description = "Malformed payload", body = hangar_api::ErrorBody),
         (status = 401, description = "Missing or bad signature", body = hangar_api::ErrorBody),
-        (status = 404, description = "Unknown entity", body = hangar_api::ErrorBody),
+        (status = 404, description = "Unknown entity or controller", body = hangar_api::ErrorBody),
         (status = 408, description = "Body not received within server.read_timeout_secs", body = hangar_api::ErrorBody),
         (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
         (status = 500, description = "The job could not be committed; GitHub redelivers", body = hangar_api::ErrorBody),
@@ -134,11 +138,18 @@ pub async fn entity_webhook(
     let result = async {
         let body = read_limited(&state, headers, body).await?;
         let snap = state.catalog.snapshot();
-        let entry = entity_id
+        let Some(entry) = entity_id
             .parse()
             .ok()
             .and_then(|id| snap.entity(&id).cloned())
-            .ok_or_else(|| ApiError::not_found(format!("no entity {entity_id:?} is registered")))?;
+        else {
+            if snap.is_controller(&entity_id) {
+                return shared(&state, &snap, headers, event, &body).await;
+            }
+            return Err(ApiError::not_found(format!(
+                "no entity {entity_id:?} is registered"
+            )));
+        };
         let sig = webhook::signature_from_headers(
             header(headers, webhook::SIGNATURE_256_HEADER),
             header(headers, webhook::SIGNATURE_SHA1_HEADER),
@@ -177,63 +188,107 @@ pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> 
     let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
         let body = read_limited(&state, headers, body).await?;
-        let sig = webhook::signature_from_headers(
-            header(headers, webhook::SIGNATURE_256_HEADER),
-            header(headers, webhook::SIGNATURE_SHA1_HEADER),
-        )
-        .map_err(signature_error)?;
-        let snap = state.catalog.snapshot();
-        let target_type = header(headers, webhook::TARGET_TYPE_HEADER).unwrap_or("");
-        if target_type == "integration" {
-            let app_id: i64 = header(headers, webhook::TARGET_ID_HEADER)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| ApiError::bad_request("GitHub App delivery without a numeric X-GitHub-Hook-Installation-Target-ID"))?;
-            let secrets = snap
-                .apps
-                .get(&app_id)
-                .ok_or_else(|| ApiError::not_found(format!("no credentials hold a webhook secret for GitHub App {app_id}")))?;
-            if !secrets
-                .iter()
-                .any(|s| webhook::verify(s.expose().as_bytes(), &body, &sig).is_ok())
-            {
-                return Err(signature_error(SignatureError::Mismatch));
-            }
-            let target: DeliveryTarget = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request("malformed JSON payload").with_details(e.to_string()))?;
-            let entry = route(&snap, &target)
-                .ok_or_else(|| ApiError::not_found("no registered repository, organization or enterprise matches this delivery"))?;
-            return handle_verified(&state, event, &entry, &body).await;
-        }
-        let kind = match target_type {
-            "repository" => Some(EntityKind::Repository),
-            "organization" => Some(EntityKind::Organization),
-            "business" | "enterprise" => Some(EntityKind::Enterprise),
-            _ => None,
-        };
-        // Verify against the candidates' secrets before parsing anything; a
-        // secret that verifies identifies the entity (payload confirms).
-        let mut verified = false;
-        for entry in snap.of_kind(kind) {
-            if webhook::verify(entry.secret.expose().as_bytes(), &body, &sig).is_err() {
-                continue;
-            }
-            verified = true;
-            let target: DeliveryTarget = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request("malformed JSON payload").with_details(e.to_string()))?;
-            if route(&snap, &target).is_none_or(|e| e.entity.id == entry.entity.id) {
-                return handle_verified(&state, event, entry, &body).await;
-            }
-        }
-        if verified {
-            return Err(ApiError::not_found("the delivery verifies, but no registered entity matches its payload"));
-        }
-        if snap.entities.is_empty() {
-            return Err(ApiError::not_found("no entities are registered"));
-        }
-        Err(signature_error(SignatureError::Mismatch))
+        shared(&state, &state.catalog.snapshot(), headers, event, &body).await
     }
     .await;
     finish(&state, event, None, result)
+}
+
+/// `POST /webhooks/`, where hooks made by garm without a controller id
+/// point: the shared hook.
+#[utoipa::path(
+    post,
+    path = "/webhooks/",
+    tag = "webhooks",
+    request_body(content = String, description = "The raw GitHub delivery", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Job recorded", body = WebhookAck),
+        (status = 200, description = "Accepted, nothing to do", body = WebhookAck),
+        (status = 400, description = "Malformed payload", body = hangar_api::ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = hangar_api::ErrorBody),
+        (status = 404, description = "No registered entity for this delivery", body = hangar_api::ErrorBody),
+        (status = 413, description = "Body too large", body = hangar_api::ErrorBody),
+    )
+)]
+pub async fn shared_webhook_slash(state: State<AppState>, request: Request) -> Response {
+    shared_webhook(state, request).await
+}
+
+/// The shared hook, after the body is read: verified against the App's
+/// secrets or the candidate entities' secrets, then routed by the payload.
+async fn shared(
+    state: &AppState,
+    snap: &crate::catalog::Snapshot,
+    headers: &HeaderMap,
+    event: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let body: &[u8] = body;
+    let sig = webhook::signature_from_headers(
+        header(headers, webhook::SIGNATURE_256_HEADER),
+        header(headers, webhook::SIGNATURE_SHA1_HEADER),
+    )
+    .map_err(signature_error)?;
+    let target_type = header(headers, webhook::TARGET_TYPE_HEADER).unwrap_or("");
+    if target_type == "integration" {
+        let app_id: i64 = header(headers, webhook::TARGET_ID_HEADER)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "GitHub App delivery without a numeric X-GitHub-Hook-Installation-Target-ID",
+                )
+            })?;
+        let secrets = snap.apps.get(&app_id).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no credentials hold a webhook secret for GitHub App {app_id}"
+            ))
+        })?;
+        if !secrets
+            .iter()
+            .any(|s| webhook::verify(s.expose().as_bytes(), body, &sig).is_ok())
+        {
+            return Err(signature_error(SignatureError::Mismatch));
+        }
+        let target: DeliveryTarget = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("malformed JSON payload").with_details(e.to_string())
+        })?;
+        let entry = route(snap, &target).ok_or_else(|| {
+            ApiError::not_found(
+                "no registered repository, organization or enterprise matches this delivery",
+            )
+        })?;
+        return handle_verified(state, event, &entry, body).await;
+    }
+    let kind = match target_type {
+        "repository" => Some(EntityKind::Repository),
+        "organization" => Some(EntityKind::Organization),
+        "business" | "enterprise" => Some(EntityKind::Enterprise),
+        _ => None,
+    };
+    // Verify against the candidates' secrets before parsing anything; a
+    // secret that verifies identifies the entity (payload confirms).
+    let mut verified = false;
+    for entry in snap.of_kind(kind) {
+        if webhook::verify(entry.secret.expose().as_bytes(), body, &sig).is_err() {
+            continue;
+        }
+        verified = true;
+        let target: DeliveryTarget = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("malformed JSON payload").with_details(e.to_string())
+        })?;
+        if route(snap, &target).is_none_or(|e| e.entity.id == entry.entity.id) {
+            return handle_verified(state, event, entry, body).await;
+        }
+    }
+    if verified {
+        return Err(ApiError::not_found(
+            "the delivery verifies, but no registered entity matches its payload",
+        ));
+    }
+    if snap.entities.is_empty() {
+        return Err(ApiError::not_found("no entities are registered"));
+    }
+    Err(signature_error(SignatureError::Mismatch))
 }
 
 /// The registered entity a delivery is about (see [`routing::route`]).

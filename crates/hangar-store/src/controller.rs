@@ -21,6 +21,9 @@ pub struct ControllerInfo {
     /// import-garm`): its hooks post to `/webhooks/<id>`, its runners carry
     /// `runner-controller-id:<id>`.
     pub garm_controller_id: Option<ControllerId>,
+    /// Controller ids of garm deployments imported into this one: hooks
+    /// garm made point at `/webhooks/<id>`.
+    pub garm_controller_ids: Vec<String>,
 }
 
 /// Creates the controller row on first start; returns the id and the sealer.
@@ -79,6 +82,11 @@ impl Store {
         )
         .fetch_one(self.r())
         .await?;
+        let garm_controller_ids = sqlx::query_scalar(
+            "SELECT controller_id FROM garm_controller_ids ORDER BY created_at, controller_id",
+        )
+        .fetch_all(self.r())
+        .await?;
         Ok(ControllerInfo {
             controller_id: self.controller_id(),
             metadata_url: row.get(0),
@@ -88,7 +96,22 @@ impl Store {
                 .get::<Option<String>, _>(3)
                 .map(|s| s.parse().map_err(corrupt))
                 .transpose()?,
+            garm_controller_ids,
         })
+    }
+
+    /// Records the controller id of a garm deployment moved over (by the
+    /// importer), so hooks garm made keep reaching this one. Idempotent.
+    pub async fn add_garm_controller_id(&self, controller_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES (?, ?)
+             ON CONFLICT (controller_id) DO NOTHING",
+        )
+        .bind(controller_id.trim())
+        .bind(now_ms())
+        .execute(self.w())
+        .await?;
+        Ok(())
     }
 
     /// Sets (Some) or clears (Some("")) URL overrides; `None` leaves a field.

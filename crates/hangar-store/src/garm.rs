@@ -806,6 +806,16 @@ impl Store {
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
+            // Hooks garm made post to /webhooks/<garm controller id>: the
+            // webhook routes accept the ids listed here.
+            sqlx::query(
+                "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES (?, ?)
+                 ON CONFLICT (controller_id) DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(counts)

@@ -103,7 +103,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     assert!(db_file(dir.path()).exists());
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
@@ -1060,7 +1060,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     let out = store
         .record_job_events(&[

@@ -109,6 +109,23 @@ struct State0 {
     app_id: Option<i64>,
     token: Option<String>,
     downloads: Value,
+    next_hook_id: i64,
+    hooks: BTreeMap<i64, FakeHook>,
+}
+
+/// A webhook made through `POST /repos/{o}/{r}/hooks` or `/orgs/{o}/hooks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FakeHook {
+    pub id: i64,
+    /// `repos/o/r` or `orgs/o`.
+    pub scope: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub content_type: String,
+    pub insecure_ssl: String,
+    pub events: Vec<String>,
+    pub active: bool,
+    pub created_at: String,
 }
 
 /// A running FakeGitHub. Cloning shares the same server.
@@ -169,6 +186,8 @@ impl FakeGitHub {
             installation_tokens: 0,
             app_id: None,
             token: None,
+            next_hook_id: 400_000_001,
+            hooks: BTreeMap::new(),
             downloads: json!([
                 {"os": "linux", "architecture": "x64", "download_url": format!("{url}/_fake/downloads/actions-runner-linux-x64.tar.gz"),
                  "filename": "actions-runner-linux-x64.tar.gz", "sha256_checksum": "0".repeat(64)},
@@ -278,6 +297,41 @@ impl FakeGitHub {
             },
         );
         id
+    }
+
+    /// The webhooks made through the REST API.
+    pub fn hooks(&self) -> Vec<FakeHook> {
+        self.st().hooks.values().cloned().collect()
+    }
+
+    /// A hook in GitHub's REST shape (`repos/get-webhook`, `orgs/get-webhook`).
+    fn hook_json(base_url: &str, h: &FakeHook) -> Value {
+        let api = format!("{base_url}/{}/hooks/{}", h.scope, h.id);
+        let mut v = json!({
+            "type": if h.scope.starts_with("orgs/") { "Organization" } else { "Repository" },
+            "id": h.id,
+            "name": "web",
+            "active": h.active,
+            "events": h.events,
+            "config": {
+                "content_type": h.content_type,
+                "insecure_ssl": h.insecure_ssl,
+                "url": h.url,
+            },
+            "updated_at": h.created_at,
+            "created_at": h.created_at,
+            "url": api,
+            "ping_url": format!("{api}/pings"),
+            "deliveries_url": format!("{api}/deliveries"),
+        });
+        if h.secret.is_some() {
+            v["config"]["secret"] = json!("********");
+        }
+        if h.scope.starts_with("repos/") {
+            v["test_url"] = json!(format!("{api}/test"));
+            v["last_response"] = json!({"code": null, "status": "unused", "message": null});
+        }
+        v
     }
 
     pub fn runners(&self) -> Vec<FakeRunner> {
@@ -566,6 +620,8 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         "list-runners"
     } else if p.contains("/actions/runners/") && *method == Method::DELETE {
         "delete-runner"
+    } else if p.ends_with("/hooks") || p.contains("/hooks/") {
+        "hooks"
     } else if p.starts_with("/_fake/") {
         "control"
     } else {
@@ -742,6 +798,88 @@ fn serve(
     };
     let json_body = || serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
     match (method.clone(), rest.as_slice()) {
+        (Method::POST, ["hooks"]) if !scope.starts_with("enterprises/") => {
+            let b = json_body();
+            let config = &b["config"];
+            let Some(url) = config["url"].as_str().filter(|u| !u.is_empty()) else {
+                return err(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Validation Failed: config.url is required",
+                );
+            };
+            if b.get("name").is_some_and(|n| n != "web") {
+                return err(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Validation Failed: name must be \"web\"",
+                );
+            }
+            let insecure_ssl = match &config["insecure_ssl"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => "0".into(),
+            };
+            let events: Vec<String> = b["events"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["push".into()]);
+            let mut s = gh.st();
+            if s.hooks.values().any(|h| h.scope == scope && h.url == url) {
+                return err(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Validation Failed: Hook already exists on this repository",
+                );
+            }
+            let id = s.next_hook_id;
+            s.next_hook_id += 1;
+            let hook = FakeHook {
+                id,
+                scope: scope.clone(),
+                url: url.to_owned(),
+                secret: config["secret"].as_str().map(str::to_owned),
+                content_type: config["content_type"].as_str().unwrap_or("form").to_owned(),
+                insecure_ssl,
+                events,
+                active: b["active"].as_bool().unwrap_or(true),
+                created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            let v = FakeGitHub::hook_json(&s.base_url, &hook);
+            s.hooks.insert(id, hook);
+            (StatusCode::CREATED, axum::Json(v)).into_response()
+        }
+        (Method::GET, ["hooks"]) if !scope.starts_with("enterprises/") => {
+            let s = gh.st();
+            let list: Vec<Value> = s
+                .hooks
+                .values()
+                .filter(|h| h.scope == scope)
+                .map(|h| FakeGitHub::hook_json(&s.base_url, h))
+                .collect();
+            axum::Json(Value::Array(list)).into_response()
+        }
+        (Method::GET, ["hooks", id]) if !scope.starts_with("enterprises/") => {
+            let s = gh.st();
+            match id.parse::<i64>().ok().and_then(|id| s.hooks.get(&id)) {
+                Some(h) if h.scope == scope => {
+                    axum::Json(FakeGitHub::hook_json(&s.base_url, h)).into_response()
+                }
+                _ => err(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
+        (Method::DELETE, ["hooks", id]) if !scope.starts_with("enterprises/") => {
+            let mut s = gh.st();
+            let id = id.parse::<i64>().unwrap_or(-1);
+            match s.hooks.get(&id) {
+                Some(h) if h.scope == scope => {
+                    s.hooks.remove(&id);
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                _ => err(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
         (Method::POST, ["actions", "runners", "generate-jitconfig"]) => {
             let b = json_body();
             let Some(name) = b["name"].as_str() else {

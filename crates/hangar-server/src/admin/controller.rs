@@ -39,6 +39,7 @@ async fn controller_response(s: &AppState) -> ApiResult<ControllerResponse> {
         webhook_base_url: urls.webhook_base_url,
         metadata_url: urls.metadata_url,
         callback_url: urls.callback_url,
+        garm_controller_ids: s.store.controller_info().await?.garm_controller_ids,
         providers: provider_health(s.providers.iter()).await,
         counts: ControllerCounts {
             pools,

@@ -58,7 +58,7 @@ pub async fn list(_: Admin, State(s): State<AppState>) -> ApiResult<Json<Vec<End
 }
 
 #[utoipa::path(post, path = "/api/v1/endpoints", tag = "endpoints", request_body = EndpointCreate,
-    responses((status = 201, body = EndpointResponse), (status = 400, body = hangar_api::ErrorBody), (status = 409, body = hangar_api::ErrorBody)),
+    responses((status = 201, body = EndpointResponse), (status = 200, description = "An identical endpoint exists", body = EndpointResponse), (status = 400, body = hangar_api::ErrorBody), (status = 409, body = hangar_api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     _: Admin,
@@ -70,16 +70,30 @@ pub async fn create(
     check_url("base_url", &req.base_url)?;
     check_url("api_base_url", &req.api_base_url)?;
     check_ca(&req.ca_bundle)?;
-    let e = s
-        .store
-        .create_endpoint(&Endpoint {
-            name,
-            description: req.description.unwrap_or_default(),
-            base_url: req.base_url.trim_end_matches('/').to_owned(),
-            api_base_url: req.api_base_url.trim_end_matches('/').to_owned(),
-            ca_bundle: req.ca_bundle.filter(|c| !c.is_empty()),
-        })
-        .await?;
+    let want = Endpoint {
+        name,
+        description: req.description.unwrap_or_default(),
+        base_url: req.base_url.trim_end_matches('/').to_owned(),
+        api_base_url: req.api_base_url.trim_end_matches('/').to_owned(),
+        ca_bundle: req.ca_bundle.filter(|c| !c.is_empty()),
+    };
+    let e = match s.store.create_endpoint(&want).await {
+        Ok(e) => e,
+        Err(hangar_store::StoreError::Conflict(msg)) => {
+            // Adding what exists already (e.g. the `github.com` endpoint
+            // first run makes) succeeds; a different one is a conflict.
+            let have = s.store.endpoint(want.name.as_str()).await?;
+            let same = have.base_url == want.base_url
+                && have.api_base_url == want.api_base_url
+                && have.ca_bundle == want.ca_bundle
+                && (want.description.is_empty() || have.description == want.description);
+            if !same {
+                return Err(ApiError::conflict(msg));
+            }
+            return Ok((StatusCode::OK, Json(response(have))));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((StatusCode::CREATED, Json(response(e))))
 }
 

@@ -20,6 +20,12 @@ pub(crate) async fn response(
     generated: Option<Secret>,
 ) -> ApiResult<EntityResponse> {
     let pool_count = s.store.list_pools(Some(e.id)).await?.len() as u32;
+    let endpoint = s
+        .store
+        .credentials_summary(e.credentials_name.as_str())
+        .await
+        .map(|c| c.endpoint.to_string())
+        .unwrap_or_default();
     let (owner, name) = match &e.scope {
         EntityScope::Repository { owner, name } => (owner.clone(), name.clone()),
         EntityScope::Organization { name } => (String::new(), name.clone()),
@@ -31,6 +37,7 @@ pub(crate) async fn response(
         owner,
         name,
         credentials_name: e.credentials_name.to_string(),
+        endpoint,
         webhook_url: format!("{}/{}", s.urls.get().webhook_base_url, e.id),
         pool_count,
         webhook_secret: generated.map(|g| g.expose().to_owned()),

@@ -23,6 +23,21 @@ pub struct InstanceQuery {
     pub all: bool,
 }
 
+/// garm-cli's removal switches.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct DeleteQuery {
+    /// Mark the instance deleted after a few failed provider deletes
+    /// (garm-cli's `--force-remove-runner`; `force` is the same).
+    #[serde(default)]
+    pub force_remove_runner: bool,
+    #[serde(default)]
+    pub force: bool,
+    /// Accepted for garm-cli: a runner whose credentials GitHub refuses is
+    /// deleted anyway, always.
+    #[serde(default)]
+    pub bypass_github_unauthorized: bool,
+}
+
 fn parse_name(name: &str) -> ApiResult<InstanceName> {
     InstanceName::parse(name)
         .map_err(|_| ApiError::not_found(format!("instance {name:?} not found")))
@@ -60,17 +75,23 @@ pub async fn get(
 }
 
 /// Retires an instance: its runner is removed from GitHub, then the VM.
-#[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances", params(("name" = String, Path), DeleteQuery),
     responses((status = 202, body = InstanceResponse), (status = 404, body = hangar_api::ErrorBody), (status = 409, body = hangar_api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(
     _: Admin,
     State(s): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
 ) -> ApiResult<(StatusCode, Json<InstanceResponse>)> {
     let name = parse_name(&name)?;
-    s.scheduler.request_delete(&name).await?;
-    tracing::info!(instance.name = %name, "instance deletion requested by an operator");
+    let force = q.force || q.force_remove_runner;
+    if force {
+        s.scheduler.request_forced_delete(&name).await?;
+    } else {
+        s.scheduler.request_delete(&name).await?;
+    }
+    tracing::info!(instance.name = %name, force, "instance deletion requested by an operator");
     Ok((
         StatusCode::ACCEPTED,
         Json(instance_response(&s.store.instance(&name).await?)),

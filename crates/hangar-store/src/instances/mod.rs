@@ -142,6 +142,37 @@ impl Store {
         rows.iter().map(instance_from_row).collect()
     }
 
+    /// Marks the instance for a forced delete (`runner rm
+    /// --force-remove-runner`): the delete step stops waiting for the
+    /// provider after a few failed deletes. Not a status change.
+    pub async fn set_force_delete(&self, name: &InstanceName) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE instances SET force_delete = 1, updated_at = ? WHERE name = ?")
+                .bind(now_ms())
+                .bind(name.as_str())
+                .execute(self.w())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(name));
+        }
+        Ok(())
+    }
+
+    /// Counts a failed provider delete; returns the failures so far and
+    /// whether the delete is forced.
+    pub async fn record_delete_failure(&self, name: &InstanceName) -> Result<(u32, bool)> {
+        let row = sqlx::query(
+            "UPDATE instances SET delete_attempts = delete_attempts + 1, updated_at = ?
+             WHERE name = ? RETURNING delete_attempts, force_delete",
+        )
+        .bind(now_ms())
+        .bind(name.as_str())
+        .fetch_optional(self.w())
+        .await?
+        .ok_or_else(|| not_found(name))?;
+        Ok((row.get::<i64, _>(0) as u32, row.get::<i64, _>(1) != 0))
+    }
+
     /// Records the GitHub runner id (registration-token instances learn it
     /// from the runner list).
     pub async fn set_instance_runner_id(&self, name: &InstanceName, runner_id: i64) -> Result<()> {
