@@ -17,6 +17,11 @@ use crate::SchedulerError;
 use crate::context::Ctx;
 use crate::delete::{at_provider, ignore_moved};
 
+/// The label garm puts on its runners (`runner-controller-id:<id>`).
+pub fn garm_controller_label(id: &str) -> String {
+    format!("runner-controller-id:{id}")
+}
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -75,6 +80,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
     let store = &ctx.store;
     let controller = store.controller_id();
     let grace = chrono::Duration::seconds(ctx.config.lost_instance_grace_secs as i64);
+    let garm_ids = garm_controller_ids(ctx).await?;
     for pool in store.list_pools(None).await? {
         let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
             continue;
@@ -127,6 +133,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                 }
             }
         }
+        reap_garm_vms(ctx, &entry, &pool, &garm_ids, r).await;
         for inst in known.values() {
             if inst.status == InstanceStatus::Running
                 && !listed_names.contains(inst.name.as_str())
@@ -158,11 +165,81 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
     Ok(())
 }
 
+/// The controller ids of garm deployments moved over (`import-garm`).
+async fn garm_controller_ids(ctx: &Ctx) -> Result<Vec<String>, SchedulerError> {
+    let info = ctx.store.controller_info().await?;
+    let mut ids: Vec<String> = info.garm_controller_ids;
+    if let Some(id) = info.garm_controller_id {
+        let id = id.to_string();
+        if !ids.iter().any(|i| i.eq_ignore_ascii_case(&id)) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// VMs a garm deployment moved over left in one of its pools (the importer
+/// keeps garm's pool ids): garm no longer runs, so once GitHub no longer
+/// lists their runner as busy they are orphans. Nothing is deleted while
+/// GitHub cannot be asked.
+async fn reap_garm_vms(
+    ctx: &Arc<Ctx>,
+    entry: &crate::providers::ProviderEntry,
+    pool: &hangar_core::Pool,
+    garm_ids: &[String],
+    r: &mut SweepReport,
+) {
+    for garm in garm_ids {
+        let Ok(controller) = garm.parse::<hangar_core::ControllerId>() else {
+            continue;
+        };
+        let listed = match entry.provider.list_instances(controller, pool.id).await {
+            Ok(l) if !l.is_empty() => l,
+            _ => continue,
+        };
+        let busy: HashSet<String> = match ctx.github.target(pool.entity_id).await {
+            Ok(target) => match ctx.github.list_runners(&target).await {
+                Ok(rs) => rs
+                    .into_iter()
+                    .filter(|rn| rn.busy)
+                    .map(|rn| rn.name)
+                    .collect(),
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        for pi in listed.iter().filter(|pi| !busy.contains(&pi.name)) {
+            let Ok(name) = InstanceName::parse(&pi.name) else {
+                continue;
+            };
+            tracing::warn!(instance.name = %name, garm.controller = %garm, "deleting a VM the garm deployment left");
+            let iref = InstanceRef {
+                name,
+                provider_id: Some(pi.provider_id.clone()),
+                controller_id: controller,
+                pool_id: pool.id,
+            };
+            match at_provider(ctx, entry, &iref).await {
+                Ok(()) => r.orphans_deleted += 1,
+                Err(e) => tracing::warn!(error = %e, "cannot delete a garm VM"),
+            }
+        }
+    }
+}
+
 /// Runners of ours GitHub lists without an instance, and instances whose
 /// runner GitHub no longer lists.
 async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
     let store = &ctx.store;
-    let label = controller_label(store.controller_id());
+    // Ours, and those of a garm deployment moved over (`import-garm`):
+    // garm no longer runs, so its idle runners are strays too.
+    let mut labels = vec![controller_label(store.controller_id())];
+    labels.extend(
+        garm_controller_ids(ctx)
+            .await?
+            .iter()
+            .map(|id| garm_controller_label(id)),
+    );
     let pools = store.list_pools(None).await?;
     let entities: HashSet<_> = pools.iter().map(|p| p.entity_id).collect();
     let live = store.list_instances(&InstanceFilter::default()).await?;
@@ -188,7 +265,11 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
             .collect();
         let mine: Vec<_> = runners
             .iter()
-            .filter(|rn| rn.labels.iter().any(|l| l.eq_ignore_ascii_case(&label)))
+            .filter(|rn| {
+                rn.labels
+                    .iter()
+                    .any(|l| labels.iter().any(|m| l.eq_ignore_ascii_case(m)))
+            })
             .collect();
         let live_names: HashSet<&str> = live
             .iter()

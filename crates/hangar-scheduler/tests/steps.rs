@@ -401,3 +401,48 @@ async fn a_forced_delete_gives_up_on_a_failing_provider() {
         "an unforced delete keeps trying"
     );
 }
+
+/// After `import-garm`, garm is gone: its idle runners (labelled with its
+/// controller id) and their VMs are strays the sweep removes; a busy one
+/// finishes its job first.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_reaps_the_idle_runners_and_vms_of_a_garm_moved_over() {
+    let h = Harness::new(config(), spec(2)).await;
+    let garm = "8257ed84-09a5-4d07-a918-d383c7d56a8c";
+    h.store.add_garm_controller_id(garm).await.unwrap();
+    let label = format!("runner-controller-id:{garm}");
+    h.github
+        .add_runner("garm-idle", std::slice::from_ref(&label));
+    h.github
+        .add_runner("garm-busy", std::slice::from_ref(&label));
+    h.github.set_busy("garm-busy", true);
+    h.github
+        .add_runner("garm-other", &["runner-controller-id:another-garm".into()]);
+
+    // The VMs garm left in the pool (imported pools keep garm's ids).
+    for name in ["garm-idle", "garm-busy"] {
+        h.provider.plant(FakeInstance {
+            provider_id: format!("vm-{name}"),
+            name: name.into(),
+            controller_id: garm.parse().unwrap(),
+            pool_id: h.pool.id,
+            image: "img".into(),
+            flavor: "small".into(),
+            userdata: String::new(),
+            labels: vec![label.clone()],
+        });
+    }
+
+    let r = h.scheduler.sweep().await.unwrap();
+    assert_eq!(r.stray_runners_deleted, 1);
+    assert_eq!(r.orphans_deleted, 1, "the idle runner's VM");
+    let vms: Vec<String> = h.provider.instances().into_iter().map(|i| i.name).collect();
+    assert_eq!(
+        vms,
+        ["garm-busy"],
+        "a VM running a job is left to finish it"
+    );
+    let mut left: Vec<String> = h.github.runners().into_iter().map(|r| r.name).collect();
+    left.sort();
+    assert_eq!(left, ["garm-busy", "garm-other"]);
+}
