@@ -376,12 +376,22 @@ pub enum EntityCmd {
     Ls(EntityLsArgs),
     /// Show one (by id, or by name; `owner/name` for repositories).
     #[command(alias = "get")]
-    Show { id: String },
+    Show {
+        id: String,
+        /// The endpoint, when the name is registered on several.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
     /// Change credentials or webhook secret.
     Update(EntityUpdateArgs),
     /// Remove one; refused (409) while it still has pools.
     #[command(aliases = ["delete", "remove", "del"])]
-    Rm { id: String },
+    Rm {
+        id: String,
+        /// The endpoint, when the name is registered on several.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
 }
 
 // How the webhook secret is chosen; without either flag the server
@@ -453,6 +463,9 @@ pub struct EntityLsArgs {
 #[derive(Debug, Args)]
 pub struct EntityUpdateArgs {
     pub id: String,
+    /// The endpoint, when the name is registered on several.
+    #[arg(long)]
+    pub endpoint: Option<String>,
     #[arg(long)]
     pub credentials: Option<String>,
     /// New webhook secret; change it on GitHub as well.

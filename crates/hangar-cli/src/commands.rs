@@ -707,8 +707,12 @@ async fn resolve_entity_on(
             command_of(kind)
         ),
         many => bail!(
-            "{arg:?} names {} {kind} entries; use one of their ids: {}",
+            "{arg:?} names {} {kind} entries, on endpoints {}; pick one with --endpoint, or use one of their ids: {}",
             many.len(),
+            many.iter()
+                .map(|e| e.endpoint.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             many.iter()
                 .map(|e| e.id.to_string())
                 .collect::<Vec<_>>()
@@ -745,8 +749,8 @@ async fn entity(ctx: &Ctx, kind: EntityKind, cmd: EntityCmd) -> anyhow::Result<S
                 .collect();
             ctx.list(&shown)
         }
-        EntityCmd::Show { id } => {
-            let uuid = resolve_entity(&c, kind, &id).await?;
+        EntityCmd::Show { id, endpoint } => {
+            let uuid = resolve_entity_on(&c, kind, &id, endpoint.as_deref()).await?;
             let e = c
                 .get_entity(kind, uuid)
                 .await
@@ -760,7 +764,7 @@ async fn entity(ctx: &Ctx, kind: EntityKind, cmd: EntityCmd) -> anyhow::Result<S
             if a.webhook_secret.as_deref() == Some("") {
                 bail!("--webhook-secret must not be empty");
             }
-            let uuid = resolve_entity(&c, kind, &a.id).await?;
+            let uuid = resolve_entity_on(&c, kind, &a.id, a.endpoint.as_deref()).await?;
             let req = EntityUpdate {
                 credentials_name: a.credentials,
                 webhook_secret: a.webhook_secret,
@@ -771,8 +775,8 @@ async fn entity(ctx: &Ctx, kind: EntityKind, cmd: EntityCmd) -> anyhow::Result<S
                 .with_context(|| format!("cannot update {kind} {}", a.id))?;
             ctx.one(&e)
         }
-        EntityCmd::Rm { id } => {
-            let uuid = resolve_entity(&c, kind, &id).await?;
+        EntityCmd::Rm { id, endpoint } => {
+            let uuid = resolve_entity_on(&c, kind, &id, endpoint.as_deref()).await?;
             c.delete_entity(kind, uuid)
                 .await
                 .with_context(|| format!("cannot delete {kind} {id}"))?;

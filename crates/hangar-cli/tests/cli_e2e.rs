@@ -684,6 +684,68 @@ fn garm_cli_habits_against_hangard_and_fake_github() {
         serde_json::json!([])
     );
 
+    // The same name on a second endpoint: a bare name is then ambiguous,
+    // and --endpoint picks one for show | update | rm.
+    let twin = h.json(&[
+        "repo",
+        "add",
+        "--credentials",
+        "dotcom",
+        "--owner",
+        "octo",
+        "--name",
+        "app",
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+    ]);
+    let twin_id = twin["id"].as_str().unwrap().to_owned();
+    assert_ne!(twin_id, repo_id);
+    assert_eq!(twin["endpoint"], "github.com");
+    let dup = h.run(&[
+        "repo",
+        "add",
+        "--credentials",
+        "dotcom",
+        "--owner",
+        "octo",
+        "--name",
+        "app",
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+    ]);
+    assert_ne!(dup.status.code(), Some(0));
+    assert!(
+        text(&dup.stderr).contains("already registered"),
+        "{}",
+        text(&dup.stderr)
+    );
+    let ambiguous = h.run(&["repo", "show", "octo/app"]);
+    assert_ne!(ambiguous.status.code(), Some(0));
+    let why = text(&ambiguous.stderr);
+    assert!(
+        why.contains("fake") && why.contains("github.com") && why.contains("--endpoint"),
+        "{why}"
+    );
+    assert_ne!(h.run(&["repo", "rm", "octo/app"]).status.code(), Some(0));
+    assert_eq!(
+        h.json(&["repo", "show", "octo/app", "--endpoint", "fake"])["id"],
+        repo_id.as_str()
+    );
+    assert_eq!(
+        h.json(&[
+            "repo",
+            "update",
+            "octo/app",
+            "--endpoint",
+            "github.com",
+            "--webhook-secret",
+            "another-secret"
+        ])["id"],
+        twin_id.as_str()
+    );
+    h.ok(&["repo", "rm", "octo/app", "--endpoint", "github.com"]);
+    assert_eq!(h.json(&["repo", "ls"]).as_array().unwrap().len(), 1);
+
     // webhook show | install (again: refused) | uninstall | install.
     let shown = h.json(&["repo", "webhook", "show", "octo/app", "--endpoint", "fake"]);
     assert_eq!(shown["id"], hooks[0].id);

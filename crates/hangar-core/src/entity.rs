@@ -223,6 +223,9 @@ pub struct Entity {
     pub id: EntityId,
     pub scope: EntityScope,
     pub credentials_name: ResourceName,
+    /// Its credentials' endpoint: the same scope may be registered once per
+    /// endpoint (github.com and a GHES).
+    pub endpoint: ResourceName,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

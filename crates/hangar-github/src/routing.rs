@@ -80,6 +80,54 @@ impl<'a> Subject<'a> {
     }
 }
 
+/// The header a GitHub Enterprise Server puts on its deliveries, naming its
+/// host; github.com sends none.
+pub const ENTERPRISE_HOST_HEADER: &str = "X-GitHub-Enterprise-Host";
+
+/// The host a delivery came from: its `X-GitHub-Enterprise-Host`, or
+/// `github.com` without one; lowercase, without a port.
+pub fn delivery_host(enterprise_host: Option<&str>) -> String {
+    enterprise_host
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| "github.com".to_owned(), url_host)
+}
+
+/// The lowercase host of an endpoint's web URL (`https://HOST[:port]/…`),
+/// as [`delivery_host`] spells it.
+pub fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Of the entities registered for one scope (one per endpoint), the one a
+/// delivery from `host` is for: the only one, or the one whose endpoint is
+/// on that host. `None` when several are and none (or more than one) is on
+/// it; the caller cannot tell them apart.
+pub fn pick_by_host<'t, T>(
+    candidates: &'t [T],
+    host: &str,
+    host_of: impl Fn(&T) -> &str,
+) -> Option<&'t T> {
+    match candidates {
+        [] => None,
+        [only] => Some(only),
+        many => {
+            let mut on_host = many.iter().filter(|c| host_of(c) == host);
+            match (on_host.next(), on_host.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        }
+    }
+}
+
 /// Routes a delivery to the first of its [`Subject::candidates`] that
 /// `lookup` knows (a GitHub App's single hook, or the shared hook).
 pub fn route<'a, T>(
@@ -92,6 +140,42 @@ pub fn route<'a, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliveries_come_from_github_com_unless_a_ghes_says_so() {
+        assert_eq!(delivery_host(None), "github.com");
+        assert_eq!(delivery_host(Some("  ")), "github.com");
+        assert_eq!(delivery_host(Some("GHES.example.com")), "ghes.example.com");
+        assert_eq!(url_host("https://github.com"), "github.com");
+        assert_eq!(
+            url_host("https://GHES.example.com:8443/"),
+            "ghes.example.com"
+        );
+        assert_eq!(url_host("http://ghes.internal/path"), "ghes.internal");
+    }
+
+    #[test]
+    fn twins_on_two_endpoints_are_told_apart_by_host() {
+        let twins = [("a", "github.com"), ("b", "ghes.example.com")];
+        fn host<'a>(c: &'a (&'static str, &'static str)) -> &'a str {
+            c.1
+        }
+        assert_eq!(
+            pick_by_host(&twins, "github.com", host).map(|c| c.0),
+            Some("a")
+        );
+        assert_eq!(
+            pick_by_host(&twins, "ghes.example.com", host).map(|c| c.0),
+            Some("b")
+        );
+        assert_eq!(pick_by_host(&twins, "other.example.com", host), None);
+        // A single registration takes its deliveries whatever the host.
+        assert_eq!(
+            pick_by_host(&twins[1..], "github.com", host).map(|c| c.0),
+            Some("b")
+        );
+        assert_eq!(pick_by_host(&[], "github.com", host), None);
+    }
     use crate::webhook::Account;
 
     fn repo(full_name: &str) -> Repository {

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use hangar_core::matching::{PoolCandidate, rank_pools};
 use hangar_core::{Entity, EntityId, EntityKind, Labels, PoolId, ScopeRef, Secret};
+use hangar_github::routing;
 use hangar_store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -24,14 +25,18 @@ pub struct PoolEntry {
 pub struct EntityEntry {
     pub entity: Entity,
     pub secret: Secret,
+    /// Lowercase host of its endpoint's web URL (see
+    /// [`routing::delivery_host`]).
+    pub host: String,
     pub pools: Vec<PoolEntry>,
 }
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub entities: HashMap<EntityId, Arc<EntityEntry>>,
-    /// (kind, lowercase owner, lowercase name) → entity.
-    by_scope: HashMap<(EntityKind, String, String), EntityId>,
+    /// (kind, lowercase owner, lowercase name) → its entities, one per
+    /// endpoint.
+    by_scope: HashMap<(EntityKind, String, String), Vec<Arc<EntityEntry>>>,
     /// GitHub App id → that App's webhook secrets (one per credentials).
     pub apps: HashMap<i64, Vec<Secret>>,
     /// Lowercase controller ids whose `/webhooks/<id>` is the shared hook:
@@ -44,10 +49,11 @@ impl Snapshot {
         self.entities.get(id)
     }
 
-    pub fn by_scope(&self, scope: ScopeRef<'_>) -> Option<&Arc<EntityEntry>> {
-        self.by_scope
-            .get(&scope_key(scope))
-            .and_then(|id| self.entities.get(id))
+    /// The entity registered for `scope` that a delivery from `host` is
+    /// for (see [`routing::pick_by_host`]).
+    pub fn by_scope(&self, scope: ScopeRef<'_>, host: &str) -> Option<&Arc<EntityEntry>> {
+        let twins = self.by_scope.get(&scope_key(scope))?;
+        routing::pick_by_host(twins, host, |e| &e.host)
     }
 
     /// Whether `/webhooks/<id>` names a controller (garm's hook URL), not
@@ -102,6 +108,12 @@ impl Catalog {
         let pools = store.list_pools(None).await?;
         let apps = store.app_webhook_secrets().await?;
         let controller = store.controller_info().await?;
+        let hosts: HashMap<String, String> = store
+            .list_endpoints()
+            .await?
+            .into_iter()
+            .map(|e| (e.name.as_str().to_owned(), routing::url_host(&e.base_url)))
+            .collect();
         let mut snap = Snapshot {
             controller_ids: std::iter::once(controller.controller_id.to_string())
                 .chain(controller.garm_controller_ids)
@@ -111,8 +123,11 @@ impl Catalog {
         };
         for (entity, secret) in secrets {
             let id = entity.id;
-            snap.by_scope
-                .insert(scope_key(entity.scope.as_scope_ref()), id);
+            let key = scope_key(entity.scope.as_scope_ref());
+            let host = hosts
+                .get(entity.endpoint.as_str())
+                .cloned()
+                .unwrap_or_default();
             let entity_pools = pools
                 .iter()
                 .filter(|p| p.entity_id == id)
@@ -123,14 +138,14 @@ impl Catalog {
                     enabled: p.spec.enabled,
                 })
                 .collect();
-            snap.entities.insert(
-                id,
-                Arc::new(EntityEntry {
-                    entity,
-                    secret,
-                    pools: entity_pools,
-                }),
-            );
+            let entry = Arc::new(EntityEntry {
+                entity,
+                secret,
+                host,
+                pools: entity_pools,
+            });
+            snap.by_scope.entry(key).or_default().push(entry.clone());
+            snap.entities.insert(id, entry);
         }
         for (_, app_id, secret) in apps {
             snap.apps.entry(app_id).or_default().push(secret);

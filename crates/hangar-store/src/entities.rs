@@ -39,6 +39,7 @@ fn entity_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Entity> {
         id: id.parse().map_err(corrupt)?,
         scope,
         credentials_name: ResourceName::parse(row.get("credentials_name")).map_err(corrupt)?,
+        endpoint: ResourceName::parse(row.get("endpoint_name")).map_err(corrupt)?,
         created_at: to_dt(row.get("created_at")),
         updated_at: to_dt(row.get("updated_at")),
     })
@@ -54,14 +55,28 @@ impl Store {
         let id = EntityId::new_random();
         let (kind, owner, name) = scope_columns(&new.scope);
         let now = now_ms();
+        // The endpoint comes from the credentials; none found leaves it
+        // NULL, which the NOT NULL constraint refuses below.
+        let endpoint: Option<String> =
+            sqlx::query_scalar("SELECT endpoint_name FROM credentials WHERE name = ?")
+                .bind(new.credentials_name.as_str())
+                .fetch_optional(self.r())
+                .await?;
+        let Some(endpoint) = endpoint else {
+            return Err(StoreError::Conflict(format!(
+                "credentials {:?} do not exist",
+                new.credentials_name.as_str()
+            )));
+        };
         sqlx::query(
-            "INSERT INTO entities (id, kind, owner, name, credentials_name, webhook_secret, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name, webhook_secret, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
         .bind(kind)
         .bind(owner)
         .bind(name)
+        .bind(&endpoint)
         .bind(new.credentials_name.as_str())
         .bind(self.sealer().seal_secret(&hook_purpose(id), &new.webhook_secret))
         .bind(now)
@@ -71,7 +86,10 @@ impl Store {
         .map_err(|e| {
             map_constraint(
                 e,
-                &format!("{kind} {} is already registered", new.scope.display_name()),
+                &format!(
+                    "{kind} {} is already registered on endpoint {endpoint:?}",
+                    new.scope.display_name()
+                ),
                 &format!("credentials {:?} do not exist", new.credentials_name.as_str()),
             )
         })?;
@@ -104,15 +122,37 @@ impl Store {
         rows.iter().map(entity_from_row).collect()
     }
 
-    /// The entity registered for this scope (names compare case-insensitively).
-    pub async fn entity_by_scope(&self, scope: &EntityScope) -> Result<Option<Entity>> {
+    /// The entities registered for this scope, one per endpoint at most
+    /// (names compare case-insensitively).
+    pub async fn entities_by_scope(&self, scope: &EntityScope) -> Result<Vec<Entity>> {
         let (kind, owner, name) = scope_columns(scope);
-        let row = sqlx::query("SELECT * FROM entities WHERE kind = ? AND owner = ? AND name = ?")
-            .bind(kind)
-            .bind(owner)
-            .bind(name)
-            .fetch_optional(self.r())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM entities WHERE kind = ? AND owner = ? AND name = ? ORDER BY endpoint_name",
+        )
+        .bind(kind)
+        .bind(owner)
+        .bind(name)
+        .fetch_all(self.r())
+        .await?;
+        rows.iter().map(entity_from_row).collect()
+    }
+
+    /// The entity registered for this scope on `endpoint`.
+    pub async fn entity_by_scope_on(
+        &self,
+        scope: &EntityScope,
+        endpoint: &str,
+    ) -> Result<Option<Entity>> {
+        let (kind, owner, name) = scope_columns(scope);
+        let row = sqlx::query(
+            "SELECT * FROM entities WHERE kind = ? AND owner = ? AND name = ? AND endpoint_name = ?",
+        )
+        .bind(kind)
+        .bind(owner)
+        .bind(name)
+        .bind(endpoint)
+        .fetch_optional(self.r())
+        .await?;
         row.as_ref().map(entity_from_row).transpose()
     }
 
@@ -137,15 +177,31 @@ impl Store {
         }
         let now = now_ms();
         if let Some(c) = credentials_name {
-            sqlx::query("UPDATE entities SET credentials_name = ?, updated_at = ? WHERE id = ?")
-                .bind(c.as_str())
-                .bind(now)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    map_constraint(e, "", &format!("credentials {:?} do not exist", c.as_str()))
-                })?;
+            let missing = format!("credentials {:?} do not exist", c.as_str());
+            let endpoint: String =
+                sqlx::query_scalar("SELECT endpoint_name FROM credentials WHERE name = ?")
+                    .bind(c.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict(missing.clone()))?;
+            // Credentials of another endpoint move the entity there, which
+            // its twin on that endpoint (if any) refuses.
+            sqlx::query(
+                "UPDATE entities SET credentials_name = ?, endpoint_name = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(c.as_str())
+            .bind(&endpoint)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                map_constraint(
+                    e,
+                    &format!("entity {id} is already registered on endpoint {endpoint:?}"),
+                    &missing,
+                )
+            })?;
         }
         if let Some(s) = webhook_secret {
             sqlx::query("UPDATE entities SET webhook_secret = ?, updated_at = ? WHERE id = ?")

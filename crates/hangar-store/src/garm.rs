@@ -730,17 +730,19 @@ impl Store {
             bump(&mut counts.credentials, done.rows_affected());
         }
         // garm entity id → the id it has here (its own, or an entity of the
-        // same scope registered before the import).
+        // same scope on the same endpoint registered before the import).
         let mut entity_ids = std::collections::HashMap::new();
         for e in &data.entities {
             let (kind, owner, name) = crate::entities::scope_columns(&e.scope);
             let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM entities WHERE id = ? OR (kind = ? AND owner = ? AND name = ?)",
+                "SELECT id FROM entities WHERE id = ? OR (kind = ? AND owner = ? AND name = ?
+                    AND endpoint_name = (SELECT endpoint_name FROM credentials WHERE name = ?))",
             )
             .bind(e.id.to_string())
             .bind(kind)
             .bind(owner)
             .bind(name)
+            .bind(e.credentials_name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = existing {
@@ -749,13 +751,14 @@ impl Store {
                 continue;
             }
             sqlx::query(
-                "INSERT INTO entities (id, kind, owner, name, credentials_name, webhook_secret, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name, webhook_secret, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, (SELECT endpoint_name FROM credentials WHERE name = ?), ?, ?, ?, ?)",
             )
             .bind(e.id.to_string())
             .bind(kind)
             .bind(owner)
             .bind(name)
+            .bind(e.credentials_name.as_str())
             .bind(e.credentials_name.as_str())
             .bind(
                 self.sealer()

@@ -103,7 +103,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     assert!(db_file(dir.path()).exists());
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6]
+        vec![1, 2, 3, 4, 5, 6, 7]
     );
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
@@ -1060,7 +1060,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6]
+        vec![1, 2, 3, 4, 5, 6, 7]
     );
     let out = store
         .record_job_events(&[
@@ -1186,4 +1186,164 @@ async fn the_needs_step_query_matches_the_core_rule() {
         }
     }
     assert_eq!(checked, 7 * 6 * 2 * 4);
+}
+
+/// Adds a GHES endpoint with credentials `ghes` to a seeded store.
+async fn add_ghes(store: &Store) {
+    store
+        .create_endpoint(&Endpoint {
+            name: ResourceName::parse("ghes").unwrap(),
+            description: String::new(),
+            base_url: "https://ghes.example.com".into(),
+            api_base_url: "https://ghes.example.com/api/v3".into(),
+            ca_bundle: None,
+        })
+        .await
+        .unwrap();
+    store
+        .create_credentials(&Credentials {
+            name: ResourceName::parse("ghes").unwrap(),
+            description: String::new(),
+            endpoint: ResourceName::parse("ghes").unwrap(),
+            auth: CredentialsAuth::Pat {
+                token: Secret::new("ghp_GHESTOKEN"),
+            },
+            app_webhook_secret: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// The same repository may be registered once per endpoint, as in garm;
+/// twice on one endpoint is the usual conflict.
+#[tokio::test]
+async fn one_scope_is_registered_once_per_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (first, _) = seed(&store).await;
+    add_ghes(&store).await;
+    let scope = EntityScope::Repository {
+        owner: "Octo".into(),
+        name: "APP".into(),
+    };
+    let second = store
+        .create_entity(&NewEntity {
+            scope: scope.clone(),
+            credentials_name: ResourceName::parse("ghes").unwrap(),
+            webhook_secret: Secret::new("whsec_GHES"),
+        })
+        .await
+        .unwrap();
+    assert_ne!(first.id, second.id);
+    assert_eq!(first.endpoint.as_str(), "github.com");
+    assert_eq!(second.endpoint.as_str(), "ghes");
+    let both = store.entities_by_scope(&scope).await.unwrap();
+    assert_eq!(
+        both.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![second.id, first.id]
+    );
+    let on = store.entity_by_scope_on(&scope, "ghes").await.unwrap();
+    assert_eq!(on.map(|e| e.id), Some(second.id));
+    assert_eq!(
+        store
+            .entity_webhook_secret(second.id)
+            .await
+            .unwrap()
+            .expose(),
+        "whsec_GHES"
+    );
+
+    let dup = store
+        .create_entity(&NewEntity {
+            scope: scope.clone(),
+            credentials_name: ResourceName::parse("ghes").unwrap(),
+            webhook_secret: Secret::new("x"),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&dup, StoreError::Conflict(m) if m.contains("already registered on endpoint \"ghes\"")),
+        "{dup}"
+    );
+    // Moving the github.com one onto the GHES (its credentials) collides too.
+    let moved = store
+        .update_entity(first.id, Some(&ResourceName::parse("ghes").unwrap()), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&moved, StoreError::Conflict(m) if m.contains("already registered")),
+        "{moved}"
+    );
+}
+
+/// A database from before migration 7 (entities unique per scope) keeps its
+/// entities' ids, sealed secrets, pools and jobs, and learns their endpoint.
+#[tokio::test]
+async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (entity, pool) = {
+        let store = open(dir.path()).await;
+        let seeded = seed(&store).await;
+        store.close().await;
+        seeded
+    };
+    // Put the table back as migrations 1–6 left it, and forget migration 7.
+    let url = format!("sqlite://{}", db_file(dir.path()).display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "PRAGMA foreign_keys = OFF;
+         CREATE TABLE entities_old (
+             id               TEXT    PRIMARY KEY,
+             kind             TEXT    NOT NULL CHECK (kind IN ('repository', 'organization', 'enterprise')),
+             owner            TEXT    NOT NULL DEFAULT '' COLLATE NOCASE,
+             name             TEXT    NOT NULL COLLATE NOCASE,
+             credentials_name TEXT    NOT NULL REFERENCES credentials (name) ON DELETE RESTRICT,
+             webhook_secret   BLOB    NOT NULL,
+             created_at       INTEGER NOT NULL,
+             updated_at       INTEGER NOT NULL,
+             UNIQUE (kind, owner, name)
+         );
+         INSERT INTO entities_old SELECT id, kind, owner, name, credentials_name, webhook_secret,
+             created_at, updated_at FROM entities;
+         DROP TABLE entities;
+         ALTER TABLE entities_old RENAME TO entities;
+         DELETE FROM _sqlx_migrations WHERE version = 7;
+         INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, labels, repository,
+             queued_at, created_at, updated_at)
+         SELECT 9, 1, id, 'queued', 1, '[]', 'octo/app', 1, 1, 1 FROM entities;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store.applied_migrations().await.unwrap(),
+        vec![1, 2, 3, 4, 5, 6, 7]
+    );
+    let after = store.entity(entity.id).await.unwrap();
+    assert_eq!(after.scope, entity.scope);
+    assert_eq!(after.endpoint.as_str(), "github.com");
+    assert_eq!(
+        store
+            .entity_webhook_secret(entity.id)
+            .await
+            .unwrap()
+            .expose(),
+        "whsec_VERYSECRETHOOK"
+    );
+    assert_eq!(store.pool(pool.id).await.unwrap().entity_id, entity.id);
+    assert_eq!(store.job(JobId(9), 1).await.unwrap().entity_id, entity.id);
+    // And a second endpoint may now hold the same name.
+    add_ghes(&store).await;
+    store
+        .create_entity(&NewEntity {
+            scope: entity.scope.clone(),
+            credentials_name: ResourceName::parse("ghes").unwrap(),
+            webhook_secret: Secret::new("whsec_GHES"),
+        })
+        .await
+        .unwrap();
 }
