@@ -12,6 +12,7 @@ use hangar_core::*;
 use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
 use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{NewEntity, Store, StoreOptions};
+use hangar_testkit::sample;
 use tower::ServiceExt as _;
 
 const PAYLOAD: &str =
@@ -19,25 +20,11 @@ const PAYLOAD: &str =
 
 async fn endpoint(store: &Store, name: &str, base_url: &str) {
     store
-        .create_endpoint(&Endpoint {
-            name: ResourceName::parse(name).unwrap(),
-            description: String::new(),
-            base_url: base_url.into(),
-            api_base_url: "http://127.0.0.1:1".into(),
-            ca_bundle: None,
-        })
+        .create_endpoint(&sample::endpoint(name, base_url, "http://127.0.0.1:1"))
         .await
         .unwrap();
     store
-        .create_credentials(&Credentials {
-            name: ResourceName::parse(name).unwrap(),
-            description: String::new(),
-            endpoint: ResourceName::parse(name).unwrap(),
-            auth: CredentialsAuth::Pat {
-                token: Secret::new("t"),
-            },
-            app_webhook_secret: None,
-        })
+        .create_credentials(&sample::pat(name, name, "t"))
         .await
         .unwrap();
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use hangar_core::*;
 use hangar_store::*;
+use hangar_testkit::sample;
 use sha2::Digest as _;
 
 const PASS: &str = "a test passphrase that is long enough!";
@@ -25,28 +26,10 @@ fn db_file(dir: &Path) -> PathBuf {
 }
 
 async fn seed(store: &Store) -> (Entity, Pool) {
-    store
-        .create_endpoint(&Endpoint {
-            name: ResourceName::parse("github.com").unwrap(),
-            description: String::new(),
-            base_url: "https://github.com".into(),
-            api_base_url: "https://api.github.com".into(),
-            ca_bundle: None,
-        })
-        .await
-        .unwrap();
-    store
-        .create_credentials(&Credentials {
-            name: ResourceName::parse("gh").unwrap(),
-            description: "test".into(),
-            endpoint: ResourceName::parse("github.com").unwrap(),
-            auth: CredentialsAuth::Pat {
-                token: Secret::new("ghp_SUPERSECRETTOKEN123"),
-            },
-            app_webhook_secret: None,
-        })
-        .await
-        .unwrap();
+    store.create_endpoint(&sample::github_com()).await.unwrap();
+    let mut pat = sample::pat("gh", "github.com", "ghp_SUPERSECRETTOKEN123");
+    pat.description = "test".into();
+    store.create_credentials(&pat).await.unwrap();
     let entity = store
         .create_entity(&NewEntity {
             scope: EntityScope::Repository {
@@ -63,22 +46,7 @@ async fn seed(store: &Store) -> (Entity, Pool) {
 }
 
 fn spec(max: u32) -> PoolSpec {
-    PoolSpec {
-        provider_name: ResourceName::parse("fake").unwrap(),
-        image: "img".into(),
-        flavor: "small".into(),
-        tags: Labels::parse_list("self-hosted,linux").unwrap(),
-        os_type: OsType::Linux,
-        os_arch: OsArch::Amd64,
-        min_idle_runners: 0,
-        max_runners: max,
-        runner_prefix: RunnerPrefix::default(),
-        runner_bootstrap_timeout: 20,
-        extra_specs: serde_json::Map::new(),
-        runner_group: None,
-        priority: 0,
-        enabled: true,
-    }
+    sample::pool_spec("fake", "self-hosted,linux", max)
 }
 
 fn new_instance(pool: PoolId, n: usize) -> NewInstance {
@@ -1191,25 +1159,15 @@ async fn the_needs_step_query_matches_the_core_rule() {
 /// Adds a GHES endpoint with credentials `ghes` to a seeded store.
 async fn add_ghes(store: &Store) {
     store
-        .create_endpoint(&Endpoint {
-            name: ResourceName::parse("ghes").unwrap(),
-            description: String::new(),
-            base_url: "https://ghes.example.com".into(),
-            api_base_url: "https://ghes.example.com/api/v3".into(),
-            ca_bundle: None,
-        })
+        .create_endpoint(&sample::endpoint(
+            "ghes",
+            "https://ghes.example.com",
+            "https://ghes.example.com/api/v3",
+        ))
         .await
         .unwrap();
     store
-        .create_credentials(&Credentials {
-            name: ResourceName::parse("ghes").unwrap(),
-            description: String::new(),
-            endpoint: ResourceName::parse("ghes").unwrap(),
-            auth: CredentialsAuth::Pat {
-                token: Secret::new("ghp_GHESTOKEN"),
-            },
-            app_webhook_secret: None,
-        })
+        .create_credentials(&sample::pat("ghes", "ghes", "ghp_GHESTOKEN"))
         .await
         .unwrap();
 }

@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod fake_arm;
 pub mod fake_github;
+pub mod sample;
 
 pub use hangar_provider_fake::{fake_provider, runner_sim};
 

@@ -19,6 +19,7 @@ use hangar_scheduler::{
 };
 use hangar_store::{JobEvent, NewEntity, Store, StoreOptions};
 use hangar_testkit::fake_provider::FakeProvider;
+use hangar_testkit::sample;
 
 #[derive(Debug, Default)]
 pub struct MemoryGitHub {
@@ -194,22 +195,7 @@ pub struct Harness {
 }
 
 pub fn spec(max: u32) -> PoolSpec {
-    PoolSpec {
-        provider_name: ResourceName::parse("fake").unwrap(),
-        image: "img".into(),
-        flavor: "small".into(),
-        tags: Labels::parse_list("self-hosted,linux").unwrap(),
-        os_type: OsType::Linux,
-        os_arch: OsArch::Amd64,
-        min_idle_runners: 0,
-        max_runners: max,
-        runner_prefix: RunnerPrefix::default(),
-        runner_bootstrap_timeout: 20,
-        extra_specs: serde_json::Map::new(),
-        runner_group: None,
-        priority: 0,
-        enabled: true,
-    }
+    sample::pool_spec("fake", "self-hosted,linux", max)
 }
 
 /// Quick retries, so tests step the clock by seconds.
@@ -245,26 +231,9 @@ impl Harness {
         // clock moves during it.
         opts.synchronous_full = false;
         let store = Store::open(&opts).await.unwrap();
+        store.create_endpoint(&sample::github_com()).await.unwrap();
         store
-            .create_endpoint(&Endpoint {
-                name: ResourceName::parse("github.com").unwrap(),
-                description: String::new(),
-                base_url: "https://github.com".into(),
-                api_base_url: "https://api.github.com".into(),
-                ca_bundle: None,
-            })
-            .await
-            .unwrap();
-        store
-            .create_credentials(&Credentials {
-                name: ResourceName::parse("gh").unwrap(),
-                description: String::new(),
-                endpoint: ResourceName::parse("github.com").unwrap(),
-                auth: CredentialsAuth::Pat {
-                    token: Secret::new("ghp_test"),
-                },
-                app_webhook_secret: None,
-            })
+            .create_credentials(&sample::pat("gh", "github.com", "ghp_test"))
             .await
             .unwrap();
         let entity = store

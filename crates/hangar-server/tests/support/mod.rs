@@ -12,6 +12,7 @@ use hangar_core::*;
 use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
 use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{NewEntity, Store, StoreOptions};
+use hangar_testkit::sample;
 
 /// The app; `garm_controller_ids` are recorded as an importer would before
 /// the server starts.
@@ -46,25 +47,15 @@ pub async fn app(
         metrics: metrics.clone(),
     });
     store
-        .create_endpoint(&Endpoint {
-            name: ResourceName::parse("gh").unwrap(),
-            description: String::new(),
-            base_url: "http://127.0.0.1:1".into(),
-            api_base_url: "http://127.0.0.1:1".into(),
-            ca_bundle: None,
-        })
+        .create_endpoint(&sample::endpoint(
+            "gh",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+        ))
         .await
         .unwrap();
     store
-        .create_credentials(&Credentials {
-            name: ResourceName::parse("gh").unwrap(),
-            description: String::new(),
-            endpoint: ResourceName::parse("gh").unwrap(),
-            auth: CredentialsAuth::Pat {
-                token: Secret::new("t"),
-            },
-            app_webhook_secret: None,
-        })
+        .create_credentials(&sample::pat("gh", "gh", "t"))
         .await
         .unwrap();
     let e = store
@@ -78,25 +69,7 @@ pub async fn app(
         .await
         .unwrap();
     let pool = store
-        .create_pool(
-            e.id,
-            &PoolSpec {
-                provider_name: ResourceName::parse("fake").unwrap(),
-                image: "i".into(),
-                flavor: "f".into(),
-                tags: Labels::parse_list("self-hosted").unwrap(),
-                os_type: OsType::Linux,
-                os_arch: OsArch::Amd64,
-                min_idle_runners: 0,
-                max_runners: 5,
-                runner_prefix: RunnerPrefix::default(),
-                runner_bootstrap_timeout: 20,
-                extra_specs: Default::default(),
-                runner_group: None,
-                priority: 0,
-                enabled: true,
-            },
-        )
+        .create_pool(e.id, &sample::pool_spec("fake", "self-hosted", 5))
         .await
         .unwrap();
     for id in garm_controller_ids {
