@@ -3,14 +3,11 @@
 //! sent it (`X-GitHub-Enterprise-Host`, github.com without), and the
 //! entity's own hook is unambiguous.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
 use axum::body::Body;
 use axum::http::Request;
 use hangar_core::*;
-use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
-use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{NewEntity, Store, StoreOptions};
 use hangar_testkit::sample;
 use tower::ServiceExt as _;
@@ -45,48 +42,7 @@ async fn repo(store: &Store, credentials: &str, secret: &str) -> EntityId {
 }
 
 async fn app(store: &Store) -> axum::Router {
-    let providers = Providers::builder()
-        .add(
-            "fake",
-            "",
-            Arc::new(hangar_testkit::fake_provider::FakeProvider::default()),
-            Default::default(),
-        )
-        .unwrap()
-        .build();
-    let forge: Arc<dyn Forge> = Arc::new(hangar_github::GitHubForge::new(Default::default()));
-    let urls = SharedUrls::new(Urls::derive("http://127.0.0.1:1", None, None, None));
-    let metrics = Arc::new(Metrics::new());
-    let scheduler = Scheduler::new(SchedulerDeps {
-        store: store.clone(),
-        forge: forge.clone(),
-        providers: providers.clone(),
-        config: Default::default(),
-        urls: urls.clone(),
-        metrics: metrics.clone(),
-    });
-    let state = AppState::new(
-        AppDeps {
-            store: store.clone(),
-            scheduler,
-            providers,
-            metrics,
-            urls,
-            forge,
-        },
-        Settings {
-            public_url: "http://127.0.0.1:1".into(),
-            webhook_body_limit: 1 << 20,
-            webhook_read_timeout: Duration::from_secs(30),
-            version: "test".into(),
-            token_ttl: Duration::from_secs(3600),
-            metrics_hook: None,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    hangar_server::router(state)
+    support::router_over(store).await.0
 }
 
 /// Posts a queued job `job` of octo/app signed with `secret`, from `host`

@@ -14,18 +14,9 @@ use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{NewEntity, Store, StoreOptions};
 use hangar_testkit::sample;
 
-/// The app; `garm_controller_ids` are recorded as an importer would before
-/// the server starts.
-pub async fn app(
-    dir: &std::path::Path,
-    garm_controller_ids: &[&str],
-) -> (axum::Router, Store, Pool, Scheduler) {
-    let store = Store::open(&StoreOptions::new(
-        format!("sqlite://{}/h.db", dir.display()),
-        Secret::new("instance api test passphrase, 32+ chars"),
-    ))
-    .await
-    .unwrap();
+/// The router and a (not running) scheduler over `store`, as the daemon
+/// wires them, with the in-process fake provider.
+pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
     let providers = Providers::builder()
         .add(
             "fake",
@@ -46,6 +37,42 @@ pub async fn app(
         urls: urls.clone(),
         metrics: metrics.clone(),
     });
+    let state = AppState::new(
+        AppDeps {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            providers,
+            metrics,
+            urls,
+            forge,
+        },
+        Settings {
+            public_url: "http://127.0.0.1:1".into(),
+            webhook_body_limit: 1 << 20,
+            webhook_read_timeout: Duration::from_secs(30),
+            version: "test".into(),
+            token_ttl: Duration::from_secs(3600),
+            metrics_hook: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    (hangar_server::router(state), scheduler)
+}
+
+/// The app; `garm_controller_ids` are recorded as an importer would before
+/// the server starts.
+pub async fn app(
+    dir: &std::path::Path,
+    garm_controller_ids: &[&str],
+) -> (axum::Router, Store, Pool, Scheduler) {
+    let store = Store::open(&StoreOptions::new(
+        format!("sqlite://{}/h.db", dir.display()),
+        Secret::new("instance api test passphrase, 32+ chars"),
+    ))
+    .await
+    .unwrap();
     store
         .create_endpoint(&sample::endpoint(
             "gh",
@@ -75,26 +102,6 @@ pub async fn app(
     for id in garm_controller_ids {
         store.add_garm_controller_id(id).await.unwrap();
     }
-    let state = AppState::new(
-        AppDeps {
-            store: store.clone(),
-            scheduler: scheduler.clone(),
-            providers,
-            metrics,
-            urls,
-            forge,
-        },
-        Settings {
-            public_url: "http://127.0.0.1:1".into(),
-            webhook_body_limit: 1 << 20,
-            webhook_read_timeout: Duration::from_secs(30),
-            version: "test".into(),
-            token_ttl: Duration::from_secs(3600),
-            metrics_hook: None,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    (hangar_server::router(state), store, pool, scheduler)
+    let (router, scheduler) = router_over(&store).await;
+    (router, store, pool, scheduler)
 }
