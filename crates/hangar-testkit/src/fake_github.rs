@@ -299,6 +299,14 @@ impl FakeGitHub {
         id
     }
 
+    /// A runner starts or stops running a job (as GitHub reports it in
+    /// `busy`; deleting a busy runner answers 422).
+    pub fn set_busy(&self, name: &str, busy: bool) {
+        for r in self.st().runners.values_mut().filter(|r| r.name == name) {
+            r.busy = busy;
+        }
+    }
+
     /// The webhooks made through the REST API.
     pub fn hooks(&self) -> Vec<FakeHook> {
         self.st().hooks.values().cloned().collect()
