@@ -106,7 +106,8 @@ fn missing_packages(pkgs: &[&str]) -> Vec<String> {
 
 /// The Debian packages the build needs (libvirt's C library for the `virt`
 /// crate) and the tests use (the sqlite3 CLI for the at-rest check,
-/// systemd-analyze for the unit file, ISO tools for NoCloud seeds).
+/// systemd-analyze for the unit file, ISO tools for NoCloud seeds, curl
+/// for the garm-style boot script).
 const BUILD_PACKAGES: &[&str] = &[
     "libvirt-dev",
     "pkg-config",
