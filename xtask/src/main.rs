@@ -6,6 +6,8 @@
 //! - `cargo xtask dev` — installs what is missing and runs `hangard` with
 //!   `config/hangard.toml`.
 //! - `cargo xtask bench <webhooks|schedule>` — the benchmarks.
+//! - `cargo xtask faults [--short] [--release] [--seed N] [SCENARIO…]` — the
+//!   fault suite against the real `hangard` (a short run is part of `ci`).
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
 //!
@@ -25,11 +27,12 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("dev") => dev(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("faults") => faults(&args[1..]),
         Some("tidy") => tidy::run(&root()),
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps | terraform>"
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule | faults [--short] [--release] [SCENARIO…] | tidy | deps | terraform>"
                 .into(),
         ),
     };
@@ -426,6 +429,8 @@ fn ci() -> Result {
         test.env(k, v);
     }
     run(&mut test)?;
+    step("fault suite (short)");
+    run_faults(&root().join("target/debug"), &["--short".to_owned()])?;
     eprintln!("\nci: all green");
     Ok(())
 }
@@ -477,4 +482,48 @@ fn bench(args: &[String]) -> Result {
         .current_dir(root())
         .env("HANGAR_BIN_DIR", &release)
         .env("HANGAR_E2E_LOG", "warn"))
+}
+
+/// The fault suite: builds `hangard`, the fake provider and the suite's
+/// driver (debug by default, `--release` for release), then runs
+/// `hangar-faults` with the remaining arguments. It prints one Markdown
+/// table and fails when a promised zero is not zero.
+fn faults(args: &[String]) -> Result {
+    system_packages()?;
+    let release = args.iter().any(|a| a == "--release");
+    let rest: Vec<String> = args.iter().filter(|a| *a != "--release").cloned().collect();
+    step(&format!(
+        "build {} binaries",
+        if release { "release" } else { "debug" }
+    ));
+    let mut build = cargo();
+    build.args(["build"]);
+    if release {
+        build.arg("--release");
+    }
+    build.args([
+        "--package",
+        "hangar-daemon",
+        "--package",
+        "hangar-e2e",
+        "--package",
+        "hangar-testkit",
+        "--bins",
+    ]);
+    run(&mut build)?;
+    let dir = root().join(if release {
+        "target/release"
+    } else {
+        "target/debug"
+    });
+    run_faults(&dir, &rest)
+}
+
+fn run_faults(bin_dir: &Path, args: &[String]) -> Result {
+    step(&format!("faults {}", args.join(" ")));
+    run(Command::new(bin_dir.join("hangar-faults"))
+        .args(args)
+        .current_dir(root())
+        .env("HANGAR_BIN_DIR", bin_dir)
+        .env("HANGAR_E2E_LOG", "info"))
 }

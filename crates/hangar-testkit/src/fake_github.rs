@@ -8,7 +8,10 @@
 //! `in_progress`, waits the configured job duration, sends `completed` and
 //! removes the runner — as GitHub does with ephemeral JIT runners. Faults
 //! (5xx, 429 with `retry-after`, 403 secondary limits, 422, latency) and
-//! rate-limit headers can be injected per route.
+//! rate-limit headers can be injected per route, and a delivery plan
+//! ([`FakeGitHub::set_delivery_plan`]) loses, duplicates, holds back
+//! (reorders) or delays webhook deliveries; every attempt is listed as
+//! GitHub's hook deliveries list shows it ([`FakeGitHub::hook_deliveries`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -69,15 +72,65 @@ pub struct Delivery {
     pub status: u16,
 }
 
+/// One delivery attempt as GitHub's hook deliveries list shows it
+/// (`hook-delivery-item` in GitHub's OpenAPI description): failed attempts
+/// are what an operator, or Hangar, redelivers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookDelivery {
+    pub id: i64,
+    /// Shared by every attempt (and redelivery) of one event.
+    pub guid: String,
+    pub delivered_at: String,
+    pub redelivery: bool,
+    /// Seconds spent delivering.
+    pub duration: f64,
+    /// `OK`, `Invalid HTTP Response: 503`, `failed to connect`.
+    pub status: String,
+    /// 0 when no HTTP answer came back.
+    pub status_code: u16,
+    pub event: String,
+    pub action: Option<String>,
+    pub installation_id: Option<i64>,
+    pub repository_id: Option<i64>,
+    pub throttled_at: Option<String>,
+    /// Not part of GitHub's shape: which job the event was about.
+    #[serde(skip)]
+    pub job_id: i64,
+}
+
+/// What happens to one webhook delivery (see
+/// [`FakeGitHub::set_delivery_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFate {
+    /// Sent now.
+    Deliver,
+    /// Attempted and failed: the receiver gets nothing, and the deliveries
+    /// list shows a failed attempt (as when hangard is down or unreachable).
+    Lose,
+    /// Sent twice, one right after the other (same delivery guid).
+    Duplicate,
+    /// Kept back until [`FakeGitHub::release_held`]: late, and out of order
+    /// with whatever was sent meanwhile.
+    Hold,
+    /// Sent after this delay, without holding up anything else.
+    Delay(Duration),
+}
+
+/// Decides the fate of each delivery from its action and job id.
+pub type DeliveryPlan = Arc<dyn Fn(&str, i64) -> DeliveryFate + Send + Sync>;
+
 /// What an injected fault does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     /// Answer with this status and a GitHub-style error body.
     Status(u16),
-    /// 429 with `retry-after`.
+    /// 429 with `retry-after`, and the primary limit spent
+    /// (`x-ratelimit-remaining: 0`, `x-ratelimit-reset` when it refills).
     TooManyRequests { retry_after_secs: u64 },
     /// 403 "secondary rate limit" (with `retry-after` when given).
     SecondaryLimit { retry_after_secs: Option<u64> },
+    /// 422 as GitHub answers deleting a runner that is running a job.
+    Busy,
     /// Answer normally, after this delay.
     Latency(Duration),
 }
@@ -90,7 +143,6 @@ struct Fault {
     kind: FaultKind,
 }
 
-#[derive(Debug)]
 struct State0 {
     base_url: String,
     webhook: Option<(String, String)>,
@@ -111,6 +163,33 @@ struct State0 {
     downloads: Value,
     next_hook_id: i64,
     hooks: BTreeMap<i64, FakeHook>,
+    faults_fired: u64,
+    delivery_plan: Option<DeliveryPlan>,
+    held: Vec<Attempt>,
+    hook_deliveries: Vec<HookDelivery>,
+    next_delivery_id: i64,
+}
+
+impl std::fmt::Debug for State0 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGitHubState")
+            .field("base_url", &self.base_url)
+            .field("runners", &self.runners.len())
+            .field("jobs", &self.jobs.len())
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One delivery of an event (held back by [`DeliveryFate::Hold`], with its
+/// body as it was when the event happened).
+#[derive(Debug, Clone)]
+struct Attempt {
+    job_id: i64,
+    action: String,
+    body: Vec<u8>,
+    guid: String,
+    redelivery: bool,
 }
 
 /// A webhook made through `POST /repos/{o}/{r}/hooks` or `/orgs/{o}/hooks`.
@@ -152,6 +231,14 @@ fn err(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+fn err_doc(status: StatusCode, message: &str, documentation_url: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"message": message, "documentation_url": documentation_url})),
+    )
+        .into_response()
+}
+
 fn labels_fit(job: &[String], runner: &[String]) -> bool {
     job.iter()
         .all(|j| runner.iter().any(|r| r.eq_ignore_ascii_case(j)))
@@ -188,6 +275,11 @@ impl FakeGitHub {
             token: None,
             next_hook_id: 400_000_001,
             hooks: BTreeMap::new(),
+            faults_fired: 0,
+            delivery_plan: None,
+            held: Vec::new(),
+            hook_deliveries: Vec::new(),
+            next_delivery_id: 90_000_000_001,
             downloads: json!([
                 {"os": "linux", "architecture": "x64", "download_url": format!("{url}/_fake/downloads/actions-runner-linux-x64.tar.gz"),
                  "filename": "actions-runner-linux-x64.tar.gz", "sha256_checksum": "0".repeat(64)},
@@ -265,6 +357,11 @@ impl FakeGitHub {
             remaining: times,
             kind,
         });
+    }
+
+    /// Injected faults that were answered so far.
+    pub fn faults_fired(&self) -> u64 {
+        self.st().faults_fired
     }
 
     pub fn clear_faults(&self) {
@@ -368,6 +465,89 @@ impl FakeGitHub {
     /// `runner-groups`, `downloads`, `get-job`, `access-tokens`).
     pub fn calls(&self, route: &str) -> u64 {
         self.st().calls.get(route).copied().unwrap_or(0)
+    }
+
+    /// Every REST API request seen (the control routes of simulated runners
+    /// and tests not counted).
+    pub fn calls_total(&self) -> u64 {
+        self.st()
+            .calls
+            .iter()
+            .filter(|(route, _)| route.as_str() != "control")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Requests seen per route name.
+    pub fn calls_by_route(&self) -> BTreeMap<String, u64> {
+        self.st()
+            .calls
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Decides, for every webhook from now on, whether it is sent, lost,
+    /// duplicated, held back or delayed (a fault knob; seeded randomness
+    /// lives in the caller's closure).
+    pub fn set_delivery_plan(
+        &self,
+        plan: impl Fn(&str, i64) -> DeliveryFate + Send + Sync + 'static,
+    ) {
+        self.st().delivery_plan = Some(Arc::new(plan));
+    }
+
+    /// Every delivery is sent again as it happens.
+    pub fn clear_delivery_plan(&self) {
+        self.st().delivery_plan = None;
+    }
+
+    /// Deliveries held back so far.
+    pub fn held_deliveries(&self) -> usize {
+        self.st().held.len()
+    }
+
+    /// Sends every held delivery, newest first when `newest_first` (so the
+    /// receiver sees them out of order); returns how many were sent.
+    pub async fn release_held(&self, newest_first: bool) -> usize {
+        let mut held = std::mem::take(&mut self.st().held);
+        if newest_first {
+            held.reverse();
+        }
+        let n = held.len();
+        for h in held {
+            self.send(&h).await;
+        }
+        n
+    }
+
+    /// Every delivery attempt, as `GET …/hooks/{id}/deliveries` lists them
+    /// (oldest first here; GitHub lists newest first).
+    pub fn hook_deliveries(&self) -> Vec<HookDelivery> {
+        self.st().hook_deliveries.clone()
+    }
+
+    /// Sends a failed delivery again, as "Redeliver" (or `POST
+    /// …/deliveries/{id}/attempts`) does; returns the answer's status.
+    pub async fn redeliver_attempt(&self, delivery_id: i64) -> Option<u16> {
+        let d = self
+            .st()
+            .hook_deliveries
+            .iter()
+            .find(|d| d.id == delivery_id)
+            .cloned()?;
+        let action = d.action.clone().unwrap_or_default();
+        let body = self.webhook_body(d.job_id, &action)?;
+        Some(
+            self.send(&Attempt {
+                job_id: d.job_id,
+                action,
+                body,
+                guid: d.guid,
+                redelivery: true,
+            })
+            .await,
+        )
     }
 
     pub fn installation_tokens_issued(&self) -> u64 {
@@ -488,22 +668,90 @@ impl FakeGitHub {
         let Some(body) = self.webhook_body(id, action) else {
             return;
         };
+        let attempt = Attempt {
+            job_id: id,
+            action: action.to_owned(),
+            body,
+            guid: uuid::Uuid::new_v4().to_string(),
+            redelivery: false,
+        };
+        let plan = self.st().delivery_plan.clone();
+        match plan.map_or(DeliveryFate::Deliver, |p| p(action, id)) {
+            DeliveryFate::Deliver => {
+                self.send(&attempt).await;
+            }
+            DeliveryFate::Duplicate => {
+                self.send(&attempt).await;
+                self.send(&attempt).await;
+            }
+            DeliveryFate::Lose => {
+                self.record(&attempt, 0, 0.0);
+                self.changed.notify_waiters();
+            }
+            DeliveryFate::Hold => self.st().held.push(attempt),
+            DeliveryFate::Delay(d) => {
+                let gh = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    gh.send(&attempt).await;
+                });
+            }
+        }
+    }
+
+    /// Appends one attempt to the deliveries lists.
+    fn record(&self, a: &Attempt, status: u16, secs: f64) {
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+        let mut s = self.st();
+        let id = s.next_delivery_id;
+        s.next_delivery_id += 1;
+        s.hook_deliveries.push(HookDelivery {
+            id,
+            guid: a.guid.clone(),
+            delivered_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            redelivery: a.redelivery,
+            duration: secs,
+            status: match status {
+                0 => "failed to connect".into(),
+                200..=299 => "OK".into(),
+                code => format!("Invalid HTTP Response: {code}"),
+            },
+            status_code: status,
+            event: "workflow_job".into(),
+            action: Some(a.action.clone()),
+            installation_id: v["installation"]["id"].as_i64(),
+            repository_id: v["repository"]["id"].as_i64(),
+            throttled_at: None,
+            job_id: a.job_id,
+        });
+        s.deliveries.push(Delivery {
+            action: a.action.clone(),
+            job_id: a.job_id,
+            status,
+        });
+    }
+
+    /// POSTs one signed delivery; returns the answer's status (0: none).
+    async fn send(&self, a: &Attempt) -> u16 {
         let target = self.st().webhook.clone();
-        let Some((url, secret)) = target else { return };
+        let Some((url, secret)) = target else {
+            return 0;
+        };
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
-        mac.update(&body);
+        mac.update(&a.body);
         let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         let mut status = 0u16;
+        let started = std::time::Instant::now();
         for attempt in 0..3 {
             let r = self
                 .client
                 .post(&url)
                 .header("content-type", "application/json")
                 .header("x-github-event", "workflow_job")
-                .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
+                .header("x-github-delivery", &a.guid)
                 .header("x-github-hook-installation-target-type", "repository")
                 .header("x-hub-signature-256", &sig)
-                .body(body.clone())
+                .body(a.body.clone())
                 .send()
                 .await;
             match r {
@@ -516,12 +764,9 @@ impl FakeGitHub {
                 Err(_) => {}
             }
         }
-        self.st().deliveries.push(Delivery {
-            action: action.to_owned(),
-            job_id: id,
-            status,
-        });
+        self.record(a, status, started.elapsed().as_secs_f64());
         self.changed.notify_waiters();
+        status
     }
 
     /// Hands queued jobs to idle online runners whose labels fit.
@@ -664,6 +909,9 @@ async fn handle(
                     break;
                 }
             }
+            if hit.is_some() {
+                s.faults_fired += 1;
+            }
         }
         (hit, s.rate_limit)
     };
@@ -677,17 +925,38 @@ async fn handle(
             "injected failure",
         ),
         Some(FaultKind::TooManyRequests { retry_after_secs }) => {
-            let mut r = err(StatusCode::TOO_MANY_REQUESTS, "API rate limit exceeded");
-            r.headers_mut().insert(
+            // As GitHub answers a spent primary limit: the limit headers
+            // say so and when it refills.
+            let mut r = err_doc(
+                StatusCode::TOO_MANY_REQUESTS,
+                "API rate limit exceeded for user ID 1.",
+                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits",
+            );
+            let reset = chrono::Utc::now().timestamp() + retry_after_secs as i64;
+            let h = r.headers_mut();
+            h.insert(
                 "retry-after",
                 retry_after_secs.to_string().parse().expect("header"),
             );
+            h.insert("x-ratelimit-remaining", "0".parse().expect("header"));
+            h.insert("x-ratelimit-limit", "5000".parse().expect("header"));
+            h.insert("x-ratelimit-used", "5000".parse().expect("header"));
+            h.insert("x-ratelimit-resource", "core".parse().expect("header"));
+            h.insert(
+                "x-ratelimit-reset",
+                reset.to_string().parse().expect("header"),
+            );
             r
         }
+        Some(FaultKind::Busy) => err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Bad request - Runner is still running a job",
+        ),
         Some(FaultKind::SecondaryLimit { retry_after_secs }) => {
-            let mut r = err(
+            let mut r = err_doc(
                 StatusCode::FORBIDDEN,
-                "You have exceeded a secondary rate limit.",
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
             );
             if let Some(s) = retry_after_secs {
                 r.headers_mut()

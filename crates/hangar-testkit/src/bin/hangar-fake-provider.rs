@@ -11,10 +11,31 @@
 //!                                    # "save": keep the bootstrap JSON in
 //!                                    # state_dir/boot/<name>.json, boot nothing
 //! create_delay_ms = 0                # how long each CreateInstance takes
+//!
+//! # Fault injection: the n-th call of `command` (counted per command in
+//! # state_dir/faults/, from 1) fails when n % every == offset % every,
+//! # at most `times` times. The first rule that applies wins.
+//! [[fault]]
+//! command = "CreateInstance"         # or DeleteInstance, ListInstances, …
+//! kind = "error"                     # exit 1 with a message on stderr;
+//!                                    # "garbage": exit 0, nonsense on stdout,
+//!                                    #   nothing made;
+//!                                    # "not_found": exit 30; a delete
+//!                                    #   removes the VM first (as when an
+//!                                    #   earlier attempt that timed out had),
+//!                                    #   anything else does nothing;
+//!                                    # "delay": sleep delay_ms, then do the
+//!                                    #   call (a hang when longer than
+//!                                    #   hangard's call_timeout_secs)
+//! every = 1
+//! offset = 0
+//! times = 4294967295
+//! delay_ms = 0
 //! ```
 //!
 //! Every call appends `<command> <instance or -> <unix µs>` to
-//! `state_dir/calls.log`. With `boot = "simulate"`, CreateInstance starts a
+//! `state_dir/calls.log`, and an injected fault `FAULT <kind> <command>
+//! <instance or -> <unix µs>`. With `boot = "simulate"`, CreateInstance starts a
 //! detached `hangar-fake-provider boot <bootstrap-file>` (own process group,
 //! output in `state_dir/boot/<name>.log`) that walks through the runner's
 //! bootstrap calls ([`hangar_testkit::runner_sim::boot`]) and exits.
@@ -49,6 +70,41 @@ struct Config {
     boot: Boot,
     #[serde(default)]
     create_delay_ms: u64,
+    #[serde(default)]
+    fault: Vec<FaultRule>,
+}
+
+/// One injected fault (see the module docs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRule {
+    command: String,
+    kind: FaultKind,
+    #[serde(default = "one")]
+    every: u64,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default = "unlimited")]
+    times: u64,
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn unlimited() -> u64 {
+    u64::from(u32::MAX)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultKind {
+    Error,
+    Garbage,
+    NotFound,
+    Delay,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -190,6 +246,85 @@ fn instances_dir(cfg: &Config) -> PathBuf {
 
 fn boot_dir(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("boot")
+}
+
+/// Counts this call of `command` (under a file lock, so concurrent calls
+/// get distinct numbers) and returns the fault rule that applies to it.
+fn fault_for<'a>(cfg: &'a Config, env: &Env) -> Result<Option<&'a FaultRule>, Failure> {
+    if !cfg.fault.iter().any(|r| r.command == env.command) {
+        return Ok(None);
+    }
+    let dir = cfg.state_dir.join("faults");
+    fs::create_dir_all(&dir).map_err(|e| Failure::io("creating faults dir", e))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(format!("{}.count", env.command)))
+        .map_err(|e| Failure::io("opening fault counter", e))?;
+    f.lock()
+        .map_err(|e| Failure::io("locking fault counter", e))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| Failure::io("reading fault counter", e))?;
+    let n = text.trim().parse::<u64>().unwrap_or(0) + 1;
+    use std::io::{Seek as _, SeekFrom};
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.set_len(0))
+        .and_then(|()| f.write_all(n.to_string().as_bytes()))
+        .map_err(|e| Failure::io("writing fault counter", e))?;
+    drop(f);
+    Ok(cfg.fault.iter().find(|r| {
+        let every = r.every.max(1);
+        r.command == env.command && n % every == r.offset % every && n.div_ceil(every) <= r.times
+    }))
+}
+
+/// Applies a fault: `Ok(())` lets the call go on (after a delay).
+fn inject(cfg: &Config, env: &Env, rule: &FaultRule) -> Result<(), Failure> {
+    let kind = match rule.kind {
+        FaultKind::Error => "error",
+        FaultKind::Garbage => "garbage",
+        FaultKind::NotFound => "not_found",
+        FaultKind::Delay => "delay",
+    };
+    let instance = if env.instance_id.is_empty() {
+        "-"
+    } else {
+        &env.instance_id
+    };
+    let line = format!(
+        "FAULT {kind} {} {instance} {}\n",
+        env.command,
+        unix_micros()
+    );
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.state_dir.join("calls.log"))
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| Failure::io("appending to calls.log", e))?;
+    match rule.kind {
+        FaultKind::Error => Err(Failure::new(
+            EXIT_FAILURE,
+            format!("injected failure of {}", env.command),
+        )),
+        FaultKind::NotFound => {
+            if env.command == "DeleteInstance" {
+                delete(cfg, env)?;
+            }
+            Err(Failure::new(
+                EXIT_NOT_FOUND,
+                format!("injected: instance {:?} not found", env.instance_id),
+            ))
+        }
+        FaultKind::Garbage => Err(Failure::new(0, "")),
+        FaultKind::Delay => {
+            std::thread::sleep(Duration::from_millis(rule.delay_ms));
+            Ok(())
+        }
+    }
 }
 
 fn log_call(cfg: &Config, env: &Env) -> Result<(), Failure> {
@@ -503,7 +638,8 @@ fn config_schema() -> serde_json::Value {
         "properties": {
             "state_dir": {"type": "string", "description": "instances, calls.log and boot logs"},
             "boot": {"type": "string", "enum": ["simulate", "none"]},
-            "create_delay_ms": {"type": "integer", "minimum": 0}
+            "create_delay_ms": {"type": "integer", "minimum": 0},
+            "fault": {"type": "array", "items": {"type": "object"}}
         },
         "required": ["state_dir"],
         "additionalProperties": false
@@ -548,6 +684,9 @@ fn run() -> Result<String, Failure> {
     let cfg = load_config()?;
     fs::create_dir_all(&cfg.state_dir).map_err(|e| Failure::io("creating state dir", e))?;
     log_call(&cfg, &env)?;
+    if let Some(rule) = fault_for(&cfg, &env)? {
+        inject(&cfg, &env, rule)?;
+    }
     let needs_instance = matches!(
         env.command.as_str(),
         "DeleteInstance" | "GetInstance" | "StartInstance" | "StopInstance"
@@ -680,6 +819,11 @@ fn main() -> ExitCode {
             if !out.is_empty() {
                 println!("{out}");
             }
+            ExitCode::SUCCESS
+        }
+        // An injected "garbage" answer: success, and nonsense on stdout.
+        Err(f) if f.code == 0 => {
+            println!("<html><body>502 Bad Gateway</body></html>\n\u{1}\u{7f}{{\"id\": ");
             ExitCode::SUCCESS
         }
         Err(f) => {

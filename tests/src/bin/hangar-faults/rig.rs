@@ -1,0 +1,597 @@
+//! One scenario's world: a FakeGitHub, the external fake provider (its
+//! state in a temp dir), the real `hangard` wired to both, a watcher that
+//! records the most runners each pool ever had, and the end-of-run
+//! measurements (served, leaked, calls per job, panics) a table row needs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hangar_e2e::{Api, Daemon, PASSPHRASE, bin, free_port};
+use hangar_testkit::fake_github::FakeGitHub;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "faults-webhook-secret";
+pub const REPO: &str = "octo/faults";
+
+/// How a scenario wants its world.
+#[derive(Debug, Clone)]
+pub struct RigOpts {
+    /// (label, max_runners) per pool.
+    pub pools: Vec<(&'static str, u32)>,
+    /// `[[fault]]` tables for the fake provider's config.
+    pub provider_faults: String,
+    pub create_delay_ms: u64,
+    pub call_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    pub job_duration: Duration,
+    /// A database URL other than the temp dir's (`sqlite://…`).
+    pub database_url: Option<String>,
+    /// Minutes an instance may take to report its runner idle.
+    pub bootstrap_timeout_mins: u32,
+}
+
+impl Default for RigOpts {
+    fn default() -> Self {
+        Self {
+            pools: vec![("a", 4), ("b", 3)],
+            provider_faults: String::new(),
+            create_delay_ms: 20,
+            call_timeout_secs: 20,
+            read_timeout_secs: 30,
+            job_duration: Duration::from_millis(50),
+            database_url: None,
+            bootstrap_timeout_mins: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolInfo {
+    pub id: String,
+    pub label: &'static str,
+    pub max: u32,
+}
+
+/// Live runner counts per pool, as the highest seen from any of three
+/// places: hangard's live instances, the provider's VMs, GitHub's runners.
+#[derive(Debug, Default)]
+pub struct Peaks {
+    pub per_pool: HashMap<String, usize>,
+    /// The same per view: `hangard`, `provider`, `github`.
+    pub per_view: HashMap<(&'static str, String), usize>,
+}
+
+pub struct Rig {
+    // Dropped first: the daemon stops before its directory goes.
+    pub daemon: Daemon,
+    pub api: Api,
+    pub gh: FakeGitHub,
+    pub repo_id: String,
+    pub pools: Vec<PoolInfo>,
+    pub state: PathBuf,
+    pub provider_config: PathBuf,
+    pub port: u16,
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
+    peaks: Arc<Mutex<Peaks>>,
+    stop_watch: Arc<AtomicBool>,
+    pub dir: tempfile::TempDir,
+}
+
+fn hangard_config(dir: &Path, port: u16, opts: &RigOpts, provider_config: &Path) -> String {
+    format!(
+        r#"[server]
+bind = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+read_timeout_secs = {read_timeout}
+
+[database]
+url = "sqlite://{db}"
+passphrase = "{PASSPHRASE}"
+
+[logging]
+level = "{level}"
+
+[github]
+budget_per_hour = 10000000
+budget_burst = 1000000
+backoff_base_ms = 100
+backoff_max_ms = 2000
+max_inline_wait_secs = 3
+
+[scheduler]
+reconcile_interval_secs = 2
+idle_grace_secs = 1
+lost_instance_grace_secs = 5
+backoff_base_ms = 100
+backoff_max_ms = 2000
+busy_retry_secs = 1
+job_recheck_after_secs = 20
+
+[[provider]]
+name = "ext"
+kind = "external"
+[provider.external]
+executable = "{exe}"
+config_file = "{cfg}"
+interface_version = "v0.1.1"
+call_timeout_secs = {timeout}
+max_concurrency = 8
+"#,
+        read_timeout = opts.read_timeout_secs,
+        db = dir.join("data/hangar.db").display(),
+        level = std::env::var("HANGAR_E2E_LOG").unwrap_or_else(|_| "info".into()),
+        exe = bin("hangar-fake-provider").display(),
+        cfg = provider_config.display(),
+        timeout = opts.call_timeout_secs,
+    )
+}
+
+impl Rig {
+    pub async fn start(opts: RigOpts) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("hangar-faults-")
+            .tempdir()?;
+        let state = dir.path().join("provider");
+        std::fs::create_dir_all(&state)?;
+        let provider_config = state.join("fake-provider.toml");
+        std::fs::write(
+            &provider_config,
+            format!(
+                "state_dir = \"{}\"\nboot = \"simulate\"\ncreate_delay_ms = {}\n{}",
+                state.display(),
+                opts.create_delay_ms,
+                opts.provider_faults
+            ),
+        )?;
+        let port = free_port();
+        let config = dir.path().join("hangard.toml");
+        std::fs::write(
+            &config,
+            hangard_config(dir.path(), port, &opts, &provider_config),
+        )?;
+        let mut env = Vec::new();
+        if let Some(url) = &opts.database_url {
+            env.push(("HANGAR_DATABASE_URL".to_owned(), url.clone()));
+        }
+        let env_ref: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let daemon = Daemon::start_with_env(dir.path(), port, &config, &env_ref).await?;
+        let api = Api::init(&daemon.url).await?;
+        let gh = FakeGitHub::start().await;
+        gh.set_job_duration(opts.job_duration);
+        api.add_github(&gh.url()).await?;
+        let (owner, name) = REPO.split_once('/').context("repo")?;
+        let repo_id = api.add_repo(owner, name, SECRET).await?;
+        gh.set_webhook_target(format!("{}/webhooks/{repo_id}", daemon.url), SECRET);
+        let mut pools = Vec::new();
+        for (label, max) in &opts.pools {
+            let id = api
+                .add_pool(
+                    &repo_id,
+                    json!({"provider_name": "ext", "image": "i", "flavor": "f",
+                           "tags": ["self-hosted", label], "max_runners": max,
+                           "runner_bootstrap_timeout": opts.bootstrap_timeout_mins}),
+                )
+                .await?;
+            pools.push(PoolInfo {
+                id,
+                label,
+                max: *max,
+            });
+        }
+        let rig = Rig {
+            daemon,
+            api,
+            gh,
+            repo_id,
+            pools,
+            state,
+            provider_config,
+            port,
+            config,
+            env,
+            peaks: Arc::default(),
+            stop_watch: Arc::new(AtomicBool::new(false)),
+            dir,
+        };
+        rig.watch();
+        Ok(rig)
+    }
+
+    /// Samples the runner count of every pool until the rig is dropped.
+    fn watch(&self) {
+        let url = self.daemon.url.clone();
+        let token = self.api.token.clone();
+        let gh = self.gh.clone();
+        let state = self.state.clone();
+        let peaks = self.peaks.clone();
+        let stop = self.stop_watch.clone();
+        let pools: Vec<String> = self.pools.iter().map(|p| p.id.clone()).collect();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let mut counts: HashMap<String, usize> = HashMap::new();
+                // hangard's view (skipped while it is down).
+                if let Ok(r) = client
+                    .get(format!("{url}/api/v1/instances?all=false"))
+                    .bearer_auth(&token)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    && let Ok(v) = r.json::<Value>().await
+                {
+                    let mut live: HashMap<String, usize> = HashMap::new();
+                    for i in v.as_array().into_iter().flatten() {
+                        *live
+                            .entry(i["pool_id"].as_str().unwrap_or("").to_owned())
+                            .or_default() += 1;
+                    }
+                    note_view(&peaks, "hangard", &live);
+                    merge_max(&mut counts, live);
+                }
+                // The provider's.
+                let mut vms: HashMap<String, usize> = HashMap::new();
+                for vm in provider_vms(&state) {
+                    *vms.entry(vm.pool_id).or_default() += 1;
+                }
+                note_view(&peaks, "provider", &vms);
+                merge_max(&mut counts, vms);
+                // GitHub's.
+                let mut runners: HashMap<String, usize> = HashMap::new();
+                for r in gh.runners() {
+                    if let Some(p) = pools
+                        .iter()
+                        .find(|p| r.labels.iter().any(|l| *l == format!("hangar-pool-id:{p}")))
+                    {
+                        *runners.entry(p.clone()).or_default() += 1;
+                    }
+                }
+                note_view(&peaks, "github", &runners);
+                merge_max(&mut counts, runners);
+                {
+                    let mut pk = peaks.lock().expect("peaks");
+                    for (p, n) in counts {
+                        let e = pk.per_pool.entry(p).or_default();
+                        *e = (*e).max(n);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// The worst pool: (observed peak, its max_runners), the one furthest
+    /// over (or closest to) its limit.
+    pub fn worst_peak(&self) -> (usize, u32) {
+        let pk = self.peaks.lock().expect("peaks");
+        self.pools
+            .iter()
+            .map(|p| (pk.per_pool.get(&p.id).copied().unwrap_or(0), p.max))
+            .max_by_key(|(seen, max)| (*seen as i64 - i64::from(*max), *seen))
+            .unwrap_or((0, 0))
+    }
+
+    /// Views whose count went over a pool's max_runners, as
+    /// `view: seen/max`.
+    pub fn peaks_over(&self) -> Vec<String> {
+        let pk = self.peaks.lock().expect("peaks");
+        let mut out = Vec::new();
+        for p in &self.pools {
+            for view in ["hangard", "provider", "github"] {
+                let seen = pk.per_view.get(&(view, p.id.clone())).copied().unwrap_or(0);
+                if seen > p.max as usize {
+                    out.push(format!("pool {}: {view} {seen}/{}", p.label, p.max));
+                }
+            }
+        }
+        out
+    }
+
+    /// kill -9, then start again on the same port and database.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        self.daemon.kill9();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.daemon =
+            Daemon::start_with_env(self.dir.path(), self.port, &self.config, &env).await?;
+        self.api = Api::login(&self.daemon.url).await?;
+        Ok(())
+    }
+
+    /// Queues `n` jobs spread over the pools, `conns` at a time; returns
+    /// the job ids.
+    pub async fn queue_jobs(&self, n: usize, conns: usize) -> Vec<i64> {
+        let labels: Vec<&'static str> = self.pools.iter().map(|p| p.label).collect();
+        queue_jobs(self.gh.clone(), labels, n, conns).await
+    }
+
+    /// Job ids whose `queued` delivery got a 2xx.
+    pub fn accepted(&self) -> BTreeSet<i64> {
+        self.gh
+            .deliveries()
+            .iter()
+            .filter(|d| d.action == "queued" && (200..300).contains(&d.status))
+            .map(|d| d.job_id)
+            .collect()
+    }
+
+    /// Jobs GitHub ran to success.
+    pub fn served(&self) -> BTreeSet<i64> {
+        self.gh
+            .jobs()
+            .into_iter()
+            .filter(|j| j.status == "completed" && j.conclusion.as_deref() == Some("success"))
+            .map(|j| j.id)
+            .collect()
+    }
+
+    /// Waits until every job in `want` has run (or `timeout`, or no job
+    /// was served for `stall` while some still wait); returns those that
+    /// did not.
+    pub async fn wait_served(
+        &self,
+        want: &BTreeSet<i64>,
+        timeout: Duration,
+        stall: Option<Duration>,
+    ) -> BTreeSet<i64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = (usize::MAX, tokio::time::Instant::now());
+        loop {
+            let served = self.served();
+            let missing: BTreeSet<i64> = want.difference(&served).copied().collect();
+            let now = tokio::time::Instant::now();
+            if missing.len() != last.0 {
+                last = (missing.len(), now);
+            }
+            let stalled = stall.is_some_and(|s| now.duration_since(last.1) > s);
+            if missing.is_empty() || now > deadline || stalled {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits (up to `timeout`) until hangard has no live instance, the
+    /// provider no VM and GitHub no runner; then measures what is left.
+    pub async fn settle(&self, timeout: Duration) -> Leftovers {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self.leftovers().await;
+            if (left.live.is_empty() && left.vms.is_empty() && left.runners.is_empty())
+                || tokio::time::Instant::now() > deadline
+            {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    pub async fn leftovers(&self) -> Leftovers {
+        let instances = self.api.instances(false).await.unwrap_or_default();
+        let live: BTreeSet<String> = instances
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_owned))
+            .collect();
+        let live_status = instances
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {}/{}",
+                    i["name"].as_str().unwrap_or("?"),
+                    i["status"].as_str().unwrap_or("?"),
+                    i["runner_status"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let vms: BTreeSet<String> = provider_vms(&self.state)
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let runners: BTreeSet<String> = self.gh.runners().into_iter().map(|r| r.name).collect();
+        Leftovers {
+            live,
+            live_status,
+            vms,
+            runners,
+        }
+    }
+
+    /// GitHub API calls so far.
+    pub fn github_calls(&self) -> u64 {
+        self.gh.calls_total()
+    }
+
+    /// "panicked" in every log hangard wrote.
+    pub fn panics(&self) -> usize {
+        self.daemon.all_logs().matches("panicked").count()
+    }
+
+    /// Lines of the fake provider's call log.
+    pub fn provider_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.state.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Injected provider faults by kind.
+    pub fn provider_faults(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in self.provider_calls() {
+            let mut w = l.split_whitespace();
+            if w.next() == Some("FAULT") {
+                let kind = w.next().unwrap_or("?");
+                let cmd = w.next().unwrap_or("?").trim_end_matches("Instance");
+                *m.entry(format!("{cmd} {kind}")).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Provider calls (not boot simulations) still running.
+    pub fn provider_calls_running(&self) -> Vec<u32> {
+        self.provider_processes()
+            .into_iter()
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline.split(|b| *b == 0).nth(1) != Some(b"boot".as_slice())
+            })
+            .collect()
+    }
+
+    /// Processes started for this rig's provider (calls and boot
+    /// simulations): their environment names this rig's provider config.
+    pub fn provider_processes(&self) -> Vec<u32> {
+        let needle = format!(
+            "GARM_PROVIDER_CONFIG_FILE={}",
+            self.provider_config.display()
+        );
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(e.path().join("environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Ends processes this rig started that outlived their parent: hung
+    /// provider calls and boot simulations (by pid, each found by the
+    /// rig's own paths).
+    pub fn reap_processes(&self) {
+        for pid in self.provider_processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop_watch.store(true, Ordering::Relaxed);
+        self.daemon.kill9();
+        self.reap_processes();
+    }
+}
+
+/// What is left at the end of a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Leftovers {
+    /// hangard's live instances.
+    pub live: BTreeSet<String>,
+    /// `name status/runner_status` of each.
+    pub live_status: Vec<String>,
+    /// The provider's VMs.
+    pub vms: BTreeSet<String>,
+    /// Runners registered on GitHub.
+    pub runners: BTreeSet<String>,
+}
+
+impl Leftovers {
+    /// VMs no live instance accounts for.
+    pub fn vms_leaked(&self) -> usize {
+        self.vms.difference(&self.live).count()
+    }
+
+    /// Runners no live instance accounts for.
+    pub fn runners_leaked(&self) -> usize {
+        self.runners.difference(&self.live).count()
+    }
+}
+
+/// Queues `n` jobs in [`REPO`], round-robin over `labels`, `conns` at a
+/// time (each waits for its delivery's answer); returns the job ids.
+pub async fn queue_jobs(
+    gh: FakeGitHub,
+    labels: Vec<&'static str>,
+    n: usize,
+    conns: usize,
+) -> Vec<i64> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let mut tasks = Vec::new();
+    for _ in 0..conns.max(1) {
+        let gh = gh.clone();
+        let next = next.clone();
+        let ids = ids.clone();
+        let labels = labels.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let label = labels[i % labels.len()];
+                let id = gh.queue_job(REPO, &["self-hosted", label]).await;
+                ids.lock().expect("ids").push(id);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut v = ids.lock().expect("ids").clone();
+    v.sort_unstable();
+    v
+}
+
+fn note_view(peaks: &Mutex<Peaks>, view: &'static str, counts: &HashMap<String, usize>) {
+    let mut pk = peaks.lock().expect("peaks");
+    for (p, n) in counts {
+        let e = pk.per_view.entry((view, p.clone())).or_default();
+        *e = (*e).max(*n);
+    }
+}
+
+fn merge_max(into: &mut HashMap<String, usize>, from: HashMap<String, usize>) {
+    for (k, v) in from {
+        let e = into.entry(k).or_default();
+        *e = (*e).max(v);
+    }
+}
+
+pub struct Vm {
+    pub name: String,
+    pub pool_id: String,
+}
+
+/// The fake provider's VMs: one JSON file each under `instances/`.
+pub fn provider_vms(state: &Path) -> Vec<Vm> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(state.join("instances"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        out.push(Vm {
+            name: v["name"].as_str().unwrap_or(&name).to_owned(),
+            pool_id: v["pool_id"].as_str().unwrap_or("").to_owned(),
+        });
+    }
+    out
+}
