@@ -655,11 +655,8 @@ fn fill(dir: &Path) -> std::io::Result<u64> {
     let mut written = 0u64;
     for chunk in [1 << 20, 4096, 512] {
         let buf = vec![0xA5u8; chunk];
-        loop {
-            match f.write_all(&buf) {
-                Ok(()) => written += chunk as u64,
-                Err(_) => break,
-            }
+        while f.write_all(&buf).is_ok() {
+            written += chunk as u64;
         }
     }
     let _ = f.sync_all();
