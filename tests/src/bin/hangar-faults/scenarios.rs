@@ -346,60 +346,71 @@ every = 3
     Ok(row)
 }
 
+/// One of the answers GitHub gives when things go wrong, for a route
+/// hangard calls.
+fn random_github_fault(rng: &mut StdRng) -> (Option<reqwest::Method>, &'static str, FaultKind) {
+    use reqwest::Method;
+    match rng.gen_range(0..8) {
+        0 => (
+            Some(Method::POST),
+            "generate-jitconfig",
+            FaultKind::Status([500, 502, 503][rng.gen_range(0..3)]),
+        ),
+        1 => (
+            Some(Method::POST),
+            "generate-jitconfig",
+            FaultKind::TooManyRequests {
+                retry_after_secs: 1,
+            },
+        ),
+        2 => (
+            None,
+            "/actions/",
+            FaultKind::SecondaryLimit {
+                retry_after_secs: Some(1),
+            },
+        ),
+        3 => (Some(Method::DELETE), "/actions/runners/", FaultKind::Busy),
+        4 => (
+            Some(Method::DELETE),
+            "/actions/runners/",
+            FaultKind::Status(502),
+        ),
+        5 => (
+            Some(Method::GET),
+            "/actions/",
+            FaultKind::TooManyRequests {
+                retry_after_secs: 1,
+            },
+        ),
+        _ => (
+            None,
+            "/actions/",
+            FaultKind::Latency(Duration::from_millis(rng.gen_range(200..1500))),
+        ),
+    }
+}
+
 /// GitHub answers 5xx, 429 with `retry-after`, 403 secondary limits, 422
 /// busy on delete, and slowly — spread over the run by a seeded injector.
 pub async fn github(ctx: &Ctx) -> anyhow::Result<Row> {
     let n = if ctx.short { 40 } else { 150 };
     let rig = Rig::start(RigOpts::default()).await?;
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6174);
+    // Some waiting from the start, more while the jobs run.
+    for _ in 0..n / 3 {
+        let (method, path, kind) = random_github_fault(&mut rng);
+        rig.gh.inject(method, path, 1, kind);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let injector = {
         let gh = rig.gh.clone();
         let stop = stop.clone();
-        let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6174);
         tokio::spawn(async move {
-            use reqwest::Method;
             while !stop.load(Ordering::Relaxed) {
-                let (method, path, kind) = match rng.gen_range(0..8) {
-                    0 => (
-                        Some(Method::POST),
-                        "generate-jitconfig",
-                        FaultKind::Status([500, 502, 503][rng.gen_range(0..3)]),
-                    ),
-                    1 => (
-                        Some(Method::POST),
-                        "generate-jitconfig",
-                        FaultKind::TooManyRequests {
-                            retry_after_secs: 1,
-                        },
-                    ),
-                    2 => (
-                        None,
-                        "/actions/",
-                        FaultKind::SecondaryLimit {
-                            retry_after_secs: Some(1),
-                        },
-                    ),
-                    3 => (Some(Method::DELETE), "/actions/runners/", FaultKind::Busy),
-                    4 => (
-                        Some(Method::DELETE),
-                        "/actions/runners/",
-                        FaultKind::Status(502),
-                    ),
-                    5 => (
-                        Some(Method::GET),
-                        "/actions/",
-                        FaultKind::TooManyRequests {
-                            retry_after_secs: 1,
-                        },
-                    ),
-                    _ => (
-                        None,
-                        "/actions/",
-                        FaultKind::Latency(Duration::from_millis(rng.gen_range(200..1500))),
-                    ),
-                };
+                let (method, path, kind) = random_github_fault(&mut rng);
                 gh.inject(method, path, rng.gen_range(1..3), kind);
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(300..900))).await;
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
             }
         })
     };
