@@ -291,7 +291,11 @@ impl FakeGitHub {
             url,
             state: Arc::new(Mutex::new(state)),
             changed: Arc::new(Notify::new()),
-            client: reqwest::Client::new(),
+            // GitHub gives a receiver 10 seconds to answer a delivery.
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client"),
         };
         let app = Router::new()
             .fallback(handle)
@@ -741,6 +745,7 @@ impl FakeGitHub {
         mac.update(&a.body);
         let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         let mut status = 0u16;
+        let mut timed_out = false;
         let started = std::time::Instant::now();
         for attempt in 0..3 {
             let r = self
@@ -759,12 +764,20 @@ impl FakeGitHub {
                     status = resp.status().as_u16();
                     break;
                 }
-                // The receiver may be restarting; GitHub retries too.
-                Err(_) if attempt < 2 => tokio::time::sleep(Duration::from_millis(200)).await,
-                Err(_) => {}
+                // The receiver may be restarting: try the connection again.
+                Err(e) if e.is_connect() && attempt < 2 => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    timed_out = e.is_timeout();
+                    break;
+                }
             }
         }
         self.record(a, status, started.elapsed().as_secs_f64());
+        if timed_out && let Some(d) = self.st().hook_deliveries.last_mut() {
+            d.status = "timed out".into();
+        }
         self.changed.notify_waiters();
         status
     }

@@ -721,17 +721,24 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
     })
     .await?;
     let n = if ctx.short { 10 } else { 30 };
-    let warm: BTreeSet<i64> = rig.queue_jobs(n, 2).await.into_iter().collect();
     let mut problems = Vec::new();
     let mut notes = Vec::new();
-    let missing = rig
-        .wait_served(&warm, Duration::from_secs(90), Some(STALL))
-        .await;
-    if !missing.is_empty() {
-        problems.push(format!(
-            "{} jobs before the fault were not served",
-            missing.len()
-        ));
+    if fault == DbFault::ReadOnly {
+        // hangard stops before the file system turns read-only: let what
+        // it has in hand finish first.
+        let warm: BTreeSet<i64> = rig.queue_jobs(n, 2).await.into_iter().collect();
+        let missing = rig
+            .wait_served(&warm, Duration::from_secs(90), Some(STALL))
+            .await;
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{} jobs before the fault were not served",
+                missing.len()
+            ));
+        }
+    } else {
+        // The disk fills while these are being created, run and deleted.
+        rig.queue_jobs(n, 2).await;
     }
 
     // The fault.
@@ -742,9 +749,13 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
         DbFault::Full => {
             let bytes = fill(&at)?;
             // SQLite may still have room in its WAL: deliveries succeed
-            // until it does not. Send until five in a row fail.
+            // (and are recorded) until it does not. Send until five in a
+            // row fail, for five seconds at least, so the scheduler meets
+            // the full disk too, and 40 deliveries at most.
             let mut failing = 0;
-            for _ in 0..300 {
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 let id = rig.gh.queue_job(REPO, &["self-hosted", label]).await;
                 let status = last_status(&rig, id);
                 during.push((id, status));
@@ -753,7 +764,7 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
                 } else {
                     failing + 1
                 };
-                if failing >= 5 {
+                if failing >= 5 && tokio::time::Instant::now() > until {
                     break;
                 }
             }
@@ -826,7 +837,9 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
         .count();
     let answered_5xx = during.iter().filter(|(_, s)| *s >= 500).count();
     if failed == 0 {
-        problems.push("no delivery failed: the fault never reached intake".into());
+        problems.push(
+            "no delivery failed: the fault never reached intake (SQLite had room left)".into(),
+        );
     }
     notes.push(format!(
         "during the fault: {} accepted, {answered_5xx} answered 5xx, {} got no answer",
@@ -897,6 +910,23 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // Every delivery hangard acknowledged is in its database.
+    let known: BTreeSet<i64> = rig
+        .api
+        .jobs()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|j| j["id"].as_i64())
+        .collect();
+    let lost_acks: Vec<i64> = rig.accepted().difference(&known).copied().collect();
+    if !lost_acks.is_empty() {
+        problems.push(format!(
+            "{} jobs whose delivery hangard answered 202 are not in its job list after the recovery (e.g. {:?}): acknowledged writes were lost",
+            lost_acks.len(),
+            &lost_acks[..lost_acks.len().min(3)]
+        ));
+    }
     let all: BTreeSet<i64> = rig.gh.jobs().iter().map(|j| j.id).collect();
     let mut row = measure(&rig, name, faults, &all, Duration::from_secs(120)).await;
     let check = integrity(&db);
@@ -907,6 +937,15 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
     row.problems.splice(0..0, problems);
     row.notes.extend(notes);
     drop(rig);
+    // HANGAR_E2E_KEEP_LOGS=DIR keeps the database too, for a post-mortem.
+    if let Some(keep) = std::env::var_os("HANGAR_E2E_KEEP_LOGS") {
+        for suffix in ["", "-wal", "-shm"] {
+            let from = at.join(format!("hangar.db{suffix}"));
+            let to = Path::new(&keep).join(format!("{}.db{suffix}", name.replace(' ', "-")));
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(&from, &to);
+        }
+    }
     drop(mount);
     Ok(row)
 }
