@@ -241,6 +241,9 @@ struct JobBody {
     #[serde(default)]
     labels: Option<Vec<String>>,
     runner_name: Option<String>,
+    run_id: Option<i64>,
+    name: Option<String>,
+    created_at: Option<DateTime<Utc>>,
 }
 
 impl GitHubForge {
@@ -661,6 +664,9 @@ impl Forge for GitHubForge {
                     conclusion: b.conclusion,
                     labels: b.labels.unwrap_or_default(),
                     runner_name: b.runner_name,
+                    run_id: b.run_id,
+                    name: b.name,
+                    created_at: b.created_at,
                 }))
             }
             StatusCode::NOT_FOUND => Ok(None),
