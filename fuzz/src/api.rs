@@ -1,6 +1,6 @@
 //! Admin and instance API request bodies: any bytes given to each request
-//! DTO's JSON parser (the server's `JsonBody` extractor runs exactly that)
-//! give a value or an error, never a panic; a value written back to JSON
+//! DTO's serde_json parser (what the server's `JsonBody` extractor, axum's
+//! `Json`, runs) give a value or an error, never a panic; a value written back to JSON
 //! reads back to the same JSON; and the core parsers the handlers then run
 //! on the fields (names, labels, OS, prefix, extra specs, pool validation,
 //! runner status) answer without panicking.

@@ -10,15 +10,22 @@ use std::path::{Path, PathBuf};
 
 use hangar_fuzz::{TARGETS, api, config, webhook};
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, FileFailurePersistence};
 use serde_json::Value;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// 256 cases unless `PROPTEST_CASES` says otherwise; a failing case is
+/// kept in `short_runs.proptest-regressions` and re-run first.
 fn cases() -> Config {
-    let mut c = Config::default();
+    let mut c = Config {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    };
     if std::env::var_os("PROPTEST_CASES").is_none() {
         c.cases = 256;
     }
@@ -393,4 +400,51 @@ proptest! {
         let body = edit_json(&pick.get(seeds("api"))[..], &edits).expect("api seeds are JSON");
         api::run(&body);
     }
+}
+
+/// Every target has its libFuzzer binary (what `cargo xtask fuzz` runs),
+/// a seed corpus and a folder for kept crashes; and nothing else is there.
+#[test]
+fn every_target_is_wired_for_the_long_run() {
+    let manifest = std::fs::read_to_string(root().join("fuzz/libfuzzer/Cargo.toml")).unwrap();
+    let manifest: toml::Table = manifest.parse().unwrap();
+    let bins: Vec<(String, String)> = manifest["bin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_owned(),
+                b["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        bins.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        names
+    );
+    for (name, path) in &bins {
+        let src = std::fs::read_to_string(root().join("fuzz/libfuzzer").join(path)).unwrap();
+        assert!(
+            src.contains(&format!("hangar_fuzz::{name}::run(data)")),
+            "{path} does not call hangar_fuzz::{name}::run"
+        );
+        assert!(root().join("fuzz/corpus").join(name).is_dir());
+        assert!(root().join("fuzz/regressions").join(name).is_dir());
+    }
+    let xtask = std::fs::read_to_string(root().join("xtask/src/fuzz.rs")).unwrap();
+    let list = format!(
+        "const TARGETS: [&str; {}] = [{}];",
+        names.len(),
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        xtask.contains(&list),
+        "xtask/src/fuzz.rs lists other targets than {list}"
+    );
 }

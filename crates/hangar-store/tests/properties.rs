@@ -16,10 +16,18 @@ use hangar_store::{
 };
 use hangar_testkit::sample;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
+/// `default_cases` cases unless `PROPTEST_CASES` says otherwise; a failing
+/// case is kept in `properties.proptest-regressions` and re-run first.
 fn config(default_cases: u32) -> Config {
-    let mut c = Config::default();
+    let mut c = Config {
+        source_file: Some(file!()),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    };
     if std::env::var_os("PROPTEST_CASES").is_none() {
         c.cases = default_cases;
     }
