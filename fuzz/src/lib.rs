@@ -12,9 +12,12 @@ pub mod api;
 pub mod config;
 pub mod webhook;
 
+/// A fuzz target: arbitrary bytes in, a panic when a property breaks.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `cargo xtask fuzz TARGET` and the corpus
 /// folders (`fuzz/corpus/<name>/`, `fuzz/regressions/<name>/`) call them.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Target); 3] = [
     ("webhook", webhook::run),
     ("config", config::run),
     ("api", api::run),

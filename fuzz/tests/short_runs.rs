@@ -71,7 +71,8 @@ fn load_payloads() -> Vec<Vec<u8>> {
 
 /// Seeds of one target, read once.
 fn seeds(target: &str) -> &'static [Vec<u8>] {
-    static SEEDS: std::sync::LazyLock<Vec<(&str, Vec<Vec<u8>>)>> =
+    type Corpus = Vec<Vec<u8>>;
+    static SEEDS: std::sync::LazyLock<Vec<(&str, Corpus)>> =
         std::sync::LazyLock::new(|| TARGETS.iter().map(|(n, _)| (*n, load_seeds(n))).collect());
     &SEEDS
         .iter()
@@ -91,7 +92,7 @@ fn load_seeds(target: &str) -> Vec<Vec<u8>> {
         "webhook" => {
             for body in payloads() {
                 for mode in 0..6 {
-                    v.push(webhook::input(SECRET, mode, &body));
+                    v.push(webhook::input(SECRET, mode, body));
                 }
             }
         }
@@ -105,7 +106,7 @@ fn load_seeds(target: &str) -> Vec<Vec<u8>> {
 }
 
 /// Runs `f` on `data`, naming the input when it panics.
-fn run_named(name: &str, what: &str, f: fn(&[u8]), data: &[u8]) {
+fn run_named(name: &str, what: &str, f: hangar_fuzz::Target, data: &[u8]) {
     if std::panic::catch_unwind(|| f(data)).is_err() {
         panic!("fuzz target {name} failed on {what}");
     }
