@@ -8,10 +8,14 @@
 //! - `cargo xtask bench <webhooks|schedule>` — the benchmarks.
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
+//! - `cargo xtask fuzz [TARGET] [--secs N]` — the long libFuzzer run of the
+//!   fuzz targets (nightly; installs cargo-fuzz when missing). Their short
+//!   run is part of `cargo test`, so of `ci`.
 //!
 //! It uses only the standard library, so it compiles before any system
 //! library is installed.
 
+mod fuzz;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -28,8 +32,9 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::run(&root()),
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
+        Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps | terraform>"
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps | terraform | fuzz [TARGET] [--secs N]>"
                 .into(),
         ),
     };

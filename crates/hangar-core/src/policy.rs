@@ -17,21 +17,24 @@ use crate::pool::PoolSpec;
 /// How many spare runners a pool wants before it creates more: its idle
 /// minimum plus every queued job, minus the young jobs an idle runner can
 /// take right now (those get the idle grace before another VM is made).
+/// Saturates: a pool may be as large as `u32` allows, and the queue is
+/// counted up to [`demand_cap`], which saturates too.
 pub fn spare_to_create(spec: &PoolSpec, queued: u32, queued_young: u32, idle: u32) -> u32 {
     if !spec.enabled {
         return 0;
     }
-    spec.min_idle_runners + queued - queued_young.min(idle)
+    spec.min_idle_runners
+        .saturating_add(queued.saturating_sub(queued_young.min(idle)))
 }
 
 /// How many spare runners a pool keeps before it retires idle ones: its
 /// idle minimum plus every queued job — an idle runner about to take a young
-/// job is not excess.
+/// job is not excess. Saturates, like [`spare_to_create`].
 pub fn spare_to_keep(spec: &PoolSpec, queued: u32) -> u32 {
     if !spec.enabled {
         return 0;
     }
-    spec.min_idle_runners + queued
+    spec.min_idle_runners.saturating_add(queued)
 }
 
 /// How many queued jobs are worth counting for a pool: beyond this many,
@@ -218,6 +221,23 @@ mod tests {
         assert_eq!(spare_to_create(&spec(0, true), 3, 3, 0), 3);
         assert_eq!(spare_to_create(&spec(2, true), 0, 0, 0), 2);
         assert_eq!(spare_to_create(&spec(2, false), 5, 0, 0), 0);
+    }
+
+    /// Found by `tests/properties` (policy): a pool as large as the API
+    /// accepts (`min_idle_runners` ≤ `max_runners` ≤ `u32::MAX`) with its
+    /// queue counted up to the saturated `demand_cap` overflowed the sum,
+    /// a panic in debug builds and a wrapped, far too small target in
+    /// release ones.
+    #[test]
+    fn huge_pools_do_not_overflow() {
+        let mut p = spec(3_000_000_000, true);
+        p.max_runners = 3_000_000_000;
+        let queued = demand_cap(&p, 0, 0);
+        assert_eq!(queued, u32::MAX);
+        assert_eq!(spare_to_create(&p, queued, 0, 0), u32::MAX);
+        assert_eq!(spare_to_create(&p, queued, 5, 2), u32::MAX);
+        assert_eq!(spare_to_keep(&p, queued), u32::MAX);
+        assert_eq!(spare_to_create(&p, 7, 5, 2), 3_000_000_005);
     }
 
     #[test]
