@@ -25,6 +25,10 @@ struct Server {
 }
 
 async fn start(app: Router, max_connections: usize) -> Server {
+    start_with(app, max_connections, Duration::from_secs(120)).await
+}
+
+async fn start_with(app: Router, max_connections: usize, read_timeout: Duration) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Connections::default();
@@ -33,7 +37,7 @@ async fn start(app: Router, max_connections: usize) -> Server {
         listener,
         app,
         Limits {
-            read_timeout: Duration::from_secs(120),
+            read_timeout,
             max_connections,
             grace: Duration::from_secs(10),
         },
@@ -188,6 +192,34 @@ async fn when_every_connection_is_busy_a_new_one_is_closed_at_once() {
     let answer = request(server.addr, "/ok").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
+    server.cancel.cancel();
+    assert_eq!(server.task.await.unwrap(), Stopped::Drained);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_left_idle_is_closed_after_the_read_timeout() {
+    let server = start_with(app(), 16, Duration::from_secs(1)).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: hangar\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "kept alive after a 200"
+    );
+    assert_eq!(server.connections.open(), 1);
+    // Then nothing more is sent: the server hangs up by itself.
+    let rest = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("closed well before 20 s");
+    assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.connections.open() != 0 {
+        assert!(Instant::now() < deadline, "the server still counts it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.cancel.cancel();
     assert_eq!(server.task.await.unwrap(), Stopped::Drained);
 }
