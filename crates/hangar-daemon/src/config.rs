@@ -48,6 +48,15 @@ pub struct ServerSection {
     /// arrive; an idle kept-alive connection is closed after as long.
     #[serde(default = "default_read_timeout_secs")]
     pub read_timeout_secs: u64,
+    /// Connections open at once; at the cap the connection idle the
+    /// longest is closed to make room, and when all are busy a new one is
+    /// closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The largest `max_runners` (and `min_idle_runners`) a pool may have;
+    /// a create or update asking for more is refused.
+    #[serde(default = "default_max_runners_per_pool")]
+    pub max_runners_per_pool: u32,
     /// Threads running the async work (HTTP, scheduler, provider calls);
     /// unset: [`ServerSection::worker_thread_count`] decides.
     #[serde(default)]
@@ -79,6 +88,14 @@ fn default_shutdown_secs() -> u64 {
 
 fn default_read_timeout_secs() -> u64 {
     30
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_runners_per_pool() -> u32 {
+    hangar_server::DEFAULT_MAX_RUNNERS_PER_POOL
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -299,6 +316,15 @@ impl Config {
                 "server.read_timeout_secs must be between 1 and 3600, got {}",
                 self.server.read_timeout_secs
             );
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            bail!(
+                "server.max_connections must be between 1 and 1000000, got {}",
+                self.server.max_connections
+            );
+        }
+        if self.server.max_runners_per_pool == 0 {
+            bail!("server.max_runners_per_pool must be at least 1");
         }
         if let Some(n) = self.server.worker_threads
             && !(1..=512).contains(&n)

@@ -279,6 +279,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         webhook_read_timeout: Duration::from_secs(config.server.read_timeout_secs),
         version: VERSION.to_owned(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_hours.max(1) * 3600),
+        max_runners_per_pool: config.server.max_runners_per_pool,
         metrics_hook: Some(Box::new(move |m: &Metrics| {
             for s in stats_forge.stats() {
                 if let Some(remaining) = s.rate_limit_remaining {
@@ -355,9 +356,12 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let served = tokio::spawn(http::serve(
         listener,
         app,
-        Duration::from_secs(config.server.read_timeout_secs),
+        http::Limits {
+            read_timeout: Duration::from_secs(config.server.read_timeout_secs),
+            max_connections: config.server.max_connections,
+            grace,
+        },
         cancel.clone(),
-        grace,
     ));
     cancel.cancelled().await;
     notify(&[sd_notify::NotifyState::Stopping]);

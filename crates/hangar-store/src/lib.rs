@@ -16,6 +16,7 @@ mod controller;
 mod credentials;
 mod endpoints;
 mod entities;
+pub mod files;
 pub mod garm;
 mod instances;
 mod jobs;
@@ -150,12 +151,10 @@ impl Store {
         let path = sqlite_path(&opts.url)?;
         let mut sealer = None;
         if path.exists() {
+            files::tighten(&path)?;
             sealer = check_existing(&path, &opts.passphrase).await?;
-        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                context: format!("cannot create the database folder {}", parent.display()),
-                source,
-            })?;
+        } else {
+            files::create_private(&path)?;
         }
 
         let base = SqliteConnectOptions::new()
@@ -182,6 +181,9 @@ impl Store {
             .max_lifetime(None)
             .connect_with(base.clone().create_if_missing(true))
             .await?;
+        // The writer made the -wal and -shm files; they take the database
+        // file's mode, which this confirms.
+        files::tighten(&path)?;
         MIGRATOR.run(&write).await?;
 
         let (controller_id, sealer) = controller::ensure(&write, &opts.passphrase, sealer).await?;

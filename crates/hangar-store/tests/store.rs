@@ -87,6 +87,44 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     }
 }
 
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn database_files_are_private_to_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    seed(&store).await;
+    let [db, wal, shm] = files::database_files(&db_file(dir.path()));
+    // While the store is open, SQLite keeps all three in WAL mode.
+    for f in [&db, &wal, &shm] {
+        assert_eq!(mode(f), 0o600, "{} is private", f.display());
+    }
+    assert_eq!(mode(&dir.path().join("data")), 0o700, "the folder it made");
+    store.close().await;
+
+    // A database left readable by others (an older hangard, a copy) is
+    // tightened when opened.
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in [&db, &wal, &shm] {
+        if f.exists() {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let store = open(dir.path()).await;
+    store.ping().await.unwrap();
+    for f in [&db, &wal, &shm] {
+        assert_eq!(mode(f), 0o600, "{} tightened on open", f.display());
+    }
+    store.close().await;
+}
+
 fn sha(path: &Path) -> Vec<u8> {
     sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
 }

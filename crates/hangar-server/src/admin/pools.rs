@@ -64,6 +64,26 @@ fn tags(v: &[String]) -> ApiResult<Labels> {
     Labels::from_strs(v).map_err(|e| ApiError::bad_request(format!("tags: {e}")))
 }
 
+/// Refuses pool sizes above `server.max_runners_per_pool`: a runner count
+/// no deployment plausibly wants is a typo, and would let one pool ask a
+/// provider for that many machines.
+pub(crate) fn check_size_limit(spec: &PoolSpec, limit: u32) -> ApiResult<()> {
+    for (field, value) in [
+        ("max_runners", spec.max_runners),
+        ("min_idle_runners", spec.min_idle_runners),
+    ] {
+        if value > limit {
+            return Err(ApiError::bad_request(format!(
+                "{field} {value} is above the limit of {limit} runners per pool"
+            ))
+            .with_details(format!(
+                "server.max_runners_per_pool is {limit}; raise it in hangard's config to allow larger pools"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Core validation, then the provider's (which must exist).
 async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
     spec.validate()
@@ -138,6 +158,7 @@ pub(crate) async fn create_for(
         priority: req.priority.unwrap_or(0),
         enabled: req.enabled.unwrap_or(true),
     };
+    check_size_limit(&spec, s.settings.max_runners_per_pool)?;
     validate(s, &spec).await?;
     let pool = s.store.create_pool(entity, &spec).await?;
     tracing::info!(pool.id = %pool.id, entity.id = %entity, provider = %spec.provider_name, "pool created");
@@ -176,6 +197,9 @@ pub async fn update(
 ) -> ApiResult<Json<PoolResponse>> {
     let id = parse_pool_id(&id)?;
     let mut spec = s.store.pool(id).await?.spec;
+    // A pool stored above the limit (imported, or the limit lowered since)
+    // can still be changed in other ways; resizing it must respect it.
+    let resized = req.max_runners.is_some() || req.min_idle_runners.is_some();
     if let Some(p) = req.provider_name {
         spec.provider_name = ResourceName::parse(&p)
             .map_err(|e| ApiError::bad_request(format!("provider_name: {e}")))?;
@@ -224,6 +248,9 @@ pub async fn update(
     }
     if let Some(v) = req.enabled {
         spec.enabled = v;
+    }
+    if resized {
+        check_size_limit(&spec, s.settings.max_runners_per_pool)?;
     }
     validate(&s, &spec).await?;
     let p = s.store.update_pool(id, &spec).await?;
