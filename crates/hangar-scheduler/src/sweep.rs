@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use hangar_core::matching::{PoolCandidate, rank_pools};
 use hangar_core::provider::InstanceRef;
-use hangar_core::{ForgeJobStatus, InstanceName, InstanceStatus, JobStatus, RunnerStatus};
+use hangar_core::{
+    ForgeError, ForgeJobStatus, InstanceName, InstanceStatus, JobStatus, RunnerStatus,
+};
 use std::sync::Arc;
 
 use hangar_core::controller_label;
@@ -318,54 +320,91 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
     Ok(())
 }
 
+/// When a job queued since `queued_at` is next re-checked, after one at
+/// `now`: spaced by its age (so the spacing doubles from `first` per
+/// re-check), never less than `first` nor more than `max`.
+pub(crate) fn next_recheck(
+    queued_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    first: chrono::Duration,
+    max: chrono::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let age = now - queued_at;
+    now + age.clamp(first, max.max(first))
+}
+
 /// Re-checks long-queued jobs and matches unmatched ones to new pools.
+///
+/// A sweep re-checks at most `job_recheck_batch` jobs, the most overdue
+/// first, each a background call within the credentials' background
+/// budget; a job's next re-check is spaced by its age, so a queue that does
+/// not move costs fewer calls the longer it waits, not more the longer it
+/// is.
 async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
     let store = &ctx.store;
-    let after = chrono::Duration::seconds(ctx.config.job_recheck_after_secs as i64);
+    let first = chrono::Duration::seconds(ctx.config.job_recheck_after_secs.max(1) as i64);
+    let max = chrono::Duration::seconds(ctx.config.job_recheck_max_secs as i64);
     let now = ctx.now();
+    let mut deferred: HashSet<String> = HashSet::new();
     for job in store
-        .stale_queued_jobs(now - after, now - after, 200)
+        .due_rechecks(now, first, ctx.config.job_recheck_batch)
         .await?
     {
         let target = match ctx.github.target(job.entity_id).await {
             Ok(t) => t,
             Err(_) => continue,
         };
-        let got = ctx.github.get_job(&target, &job.repository, job.id).await;
-        r.jobs_rechecked += 1;
+        if deferred.contains(target.credentials.name.as_str()) {
+            continue;
+        }
+        let got = ctx
+            .github
+            .recheck_job(&target, &job.repository, job.id)
+            .await;
         match got {
             Ok(None) => {
+                r.jobs_rechecked += 1;
                 store
                     .advance_job(job.id, job.run_attempt, JobStatus::Completed, Some("gone"))
                     .await?;
                 r.jobs_closed += 1;
             }
-            Ok(Some(fj)) => match fj.status {
-                ForgeJobStatus::Completed => {
-                    store
-                        .advance_job(
-                            job.id,
-                            job.run_attempt,
-                            JobStatus::Completed,
-                            fj.conclusion.as_deref(),
-                        )
-                        .await?;
-                    r.jobs_closed += 1;
+            Ok(Some(fj)) => {
+                r.jobs_rechecked += 1;
+                match fj.status {
+                    ForgeJobStatus::Completed => {
+                        store
+                            .advance_job(
+                                job.id,
+                                job.run_attempt,
+                                JobStatus::Completed,
+                                fj.conclusion.as_deref(),
+                            )
+                            .await?;
+                        r.jobs_closed += 1;
+                    }
+                    ForgeJobStatus::InProgress => {
+                        store
+                            .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
+                            .await?;
+                    }
+                    // Still waiting for a runner: reconcile counts it.
+                    _ => {}
                 }
-                ForgeJobStatus::InProgress => {
-                    store
-                        .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
-                        .await?;
-                }
-                // Still waiting for a runner: reconcile counts it.
-                _ => {}
-            },
+            }
+            Err(ForgeError::RateLimited { .. }) => {
+                // Budget spent or runner calls first: the rest of these
+                // credentials' jobs wait for the next sweep.
+                deferred.insert(target.credentials.name.to_string());
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(job.id = %job.id, error = %e, "cannot re-check job");
                 continue;
             }
         }
-        store.mark_job_checked(job.id, job.run_attempt).await?;
+        let next = next_recheck(job.created_at, ctx.now(), first, max);
+        store.mark_job_checked(job.id, job.run_attempt, next).await?;
         if let Some(p) = job.pool_id {
             ctx.queue.wake(p);
         }
@@ -396,4 +435,29 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recheck_spacing_doubles_with_age_up_to_the_cap() {
+        let t0 = chrono::Utc::now();
+        let first = chrono::Duration::seconds(300);
+        let max = chrono::Duration::seconds(3600);
+        let mut now = t0 + first;
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            let next = next_recheck(t0, now, first, max);
+            gaps.push((next - now).num_seconds());
+            now = next;
+        }
+        assert_eq!(gaps, vec![300, 600, 1200, 2400, 3600, 3600]);
+        // A job re-checked before it is `first` old still waits `first`.
+        assert_eq!(
+            (next_recheck(t0, t0, first, max) - t0).num_seconds(),
+            300
+        );
+    }
 }
