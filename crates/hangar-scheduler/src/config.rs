@@ -132,6 +132,16 @@ impl RecoveryConfig {
     pub fn queued_runs_interval(&self) -> Duration {
         Duration::from_secs(self.queued_runs_interval_secs.max(10))
     }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.redelivery_interval_secs < 10 || self.queued_runs_interval_secs < 10 {
+            return Err(ConfigError::RecoveryInterval);
+        }
+        if self.budget_per_hour == 0 {
+            return Err(ConfigError::RecoveryBudget);
+        }
+        Ok(())
+    }
 }
 
 impl SchedulerConfig {
@@ -153,6 +163,9 @@ impl SchedulerConfig {
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
             return Err(ConfigError::Backoff);
         }
+        if self.job_recheck_batch == 0 {
+            return Err(ConfigError::NoRecheckBatch);
+        }
         Ok(())
     }
 }
@@ -167,4 +180,12 @@ pub enum ConfigError {
     NoGithubConcurrency,
     #[error("scheduler.backoff_base_ms must be > 0 and not above backoff_max_ms")]
     Backoff,
+    #[error(
+        "recovery.redelivery_interval_secs and recovery.queued_runs_interval_secs must be at least 10"
+    )]
+    RecoveryInterval,
+    #[error("scheduler.job_recheck_batch must be at least 1")]
+    NoRecheckBatch,
+    #[error("recovery.budget_per_hour must be at least 1 (turn recovery off with enabled = false)")]
+    RecoveryBudget,
 }

@@ -34,7 +34,7 @@ use hangar_store::{Change, JobEvent, JobOutcome, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::{Gate, delay as backoff_delay};
-pub use config::SchedulerConfig;
+pub use config::{RecoveryConfig, SchedulerConfig};
 pub use context::SharedUrls;
 pub use delete::FORCED_DELETE_TRIES;
 pub use hangar_core::Urls;

@@ -49,6 +49,9 @@ pub(crate) struct RecoveryState {
     runs: HashMap<(EntityId, i64), Instant>,
     /// Sources whose hook could not be used, until when.
     unavailable: HashMap<String, Instant>,
+    /// Where each pass starts in the entity list, so a budget that runs
+    /// out part-way does not always leave out the same entities.
+    rotation: usize,
 }
 
 /// One delivery (guid) as recovery knows it.
@@ -69,6 +72,7 @@ impl RecoveryState {
             guids: HashMap::new(),
             runs: HashMap::new(),
             unavailable: HashMap::new(),
+            rotation: 0,
         }
     }
 
@@ -164,6 +168,13 @@ pub(crate) fn points_here(
         || controller_ids.iter().any(|c| rest.eq_ignore_ascii_case(c))
 }
 
+fn rotate<T>(items: &mut [T], by: usize) {
+    if !items.is_empty() {
+        let n = by % items.len();
+        items.rotate_left(n);
+    }
+}
+
 fn succeeded(status_code: i64) -> bool {
     (200..300).contains(&status_code)
 }
@@ -226,7 +237,8 @@ async fn redelivery_pass(
     let store = &ctx.store;
     let pools = store.list_pools(None).await?;
     let served: HashSet<EntityId> = pools.iter().map(|p| p.entity_id).collect();
-    let entities = store.list_entities(None).await?;
+    let mut entities = store.list_entities(None).await?;
+    rotate(&mut entities, state.rotation);
     let webhook_base = ctx.urls.get().webhook_base_url;
     let mut controller_ids = vec![store.controller_id().to_string()];
     let info = store.controller_info().await?;
@@ -478,7 +490,10 @@ async fn queued_runs_pass(
     let relist = Duration::from_secs(config.run_relist_secs);
     let mut still_queued: HashSet<(EntityId, i64)> = HashSet::new();
     let mut listed_entities: HashSet<EntityId> = HashSet::new();
-    for entity in store.list_entities(None).await? {
+    let mut entities = store.list_entities(None).await?;
+    rotate(&mut entities, state.rotation);
+    state.rotation = state.rotation.wrapping_add(1);
+    for entity in entities {
         let EntityScope::Repository { owner, name } = &entity.scope else {
             continue;
         };
