@@ -392,6 +392,22 @@ impl Provider for FakeProvider {
             .collect())
     }
 
+    async fn list_instances_in(
+        &self,
+        controller_id: ControllerId,
+        pools: &[PoolId],
+    ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .instances
+            .values()
+            .filter(|i| i.controller_id == controller_id && pools.contains(&i.pool_id))
+            .map(Self::to_provider_instance)
+            .collect())
+    }
+
     async fn health(&self) -> Result<(), ProviderError> {
         Ok(())
     }

@@ -77,14 +77,24 @@ pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError>
 }
 
 /// Orphans (at the provider, not in the DB) and lost instances (in the
-/// DB, not at the provider).
+/// DB, not at the provider). Each provider is asked once for all its pools
+/// ([`hangar_core::Provider::list_instances_in`]; per pool only where the
+/// provider cannot list more at once), so the sweep's provider calls do not
+/// grow with the number of pools.
 async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
     let store = &ctx.store;
     let controller = store.controller_id();
     let grace = chrono::Duration::seconds(ctx.config.lost_instance_grace_secs as i64);
     let garm_ids = garm_controller_ids(ctx).await?;
+    let mut by_provider: HashMap<String, Vec<hangar_core::Pool>> = HashMap::new();
     for pool in store.list_pools(None).await? {
-        let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+        by_provider
+            .entry(pool.spec.provider_name.to_string())
+            .or_default()
+            .push(pool);
+    }
+    for (provider, pools) in by_provider {
+        let Some(entry) = ctx.providers.get(&provider).cloned() else {
             continue;
         };
         if entry.gate.remaining().is_some() {
@@ -95,17 +105,22 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
         // is absent from it but present at the provider, and must not be
         // mistaken for an orphan — so only names the DB never had, or
         // has as deleted, count.
-        let known: HashMap<InstanceName, hangar_core::Instance> = store
-            .list_instances(&InstanceFilter {
-                pool_id: Some(pool.id),
-                include_deleted: true,
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .map(|i| (i.name.clone(), i))
-            .collect();
-        let listed = match entry.provider.list_instances(controller, pool.id).await {
+        let mut known: HashMap<InstanceName, hangar_core::Instance> = HashMap::new();
+        for pool in &pools {
+            known.extend(
+                store
+                    .list_instances(&InstanceFilter {
+                        pool_id: Some(pool.id),
+                        include_deleted: true,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_iter()
+                    .map(|i| (i.name.clone(), i)),
+            );
+        }
+        let pool_ids: Vec<hangar_core::PoolId> = pools.iter().map(|p| p.id).collect();
+        let listed = match entry.provider.list_instances_in(controller, &pool_ids).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(provider = %entry.name, error = %e, "cannot list instances");
@@ -115,6 +130,9 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
         let listed_names: HashSet<String> = listed.iter().map(|p| p.name.clone()).collect();
         for pi in &listed {
             let Ok(name) = InstanceName::parse(&pi.name) else {
+                continue;
+            };
+            let Some(pool_id) = pi.pool_id.filter(|p| pool_ids.contains(p)) else {
                 continue;
             };
             let orphan = match known.get(&name) {
@@ -127,7 +145,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                     name,
                     provider_id: Some(pi.provider_id.clone()),
                     controller_id: controller,
-                    pool_id: pool.id,
+                    pool_id,
                 };
                 match at_provider(ctx, &entry, &iref).await {
                     Ok(()) => r.orphans_deleted += 1,
@@ -135,7 +153,9 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                 }
             }
         }
-        reap_garm_vms(ctx, &entry, &pool, &garm_ids, r).await;
+        for pool in &pools {
+            reap_garm_vms(ctx, &entry, pool, &garm_ids, r).await;
+        }
         for inst in known.values() {
             if inst.status == InstanceStatus::Running
                 && !listed_names.contains(inst.name.as_str())
@@ -160,7 +180,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                         .await,
                 )?;
                 r.lost_instances += 1;
-                ctx.queue.wake(pool.id);
+                ctx.queue.wake(inst.pool_id);
             }
         }
     }
