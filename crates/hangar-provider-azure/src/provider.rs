@@ -399,19 +399,6 @@ fn to_provider_error(e: ArmError) -> ProviderError {
     }
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
-fn encode_query(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() * 3);
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[async_trait]
 impl Provider for AzureProvider {
     fn kind(&self) -> &'static str {
@@ -532,24 +519,20 @@ impl Provider for AzureProvider {
             .filter(|vm| tag(vm, TAG_CONTROLLER) == Some(c.as_str()) && in_pools(vm))
             .map(to_instance)
             .collect();
-        // Half-made instances (a NIC or IP without its VM): the generic
-        // resource list filters by tag server-side.
-        let filter = format!("tagName eq '{TAG_CONTROLLER}' and tagValue eq '{c}'");
+        // Half-made instances (a NIC or IP without its VM): the group's
+        // generic resource list, unfiltered, because ARM leaves the tags out
+        // of a list filtered by tag and the pool is read from them.
         let resources = self
             .arm
-            .list(&self.arm.url(
-                &format!(
-                    "{}/resources?$filter={}",
-                    self.rg_path(),
-                    encode_query(&filter)
-                ),
-                RESOURCES_API,
-            ))
+            .list(&self.arm.url(&format!("{}/resources", self.rg_path()), RESOURCES_API))
             .await
             .map_err(to_provider_error)?;
         let have: BTreeSet<String> = out.iter().map(|i| i.name.clone()).collect();
         let mut orphans: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for r in resources.iter().filter(|r| in_pools(r)) {
+        for r in resources
+            .iter()
+            .filter(|r| tag(r, TAG_CONTROLLER) == Some(c.as_str()) && in_pools(r))
+        {
             let (Some(name), Some(kind), Some(pool)) = (
                 r.get("name").and_then(Value::as_str),
                 r.get("type").and_then(Value::as_str),
@@ -661,13 +644,5 @@ mod tests {
             to_provider_error(op("ImageNotFound")),
             ProviderError::InvalidSpec(_)
         ));
-    }
-
-    #[test]
-    fn query_encoding() {
-        assert_eq!(
-            encode_query("tagName eq 'a' and tagValue eq 'b/c'"),
-            "tagName%20eq%20%27a%27%20and%20tagValue%20eq%20%27b%2Fc%27"
-        );
     }
 }
