@@ -114,7 +114,7 @@ impl Default for RecoveryConfig {
             redelivery_interval_secs: 90,
             queued_runs_interval_secs: 90,
             start_delay_secs: 3,
-            run_relist_secs: 600,
+            run_relist_secs: 1800,
             lookback_secs: 6 * 3600,
             max_redeliveries: 3,
             max_delivery_pages: 5,
