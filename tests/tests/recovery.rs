@@ -69,8 +69,10 @@ async fn setup(hook: Hook) -> Setup {
             let r = reqwest::Client::new()
                 .post(format!("{}/repos/octo/app/hooks", gh.url()))
                 .bearer_auth("ghp_someone_else")
-                .json(&json!({"name": "web", "active": true, "events": ["workflow_job"],
-                    "config": {"url": url, "content_type": "json", "secret": SECRET}}))
+                .json(
+                    &json!({"name": "web", "active": true, "events": ["workflow_job"],
+                    "config": {"url": url, "content_type": "json", "secret": SECRET}}),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -166,7 +168,11 @@ async fn jobs_queued_while_hangard_was_down_are_served_by_redelivery() {
     redelivered_every_queued(&s.gh);
     assert!(s.gh.calls("redeliver") >= 5);
     assert!(
-        metric(&s.daemon, "hangar_recovery_calls_total{op=\"redeliver\",outcome=\"ok\"}").await
+        metric(
+            &s.daemon,
+            "hangar_recovery_calls_total{op=\"redeliver\",outcome=\"ok\"}"
+        )
+        .await
             >= 5.0
     );
 }

@@ -5,7 +5,7 @@
 //!   real-VM test, then fmt --check, clippy -D warnings, build, test.
 //! - `cargo xtask dev` — installs what is missing and runs `hangard` with
 //!   `config/hangard.toml`.
-//! - `cargo xtask bench <webhooks|schedule>` — the benchmarks.
+//! - `cargo xtask bench <webhooks|schedule|queue>` — the benchmarks.
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
 //!
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps | terraform>"
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule|queue | tidy | deps | terraform>"
                 .into(),
         ),
     };
@@ -453,9 +453,9 @@ fn dev(args: &[String]) -> Result {
 fn bench(args: &[String]) -> Result {
     system_packages()?;
     let which = args.first().map(String::as_str).unwrap_or("all");
-    if !matches!(which, "webhooks" | "schedule" | "all") {
+    if !matches!(which, "webhooks" | "schedule" | "queue" | "all") {
         return Err(format!(
-            "unknown bench {which:?}: use webhooks, schedule or all"
+            "unknown bench {which:?}: use webhooks, schedule, queue or all"
         ));
     }
     step("build release binaries");

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hangar_core::entity::CredentialsAuth;
 use hangar_core::forge::{
-    DeliveryPage, ForgeDelivery, ForgeHook, ForgeJob, ForgeRunner, HookRef, JitConfig,
-    JitRequest, NewHook, RegistrationToken,
+    DeliveryPage, ForgeDelivery, ForgeHook, ForgeJob, ForgeRunner, HookRef, JitConfig, JitRequest,
+    NewHook, RegistrationToken,
 };
 use hangar_core::provider::RunnerTool;
 use hangar_core::{EntityScope, Forge, ForgeError, ForgeTarget, JobId, Secret};
@@ -220,9 +220,10 @@ fn cursor_of(url: &str) -> Option<String> {
 fn deliveries_base(scope: &EntityScope, hook: HookRef) -> Result<(String, bool), ForgeError> {
     match hook {
         HookRef::App => Ok(("/app/hook/deliveries".into(), true)),
-        HookRef::Entity { hook_id } => {
-            Ok((format!("{}/{hook_id}/deliveries", hooks_base(scope)?), false))
-        }
+        HookRef::Entity { hook_id } => Ok((
+            format!("{}/{hook_id}/deliveries", hooks_base(scope)?),
+            false,
+        )),
     }
 }
 
@@ -881,7 +882,9 @@ impl Forge for GitHubForge {
         let mut path = format!("{base}?per_page={}", per_page.clamp(1, 100));
         if let Some(c) = cursor {
             // Opaque, and still URL-encoded as the Link header gave it.
-            if c.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"%_-.~=".contains(&b))) {
+            if c.bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"%_-.~=".contains(&b)))
+            {
                 return Err(ForgeError::Fatal(format!("invalid delivery cursor {c:?}")));
             }
             path.push_str("&cursor=");
@@ -916,9 +919,13 @@ impl Forge for GitHubForge {
         match a.status {
             s if s.is_success() => Ok(()),
             // 400/422: GitHub will not redeliver this one (too old, hook gone).
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Err(ForgeError::Fatal(
-                format!("redeliver webhook delivery {delivery_id}: HTTP {}: {}", a.status.as_u16(), a.message()),
-            )),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(ForgeError::Fatal(format!(
+                    "redeliver webhook delivery {delivery_id}: HTTP {}: {}",
+                    a.status.as_u16(),
+                    a.message()
+                )))
+            }
             _ => Err(a.error("redeliver webhook delivery")),
         }
     }

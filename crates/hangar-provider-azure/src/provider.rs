@@ -524,7 +524,11 @@ impl Provider for AzureProvider {
         // of a list filtered by tag and the pool is read from them.
         let resources = self
             .arm
-            .list(&self.arm.url(&format!("{}/resources", self.rg_path()), RESOURCES_API))
+            .list(
+                &self
+                    .arm
+                    .url(&format!("{}/resources", self.rg_path()), RESOURCES_API),
+            )
             .await
             .map_err(to_provider_error)?;
         let have: BTreeSet<String> = out.iter().map(|i| i.name.clone()).collect();
@@ -554,12 +558,7 @@ impl Provider for AzureProvider {
             }
         }
         for ((name, pool), what) in orphans {
-            out.push(self.leftover_instance(
-                &name,
-                &what,
-                Some(controller_id),
-                pool.parse().ok(),
-            ));
+            out.push(self.leftover_instance(&name, &what, Some(controller_id), pool.parse().ok()));
         }
         Ok(out)
     }

@@ -99,7 +99,8 @@ impl Scheduler {
             deps.metrics.clone(),
             &deps.config,
         );
-        let recovery = recover::RecoveryState::new(tokio::time::Instant::now(), &deps.config.recovery);
+        let recovery =
+            recover::RecoveryState::new(tokio::time::Instant::now(), &deps.config.recovery);
         Self {
             recovery: Arc::new(tokio::sync::Mutex::new(recovery)),
             ctx: Arc::new(Ctx::new(

@@ -358,7 +358,9 @@ fn skip_source(
         // queued-runs path still covers repositories.
         _ => {
             tracing::warn!(source, error = %e, "webhook deliveries unavailable; redelivery skipped for an hour");
-            state.unavailable.insert(source.to_owned(), now + UNAVAILABLE_FOR);
+            state
+                .unavailable
+                .insert(source.to_owned(), now + UNAVAILABLE_FOR);
         }
     }
 }
@@ -418,7 +420,11 @@ async fn redeliver_source(
     if listed.is_empty() {
         return Ok(());
     }
-    let newest = listed.iter().map(|d| d.id).max().unwrap_or(cursor.last_seen);
+    let newest = listed
+        .iter()
+        .map(|d| d.id)
+        .max()
+        .unwrap_or(cursor.last_seen);
     let chosen = choose_redeliveries(
         &listed,
         &mut state.guids,
@@ -669,7 +675,9 @@ mod tests {
         assert_eq!(chosen.iter().map(|d| d.id).collect::<Vec<_>>(), vec![10]);
         // A success later, even below the cursor, ends it for good.
         let ok = vec![delivery(11, "a", 202, 0)];
-        assert!(choose_redeliveries(&ok, &mut memory, Instant::now(), oldest, PERIOD, 3).is_empty());
+        assert!(
+            choose_redeliveries(&ok, &mut memory, Instant::now(), oldest, PERIOD, 3).is_empty()
+        );
         tokio::time::advance(PERIOD).await;
         assert!(
             choose_redeliveries(&retry, &mut memory, Instant::now(), oldest, PERIOD, 3).is_empty(),
@@ -706,16 +714,21 @@ mod tests {
         let entity: EntityId = "6b7e4c1e-58a8-4bb6-9d43-a8f3f6b1f2a1".parse().unwrap();
         let base = "https://hangar.example/webhooks";
         let ctl = vec!["0c3f2a1e-58a8-4bb6-9d43-a8f3f6b1f2a1".to_owned()];
+        assert!(points_here(&format!("{base}/{entity}"), base, entity, &ctl));
         assert!(points_here(
-            &format!("{base}/{entity}"),
+            &format!("{base}/{entity}/"),
             base,
             entity,
             &ctl
         ));
-        assert!(points_here(&format!("{base}/{entity}/"), base, entity, &ctl));
         assert!(points_here(base, base, entity, &ctl));
         assert!(points_here(&format!("{base}/"), base, entity, &ctl));
-        assert!(points_here(&format!("{base}/{}", ctl[0]), base, entity, &ctl));
+        assert!(points_here(
+            &format!("{base}/{}", ctl[0]),
+            base,
+            entity,
+            &ctl
+        ));
         assert!(!points_here(
             "https://other.example/webhooks",
             base,

@@ -120,7 +120,11 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
             );
         }
         let pool_ids: Vec<hangar_core::PoolId> = pools.iter().map(|p| p.id).collect();
-        let listed = match entry.provider.list_instances_in(controller, &pool_ids).await {
+        let listed = match entry
+            .provider
+            .list_instances_in(controller, &pool_ids)
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(provider = %entry.name, error = %e, "cannot list instances");
@@ -424,7 +428,9 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
             }
         }
         let next = next_recheck(job.created_at, ctx.now(), first, max);
-        store.mark_job_checked(job.id, job.run_attempt, next).await?;
+        store
+            .mark_job_checked(job.id, job.run_attempt, next)
+            .await?;
         if let Some(p) = job.pool_id {
             ctx.queue.wake(p);
         }
@@ -475,9 +481,6 @@ mod tests {
         }
         assert_eq!(gaps, vec![300, 600, 1200, 2400, 3600, 3600]);
         // A job re-checked before it is `first` old still waits `first`.
-        assert_eq!(
-            (next_recheck(t0, t0, first, max) - t0).num_seconds(),
-            300
-        );
+        assert_eq!((next_recheck(t0, t0, first, max) - t0).num_seconds(), 300);
     }
 }

@@ -328,7 +328,8 @@ impl Store {
     pub async fn known_jobs(&self, keys: &[(JobId, i64)]) -> Result<Vec<(JobId, i64)>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new("SELECT id, run_attempt FROM jobs WHERE (id, run_attempt) IN (VALUES ",
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT id, run_attempt FROM jobs WHERE (id, run_attempt) IN (VALUES ",
             );
             let mut sep = q.separated(", ");
             for (id, attempt) in chunk {
@@ -377,13 +378,15 @@ impl Store {
         run_attempt: i64,
         next_at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("UPDATE jobs SET checked_at = ?, recheck_at = ? WHERE id = ? AND run_attempt = ?")
-            .bind(now_ms())
-            .bind(next_at.timestamp_millis())
-            .bind(id.0)
-            .bind(run_attempt)
-            .execute(self.w())
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET checked_at = ?, recheck_at = ? WHERE id = ? AND run_attempt = ?",
+        )
+        .bind(now_ms())
+        .bind(next_at.timestamp_millis())
+        .bind(id.0)
+        .bind(run_attempt)
+        .execute(self.w())
+        .await?;
         Ok(())
     }
 

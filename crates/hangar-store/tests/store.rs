@@ -1312,14 +1312,23 @@ async fn delivery_cursors_only_move_forward_per_hook() {
     let store = open(dir.path()).await;
     assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
     let c = |hook_id, last_seen| DeliveryCursor { hook_id, last_seen };
-    store.set_delivery_cursor("entity:x", c(Some(7), 100)).await.unwrap();
-    store.set_delivery_cursor("entity:x", c(Some(7), 90)).await.unwrap();
+    store
+        .set_delivery_cursor("entity:x", c(Some(7), 100))
+        .await
+        .unwrap();
+    store
+        .set_delivery_cursor("entity:x", c(Some(7), 90))
+        .await
+        .unwrap();
     assert_eq!(
         store.delivery_cursor("entity:x").await.unwrap(),
         Some(c(Some(7), 100)),
         "never back on the same hook"
     );
-    store.set_delivery_cursor("entity:x", c(Some(8), 5)).await.unwrap();
+    store
+        .set_delivery_cursor("entity:x", c(Some(8), 5))
+        .await
+        .unwrap();
     assert_eq!(
         store.delivery_cursor("entity:x").await.unwrap(),
         Some(c(Some(8), 5)),
@@ -1344,7 +1353,11 @@ async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found() {
     let later = now + chrono::Duration::seconds(301);
     let due = store.due_rechecks(later, after, 10).await.unwrap();
     assert_eq!(due.len(), 3);
-    assert_eq!(store.due_rechecks(later, after, 2).await.unwrap().len(), 2, "bounded");
+    assert_eq!(
+        store.due_rechecks(later, after, 2).await.unwrap().len(),
+        2,
+        "bounded"
+    );
     // Job 1 re-checked: next due in an hour; the others stay due.
     store
         .mark_job_checked(JobId(1), 1, later + chrono::Duration::hours(1))

@@ -566,7 +566,8 @@ impl FakeGitHub {
                 .values()
                 .filter(|h| {
                     h.active
-                        && (h.scope == format!("repos/{repo}") || h.scope == format!("orgs/{owner}"))
+                        && (h.scope == format!("repos/{repo}")
+                            || h.scope == format!("orgs/{owner}"))
                         && h.events.iter().any(|e| e == "workflow_job" || e == "*")
                 })
                 .map(|h| {
@@ -575,7 +576,12 @@ impl FakeGitHub {
                     } else {
                         "repository"
                     };
-                    (HookKey::Hook(h.id), h.url.clone(), h.secret.clone().unwrap_or_default(), kind)
+                    (
+                        HookKey::Hook(h.id),
+                        h.url.clone(),
+                        h.secret.clone().unwrap_or_default(),
+                        kind,
+                    )
                 })
                 .collect();
             if let Some((url, secret)) = &s.app_hook {
@@ -720,7 +726,7 @@ impl FakeGitHub {
                 _ => true,
             })
             .collect();
-        all.sort_by(|a, b| b.id.cmp(&a.id));
+        all.sort_by_key(|a| std::cmp::Reverse(a.id));
         let page: Vec<Value> = all
             .iter()
             .take(per_page)
@@ -1244,9 +1250,10 @@ fn serve(
             }
         }
         (Method::GET, ["hooks", id, "deliveries"]) if !scope.starts_with("enterprises/") => {
-            let hook = id.parse::<i64>().ok().filter(|id| {
-                gh.st().hooks.get(id).is_some_and(|h| h.scope == scope)
-            });
+            let hook = id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| gh.st().hooks.get(id).is_some_and(|h| h.scope == scope));
             match hook {
                 Some(id) => gh.list_attempts(
                     HookKey::Hook(id),
@@ -1259,9 +1266,10 @@ fn serve(
         (Method::POST, ["hooks", id, "deliveries", delivery, "attempts"])
             if !scope.starts_with("enterprises/") =>
         {
-            let hook = id.parse::<i64>().ok().filter(|id| {
-                gh.st().hooks.get(id).is_some_and(|h| h.scope == scope)
-            });
+            let hook = id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| gh.st().hooks.get(id).is_some_and(|h| h.scope == scope));
             match hook {
                 Some(id) => gh.redeliver_attempt(HookKey::Hook(id), delivery),
                 None => err(StatusCode::NOT_FOUND, "Not Found"),

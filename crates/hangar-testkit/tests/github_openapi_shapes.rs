@@ -146,8 +146,10 @@ async fn delivery_and_run_routes_hold_to_the_rest_description() {
         let made: Value = c
             .post(format!("{}{scope}/hooks", gh.url()))
             .bearer_auth("ghp_x")
-            .json(&json!({"name": "web", "active": true, "events": ["workflow_job"],
-                "config": {"url": dead, "content_type": "json", "secret": "s"}}))
+            .json(
+                &json!({"name": "web", "active": true, "events": ["workflow_job"],
+                "config": {"url": dead, "content_type": "json", "secret": "s"}}),
+            )
             .send()
             .await
             .unwrap()
@@ -208,7 +210,10 @@ async fn delivery_and_run_routes_hold_to_the_rest_description() {
         let ids: Vec<i64> = seen.iter().map(|d| d["id"].as_i64().unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
         for q in strings(&list["query_params"]) {
-            assert!(["per_page", "cursor", "status"].contains(&q.as_str()), "{q}");
+            assert!(
+                ["per_page", "cursor", "status"].contains(&q.as_str()),
+                "{q}"
+            );
         }
 
         // Redelivery: 202, then a new attempt of the same guid.
@@ -260,7 +265,10 @@ async fn delivery_and_run_routes_hold_to_the_rest_description() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16() as u64, runs_op["status"].as_u64().unwrap());
+    assert_eq!(
+        r.status().as_u16() as u64,
+        runs_op["status"].as_u64().unwrap()
+    );
     let runs: Value = r.json().await.unwrap();
     has_all(&runs, &runs_op["response_required"], "list runs");
     let list = runs[runs_op["list_field"].as_str().unwrap()]
@@ -281,10 +289,16 @@ async fn delivery_and_run_routes_hold_to_the_rest_description() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16() as u64, jobs_op["status"].as_u64().unwrap());
+        assert_eq!(
+            r.status().as_u16() as u64,
+            jobs_op["status"].as_u64().unwrap()
+        );
         let jobs: Value = r.json().await.unwrap();
         has_all(&jobs, &jobs_op["response_required"], "run jobs");
-        for j in jobs[jobs_op["list_field"].as_str().unwrap()].as_array().unwrap() {
+        for j in jobs[jobs_op["list_field"].as_str().unwrap()]
+            .as_array()
+            .unwrap()
+        {
             has_all(j, &jobs_op["list_items_required"], "workflow job");
             assert_eq!(j["run_id"], run["id"]);
         }
