@@ -381,6 +381,8 @@ impl Provider for FakeProvider {
         controller_id: ControllerId,
         pool_id: PoolId,
     ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let log = self.config.lock().unwrap().calls_log.clone();
+        log_call(&log, "list", "-");
         Ok(self
             .state
             .lock()
@@ -397,6 +399,8 @@ impl Provider for FakeProvider {
         controller_id: ControllerId,
         pools: &[PoolId],
     ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let log = self.config.lock().unwrap().calls_log.clone();
+        log_call(&log, "list", "-");
         Ok(self
             .state
             .lock()

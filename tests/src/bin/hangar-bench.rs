@@ -362,7 +362,7 @@ fn now_micros() -> u128 {
 fn creates(log: &Path) -> anyhow::Result<Vec<u128>> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut stamps: Vec<u128> = Vec::new();
-    if !text.contains("delete") {
+    if !text.contains("delete") && !text.contains("list") {
         let mut run = String::new();
         for ch in text.chars().chain(std::iter::once(' ')) {
             if ch.is_ascii_digit() {
@@ -381,7 +381,7 @@ fn creates(log: &Path) -> anyhow::Result<Vec<u128>> {
                     ts.parse()
                         .with_context(|| format!("calls log {}: line {line:?}", log.display()))?,
                 ),
-                ["delete", _, _] => {}
+                ["delete", _, _] | ["list", _, _] => {}
                 _ => bail!("calls log {}: garbled line {line:?}", log.display()),
             }
         }
@@ -689,7 +689,23 @@ async fn queue_once(
         &provider_cfg,
         format!("state_dir = \"{}\"\nboot = \"none\"\n", state.display()),
     )?;
-    // Only keys both builds know; the same file for both.
+    // Only keys both builds know; the same file for both. The external
+    // fake provider logs every call of both builds; the in-process one
+    // (`HANGAR_BENCH_PROVIDER=fake`) logs its listings only in builds that
+    // have `list_instances_in`.
+    let in_process = std::env::var("HANGAR_BENCH_PROVIDER").as_deref() == Ok("fake");
+    let provider = if in_process {
+        format!(
+            "[[provider]]\nname = \"ext\"\nkind = \"fake\"\n[provider.fake]\nboot = \"none\"\ncalls_log = \"{}\"\n",
+            state.join("calls.log").display()
+        )
+    } else {
+        format!(
+            "[[provider]]\nname = \"ext\"\nkind = \"external\"\n[provider.external]\nexecutable = \"{}\"\nconfig_file = \"{}\"\n",
+            bin("hangar-fake-provider").display(),
+            provider_cfg.display()
+        )
+    };
     let extra = format!(
         r#"
 [scheduler]
@@ -699,16 +715,10 @@ job_recheck_after_secs = 30
 budget_per_hour = 100000000
 budget_burst = 100000
 
-[[provider]]
-name = "ext"
-kind = "external"
-[provider.external]
-executable = "{}"
-config_file = "{}"
-"#,
-        bin("hangar-fake-provider").display(),
-        provider_cfg.display()
+{provider}
+"#
     );
+    let create_cmd = if in_process { "create" } else { "CreateInstance" };
     let port = free_port();
     let config = write_config(dir.path(), port, &extra);
     let daemon = Daemon::start_bin(hangard, dir.path(), port, &config, &[]).await?;
@@ -743,7 +753,7 @@ config_file = "{}"
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let creates = provider_calls(&log, 0, u128::MAX)?
-            .get("CreateInstance")
+            .get(create_cmd)
             .copied()
             .unwrap_or(0);
         if creates as usize >= POOLS {
