@@ -718,7 +718,11 @@ budget_burst = 100000
 {provider}
 "#
     );
-    let create_cmd = if in_process { "create" } else { "CreateInstance" };
+    let create_cmd = if in_process {
+        "create"
+    } else {
+        "CreateInstance"
+    };
     let port = free_port();
     let config = write_config(dir.path(), port, &extra);
     let daemon = Daemon::start_bin(hangard, dir.path(), port, &config, &[]).await?;
