@@ -36,8 +36,12 @@ use crate::{Scheduler, SchedulerError, intake};
 
 /// Deliveries per page (GitHub's maximum).
 const PER_PAGE: u32 = 100;
-/// A source whose hook cannot be found or read is asked again after this.
+/// A source whose hook cannot be read (no hook scope) is asked again after
+/// this.
 const UNAVAILABLE_FOR: Duration = Duration::from_secs(3600);
+/// An entity with no hook pointing here is looked at again after this (the
+/// operator may install one).
+const NO_HOOK_FOR: Duration = Duration::from_secs(600);
 
 /// What recovery remembers between passes (the cursors are in the store).
 #[derive(Debug)]
@@ -288,8 +292,8 @@ async fn redelivery_pass(
                             h.id
                         }
                         None => {
-                            tracing::info!(entity.id = %entity.id, "no hook points here; redelivery skipped for an hour");
-                            state.unavailable.insert(source, now + UNAVAILABLE_FOR);
+                            tracing::info!(entity.id = %entity.id, "no hook points here; redelivery skipped for 10 minutes");
+                            state.unavailable.insert(source, now + NO_HOOK_FOR);
                             report.skipped += 1;
                             continue;
                         }
