@@ -5,7 +5,7 @@
 //!   real-VM test, then fmt --check, clippy -D warnings, build, test.
 //! - `cargo xtask dev` — installs what is missing and runs `hangard` with
 //!   `config/hangard.toml`.
-//! - `cargo xtask bench <webhooks|schedule>` — the benchmarks.
+//! - `cargo xtask bench <webhooks|schedule|queue>` — the benchmarks.
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
 //! - `cargo xtask fuzz [TARGET] [--secs N]` — the long libFuzzer run of the
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule | tidy | deps | terraform | fuzz [TARGET] [--secs N]>"
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule|queue | tidy | deps | terraform | fuzz [TARGET] [--secs N]>"
                 .into(),
         ),
     };
@@ -458,9 +458,9 @@ fn dev(args: &[String]) -> Result {
 fn bench(args: &[String]) -> Result {
     system_packages()?;
     let which = args.first().map(String::as_str).unwrap_or("all");
-    if !matches!(which, "webhooks" | "schedule" | "all") {
+    if !matches!(which, "webhooks" | "schedule" | "queue" | "all") {
         return Err(format!(
-            "unknown bench {which:?}: use webhooks, schedule or all"
+            "unknown bench {which:?}: use webhooks, schedule, queue or all"
         ));
     }
     step("build release binaries");

@@ -230,6 +230,25 @@ pub trait Provider: Send + Sync + fmt::Debug {
         pool_id: PoolId,
     ) -> Result<Vec<ProviderInstance>, ProviderError>;
 
+    /// Every instance carrying this controller's tag in any of `pools`,
+    /// each with its `pool_id`. Providers that can list everything of a
+    /// controller at once do so in one call (the sweep's cost then does not
+    /// grow with the number of pools); the default asks per pool.
+    async fn list_instances_in(
+        &self,
+        controller_id: ControllerId,
+        pools: &[PoolId],
+    ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let mut out = Vec::new();
+        for &pool in pools {
+            for mut i in self.list_instances(controller_id, pool).await? {
+                i.pool_id.get_or_insert(pool);
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
     /// A cheap reachability check for `/readyz`.
     async fn health(&self) -> Result<(), ProviderError>;
 }

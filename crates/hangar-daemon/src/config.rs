@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use hangar_core::Secret;
 use hangar_core::provider::ProxySettings;
-use hangar_scheduler::SchedulerConfig;
+use hangar_scheduler::{RecoveryConfig, SchedulerConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +23,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub github: hangar_github::GitHubConfig,
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
     #[serde(default)]
     pub logging: LoggingSection,
     #[serde(default)]
@@ -332,6 +334,9 @@ impl Config {
             bail!("server.worker_threads must be between 1 and 512, got {n}");
         }
         self.scheduler
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.recovery
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut names = std::collections::HashSet::new();

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hangar_core::{Provider, Secret};
-use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
+use hangar_scheduler::{
+    Metrics, Providers, Scheduler, SchedulerConfig, SchedulerDeps, SharedUrls, Urls,
+};
 use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -267,7 +269,10 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         forge: forge.clone(),
         providers: providers.clone(),
-        config: config.scheduler.clone(),
+        config: SchedulerConfig {
+            recovery: config.recovery.clone(),
+            ..config.scheduler.clone()
+        },
         urls: urls.clone(),
         metrics: metrics.clone(),
     });

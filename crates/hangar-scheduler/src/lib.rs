@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod providers;
 mod queue;
 mod reconcile;
+mod recover;
 mod sweep;
 mod worker;
 
@@ -33,7 +34,7 @@ use hangar_store::{Change, JobEvent, JobOutcome, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::{Gate, delay as backoff_delay};
-pub use config::SchedulerConfig;
+pub use config::{RecoveryConfig, SchedulerConfig};
 pub use context::SharedUrls;
 pub use delete::FORCED_DELETE_TRIES;
 pub use hangar_core::Urls;
@@ -42,6 +43,7 @@ pub use metrics::Metrics;
 pub use providers::{ProviderEntry, Providers};
 pub use queue::RECONCILE_GAP;
 pub use reconcile::PoolReport;
+pub use recover::RecoveryReport;
 pub use sweep::SweepReport;
 pub use worker::Outcome;
 
@@ -77,6 +79,8 @@ pub struct SchedulerDeps {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     ctx: Arc<Ctx>,
+    /// Lost-delivery recovery's memory between passes.
+    recovery: Arc<tokio::sync::Mutex<recover::RecoveryState>>,
 }
 
 /// What one [`Scheduler::step`] did.
@@ -95,7 +99,10 @@ impl Scheduler {
             deps.metrics.clone(),
             &deps.config,
         );
+        let recovery =
+            recover::RecoveryState::new(tokio::time::Instant::now(), &deps.config.recovery);
         Self {
+            recovery: Arc::new(tokio::sync::Mutex::new(recovery)),
             ctx: Arc::new(Ctx::new(
                 deps.store,
                 github,
@@ -186,6 +193,13 @@ impl Scheduler {
             Err(e) => tracing::error!(error = %e, "restart recovery failed"),
         }
         self.wake_all();
+        // Not one of `ctx.tasks`: it runs for as long as the loop does, and
+        // those tasks are what `settle` waits for.
+        let recovery = ctx
+            .config
+            .recovery
+            .enabled
+            .then(|| tokio::spawn(recover::run(self.clone(), cancel.clone())));
         let mut tick = tokio::time::interval(ctx.config.reconcile_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let sweeping = Arc::new(tokio::sync::Mutex::new(()));
@@ -213,6 +227,10 @@ impl Scheduler {
                 }
             }
             self.step().await;
+        }
+        if let Some(recovery) = recovery {
+            // It stops at `cancel`, or after the call in flight.
+            let _ = recovery.await;
         }
         ctx.tasks.close();
         let grace = Duration::from_secs(ctx.config.shutdown_grace_secs);
@@ -285,6 +303,15 @@ impl Scheduler {
     /// Runs the sweep now, outside the loop.
     pub async fn sweep(&self) -> Result<SweepReport, SchedulerError> {
         sweep::sweep(&self.ctx).await
+    }
+
+    /// Runs both lost-delivery recovery paths now, outside their timer
+    /// (tests, tools); what recovery remembers carries over.
+    pub async fn recover(&self) -> Result<RecoveryReport, SchedulerError> {
+        let mut state = self.recovery.lock().await;
+        let now = tokio::time::Instant::now();
+        state.due_now(now);
+        recover::step(self, &mut state, now).await
     }
 
     /// Waits until no background work is in flight (tests and benchmarks).

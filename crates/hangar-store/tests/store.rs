@@ -71,7 +71,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     assert!(db_file(dir.path()).exists());
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 9]
     );
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
@@ -1066,7 +1066,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 9]
     );
     let out = store
         .record_job_events(&[
@@ -1317,7 +1317,7 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 9]
     );
     let after = store.entity(entity.id).await.unwrap();
     assert_eq!(after.scope, entity.scope);
@@ -1342,4 +1342,83 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn delivery_cursors_only_move_forward_per_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
+    let c = |hook_id, last_seen| DeliveryCursor { hook_id, last_seen };
+    store
+        .set_delivery_cursor("entity:x", c(Some(7), 100))
+        .await
+        .unwrap();
+    store
+        .set_delivery_cursor("entity:x", c(Some(7), 90))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_cursor("entity:x").await.unwrap(),
+        Some(c(Some(7), 100)),
+        "never back on the same hook"
+    );
+    store
+        .set_delivery_cursor("entity:x", c(Some(8), 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_cursor("entity:x").await.unwrap(),
+        Some(c(Some(8), 5)),
+        "a new hook starts over"
+    );
+    store.clear_delivery_cursor("entity:x").await.unwrap();
+    assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let events: Vec<JobEvent> = (1..=3)
+        .map(|i| event(entity.id, i, JobAction::Queued, Some(pool.id)))
+        .collect();
+    store.record_job_events(&events).await.unwrap();
+    let after = chrono::Duration::seconds(300);
+    let now = clock::now();
+    assert!(store.due_rechecks(now, after, 10).await.unwrap().is_empty());
+    let later = now + chrono::Duration::seconds(301);
+    let due = store.due_rechecks(later, after, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert_eq!(
+        store.due_rechecks(later, after, 2).await.unwrap().len(),
+        2,
+        "bounded"
+    );
+    // Job 1 re-checked: next due in an hour; the others stay due.
+    store
+        .mark_job_checked(JobId(1), 1, later + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let due: Vec<i64> = store
+        .due_rechecks(later, after, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id.0)
+        .collect();
+    assert_eq!(due, vec![2, 3]);
+    let due = store
+        .due_rechecks(later + chrono::Duration::hours(2), after, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(store.job_queued_since(JobId(1), 1).await.unwrap() <= clock::now());
+
+    let known = store
+        .known_jobs(&[(JobId(1), 1), (JobId(2), 2), (JobId(3), 1), (JobId(99), 1)])
+        .await
+        .unwrap();
+    assert_eq!(known, vec![(JobId(1), 1), (JobId(3), 1)]);
 }
