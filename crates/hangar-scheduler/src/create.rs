@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use hangar_core::forge::JitRequest;
+use hangar_core::policy::Admission;
 use hangar_core::provider::{BootstrapParams, CreateInstanceRequest, InstanceRef};
 use hangar_core::userdata::{self, UserdataParams};
 use hangar_core::{
@@ -55,6 +56,11 @@ pub(crate) async fn run(
             pool.spec.provider_name.as_str()
         )));
     };
+    // 0. Nothing — no registration either — while the pool's breaker or
+    // the provider's gate says to wait.
+    if let Some(wait) = admit(ctx, pool, &entry).await? {
+        return Ok(wait);
+    }
     let target = match ctx.github.target(pool.entity_id).await {
         Ok(t) => t,
         Err(e) => return Ok(Outcome::RetryAfter(ctx.backoff(attempt), e.to_string())),
@@ -69,9 +75,9 @@ pub(crate) async fn run(
         return Ok(stop);
     }
 
-    // 2. The provider's turn.
+    // 2. The provider's turn (its gate may have closed meanwhile).
     if let Some(left) = entry.gate.remaining() {
-        return Ok(Outcome::RetryAfter(
+        return Ok(Outcome::Wait(
             left,
             format!("provider {} is backing off after failures", entry.name),
         ));
@@ -143,7 +149,7 @@ pub(crate) async fn run(
                 )
                 .await?;
             tracing::info!(provider.id = %created.provider_id, "instance running");
-            Ok(Outcome::Done)
+            Ok(Outcome::Created)
         }
         Err(e) if e.is_retryable() => Ok(Outcome::RetryAfter(
             ctx.backoff(inst.create_attempts),
@@ -151,6 +157,49 @@ pub(crate) async fn run(
         )),
         Err(e) => Ok(Outcome::GiveUp(e.to_string())),
     }
+}
+
+/// Whether a create of `pool` may start now: `Some(Outcome::Wait)` while
+/// the provider's gate is closed or the pool's breaker is open (core's
+/// [`hangar_core::policy::Breaker::admission`]); once the breaker's back-off
+/// is over, only the create that claims the probe goes.
+async fn admit(
+    ctx: &Ctx,
+    pool: &Pool,
+    entry: &ProviderEntry,
+) -> Result<Option<Outcome>, SchedulerError> {
+    if let Some(left) = entry.gate.remaining() {
+        return Ok(Some(Outcome::Wait(
+            left,
+            format!("provider {} is backing off after failures", entry.name),
+        )));
+    }
+    let now = ctx.now();
+    let breaker = ctx.store.pool_breaker(pool.id).await?;
+    ctx.metrics.pool_breaker(pool.id, breaker.is_open());
+    let until = match breaker.admission(now) {
+        Admission::Go => return Ok(None),
+        Admission::Probe => {
+            let lease = now + chrono::Duration::seconds(ctx.config.breaker_max_secs as i64);
+            if ctx.store.claim_pool_probe(pool.id, now, lease).await? {
+                tracing::info!(
+                    failures = breaker.consecutive_failures,
+                    "pool is backing off; probing with one create"
+                );
+                return Ok(None);
+            }
+            lease
+        }
+        Admission::Wait(at) => at,
+    };
+    Ok(Some(Outcome::Wait(
+        (until - now).to_std().unwrap_or_default(),
+        format!(
+            "pool is backing off after {} failed creates (last: {})",
+            breaker.consecutive_failures,
+            breaker.last_error.as_deref().unwrap_or("-")
+        ),
+    )))
 }
 
 /// Registers a JIT runner named after the instance and seals its config

@@ -130,14 +130,10 @@ async fn a_failed_create_is_retried_when_its_backoff_ends() {
         .fail_next_creates(1, ProviderError::Transient("boom".into()));
     h.deliver(1, JobAction::Queued, None).await;
     h.scheduler.run_until_idle().await;
-    // The first instance made failed (an instance in `error` is not
-    // counted as a spare runner, so the job got a second one meanwhile).
-    let failed = h
-        .instances()
-        .await
-        .into_iter()
-        .find(|i| i.status == InstanceStatus::Error)
-        .expect("the failed instance");
+    // The instance failed; it still stands for the job's runner (it is
+    // retried under its name), so no second VM is made meanwhile.
+    let failed = h.only_instance().await;
+    assert_eq!(failed.status, InstanceStatus::Error);
     assert_eq!(failed.create_attempts, 1);
     let due = h.store.next_attempt(&failed.name).await.unwrap();
     assert!(due.is_some(), "the retry time is in the database");
