@@ -197,6 +197,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Whether instances of this OS and architecture can boot here; `Err`
+    /// says why not. Asked before a pool is stored, so a pool that could
+    /// never boot is refused instead of failing every create. By default a
+    /// provider that boots with Hangar's script (Linux only) serves Linux
+    /// on any architecture, and one that renders its own serves all.
+    fn can_boot(&self, os_type: OsType, _os_arch: OsArch) -> Result<(), String> {
+        if self.renders_userdata() && os_type != OsType::Linux {
+            return Err(format!(
+                "os_type {}: the {} provider boots with Hangar's boot script, which is Linux only; serve {} pools through an external (garm) provider, which renders its own boot script",
+                os_type.as_str(),
+                self.kind(),
+                os_type.as_str()
+            ));
+        }
+        Ok(())
+    }
+
     /// How many calls may run at once against this provider.
     fn max_concurrency(&self) -> usize {
         8

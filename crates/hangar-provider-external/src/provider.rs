@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hangar_core::provider::{CreateInstanceRequest, InstanceRef, ProviderInstance, ProxySettings};
-use hangar_core::{ControllerId, PoolId, PoolSpec, Provider, ProviderError};
+use hangar_core::{ControllerId, OsArch, OsType, PoolId, PoolSpec, Provider, ProviderError};
 use tokio::sync::Semaphore;
 
 use crate::config::{ExternalProviderConfig, InterfaceVersion, inherited_env};
@@ -571,6 +571,35 @@ impl Provider for ExternalProvider {
     /// on its stdin (garm-provider-common's templates, Windows included).
     fn renders_userdata(&self) -> bool {
         false
+    }
+
+    /// What the operator said the executable serves (`os_types`,
+    /// `os_archs`; empty = any).
+    fn can_boot(&self, os_type: OsType, os_arch: OsArch) -> Result<(), String> {
+        let c = &self.config;
+        if !c.os_types.is_empty() && !c.os_types.contains(&os_type) {
+            return Err(format!(
+                "os_type {} is not among this provider's os_types ({})",
+                os_type.as_str(),
+                c.os_types
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !c.os_archs.is_empty() && !c.os_archs.contains(&os_arch) {
+            return Err(format!(
+                "os_arch {} is not among this provider's os_archs ({})",
+                os_arch.as_str(),
+                c.os_archs
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// `ValidatePoolInfo` on v0.1.1, with the pool's extra specs in
