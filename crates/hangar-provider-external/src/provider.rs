@@ -147,6 +147,8 @@ struct Target<'a> {
     /// Exported as `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` and their
     /// lowercase forms, over any inherited value.
     proxy: Option<ProxySettings>,
+    /// Told the call's process (creates: recorded for crash recovery).
+    watcher: Option<hangar_core::provider::CallWatcher>,
 }
 
 impl Target<'static> {
@@ -158,6 +160,7 @@ impl Target<'static> {
             instance_name: "-",
             extra_specs: None,
             proxy: None,
+            watcher: None,
         }
     }
 }
@@ -273,6 +276,7 @@ impl ExternalProvider {
             instance_name: r.name.as_str(),
             extra_specs: self.specs_for(r.pool_id),
             proxy: self.proxy_for(r.pool_id),
+            watcher: None,
         }
     }
 
@@ -347,6 +351,7 @@ impl ExternalProvider {
                 stdin,
                 instance: target.instance_name,
                 redact,
+                watcher: target.watcher.as_ref(),
             })
             .await?;
         Ok(out.stdout)
@@ -372,6 +377,13 @@ impl ExternalProvider {
             }
             CallError::Exit { code, .. } if code == EXIT_NOT_FOUND => {
                 ProviderError::NotFound(format!("{what}: {err}"))
+            }
+            // A create keyed by a name that exists: an earlier attempt made
+            // it, and the caller adopts it.
+            CallError::Exit { code, .. }
+                if code == EXIT_DUPLICATE && command == GarmCommand::CreateInstance =>
+            {
+                ProviderError::AlreadyExists(format!("{what}: duplicate instance: {err}"))
             }
             CallError::Exit { code, .. } if code == EXIT_DUPLICATE => {
                 ProviderError::Fatal(format!("{what}: duplicate instance: {err}"))
@@ -573,6 +585,16 @@ impl Provider for ExternalProvider {
         false
     }
 
+    /// Waits for a create left running by a hangard that died, then stops
+    /// its process group (see [`exec::stop_orphan`]).
+    async fn stop_orphaned_call(
+        &self,
+        process: hangar_core::provider::CallProcess,
+        wait: Duration,
+    ) {
+        exec::stop_orphan(process, wait).await;
+    }
+
     /// What the operator said the executable serves (`os_types`,
     /// `os_archs`; empty = any).
     fn can_boot(&self, os_type: OsType, os_arch: OsArch) -> Result<(), String> {
@@ -652,6 +674,7 @@ impl Provider for ExternalProvider {
             instance_name: req.name.as_str(),
             extra_specs: Some(req.extra_specs.clone()),
             proxy: Some(req.bootstrap.proxy.clone()),
+            watcher: req.watcher.clone(),
         };
         let out = self
             .call(command, &target, Some(stdin), Some(token))

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use hangar_core::forge::JitRequest;
 use hangar_core::policy::Admission;
-use hangar_core::provider::{BootstrapParams, CreateInstanceRequest, InstanceRef};
+use hangar_core::provider::{
+    BootstrapParams, CallProcess, CallWatcher, CreateInstanceRequest, InstanceRef,
+    ProviderInstanceStatus,
+};
 use hangar_core::userdata::{self, UserdataParams};
 use hangar_core::{
     ForgeError, ForgeTarget, Instance, InstanceStatus, Pool, ProviderError, Secret, entity_web_url,
@@ -151,12 +154,101 @@ pub(crate) async fn run(
             tracing::info!(provider.id = %created.provider_id, "instance running");
             Ok(Outcome::Created)
         }
+        // Creates are keyed by the instance name: one that exists was made
+        // by an earlier attempt of this instance, and is adopted.
+        Err(ProviderError::AlreadyExists(why)) => {
+            tracing::info!(reason = %why, "instance exists at the provider; adopting it");
+            adopt(ctx, &entry, &inst, pool, "create").await
+        }
         Err(e) if e.is_retryable() => Ok(Outcome::RetryAfter(
             ctx.backoff(inst.create_attempts),
             e.to_string(),
         )),
         Err(e) => Ok(Outcome::GiveUp(e.to_string())),
     }
+}
+
+/// Asks the provider for an instance whose create was made (or may have
+/// been made) and, when it is there and sound, records it `running`.
+async fn adopt(
+    ctx: &Ctx,
+    entry: &ProviderEntry,
+    inst: &Instance,
+    pool: &Pool,
+    why: &str,
+) -> Result<Outcome, SchedulerError> {
+    let iref = InstanceRef {
+        name: inst.name.clone(),
+        provider_id: inst.provider_id.clone(),
+        controller_id: ctx.store.controller_id(),
+        pool_id: pool.id,
+    };
+    let found = ctx
+        .provider_call(entry, "get", entry.provider.get_instance(&iref))
+        .await;
+    let controller = ctx.store.controller_id();
+    let problem = match found {
+        Ok(pi)
+            if pi.status != ProviderInstanceStatus::Error
+                && pi.controller_id.is_none_or(|c| c == controller) =>
+        {
+            ctx.store
+                .transition(
+                    &inst.name,
+                    Change::FinishCreate {
+                        provider_id: &pi.provider_id,
+                        addresses: &pi.addresses,
+                    },
+                )
+                .await?;
+            tracing::info!(provider.id = %pi.provider_id, "{why}: adopted the instance the provider made");
+            return Ok(Outcome::Created);
+        }
+        Ok(pi) if pi.status == ProviderInstanceStatus::Error => format!(
+            "the provider reports it failed: {}",
+            pi.fault.as_deref().unwrap_or("no reason given")
+        ),
+        Ok(_) => "the provider's instance of that name belongs to another controller".into(),
+        Err(ProviderError::NotFound(_)) => "the provider has no such instance".into(),
+        Err(e) => format!("cannot ask the provider: {e}"),
+    };
+    Ok(Outcome::RetryAfter(
+        ctx.backoff(inst.create_attempts),
+        format!("{why}: {problem}"),
+    ))
+}
+
+/// After a restart, settles an instance caught in `creating`: first makes
+/// sure the create that was under way no longer runs (an external
+/// provider's process outlives hangard: it is waited for up to the
+/// provider's create timeout, then stopped), then asks the provider whether
+/// the instance exists and adopts it, or leaves it in `error` for the
+/// usual retry under the same name. So an interrupted create is never
+/// raced by a second one.
+#[tracing::instrument(skip_all, fields(instance.name = %inst.name, pool.id = %inst.pool_id))]
+pub(crate) async fn recover(
+    ctx: &Arc<Ctx>,
+    inst: Instance,
+    process: Option<CallProcess>,
+) -> Result<Outcome, SchedulerError> {
+    let pool = ctx.store.pool(inst.pool_id).await?;
+    let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+        return Ok(Outcome::RetryAfter(
+            ctx.backoff(inst.create_attempts),
+            format!(
+                "create interrupted by a restart; provider {:?} is not configured in hangard",
+                pool.spec.provider_name.as_str()
+            ),
+        ));
+    };
+    if let Some(p) = process {
+        tracing::info!(pid = p.pid, "waiting for the interrupted create's process");
+        entry
+            .provider
+            .stop_orphaned_call(p, entry.provider.create_timeout())
+            .await;
+    }
+    adopt(ctx, &entry, &inst, &pool, "create interrupted by a restart").await
 }
 
 /// Whether a create of `pool` may start now: `Some(Outcome::Wait)` while
@@ -263,6 +355,21 @@ async fn register_runner(
     Ok(None)
 }
 
+/// Records the process an external provider's create runs in, so a
+/// restarted hangard can wait for it (see [`recover`]).
+fn watcher(ctx: &Ctx, name: &hangar_core::InstanceName) -> CallWatcher {
+    let store = ctx.store.clone();
+    let name = name.clone();
+    CallWatcher::new(move |p| {
+        let (store, name) = (store.clone(), name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.set_create_process(&name, p).await {
+                tracing::warn!(instance.name = %name, error = %e, "cannot record the create's process");
+            }
+        });
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot render the boot script: {0}")]
 struct RenderError(String);
@@ -323,5 +430,6 @@ async fn create_request(
         extra_specs: pool.spec.provider_extra_specs(),
         userdata: script,
         bootstrap,
+        watcher: Some(watcher(ctx, &inst.name)),
     })
 }

@@ -34,6 +34,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StepKind {
     Create,
+    /// Settling a create a restart interrupted: like a create, except that
+    /// a failure is not the pool's (no breaker count).
+    Recover,
     Delete,
 }
 
@@ -41,6 +44,7 @@ impl StepKind {
     fn as_str(self) -> &'static str {
         match self {
             StepKind::Create => "create",
+            StepKind::Recover => "recovery",
             StepKind::Delete => "delete",
         }
     }
@@ -57,6 +61,33 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
         let name = inst.name.clone();
         let outcome = create::run(&c, inst, &pool).await;
         settle(&c, &name, &pool, StepKind::Create, outcome).await;
+    });
+    true
+}
+
+/// Settles an instance caught in `creating` by a restart
+/// ([`create::recover`]) unless a step of it is under way.
+pub(crate) fn spawn_recover(
+    ctx: &Arc<Ctx>,
+    inst: Instance,
+    process: Option<hangar_core::provider::CallProcess>,
+) -> bool {
+    let Some(claim) = ctx.claim(&inst.name) else {
+        return false;
+    };
+    let c = ctx.clone();
+    ctx.tasks.spawn(async move {
+        let _claim = claim;
+        let name = inst.name.clone();
+        let pool = match c.store.pool(inst.pool_id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(instance.name = %name, error = %e, "cannot read the pool of an interrupted create");
+                return;
+            }
+        };
+        let outcome = create::recover(&c, inst, process).await;
+        settle(&c, &name, &pool, StepKind::Recover, outcome).await;
     });
     true
 }
@@ -185,7 +216,7 @@ async fn retry_later(
     wait: Duration,
     why: &str,
 ) -> Result<(), StoreError> {
-    if kind == StepKind::Create {
+    if kind != StepKind::Delete {
         match ctx
             .store
             .transition(name, Change::Status(InstanceStatus::Error, Some(why)))
