@@ -189,3 +189,39 @@ async fn failed_registrations_count_and_back_off() {
         .count();
     assert_eq!(running, 1, "{:#?}", h.instances().await);
 }
+
+/// Deletes are bounded too: after `delete_attempts` failed provider
+/// deletes the forced path applies without an operator asking (marked
+/// deleted with the provider's error; the orphan sweep reaps the VM).
+#[tokio::test(start_paused = true)]
+async fn a_delete_gives_up_after_its_tries() {
+    let mut c = config();
+    c.delete_attempts = 4;
+    let h = Harness::new(c, spec(4)).await;
+    h.deliver(1, JobAction::Queued, None).await;
+    h.scheduler.run_until_idle().await;
+    let name = h.only_instance().await.name;
+    h.provider
+        .fail_next_deletes(1000, ProviderError::Transient("the cloud is down".into()));
+    h.scheduler.request_delete(&name).await.unwrap();
+    h.scheduler.run_until_idle().await;
+    let mut gone = None;
+    for _ in 0..60 {
+        run_for(&h.scheduler, 10).await;
+        let i = h.store.instance(&name).await.unwrap();
+        if i.status == InstanceStatus::Deleted {
+            gone = Some(i);
+            break;
+        }
+    }
+    let gone = gone.expect("the delete ends after its tries");
+    let msg = gone.status_message.unwrap_or_default();
+    assert!(
+        msg.contains("4 times") && msg.contains("the cloud is down"),
+        "{msg}"
+    );
+    assert!(
+        h.github.runner_named(name.as_str()).is_none(),
+        "the runner left first"
+    );
+}
