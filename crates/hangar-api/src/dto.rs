@@ -312,8 +312,38 @@ pub struct PoolResponse {
     pub enabled: bool,
     /// Instances currently holding capacity.
     pub instance_count: u32,
+    /// Whether the pool's creates work, or it is backing off after failures.
+    #[serde(default)]
+    pub health: PoolHealth,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A pool's circuit breaker as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PoolHealth {
+    /// `ok`, or `degraded` while the pool backs off after consecutive
+    /// failed creates (no registration, no create before
+    /// `next_attempt_at`; then one probe at a time).
+    pub state: String,
+    /// Failed creates since the last successful one.
+    pub consecutive_failures: u32,
+    /// Why the latest create failed.
+    pub last_error: Option<String>,
+    /// While degraded: the earliest time the next create may start (a
+    /// probe under way holds it later).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl Default for PoolHealth {
+    fn default() -> Self {
+        Self {
+            state: "ok".into(),
+            consecutive_failures: 0,
+            last_error: None,
+            next_attempt_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

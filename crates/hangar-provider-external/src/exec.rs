@@ -103,6 +103,9 @@ pub(crate) struct Invocation<'a> {
     /// A value that must never reach a log line or an error (the instance
     /// token sits in CreateInstance's stdin, and providers may echo it).
     pub redact: Option<&'a str>,
+    /// Told the process (pid = process group) once it runs, so a create
+    /// hangard loses track of in a crash can be found again.
+    pub watcher: Option<&'a hangar_core::provider::CallWatcher>,
 }
 
 /// What a successful (exit 0) call printed.
@@ -425,6 +428,11 @@ impl Runner {
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw),
         );
+        if let (Some(watcher), Some(pid)) = (inv.watcher, child.id())
+            && let Some(start_ticks) = process_start_ticks(pid)
+        {
+            watcher.started(hangar_core::provider::CallProcess { pid, start_ticks });
+        }
 
         let stdout = spawn_reader(child.stdout.take(), MAX_STDOUT);
         let stderr = spawn_reader(child.stderr.take(), MAX_STDERR);
@@ -571,9 +579,92 @@ impl Runner {
     }
 }
 
+/// When process `pid` started, in clock ticks since boot
+/// (`/proc/<pid>/stat` field 22); `None` when it is gone (or a zombie).
+pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command, is in parentheses and may hold anything:
+    // count the fields after its closing one (field 3 is the state).
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// After a crash: lets the create that ran in `p` finish for up to `wait`
+/// (it survives hangard, being its own process group), then stops its
+/// group — SIGTERM, [`TERM_GRACE`], SIGKILL — and returns once it is gone.
+/// A pid now used by another process (its start time differs) is left
+/// alone.
+pub(crate) async fn stop_orphan(p: hangar_core::provider::CallProcess, wait: Duration) {
+    let alive = || process_start_ticks(p.pid) == Some(p.start_ticks);
+    let poll = Duration::from_millis(100);
+    let deadline = Instant::now() + wait;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+    if !alive() {
+        return;
+    }
+    let Ok(pgid) = i32::try_from(p.pid).map(Pid::from_raw) else {
+        return;
+    };
+    tracing::warn!(
+        pid = p.pid,
+        "an interrupted create still runs; stopping its process group"
+    );
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + TERM_GRACE;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let deadline = Instant::now() + TERM_GRACE;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    #[test]
+    fn start_ticks_of_this_process_and_none_for_a_gone_one() {
+        let me = process_start_ticks(std::process::id()).expect("this process runs");
+        assert_eq!(process_start_ticks(std::process::id()), Some(me), "stable");
+        assert_eq!(process_start_ticks(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn an_orphaned_group_is_stopped_after_the_wait() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let start_ticks = process_start_ticks(pid).expect("running");
+        let p = hangar_core::provider::CallProcess { pid, start_ticks };
+        // Not ours to reap in real life; here the test reaps it.
+        let reaper = std::thread::spawn(move || child.wait());
+        stop_orphan(p, Duration::from_millis(200)).await;
+        let status = reaper.join().expect("reaper").expect("wait");
+        assert!(!status.success(), "killed: {status:?}");
+        assert_eq!(process_start_ticks(pid), None);
+        // A start time that does not match is another process: untouched.
+        stop_orphan(
+            hangar_core::provider::CallProcess {
+                pid: std::process::id(),
+                start_ticks: 1,
+            },
+            Duration::ZERO,
+        )
+        .await;
+    }
 
     #[test]
     fn excerpt_redacts_and_keeps_the_tail() {

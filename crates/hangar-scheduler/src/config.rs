@@ -46,6 +46,21 @@ pub struct SchedulerConfig {
     /// `[scheduler]` key; the daemon fills it in).
     #[serde(skip)]
     pub recovery: RecoveryConfig,
+    /// Consecutive failed creates of a pool (a refused JIT registration
+    /// included) before its circuit breaker opens: then no registration
+    /// and no provider create happen for the pool until a back-off has
+    /// passed, and after it one probe at a time.
+    pub breaker_threshold: u32,
+    /// The breaker's first back-off in seconds; doubles with each further
+    /// failure, with jitter.
+    pub breaker_base_secs: u64,
+    /// The breaker's longest back-off in seconds (also how long a probe
+    /// holds the breaker before another may start).
+    pub breaker_max_secs: u64,
+    /// Failed provider deletes of an instance before the delete takes the
+    /// forced path: the instance is marked deleted with the provider's
+    /// last error and the orphan sweep removes the VM if it still exists.
+    pub delete_attempts: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +81,10 @@ impl Default for SchedulerConfig {
             lost_instance_grace_secs: 120,
             shutdown_grace_secs: 20,
             recovery: RecoveryConfig::default(),
+            breaker_threshold: 3,
+            breaker_base_secs: 10,
+            breaker_max_secs: 300,
+            delete_attempts: 10,
         }
     }
 }
@@ -153,7 +172,25 @@ impl SchedulerConfig {
         Duration::from_secs(self.idle_grace_secs)
     }
 
+    /// The pool breaker's settings, for core's rule.
+    pub fn breaker_rules(&self) -> hangar_core::policy::BreakerRules {
+        hangar_core::policy::BreakerRules {
+            threshold: self.breaker_threshold.max(1),
+            base: Duration::from_secs(self.breaker_base_secs.max(1)),
+            max: Duration::from_secs(self.breaker_max_secs.max(self.breaker_base_secs).max(1)),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.breaker_threshold == 0 {
+            return Err(ConfigError::BreakerThreshold);
+        }
+        if self.breaker_base_secs == 0 || self.breaker_max_secs < self.breaker_base_secs {
+            return Err(ConfigError::BreakerBackoff);
+        }
+        if self.delete_attempts == 0 {
+            return Err(ConfigError::NoDeleteAttempts);
+        }
         if self.create_attempts == 0 {
             return Err(ConfigError::NoCreateAttempts);
         }
@@ -188,4 +225,10 @@ pub enum ConfigError {
     NoRecheckBatch,
     #[error("recovery.budget_per_hour must be at least 1 (turn recovery off with enabled = false)")]
     RecoveryBudget,
+    #[error("scheduler.breaker_threshold must be at least 1")]
+    BreakerThreshold,
+    #[error("scheduler.breaker_base_secs must be > 0 and not above breaker_max_secs")]
+    BreakerBackoff,
+    #[error("scheduler.delete_attempts must be at least 1")]
+    NoDeleteAttempts,
 }

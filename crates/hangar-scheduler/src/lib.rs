@@ -184,14 +184,7 @@ impl Scheduler {
     /// flight.
     pub async fn run(&self, cancel: CancellationToken) {
         let ctx = &self.ctx;
-        match ctx.store.recover_interrupted().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                instances = n,
-                "recovered instances interrupted by a restart"
-            ),
-            Err(e) => tracing::error!(error = %e, "restart recovery failed"),
-        }
+        self.recover_interrupted().await;
         self.wake_all();
         // Not one of `ctx.tasks`: it runs for as long as the loop does, and
         // those tasks are what `settle` waits for.
@@ -239,6 +232,34 @@ impl Scheduler {
                 grace_s = grace.as_secs(),
                 "scheduler work still in flight at shutdown; it resumes after restart"
             );
+        }
+    }
+
+    /// After a restart: deletes under way go back to be retried, and each
+    /// create under way is settled in the background before anything else
+    /// touches its instance — its process (if it outlived hangard) is
+    /// waited for or stopped, then the instance is adopted if the provider
+    /// has it, else retried under its name. [`Self::run`] calls this first.
+    pub async fn recover_interrupted(&self) {
+        let ctx = &self.ctx;
+        match ctx.store.recover_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(instances = n, "deletes interrupted by a restart resume"),
+            Err(e) => tracing::error!(error = %e, "restart recovery failed"),
+        }
+        match ctx.store.interrupted_creates().await {
+            Ok(list) => {
+                if !list.is_empty() {
+                    tracing::info!(
+                        instances = list.len(),
+                        "settling creates interrupted by a restart"
+                    );
+                }
+                for (inst, process) in list {
+                    worker::spawn_recover(ctx, inst, process);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list creates interrupted by a restart"),
         }
     }
 

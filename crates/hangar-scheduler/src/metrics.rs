@@ -67,6 +67,11 @@ pub struct RecoveryCallLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms … ~10 min.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -90,6 +95,10 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub jobs_recovered: Family<RecoveryPathLabels, Counter>,
     pub recovery_calls: Family<RecoveryCallLabels, Counter>,
+    /// 1 while a pool's circuit breaker is open (its creates back off).
+    pub pool_breaker_open: Family<PoolLabels, Gauge>,
+    /// Failed creates per pool (a refused JIT registration included).
+    pub pool_create_failures: Family<PoolLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -115,6 +124,8 @@ impl Metrics {
             reconcile_seconds: latency_histogram(),
             jobs_recovered: Family::default(),
             recovery_calls: Family::default(),
+            pool_breaker_open: Family::default(),
+            pool_create_failures: Family::default(),
         };
         registry.register(
             "webhooks",
@@ -171,6 +182,16 @@ impl Metrics {
             "recovery_calls",
             "GitHub calls made by lost-delivery recovery, by operation and outcome",
             m.recovery_calls.clone(),
+        );
+        registry.register(
+            "pool_breaker_open",
+            "1 while the pool's circuit breaker is open: its creates back off after consecutive failures",
+            m.pool_breaker_open.clone(),
+        );
+        registry.register(
+            "pool_create_failures",
+            "Failed creates per pool, a refused JIT registration included",
+            m.pool_create_failures.clone(),
         );
         *m.registry.lock().expect("registry lock") = registry;
         m
@@ -230,6 +251,22 @@ impl Metrics {
             .get_or_create(&RecoveryCallLabels {
                 op,
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn pool_breaker(&self, pool: hangar_core::PoolId, open: bool) {
+        self.pool_breaker_open
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .set(i64::from(open));
+    }
+
+    pub fn pool_create_failed(&self, pool: hangar_core::PoolId) {
+        self.pool_create_failures
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
             })
             .inc();
     }

@@ -71,7 +71,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     assert!(db_file(dir.path()).exists());
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 9]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
@@ -868,14 +868,129 @@ async fn batch_reservation_hands_out_jobs_and_respects_max() {
         .transition(&i.name, Change::Status(InstanceStatus::Deleting, None))
         .await
         .unwrap();
-    assert_eq!(store.recover_interrupted().await.unwrap(), 2);
-    assert_eq!(
-        store.instance(&made[0].name).await.unwrap().status,
-        InstanceStatus::Error
-    );
+    // The create's process was recorded while it ran.
+    let process = hangar_core::provider::CallProcess {
+        pid: 4242,
+        start_ticks: 123_456,
+    };
+    store
+        .set_create_process(&made[0].name, process)
+        .await
+        .unwrap();
+    // The delete goes back to be retried; the create stays `creating` until
+    // the scheduler has settled it, and comes with its process.
+    assert_eq!(store.recover_interrupted().await.unwrap(), 1);
     assert_eq!(
         store.instance(&made[1].name).await.unwrap().status,
         InstanceStatus::PendingDelete
+    );
+    let creating = store.interrupted_creates().await.unwrap();
+    assert_eq!(creating.len(), 1);
+    assert_eq!(creating[0].0.name, made[0].name);
+    assert_eq!(creating[0].0.status, InstanceStatus::Creating);
+    assert_eq!(creating[0].1, Some(process));
+    // A new attempt forgets the old attempt's process.
+    store
+        .transition(
+            &made[0].name,
+            Change::Status(InstanceStatus::Error, Some("interrupted")),
+        )
+        .await
+        .unwrap();
+    store
+        .set_create_process(&made[0].name, process)
+        .await
+        .unwrap();
+    store
+        .transition(
+            &made[0].name,
+            Change::Status(InstanceStatus::PendingCreate, None),
+        )
+        .await
+        .unwrap();
+    store
+        .transition(
+            &made[0].name,
+            Change::BeginCreate {
+                token_hash: &token_hash(3),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.interrupted_creates().await.unwrap()[0].1, None);
+}
+
+/// A pool's breaker: failures counted in one transaction each, the probe
+/// claimed by one create only, closed by a success or a pool update, and
+/// kept across a reopen of the database.
+#[tokio::test]
+async fn pool_breakers_count_claim_close_and_persist() {
+    use hangar_core::policy::{Breaker, BreakerRules};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (_entity, pool) = seed(&store).await;
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        Breaker::default()
+    );
+    let rules = BreakerRules {
+        threshold: 2,
+        base: std::time::Duration::from_secs(10),
+        max: std::time::Duration::from_secs(60),
+    };
+    let now = hangar_store::clock::now();
+    for _ in 0..2 {
+        store
+            .record_pool_failure(pool.id, |b| b.after_failure(&rules, "exit 1", now, 1.0))
+            .await
+            .unwrap();
+    }
+    let b = store.pool_breaker(pool.id).await.unwrap();
+    assert_eq!(b.consecutive_failures, 2);
+    assert_eq!(b.last_error.as_deref(), Some("exit 1"));
+    let due = b.next_attempt_at.expect("open at the threshold");
+    drop(store);
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        b,
+        "kept across a restart"
+    );
+    assert_eq!(
+        store.pool_breakers().await.unwrap(),
+        vec![(pool.id, b.clone())]
+    );
+
+    let lease = due + chrono::Duration::seconds(60);
+    assert!(
+        !store.claim_pool_probe(pool.id, now, lease).await.unwrap(),
+        "not due yet"
+    );
+    assert!(store.claim_pool_probe(pool.id, due, lease).await.unwrap());
+    assert!(
+        !store.claim_pool_probe(pool.id, due, lease).await.unwrap(),
+        "one probe"
+    );
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap().next_attempt_at,
+        Some(lease)
+    );
+
+    store.close_pool_breaker(pool.id).await.unwrap();
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        Breaker::default()
+    );
+    store
+        .record_pool_failure(pool.id, |b| b.after_failure(&rules, "x", now, 1.0))
+        .await
+        .unwrap();
+    let p = store.pool(pool.id).await.unwrap();
+    store.update_pool(pool.id, &p.spec).await.unwrap();
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        Breaker::default(),
+        "a pool update closes it"
     );
 }
 
@@ -1066,7 +1181,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 9]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let out = store
         .record_job_events(&[
@@ -1317,7 +1432,7 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 9]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let after = store.entity(entity.id).await.unwrap();
     assert_eq!(after.scope, entity.scope);

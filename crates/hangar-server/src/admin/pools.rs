@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hangar_api::{InstanceResponse, PoolCreate, PoolResponse, PoolUpdate};
+use hangar_api::{InstanceResponse, PoolCreate, PoolHealth, PoolResponse, PoolUpdate};
+use hangar_core::policy::Breaker;
 use hangar_core::{EntityId, Labels, Pool, PoolId, PoolSpec, ResourceName, RunnerPrefix};
 use hangar_store::InstanceFilter;
 
@@ -15,7 +16,16 @@ use crate::admin::instance_response;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, JsonBody};
 
-fn response(p: Pool, instance_count: u32) -> PoolResponse {
+fn health(b: Breaker) -> PoolHealth {
+    PoolHealth {
+        state: if b.is_open() { "degraded" } else { "ok" }.into(),
+        consecutive_failures: b.consecutive_failures,
+        last_error: b.last_error,
+        next_attempt_at: b.next_attempt_at,
+    }
+}
+
+fn response(p: Pool, instance_count: u32, breaker: Breaker) -> PoolResponse {
     PoolResponse {
         id: p.id.0,
         entity_id: p.entity_id.0,
@@ -34,6 +44,7 @@ fn response(p: Pool, instance_count: u32) -> PoolResponse {
         priority: p.spec.priority,
         enabled: p.spec.enabled,
         instance_count,
+        health: health(breaker),
         created_at: p.created_at,
         updated_at: p.updated_at,
     }
@@ -49,13 +60,15 @@ pub(crate) async fn list_for(
     entity: Option<EntityId>,
 ) -> ApiResult<Vec<PoolResponse>> {
     let usage: HashMap<_, _> = s.store.pool_usage().await?.into_iter().collect();
+    let mut breakers: HashMap<_, _> = s.store.pool_breakers().await?.into_iter().collect();
     Ok(s.store
         .list_pools(entity)
         .await?
         .into_iter()
         .map(|p| {
             let n = usage.get(&p.id).map(|u| u.live).unwrap_or(0);
-            response(p, n)
+            let b = breakers.remove(&p.id).unwrap_or_default();
+            response(p, n, b)
         })
         .collect())
 }
@@ -97,6 +110,19 @@ async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
                 spec.provider_name.as_str(),
                 s.providers.names().join(", ")
             ))
+        })?;
+    // A pool that could never boot is refused, not left to fail every create.
+    entry
+        .provider
+        .can_boot(spec.os_type, spec.os_arch)
+        .map_err(|why| {
+            ApiError::bad_request(format!(
+                "provider {:?} cannot boot {}/{} instances",
+                entry.name,
+                spec.os_type.as_str(),
+                spec.os_arch.as_str()
+            ))
+            .with_details(why)
         })?;
     let mut for_provider = spec.clone();
     for_provider.extra_specs = spec.provider_extra_specs();
@@ -164,7 +190,7 @@ pub(crate) async fn create_for(
     tracing::info!(pool.id = %pool.id, entity.id = %entity, provider = %spec.provider_name, "pool created");
     s.refresh_catalog().await?;
     s.scheduler.wake_pool(pool.id);
-    Ok(response(pool, 0))
+    Ok(response(pool, 0, Breaker::default()))
 }
 
 #[utoipa::path(get, path = "/api/v1/pools", tag = "pools",
@@ -183,7 +209,8 @@ pub async fn get(
     let id = parse_pool_id(&id)?;
     let p = s.store.pool(id).await?;
     let n = s.store.pool_usage_of(id).await?.live;
-    Ok(Json(response(p, n)))
+    let b = s.store.pool_breaker(id).await?;
+    Ok(Json(response(p, n, b)))
 }
 
 #[utoipa::path(put, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)), request_body = PoolUpdate,
@@ -258,7 +285,8 @@ pub async fn update(
     s.refresh_catalog().await?;
     s.scheduler.wake_pool(id);
     let n = s.store.pool_usage_of(id).await?.live;
-    Ok(Json(response(p, n)))
+    // The update closed the breaker.
+    Ok(Json(response(p, n, Breaker::default())))
 }
 
 #[utoipa::path(delete, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)),

@@ -11,6 +11,9 @@
 //!                                    # "save": keep the bootstrap JSON in
 //!                                    # state_dir/boot/<name>.json, boot nothing
 //! create_delay_ms = 0                # how long each CreateInstance takes
+//! fail_create = "exit1"              # optional: every CreateInstance fails,
+//!                                    # "exit1" (exit 1, a message on stderr)
+//!                                    # or "garbage" (exit 0, not JSON)
 //! ```
 //!
 //! Every call appends `<command> <instance or -> <unix µs>` to
@@ -49,6 +52,19 @@ struct Config {
     boot: Boot,
     #[serde(default)]
     create_delay_ms: u64,
+    #[serde(default)]
+    fail_create: Option<FailCreate>,
+}
+
+/// How every create fails, when it is made to (a provider that is broken,
+/// not one with a passing hiccup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FailCreate {
+    /// Exit 1 with a message on stderr, as a provider whose cloud refuses.
+    Exit1,
+    /// Exit 0 with output that is no instance JSON.
+    Garbage,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -362,6 +378,16 @@ fn create(cfg: &Config, env: &Env) -> Result<String, Failure> {
     }
     if cfg.create_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(cfg.create_delay_ms));
+    }
+    match cfg.fail_create {
+        Some(FailCreate::Exit1) => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                "simulated failure: the cloud refused the instance",
+            ));
+        }
+        Some(FailCreate::Garbage) => return Ok("<html>502 Bad Gateway</html>".into()),
+        None => {}
     }
     let inst = Instance {
         provider_id: provider_id_for(&b.name),
