@@ -106,7 +106,7 @@ async fn settle(store: &Store, world: &Shared) {
     let started = std::time::Instant::now();
     let mut calm = 0;
     let mut seen = world.lock().activity;
-    while calm < 3 {
+    while calm < 8 {
         tokio::task::yield_now().await;
         let now = world.lock().activity;
         if store.connections_in_use() == 0 && now == seen {
@@ -121,6 +121,15 @@ async fn settle(store: &Store, world: &Shared) {
             eprintln!("hangar-sim: the scheduler did not come to rest within 60 s of real time");
             return;
         }
+    }
+}
+
+/// Settles, hands out the draws of the provider calls made meanwhile, and
+/// settles again until no call waits for one.
+async fn quiesce(store: &Store, world: &Shared) {
+    settle(store, world).await;
+    while world.lock().resolve_draws() > 0 {
+        settle(store, world).await;
     }
 }
 
@@ -141,6 +150,10 @@ async fn setup(s: &Scenario, world: &Shared) -> anyhow::Result<Setup> {
     );
     // Losing the database on power loss does not matter here.
     opts.synchronous_full = false;
+    // One reader: queries then answer in the order they were asked, which
+    // keeps the interleaving of the scheduler's tasks the same from run to
+    // run far more often.
+    opts.readers = 1;
     opts.acquire_timeout = Duration::from_secs(24 * 3600);
     let store = Store::open(&opts).await?;
     store.create_endpoint(&sample::github_com()).await?;
@@ -338,8 +351,14 @@ async fn simulate(s: &Scenario, seed: u64) -> anyhow::Result<Report> {
     let mut steady_samples = 0u64;
     let mut peak_vms = vec![0usize; n_pools];
     let mut next = 0;
+    let threshold = (s.stranded_after_mins * 60_000.0) as u64;
+    // How often (in steps) to look for stranded jobs: every 10 s.
+    let stranded_every = (10_000 / s.tick_ms).max(1);
+    let mut step = 0u64;
 
     loop {
+        // What the step of time set off (timers due) runs first, alone.
+        quiesce(&setup.store, &world).await;
         let now = world.lock().now_ms();
         let mut attempts = Vec::new();
         let mut booted = Vec::new();
@@ -359,13 +378,17 @@ async fn simulate(s: &Scenario, seed: u64) -> anyhow::Result<Report> {
             }
             w.match_runners();
         }
-        for name in booted {
-            runner_up(&setup, &name).await;
+        // Then the world's events, one kind at a time, each followed by
+        // the scheduler's reaction to it.
+        if !booted.is_empty() {
+            for name in booted {
+                runner_up(&setup, &name).await;
+            }
+            quiesce(&setup.store, &world).await;
         }
-        deliver(&setup, &world, attempts).await?;
-        settle(&setup.store, &world).await;
-        while world.lock().resolve_draws() > 0 {
-            settle(&setup.store, &world).await;
+        if !attempts.is_empty() {
+            deliver(&setup, &world, attempts).await?;
+            quiesce(&setup.store, &world).await;
         }
 
         {
@@ -401,6 +424,10 @@ async fn simulate(s: &Scenario, seed: u64) -> anyhow::Result<Report> {
                 }
             }
         }
+        step += 1;
+        if step % stranded_every == 0 {
+            world.lock().mark_stranded(threshold);
+        }
         if now >= end {
             break;
         }
@@ -408,23 +435,10 @@ async fn simulate(s: &Scenario, seed: u64) -> anyhow::Result<Report> {
     }
 
     cancel.cancel();
-    let w = world.lock();
-    let now = w.now_ms();
-    let threshold = (s.stranded_after_mins * 60_000.0) as u64;
-    let mut stranded = 0;
-    let mut waiting = 0;
-    for j in w.queued_jobs() {
-        let job = &w.jobs[j];
-        let coming = w
-            .runners
-            .values()
-            .any(|r| r.job.is_none() && job.labels.is_subset_of(&r.labels));
-        if now - job.queued_ms >= threshold && !coming {
-            stranded += 1;
-        } else {
-            waiting += 1;
-        }
-    }
+    let mut w = world.lock();
+    w.mark_stranded(threshold);
+    let stranded = w.stranded.len() as u64;
+    let waiting = w.queued_jobs().count() as u64;
     let mut ttr: Vec<u64> = w
         .jobs
         .iter()

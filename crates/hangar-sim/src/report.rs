@@ -19,10 +19,11 @@ pub struct Report {
     pub served: u64,
     /// Of those, still running at the end.
     pub still_running: u64,
-    /// Still queued at the end, not (yet) stranded.
+    /// Still queued at the end (stranded or not).
     pub waiting: u64,
-    /// Still queued at the end after `stranded_after_mins`, with no
-    /// registered runner that could take them.
+    /// Jobs that at some point had been queued for `stranded_after_mins`
+    /// with no free registered runner whose labels fit them (idle, or on a
+    /// VM coming up) — whether or not something rescued them later.
     pub stranded: u64,
     /// Time from queued to taken by a runner, in virtual milliseconds.
     pub ttr_p50: u64,
@@ -175,7 +176,7 @@ const CALL_KINDS: &[&str] = &[
 /// The tables for a set of runs.
 pub fn markdown(reports: &[Report]) -> String {
     let mut s = String::new();
-    s.push_str("| scenario | seed | jobs | served | stranded | waiting | TTR p50 s | p95 s | p99 s | max s | surplus VM-min | steady surplus VM/pool | GitHub calls/job | goals |\n");
+    s.push_str("| scenario | seed | jobs | served | stranded | queued at end | TTR p50 s | p95 s | p99 s | max s | surplus VM-min | steady surplus VM/pool | GitHub calls/job | goals |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in reports {
         let _ = writeln!(s, "{}", r.row());

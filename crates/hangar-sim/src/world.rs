@@ -207,6 +207,8 @@ pub struct World {
     /// scheduler is still moving.
     pub activity: u64,
     pub faults_seen: FaultCounts,
+    /// Jobs that were ever stranded (see [`World::mark_stranded`]).
+    pub stranded: BTreeSet<usize>,
     /// VM lifetimes that ended: (pool index, created, deleted) in ms.
     pub vm_spans: Vec<(usize, u64, u64)>,
 }
@@ -247,6 +249,7 @@ impl World {
             calls: BTreeMap::new(),
             activity: 0,
             faults_seen: FaultCounts::default(),
+            stranded: BTreeSet::new(),
             vm_spans: Vec::new(),
         }
     }
@@ -557,6 +560,27 @@ impl World {
     fn run_index(&self, run_id: i64) -> Option<usize> {
         let idx = usize::try_from(run_id - 9_000_000_000).ok()?;
         (idx < self.jobs.len()).then_some(idx)
+    }
+
+    /// Marks every job queued for at least `threshold_ms` with no free
+    /// registered runner (idle, or on a VM still coming up) whose labels
+    /// fit it: stranded, whether or not something rescues it later.
+    pub fn mark_stranded(&mut self, threshold_ms: u64) {
+        let now = self.now_ms();
+        let mut free: Vec<&Labels> = Vec::new();
+        for r in self.runners.values().filter(|r| r.job.is_none()) {
+            if !free.contains(&&r.labels) {
+                free.push(&r.labels);
+            }
+        }
+        let newly: Vec<usize> = self
+            .queued
+            .iter()
+            .take_while(|(q, _)| now.saturating_sub(*q) >= threshold_ms)
+            .map(|(_, j)| *j)
+            .filter(|j| !free.iter().any(|l| self.jobs[*j].labels.is_subset_of(l)))
+            .collect();
+        self.stranded.extend(newly);
     }
 
     /// Jobs still queued on GitHub, oldest first.
