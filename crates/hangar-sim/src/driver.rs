@@ -425,7 +425,7 @@ async fn simulate(s: &Scenario, seed: u64) -> anyhow::Result<Report> {
             }
         }
         step += 1;
-        if step % stranded_every == 0 {
+        if step.is_multiple_of(stranded_every) {
             world.lock().mark_stranded(threshold);
         }
         if now >= end {
@@ -435,70 +435,71 @@ async fn simulate(s: &Scenario, seed: u64) -> anyhow::Result<Report> {
     }
 
     cancel.cancel();
-    let mut w = world.lock();
-    w.mark_stranded(threshold);
-    let stranded = w.stranded.len() as u64;
-    let waiting = w.queued_jobs().count() as u64;
-    let mut ttr: Vec<u64> = w
-        .jobs
-        .iter()
-        .filter_map(|j| j.started_ms.map(|s| s - j.queued_ms))
-        .collect();
-    ttr.sort_unstable();
-    let served = ttr.len() as u64;
-    let in_progress = w
-        .jobs
-        .iter()
-        .filter(|j| j.state == JobState::InProgress)
-        .count() as u64;
-    let steady_surplus = (0..n_pools)
-        .map(|i| {
-            if steady_samples == 0 {
-                0.0
-            } else {
-                steady_sum[i] as f64 / steady_samples as f64
-            }
-        })
-        .collect::<Vec<_>>();
-    let report = Report {
-        scenario: s.name.clone(),
-        seed,
-        jobs: w.jobs.len() as u64,
-        served,
-        still_running: in_progress,
-        waiting,
-        stranded,
-        ttr_p50: percentile(&ttr, 50.0),
-        ttr_p95: percentile(&ttr, 95.0),
-        ttr_p99: percentile(&ttr, 99.0),
-        ttr_max: ttr.last().copied().unwrap_or(0),
-        surplus_vm_min: surplus_ms.iter().sum::<u64>() as f64 / 60_000.0,
-        vm_min: vm_ms.iter().sum::<u64>() as f64 / 60_000.0,
-        steady_surplus_per_pool: setup
-            .pools
+    let report = {
+        let mut w = world.lock();
+        w.mark_stranded(threshold);
+        let stranded = w.stranded.len() as u64;
+        let waiting = w.queued_jobs().count() as u64;
+        let mut ttr: Vec<u64> = w
+            .jobs
             .iter()
-            .zip(&s.pools)
-            .zip(steady_surplus)
-            .map(|((_, p), v)| (p.name.clone(), v))
-            .collect(),
-        peak_vms: s
-            .pools
+            .filter_map(|j| j.started_ms.map(|s| s - j.queued_ms))
+            .collect();
+        ttr.sort_unstable();
+        let served = ttr.len() as u64;
+        let in_progress = w
+            .jobs
             .iter()
-            .map(|p| p.name.clone())
-            .zip(peak_vms)
-            .collect(),
-        calls: w.calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        faults: w.faults_seen.clone(),
-        providers: w
-            .providers
-            .iter()
-            .map(|p| (p.spec.name.clone(), p.counts.clone()))
-            .collect(),
-        goals: Vec::new(),
-        wall: Duration::ZERO,
-    }
-    .judge(&s.goals);
-    drop(w);
+            .filter(|j| j.state == JobState::InProgress)
+            .count() as u64;
+        let steady_surplus = (0..n_pools)
+            .map(|i| {
+                if steady_samples == 0 {
+                    0.0
+                } else {
+                    steady_sum[i] as f64 / steady_samples as f64
+                }
+            })
+            .collect::<Vec<_>>();
+        Report {
+            scenario: s.name.clone(),
+            seed,
+            jobs: w.jobs.len() as u64,
+            served,
+            still_running: in_progress,
+            waiting,
+            stranded,
+            ttr_p50: percentile(&ttr, 50.0),
+            ttr_p95: percentile(&ttr, 95.0),
+            ttr_p99: percentile(&ttr, 99.0),
+            ttr_max: ttr.last().copied().unwrap_or(0),
+            surplus_vm_min: surplus_ms.iter().sum::<u64>() as f64 / 60_000.0,
+            vm_min: vm_ms.iter().sum::<u64>() as f64 / 60_000.0,
+            steady_surplus_per_pool: setup
+                .pools
+                .iter()
+                .zip(&s.pools)
+                .zip(steady_surplus)
+                .map(|((_, p), v)| (p.name.clone(), v))
+                .collect(),
+            peak_vms: s
+                .pools
+                .iter()
+                .map(|p| p.name.clone())
+                .zip(peak_vms)
+                .collect(),
+            calls: w.calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            faults: w.faults_seen.clone(),
+            providers: w
+                .providers
+                .iter()
+                .map(|p| (p.spec.name.clone(), p.counts.clone()))
+                .collect(),
+            goals: Vec::new(),
+            wall: Duration::ZERO,
+        }
+        .judge(&s.goals)
+    };
     drop(hold);
     let _ = holder.await;
     drop(run);

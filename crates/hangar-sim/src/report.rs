@@ -96,6 +96,10 @@ impl Report {
             let v = self.ttr_p95 as f64 / 1000.0;
             out.push((format!("p95 {v:.1}s <= {max}s"), v <= max));
         }
+        if let Some(max) = goals.max_time_to_runner_max_secs {
+            let v = self.ttr_max as f64 / 1000.0;
+            out.push((format!("max TTR {v:.1}s <= {max}s"), v <= max));
+        }
         if let Some(min) = goals.min_served_fraction {
             let v = self.served as f64 / self.jobs.max(1) as f64;
             out.push((format!("served {v:.3} >= {min}"), v >= min));

@@ -241,6 +241,8 @@ pub struct Goals {
     /// worst pool after warm-up, while jobs arrive.
     pub max_steady_surplus_vms_per_pool: Option<f64>,
     pub max_time_to_runner_p95_secs: Option<f64>,
+    /// The longest any served job waited.
+    pub max_time_to_runner_max_secs: Option<f64>,
     /// Served jobs / all jobs.
     pub min_served_fraction: Option<f64>,
     pub max_github_calls_per_job: Option<f64>,

@@ -67,12 +67,7 @@ fn a_tiny_scenario_accounts_for_every_job_and_repeats_itself() {
     assert!(first.ttr_p50 <= first.ttr_p95 && first.ttr_p95 <= first.ttr_p99);
     assert!(first.ttr_p99 <= first.ttr_max);
     assert!(first.surplus_vm_min >= 0.0 && first.surplus_vm_min <= first.vm_min);
-    assert!(
-        first
-            .steady_surplus_per_pool
-            .iter()
-            .all(|(_, v)| *v >= 0.0)
-    );
+    assert!(first.steady_surplus_per_pool.iter().all(|(_, v)| *v >= 0.0));
     // Each job needed a runner registered and a VM made at least once.
     let calls = |k: &str| {
         first
@@ -102,9 +97,12 @@ fn bad_scenarios_are_refused_with_the_reason() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("per_minute"), "{err}");
-    let err = Scenario::parse("bad", &TINY.replace("provider = \"cloud\"", "provider = \"nope\""))
-        .unwrap_err()
-        .to_string();
+    let err = Scenario::parse(
+        "bad",
+        &TINY.replace("provider = \"cloud\"", "provider = \"nope\""),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("nope"), "{err}");
     let err = Scenario::parse("bad", &TINY.replace("duplicated = 0.2", "duplicated = 1.5"))
         .unwrap_err()
