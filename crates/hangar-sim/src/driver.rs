@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use hangar_core::matching::{PoolCandidate, can_serve, rank_pools};
 use hangar_core::{
-    EntityScope, InstanceName, JobId, Labels, OsArch, OsType, Pool, PoolSpec, ResourceName,
-    RunnerPrefix, RunnerStatus, Secret,
+    Credentials, CredentialsAuth, Endpoint, EntityScope, InstanceName, JobId, Labels, OsArch,
+    OsType, Pool, PoolSpec, ResourceName, RunnerPrefix, RunnerStatus, Secret,
 };
 use hangar_scheduler::{Intake, Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
 use hangar_store::{Change, JobEvent, JobOutcome, NewEntity, Store, StoreOptions};
-use hangar_testkit::sample;
 use rand::Rng;
 
 use crate::report::{Report, percentile};
@@ -156,9 +155,25 @@ async fn setup(s: &Scenario, world: &Shared) -> anyhow::Result<Setup> {
     opts.readers = 1;
     opts.acquire_timeout = Duration::from_secs(24 * 3600);
     let store = Store::open(&opts).await?;
-    store.create_endpoint(&sample::github_com()).await?;
     store
-        .create_credentials(&sample::pat("gh", "github.com", "ghp_simulated"))
+        .create_endpoint(&Endpoint {
+            name: ResourceName::parse("github.com")?,
+            description: String::new(),
+            base_url: "https://github.com".into(),
+            api_base_url: "https://api.github.com".into(),
+            ca_bundle: None,
+        })
+        .await?;
+    store
+        .create_credentials(&Credentials {
+            name: ResourceName::parse("gh")?,
+            description: String::new(),
+            endpoint: ResourceName::parse("github.com")?,
+            auth: CredentialsAuth::Pat {
+                token: Secret::new("ghp_simulated"),
+            },
+            app_webhook_secret: None,
+        })
         .await?;
     let entity = store
         .create_entity(&NewEntity {
