@@ -474,9 +474,11 @@ fn simulate(args: &[String]) -> Result {
     }
     run(&mut build)?;
     step("simulate");
-    run(Command::new(root().join("target").join(profile).join("hangar-sim"))
-        .args(rest)
-        .current_dir(root()))
+    run(
+        Command::new(root().join("target").join(profile).join("hangar-sim"))
+            .args(rest)
+            .current_dir(root()),
+    )
     .map_err(|e| format!("{e} (a scenario missed a goal, or the input was bad; see above)"))
 }
 
