@@ -230,6 +230,15 @@ impl Store {
         Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
     }
 
+    /// Connections checked out or being opened right now: 0 means no query
+    /// is in flight. Tools that step tokio's paused clock by hand (the
+    /// simulation, `hangar-sim`) wait for 0 before moving time, so no
+    /// query straddles a step.
+    pub fn connections_in_use(&self) -> u32 {
+        let busy = |p: &SqlitePool| p.size().saturating_sub(p.num_idle() as u32);
+        busy(&self.inner.write) + busy(&self.inner.read)
+    }
+
     /// Waits for in-flight queries and closes every connection (checkpoints
     /// the WAL).
     pub async fn close(&self) {
