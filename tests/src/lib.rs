@@ -99,6 +99,18 @@ impl Daemon {
         config: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_bin(&bin("hangard"), dir, port, config, env).await
+    }
+
+    /// As [`Daemon::start_with_env`], with a given `hangard` executable
+    /// (benchmarks compare builds).
+    pub async fn start_bin(
+        hangard: &Path,
+        dir: &Path,
+        port: u16,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!(
             "hangard-{}.log",
             std::time::SystemTime::now()
@@ -106,7 +118,7 @@ impl Daemon {
                 .as_nanos()
         ));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin("hangard"))
+        let child = Command::new(hangard)
             .arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")

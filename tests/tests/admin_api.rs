@@ -218,6 +218,9 @@ async fn crud_validation_conflicts_and_write_only_secrets() {
         (json!({"extra_specs": {"unknown": true}}), "rejects"),
         (json!({"runner_prefix": "Bad_Prefix"}), "prefix"),
         (json!({"extra_specs": {"proxy": "x"}}), "proxy"),
+        // The fake boots with Hangar's (Linux) script: a Windows pool could
+        // never boot, so it is refused before anything is stored.
+        (json!({"os_type": "windows"}), "cannot boot windows/amd64"),
     ] {
         let mut body = base.clone();
         for (k, v) in patch.as_object().unwrap() {
@@ -227,6 +230,11 @@ async fn crud_validation_conflicts_and_write_only_secrets() {
         assert_eq!(s, 400, "{patch}: {v}");
         assert!(v.to_string().contains(want), "{patch}: {v}");
     }
+    assert_eq!(
+        api.get(&pools).await.unwrap().as_array().map(Vec::len),
+        Some(0),
+        "nothing refused was stored"
+    );
     let mut good = base.clone();
     good["extra_specs"] = json!({"fake_option": true, "proxy": {"http_proxy": "http://p:3128"}});
     let pool = api.post(&pools, good).await.unwrap();
@@ -266,11 +274,27 @@ async fn crud_validation_conflicts_and_write_only_secrets() {
         .await
         .unwrap();
     assert_eq!(s, 400, "max below min idle");
-    assert_eq!(
-        api.get(&format!("/api/v1/pools/{pid}")).await.unwrap()["max_runners"],
-        8,
-        "nothing changed by the bad update"
+    let (s, v) = api
+        .call(
+            Method::PUT,
+            &format!("/api/v1/pools/{pid}"),
+            Some(json!({"os_type": "windows"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 400, "an update to an OS the provider cannot boot: {v}");
+    assert!(
+        v["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Linux only"),
+        "{v}"
     );
+    let shown = api.get(&format!("/api/v1/pools/{pid}")).await.unwrap();
+    assert_eq!(shown["max_runners"], 8, "nothing changed by the bad update");
+    assert_eq!(shown["os_type"], "linux");
+    assert_eq!(shown["health"]["state"], "ok", "{shown}");
+    assert_eq!(shown["health"]["consecutive_failures"], 0);
 
     // Conflicts say what is in the way.
     let (s, v) = api

@@ -30,6 +30,10 @@ budget_burst = 100000
 reconcile_interval_secs = 2
 backoff_base_ms = 50
 backoff_max_ms = 500
+# The pool's circuit breaker backs off in seconds here, so injected
+# faults cost seconds, not minutes.
+breaker_base_secs = 1
+breaker_max_secs = 2
 
 [[provider]]
 name = "fake"
@@ -161,6 +165,8 @@ reconcile_interval_secs = 2
 lost_instance_grace_secs = 5
 backoff_base_ms = 100
 backoff_max_ms = 1000
+breaker_base_secs = 1
+breaker_max_secs = 2
 
 [[provider]]
 name = "ext"

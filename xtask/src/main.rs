@@ -5,15 +5,23 @@
 //!   real-VM test, then fmt --check, clippy -D warnings, build, test.
 //! - `cargo xtask dev` — installs what is missing and runs `hangard` with
 //!   `config/hangard.toml`.
-//! - `cargo xtask bench <webhooks|schedule>` — the benchmarks.
+//! - `cargo xtask bench <webhooks|schedule|queue>` — the benchmarks.
+//! - `cargo xtask simulate [SCENARIO|all] [--seed N] [--dev]` — the
+//!   deterministic simulation (`crates/hangar-sim`, scenarios in
+//!   `sim/scenarios/`), built in release unless `--dev`; fails when a
+//!   scenario misses one of its goals.
 //! - `cargo xtask faults [--short] [--release] [--seed N] [SCENARIO…]` — the
 //!   fault suite against the real `hangard` (a short run is part of `ci`).
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
+//! - `cargo xtask fuzz [TARGET] [--secs N]` — the long libFuzzer run of the
+//!   fuzz targets (nightly; installs cargo-fuzz when missing). Their short
+//!   run is part of `cargo test`, so of `ci`.
 //!
 //! It uses only the standard library, so it compiles before any system
 //! library is installed.
 
+mod fuzz;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -27,12 +35,14 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("dev") => dev(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("simulate") => simulate(&args[1..]),
         Some("faults") => faults(&args[1..]),
         Some("tidy") => tidy::run(&root()),
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
+        Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule | faults [--short] [--release] [SCENARIO…] | tidy | deps | terraform>"
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule|queue | simulate [SCENARIO|all] [--seed N] [--dev] | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
                 .into(),
         ),
     };
@@ -429,6 +439,10 @@ fn ci() -> Result {
         test.env(k, v);
     }
     run(&mut test)?;
+    step("simulation (sim/scenarios/smoke.toml)");
+    run(Command::new(root().join("target/debug/hangar-sim"))
+        .arg("smoke")
+        .current_dir(root()))?;
     step("fault suite (short)");
     run_faults(&root().join("target/debug"), &["--short".to_owned()])?;
     eprintln!("\nci: all green");
@@ -455,12 +469,35 @@ fn dev(args: &[String]) -> Result {
         .arg(&config))
 }
 
+/// `cargo xtask simulate [SCENARIO|all] [--seed N] [--dev]`: builds
+/// `hangar-sim` (release unless `--dev`) and runs it from the workspace
+/// root, so scenario names resolve in `sim/scenarios/`.
+fn simulate(args: &[String]) -> Result {
+    let dev = args.iter().any(|a| a == "--dev");
+    let rest: Vec<&String> = args.iter().filter(|a| *a != "--dev").collect();
+    let profile = if dev { "debug" } else { "release" };
+    step(&format!("build hangar-sim ({profile})"));
+    let mut build = cargo();
+    build.args(["build", "--package", "hangar-sim", "--bin", "hangar-sim"]);
+    if !dev {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    step("simulate");
+    run(
+        Command::new(root().join("target").join(profile).join("hangar-sim"))
+            .args(rest)
+            .current_dir(root()),
+    )
+    .map_err(|e| format!("{e} (a scenario missed a goal, or the input was bad; see above)"))
+}
+
 fn bench(args: &[String]) -> Result {
     system_packages()?;
     let which = args.first().map(String::as_str).unwrap_or("all");
-    if !matches!(which, "webhooks" | "schedule" | "all") {
+    if !matches!(which, "webhooks" | "schedule" | "queue" | "all") {
         return Err(format!(
-            "unknown bench {which:?}: use webhooks, schedule or all"
+            "unknown bench {which:?}: use webhooks, schedule, queue or all"
         ));
     }
     step("build release binaries");

@@ -25,7 +25,7 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 pub fn run(root: &Path) -> Result {
     let mut files = Vec::new();
-    for dir in ["crates", "tests", "xtask"] {
+    for dir in ["crates", "tests", "xtask", "fuzz"] {
         rust_files(&root.join(dir), &mut files);
     }
     let mut missing = Vec::new();

@@ -1,4 +1,10 @@
 //! Request and response bodies of the admin, instance and webhook routes.
+//!
+//! Admin request bodies refuse fields they do not know
+//! (`deny_unknown_fields`): a misspelt `max_runer` is an error the operator
+//! sees, not a setting silently left at its default. The callbacks booting
+//! instances send (`StatusCallback`, `SystemInfoCallback`) stay lenient:
+//! they come from garm providers' install scripts, whose versions differ.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +29,7 @@ pub struct WebhookAck {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FirstRunRequest {
     pub username: String,
     pub password: String,
@@ -33,6 +40,7 @@ pub struct FirstRunRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
@@ -55,6 +63,7 @@ pub struct UserResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointCreate {
     pub name: String,
     #[serde(default)]
@@ -67,6 +76,7 @@ pub struct EndpointCreate {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointUpdate {
     #[serde(default)]
     pub description: Option<String>,
@@ -90,6 +100,7 @@ pub struct EndpointResponse {
 
 /// New credentials. Secrets are write-only: no response ever contains them.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialsCreate {
     pub name: String,
     #[serde(default)]
@@ -114,6 +125,7 @@ pub struct CredentialsCreate {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialsUpdate {
     #[serde(default)]
     pub description: Option<String>,
@@ -146,6 +158,7 @@ pub struct CredentialsResponse {
 /// New repository, organization or enterprise. `owner` is only for
 /// repositories; for an enterprise `name` is its slug.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EntityCreate {
     #[serde(default)]
     pub owner: Option<String>,
@@ -157,6 +170,7 @@ pub struct EntityCreate {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EntityUpdate {
     #[serde(default)]
     pub credentials_name: Option<String>,
@@ -202,6 +216,7 @@ pub struct WebhookInfo {
 
 /// Options of `POST …/{id}/webhook`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookInstall {
     /// Let GitHub skip TLS verification when it delivers.
     #[serde(default)]
@@ -209,6 +224,7 @@ pub struct WebhookInstall {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PoolCreate {
     pub provider_name: String,
     pub image: String,
@@ -241,6 +257,7 @@ pub struct PoolCreate {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PoolUpdate {
     #[serde(default)]
     pub provider_name: Option<String>,
@@ -295,8 +312,38 @@ pub struct PoolResponse {
     pub enabled: bool,
     /// Instances currently holding capacity.
     pub instance_count: u32,
+    /// Whether the pool's creates work, or it is backing off after failures.
+    #[serde(default)]
+    pub health: PoolHealth,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A pool's circuit breaker as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PoolHealth {
+    /// `ok`, or `degraded` while the pool backs off after consecutive
+    /// failed creates (no registration, no create before
+    /// `next_attempt_at`; then one probe at a time).
+    pub state: String,
+    /// Failed creates since the last successful one.
+    pub consecutive_failures: u32,
+    /// Why the latest create failed.
+    pub last_error: Option<String>,
+    /// While degraded: the earliest time the next create may start (a
+    /// probe under way holds it later).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl Default for PoolHealth {
+    fn default() -> Self {
+        Self {
+            state: "ok".into(),
+            consecutive_failures: 0,
+            last_error: None,
+            next_attempt_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -382,6 +429,7 @@ pub struct ControllerResponse {
 /// Overrides of the URLs derived from `public_url`; an empty string
 /// restores the derived value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ControllerUpdate {
     #[serde(default)]
     pub metadata_url: Option<String>,

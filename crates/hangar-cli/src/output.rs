@@ -203,7 +203,7 @@ impl Tabular for WebhookInfo {
 impl Tabular for PoolResponse {
     const HEADERS: &'static [&'static str] = &[
         "ID", "ENTITY", "PROVIDER", "IMAGE", "FLAVOR", "TAGS", "MIN IDLE", "MAX", "RUNNERS",
-        "PRIORITY", "ENABLED",
+        "PRIORITY", "ENABLED", "HEALTH",
     ];
     fn row(&self) -> Vec<String> {
         vec![
@@ -218,6 +218,7 @@ impl Tabular for PoolResponse {
             self.instance_count.to_string(),
             self.priority.to_string(),
             self.enabled.to_string(),
+            self.health.state.clone(),
         ]
     }
     fn fields(&self) -> Vec<(&'static str, String)> {
@@ -242,6 +243,20 @@ impl Tabular for PoolResponse {
             ("priority", self.priority.to_string()),
             ("enabled", self.enabled.to_string()),
             ("instance_count", self.instance_count.to_string()),
+            ("health", self.health.state.clone()),
+            (
+                "consecutive_failures",
+                self.health.consecutive_failures.to_string(),
+            ),
+            ("last_error", opt(&self.health.last_error)),
+            (
+                "next_attempt_at",
+                self.health
+                    .next_attempt_at
+                    .as_ref()
+                    .map(time)
+                    .unwrap_or_default(),
+            ),
             ("created_at", time(&self.created_at)),
             ("updated_at", time(&self.updated_at)),
         ]
@@ -466,6 +481,9 @@ mod tests {
             "extra_specs": {"confidential": true},
             "runner_group": null, "priority": 0, "enabled": true,
             "instance_count": 1,
+            "health": {"state": "degraded", "consecutive_failures": 4,
+                       "last_error": "provider failure: exit status 1",
+                       "next_attempt_at": "2025-01-02T03:05:05Z"},
             "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"
         })
     }
@@ -523,6 +541,8 @@ mod tests {
 
         let show = one(OutputFormat::Table, &p).unwrap();
         assert!(show.contains(r#"{"confidential":true}"#), "{show}");
+        assert!(show.contains("degraded"), "{show}");
+        assert!(show.contains("exit status 1"), "pool show says why: {show}");
         assert!(show.contains("20 min"), "{show}");
 
         let e: EntityResponse =

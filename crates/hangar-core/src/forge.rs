@@ -112,6 +112,12 @@ pub struct ForgeJob {
     pub conclusion: Option<String>,
     pub labels: Vec<String>,
     pub runner_name: Option<String>,
+    /// The workflow run the job belongs to.
+    pub run_id: Option<i64>,
+    /// The job's name (`jobs.<id>.name`).
+    pub name: Option<String>,
+    /// When GitHub queued the job.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A workflow job's `status` as GitHub documents it. A value GitHub adds
@@ -194,6 +200,38 @@ pub struct NewHook {
     pub insecure_ssl: bool,
 }
 
+/// Whose webhook deliveries: a repository's or organization's hook, or
+/// the GitHub App's one hook (`/app/hook/deliveries`, authenticated as the
+/// App itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookRef {
+    Entity { hook_id: i64 },
+    App,
+}
+
+/// One delivery attempt as GitHub's hook deliveries list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeDelivery {
+    pub id: i64,
+    /// Shared by every attempt of one delivery (`X-GitHub-Delivery`).
+    pub guid: String,
+    pub delivered_at: DateTime<Utc>,
+    /// This attempt was a redelivery.
+    pub redelivery: bool,
+    /// The HTTP status the receiver answered; 0 when it could not be reached.
+    pub status_code: i64,
+    pub event: String,
+    pub action: Option<String>,
+}
+
+/// A page of deliveries, newest first, and the cursor of the next (older)
+/// page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<ForgeDelivery>,
+    pub next_cursor: Option<String>,
+}
+
 /// GitHub, as Hangar uses it.
 #[async_trait]
 pub trait Forge: Send + Sync + fmt::Debug {
@@ -256,6 +294,61 @@ pub trait Forge: Send + Sync + fmt::Debug {
     async fn delete_hook(&self, target: &ForgeTarget, hook_id: i64) -> Result<(), ForgeError> {
         let _ = (target, hook_id);
         Err(ForgeError::Fatal("webhooks are not supported here".into()))
+    }
+
+    /// One page (at most `per_page`, newest first) of a hook's deliveries,
+    /// starting at `cursor` (`None`: the newest).
+    async fn list_hook_deliveries(
+        &self,
+        target: &ForgeTarget,
+        hook: HookRef,
+        cursor: Option<&str>,
+        per_page: u32,
+    ) -> Result<DeliveryPage, ForgeError> {
+        let _ = (target, hook, cursor, per_page);
+        Err(ForgeError::Fatal(
+            "webhook deliveries are not supported here".into(),
+        ))
+    }
+
+    /// Asks GitHub to deliver a delivery again (a new attempt, same guid).
+    async fn redeliver(
+        &self,
+        target: &ForgeTarget,
+        hook: HookRef,
+        delivery_id: i64,
+    ) -> Result<(), ForgeError> {
+        let _ = (target, hook, delivery_id);
+        Err(ForgeError::Fatal(
+            "webhook deliveries are not supported here".into(),
+        ))
+    }
+
+    /// The ids of `repository`'s workflow runs whose status is `queued`
+    /// (`owner/name`; all pages up to `limit`).
+    async fn queued_run_ids(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        limit: u32,
+    ) -> Result<Vec<i64>, ForgeError> {
+        let _ = (target, repository, limit);
+        Err(ForgeError::Fatal(
+            "listing workflow runs is not supported here".into(),
+        ))
+    }
+
+    /// The jobs of the latest attempt of a workflow run.
+    async fn run_jobs(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        run_id: i64,
+    ) -> Result<Vec<ForgeJob>, ForgeError> {
+        let _ = (target, repository, run_id);
+        Err(ForgeError::Fatal(
+            "listing workflow jobs is not supported here".into(),
+        ))
     }
 }
 

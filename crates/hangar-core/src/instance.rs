@@ -222,12 +222,18 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Is or will be a runner free to take a job: not failed, not being
-    /// deleted, its runner not yet busy. What a pool's demand is met with.
+    /// Is or will be a runner free to take a job: not being deleted, its
+    /// runner not yet busy. What a pool's demand is met with. An instance in
+    /// `error` counts: its create is retried under the same name (or it is
+    /// given up and retired, and then no longer counts), so a failed create
+    /// never brings a second VM for the same slot meanwhile.
     pub fn is_spare(&self) -> bool {
         matches!(
             self.status,
-            InstanceStatus::PendingCreate | InstanceStatus::Creating | InstanceStatus::Running
+            InstanceStatus::PendingCreate
+                | InstanceStatus::Creating
+                | InstanceStatus::Running
+                | InstanceStatus::Error
         ) && matches!(
             self.runner_status,
             RunnerStatus::Pending | RunnerStatus::Installing | RunnerStatus::Idle

@@ -25,7 +25,9 @@ pub use entity::{
     Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope, ScopeNameError,
     ScopeRef,
 };
-pub use forge::{Forge, ForgeError, ForgeJobStatus, ForgeTarget};
+pub use forge::{
+    DeliveryPage, Forge, ForgeDelivery, ForgeError, ForgeJobStatus, ForgeTarget, HookRef,
+};
 pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
 pub use jit::{JitFile, JitFileError};

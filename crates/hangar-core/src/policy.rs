@@ -17,21 +17,24 @@ use crate::pool::PoolSpec;
 /// How many spare runners a pool wants before it creates more: its idle
 /// minimum plus every queued job, minus the young jobs an idle runner can
 /// take right now (those get the idle grace before another VM is made).
+/// Saturates: a pool may be as large as `u32` allows, and the queue is
+/// counted up to [`demand_cap`], which saturates too.
 pub fn spare_to_create(spec: &PoolSpec, queued: u32, queued_young: u32, idle: u32) -> u32 {
     if !spec.enabled {
         return 0;
     }
-    spec.min_idle_runners + queued - queued_young.min(idle)
+    spec.min_idle_runners
+        .saturating_add(queued.saturating_sub(queued_young.min(idle)))
 }
 
 /// How many spare runners a pool keeps before it retires idle ones: its
 /// idle minimum plus every queued job — an idle runner about to take a young
-/// job is not excess.
+/// job is not excess. Saturates, like [`spare_to_create`].
 pub fn spare_to_keep(spec: &PoolSpec, queued: u32) -> u32 {
     if !spec.enabled {
         return 0;
     }
-    spec.min_idle_runners + queued
+    spec.min_idle_runners.saturating_add(queued)
 }
 
 /// How many queued jobs are worth counting for a pool: beyond this many,
@@ -128,6 +131,11 @@ pub fn next_step(v: &InstanceView, rules: &StepRules) -> Option<(Step, Option<Da
         return Some((Step::Retire(RetireReason::RunnerFailed), None));
     }
     match inst.status {
+        // Attempts that failed before the provider was called (a JIT
+        // registration GitHub refused) count too.
+        I::PendingCreate if inst.create_attempts >= rules.max_create_attempts => {
+            Some((Step::GiveUp, None))
+        }
         I::PendingCreate => Some((Step::Create, v.next_attempt)),
         I::Error if inst.create_attempts >= rules.max_create_attempts => Some((Step::GiveUp, None)),
         I::Error => Some((Step::RetryCreate, v.next_attempt)),
@@ -145,6 +153,88 @@ pub fn next_step(v: &InstanceView, rules: &StepRules) -> Option<(Step, Option<Da
         }
         _ => None,
     }
+}
+
+/// The settings of a pool's circuit breaker (`[scheduler]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerRules {
+    /// Consecutive failed creates before the pool backs off.
+    pub threshold: u32,
+    /// The first back-off; doubles with each further failure.
+    pub base: std::time::Duration,
+    /// The longest back-off.
+    pub max: std::time::Duration,
+}
+
+/// A pool's breaker as stored: failures since the last successful create,
+/// and, while open, the time before which no create of the pool starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Breaker {
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a create of the pool may start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed: creates run freely.
+    Go,
+    /// Open and its back-off is over: one create may probe; it must first
+    /// claim the probe (push `next_attempt_at` forward) so no other starts
+    /// until it has finished.
+    Probe,
+    /// Open: nothing starts before this time.
+    Wait(DateTime<Utc>),
+}
+
+impl Breaker {
+    /// Open: the pool is backing off (shown as degraded).
+    pub fn is_open(&self) -> bool {
+        self.next_attempt_at.is_some()
+    }
+
+    /// Whether a create may start at `now`.
+    pub fn admission(&self, now: DateTime<Utc>) -> Admission {
+        match self.next_attempt_at {
+            None => Admission::Go,
+            Some(at) if at > now => Admission::Wait(at),
+            Some(_) => Admission::Probe,
+        }
+    }
+
+    /// The breaker after one more failed create at `now`. `jitter` in
+    /// [0.5, 1.0] scales the back-off (the caller draws it; core has no
+    /// randomness): `base * 2^(failures - threshold)`, capped at `max`, once
+    /// `threshold` failures are reached; closed before that.
+    pub fn after_failure(
+        &self,
+        rules: &BreakerRules,
+        error: &str,
+        now: DateTime<Utc>,
+        jitter: f64,
+    ) -> Breaker {
+        let failures = self.consecutive_failures.saturating_add(1);
+        let next_attempt_at = (failures >= rules.threshold.max(1)).then(|| {
+            let exp = (failures - rules.threshold.max(1)).min(20);
+            let raw = rules.base.saturating_mul(1u32 << exp).min(rules.max);
+            let wait = raw.mul_f64(jitter.clamp(0.5, 1.0));
+            now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+        });
+        Breaker {
+            consecutive_failures: failures,
+            last_error: Some(error.to_owned()),
+            next_attempt_at,
+        }
+    }
+}
+
+/// Whether a delete that failed `failures` times gives up on the provider
+/// and takes the forced path (instance marked deleted; the orphan sweep
+/// removes the VM if it still exists): always after `max_tries`, sooner
+/// when an operator forced it.
+pub fn delete_gives_up(failures: u32, forced: bool, max_tries: u32, forced_tries: u32) -> bool {
+    failures >= max_tries.max(1) || (forced && failures >= forced_tries)
 }
 
 #[cfg(test)]
@@ -220,6 +310,23 @@ mod tests {
         assert_eq!(spare_to_create(&spec(2, false), 5, 0, 0), 0);
     }
 
+    /// Found by `tests/properties` (policy): a pool as large as the API
+    /// accepts (`min_idle_runners` ≤ `max_runners` ≤ `u32::MAX`) with its
+    /// queue counted up to the saturated `demand_cap` overflowed the sum,
+    /// a panic in debug builds and a wrapped, far too small target in
+    /// release ones.
+    #[test]
+    fn huge_pools_do_not_overflow() {
+        let mut p = spec(3_000_000_000, true);
+        p.max_runners = 3_000_000_000;
+        let queued = demand_cap(&p, 0, 0);
+        assert_eq!(queued, u32::MAX);
+        assert_eq!(spare_to_create(&p, queued, 0, 0), u32::MAX);
+        assert_eq!(spare_to_create(&p, queued, 5, 2), u32::MAX);
+        assert_eq!(spare_to_keep(&p, queued), u32::MAX);
+        assert_eq!(spare_to_create(&p, 7, 5, 2), 3_000_000_005);
+    }
+
     #[test]
     fn a_runner_about_to_take_a_job_is_not_excess() {
         assert_eq!(spare_to_keep(&spec(0, true), 1), 1);
@@ -288,6 +395,85 @@ mod tests {
         // Once the runner is gone, retries keep their spacing.
         v.instance.runner_status = RunnerStatus::Terminated;
         assert_eq!(next_step(&v, &rules(0)), Some((Step::Delete, Some(later))));
+    }
+
+    fn breaker_rules() -> BreakerRules {
+        BreakerRules {
+            threshold: 3,
+            base: std::time::Duration::from_secs(10),
+            max: std::time::Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_at_its_threshold_and_backs_off_exponentially() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let r = breaker_rules();
+        let mut b = Breaker::default();
+        assert_eq!(b.admission(now), Admission::Go);
+        for i in 1..3 {
+            b = b.after_failure(&r, "boom", now, 1.0);
+            assert_eq!(b.consecutive_failures, i);
+            assert!(!b.is_open(), "below the threshold it stays closed");
+            assert_eq!(b.admission(now), Admission::Go);
+        }
+        // From the threshold on: 10 s, 20 s, 40 s … capped at 300 s.
+        let mut expect = 10;
+        for _ in 0..8 {
+            b = b.after_failure(&r, "boom", now, 1.0);
+            let at = b.next_attempt_at.expect("open");
+            assert_eq!((at - now).num_seconds(), expect.min(300));
+            assert_eq!(b.admission(now), Admission::Wait(at));
+            assert_eq!(b.admission(at), Admission::Probe);
+            expect *= 2;
+        }
+        assert_eq!(b.last_error.as_deref(), Some("boom"));
+        // Jitter shortens the wait by at most half, never lengthens it.
+        let half = b.after_failure(&r, "x", now, 0.1).next_attempt_at.unwrap();
+        assert_eq!((half - now).num_seconds(), 150);
+        let full = b.after_failure(&r, "x", now, 7.0).next_attempt_at.unwrap();
+        assert_eq!((full - now).num_seconds(), 300);
+        // A huge failure count neither overflows nor exceeds the cap.
+        let many = Breaker {
+            consecutive_failures: u32::MAX - 1,
+            ..Default::default()
+        };
+        let at = many
+            .after_failure(&r, "x", now, 1.0)
+            .next_attempt_at
+            .unwrap();
+        assert_eq!((at - now).num_seconds(), 300);
+    }
+
+    #[test]
+    fn a_threshold_of_zero_opens_at_the_first_failure() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let r = BreakerRules {
+            threshold: 0,
+            ..breaker_rules()
+        };
+        let b = Breaker::default().after_failure(&r, "x", now, 1.0);
+        assert_eq!(
+            b.next_attempt_at.map(|at| (at - now).num_seconds()),
+            Some(10)
+        );
+    }
+
+    #[test]
+    fn deletes_give_up_after_their_tries() {
+        assert!(!delete_gives_up(2, false, 10, 3));
+        assert!(delete_gives_up(3, true, 10, 3), "forced: sooner");
+        assert!(!delete_gives_up(9, false, 10, 3));
+        assert!(delete_gives_up(10, false, 10, 3));
+        assert!(delete_gives_up(1, false, 0, 3), "at least one try");
+    }
+
+    #[test]
+    fn a_create_that_failed_before_the_provider_call_counts() {
+        let mut v = view(InstanceStatus::PendingCreate, RunnerStatus::Pending);
+        assert_eq!(next_step(&v, &rules(0)), Some((Step::Create, None)));
+        v.instance.create_attempts = 3;
+        assert_eq!(next_step(&v, &rules(0)), Some((Step::GiveUp, None)));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! shaped by what the caller must decide next: retry, back off, or give up.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +35,11 @@ pub enum ProviderError {
     /// Anything else that retrying will not fix.
     #[error("provider failure: {0}")]
     Fatal(String),
+    /// A create found an instance of that name already there (an earlier
+    /// attempt made it): creates are keyed by the instance name, so the
+    /// caller adopts it instead of making a second.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
 }
 
 impl ProviderError {
@@ -51,6 +57,7 @@ impl ProviderError {
             ProviderError::Transient(_) => "transient",
             ProviderError::InvalidSpec(_) => "invalid_spec",
             ProviderError::Fatal(_) => "fatal",
+            ProviderError::AlreadyExists(_) => "already_exists",
         }
     }
 }
@@ -114,6 +121,38 @@ pub struct BootstrapParams {
     pub proxy: ProxySettings,
 }
 
+/// The OS process a provider call runs in (external providers run one per
+/// call, as its own process group), so a restarted hangard can tell
+/// whether a create it lost track of still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallProcess {
+    /// Its pid, which is also its process group id.
+    pub pid: u32,
+    /// When it started, in clock ticks since boot (`/proc/<pid>/stat`
+    /// field 22): a pid reused by another process does not match.
+    pub start_ticks: u64,
+}
+
+/// Told when a create's process has started ([`CallProcess`]).
+#[derive(Clone)]
+pub struct CallWatcher(Arc<dyn Fn(CallProcess) + Send + Sync>);
+
+impl CallWatcher {
+    pub fn new(f: impl Fn(CallProcess) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub fn started(&self, p: CallProcess) {
+        (self.0)(p)
+    }
+}
+
+impl fmt::Debug for CallWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallWatcher")
+    }
+}
+
 /// Everything a provider needs to create one instance.
 #[derive(Debug, Clone)]
 pub struct CreateInstanceRequest {
@@ -132,6 +171,8 @@ pub struct CreateInstanceRequest {
     /// is false).
     pub userdata: String,
     pub bootstrap: BootstrapParams,
+    /// Told the process the create runs in, when it runs in one of its own.
+    pub watcher: Option<CallWatcher>,
 }
 
 /// Identifies an instance to the provider.
@@ -197,6 +238,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Whether instances of this OS and architecture can boot here; `Err`
+    /// says why not. Asked before a pool is stored, so a pool that could
+    /// never boot is refused instead of failing every create. By default a
+    /// provider that boots with Hangar's script (Linux only) serves Linux
+    /// on any architecture, and one that renders its own serves all.
+    fn can_boot(&self, os_type: OsType, _os_arch: OsArch) -> Result<(), String> {
+        if self.renders_userdata() && os_type != OsType::Linux {
+            return Err(format!(
+                "os_type {}: the {} provider boots with Hangar's boot script, which is Linux only; serve {} pools through an external (garm) provider, which renders its own boot script",
+                os_type.as_str(),
+                self.kind(),
+                os_type.as_str()
+            ));
+        }
+        Ok(())
+    }
+
     /// How many calls may run at once against this provider.
     fn max_concurrency(&self) -> usize {
         8
@@ -230,8 +288,33 @@ pub trait Provider: Send + Sync + fmt::Debug {
         pool_id: PoolId,
     ) -> Result<Vec<ProviderInstance>, ProviderError>;
 
+    /// Every instance carrying this controller's tag in any of `pools`,
+    /// each with its `pool_id`. Providers that can list everything of a
+    /// controller at once do so in one call (the sweep's cost then does not
+    /// grow with the number of pools); the default asks per pool.
+    async fn list_instances_in(
+        &self,
+        controller_id: ControllerId,
+        pools: &[PoolId],
+    ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let mut out = Vec::new();
+        for &pool in pools {
+            for mut i in self.list_instances(controller_id, pool).await? {
+                i.pool_id.get_or_insert(pool);
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
     /// A cheap reachability check for `/readyz`.
     async fn health(&self) -> Result<(), ProviderError>;
+
+    /// After a restart: makes sure the create that ran in `process` (as its
+    /// [`CreateInstanceRequest::watcher`] was told) no longer runs — waits
+    /// for it up to `wait`, then stops its process group. Providers whose
+    /// calls run inside hangard have nothing left over.
+    async fn stop_orphaned_call(&self, _process: CallProcess, _wait: Duration) {}
 }
 
 #[cfg(test)]

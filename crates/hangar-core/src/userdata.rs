@@ -130,10 +130,11 @@ log() { echo "hangar: $*"; }
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# GET with the instance token; body on stdout.
+# GET with the instance token; body on stdout. Retried, refused connections
+# too, for ~30 s: a VM that boots while hangard restarts still registers.
 hangar_get() {
     if have curl; then
-        curl -fsS --retry 5 --retry-delay 2 -H "Authorization: Bearer $HANGAR_TOKEN" "$1"
+        curl -fsS --retry 10 --retry-delay 3 --retry-connrefused -H "Authorization: Bearer $HANGAR_TOKEN" "$1"
     else
         wget -q -O - --header "Authorization: Bearer $HANGAR_TOKEN" "$1"
     fi
@@ -143,7 +144,7 @@ hangar_get() {
 callback() {
     body="{\"status\":\"$1\",\"message\":\"$2\"}"
     if have curl; then
-        curl -fsS --retry 3 --retry-delay 2 -X POST -H "Authorization: Bearer $HANGAR_TOKEN" \
+        curl -fsS --retry 10 --retry-delay 3 --retry-connrefused -X POST -H "Authorization: Bearer $HANGAR_TOKEN" \
             -H 'Content-Type: application/json' --data "$body" "$HANGAR_CALLBACK_URL" >/dev/null
     else
         wget -q -O /dev/null --header "Authorization: Bearer $HANGAR_TOKEN" \

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use hangar_core::Secret;
 use hangar_core::provider::ProxySettings;
-use hangar_scheduler::SchedulerConfig;
+use hangar_scheduler::{RecoveryConfig, SchedulerConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +23,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub github: hangar_github::GitHubConfig,
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
     #[serde(default)]
     pub logging: LoggingSection,
     #[serde(default)]
@@ -48,6 +50,15 @@ pub struct ServerSection {
     /// arrive; an idle kept-alive connection is closed after as long.
     #[serde(default = "default_read_timeout_secs")]
     pub read_timeout_secs: u64,
+    /// Connections open at once; at the cap the connection idle the
+    /// longest is closed to make room, and when all are busy a new one is
+    /// closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The largest `max_runners` (and `min_idle_runners`) a pool may have;
+    /// a create or update asking for more is refused.
+    #[serde(default = "default_max_runners_per_pool")]
+    pub max_runners_per_pool: u32,
     /// Threads running the async work (HTTP, scheduler, provider calls);
     /// unset: [`ServerSection::worker_thread_count`] decides.
     #[serde(default)]
@@ -79,6 +90,14 @@ fn default_shutdown_secs() -> u64 {
 
 fn default_read_timeout_secs() -> u64 {
     30
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_runners_per_pool() -> u32 {
+    hangar_server::DEFAULT_MAX_RUNNERS_PER_POOL
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -300,12 +319,24 @@ impl Config {
                 self.server.read_timeout_secs
             );
         }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            bail!(
+                "server.max_connections must be between 1 and 1000000, got {}",
+                self.server.max_connections
+            );
+        }
+        if self.server.max_runners_per_pool == 0 {
+            bail!("server.max_runners_per_pool must be at least 1");
+        }
         if let Some(n) = self.server.worker_threads
             && !(1..=512).contains(&n)
         {
             bail!("server.worker_threads must be between 1 and 512, got {n}");
         }
         self.scheduler
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.recovery
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut names = std::collections::HashSet::new();

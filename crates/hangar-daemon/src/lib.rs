@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hangar_core::{Provider, Secret};
-use hangar_scheduler::{Metrics, Providers, Scheduler, SchedulerDeps, SharedUrls, Urls};
+use hangar_scheduler::{
+    Metrics, Providers, Scheduler, SchedulerConfig, SchedulerDeps, SharedUrls, Urls,
+};
 use hangar_server::{AppDeps, AppState, Settings};
 use hangar_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -267,7 +269,10 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         forge: forge.clone(),
         providers: providers.clone(),
-        config: config.scheduler.clone(),
+        config: SchedulerConfig {
+            recovery: config.recovery.clone(),
+            ..config.scheduler.clone()
+        },
         urls: urls.clone(),
         metrics: metrics.clone(),
     });
@@ -279,6 +284,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         webhook_read_timeout: Duration::from_secs(config.server.read_timeout_secs),
         version: VERSION.to_owned(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_hours.max(1) * 3600),
+        max_runners_per_pool: config.server.max_runners_per_pool,
         metrics_hook: Some(Box::new(move |m: &Metrics| {
             for s in stats_forge.stats() {
                 if let Some(remaining) = s.rate_limit_remaining {
@@ -355,9 +361,12 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let served = tokio::spawn(http::serve(
         listener,
         app,
-        Duration::from_secs(config.server.read_timeout_secs),
+        http::Limits {
+            read_timeout: Duration::from_secs(config.server.read_timeout_secs),
+            max_connections: config.server.max_connections,
+            grace,
+        },
         cancel.clone(),
-        grace,
     ));
     cancel.cancelled().await;
     notify(&[sd_notify::NotifyState::Stopping]);

@@ -20,6 +20,8 @@ fn the_example_parses_and_sets_every_section() {
     assert_eq!(c.server.bind, "127.0.0.1:9997");
     assert_eq!(c.server.webhook_body_limit, 1_048_576);
     assert_eq!(c.server.read_timeout_secs, 30);
+    assert_eq!(c.server.max_connections, 1024);
+    assert_eq!(c.server.max_runners_per_pool, 1000);
     assert_eq!(c.database.synchronous, Synchronous::Full);
     assert_eq!(c.auth.token_ttl_hours, 24);
     assert_eq!(c.scheduler.idle_grace_secs, 5);
@@ -40,6 +42,11 @@ fn the_example_parses_and_sets_every_section() {
     .unwrap();
     assert_eq!(c.scheduler, defaults.scheduler);
     assert_eq!(c.github, defaults.github);
+    assert_eq!(c.server.max_connections, defaults.server.max_connections);
+    assert_eq!(
+        c.server.max_runners_per_pool,
+        defaults.server.max_runners_per_pool
+    );
     // Unset, the worker count follows the CPUs and leaves one to SQLite's
     // writer, but is never zero.
     assert_eq!(c.server.worker_threads, None);
@@ -110,6 +117,10 @@ fn semantic_checks() {
         ("read_timeout_secs = 5\n", ""),
         ("worker_threads = 100000\n", "server.worker_threads"),
         ("worker_threads = 3\n", ""),
+        ("max_connections = 0\n", "server.max_connections"),
+        ("max_connections = 10\n", ""),
+        ("max_runners_per_pool = 0\n", "server.max_runners_per_pool"),
+        ("max_runners_per_pool = 50\n", ""),
     ] {
         let r = Config::load_with(&write(dir.path(), &format!("{base}{extra}")), &no_env);
         if want.is_empty() {

@@ -19,7 +19,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hangar_core::entity::CredentialsAuth;
 use hangar_core::forge::{
-    ForgeHook, ForgeJob, ForgeRunner, JitConfig, JitRequest, NewHook, RegistrationToken,
+    DeliveryPage, ForgeDelivery, ForgeHook, ForgeJob, ForgeRunner, HookRef, JitConfig, JitRequest,
+    NewHook, RegistrationToken,
 };
 use hangar_core::provider::RunnerTool;
 use hangar_core::{EntityScope, Forge, ForgeError, ForgeTarget, JobId, Secret};
@@ -51,6 +52,8 @@ pub struct CredentialStats {
 struct Client {
     name: String,
     octo: Octocrab,
+    /// The App itself (JWT), for `/app/...` routes; `None` for a PAT.
+    app_octo: Option<Octocrab>,
     limiter: Mutex<Limiter>,
     stats: Mutex<CredentialStats>,
 }
@@ -201,6 +204,59 @@ fn next_link(headers: &http::HeaderMap) -> Option<String> {
     })
 }
 
+/// The `cursor` query parameter of a URL (hook deliveries paginate by
+/// cursor, named in the `Link` header). Kept as it appears there (still
+/// URL-encoded): it is opaque and only ever sent back the same way.
+fn cursor_of(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "cursor" && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+/// Where a hook's deliveries are listed: a repository's or organization's
+/// hook, or the App's (`/app/hook/deliveries`, as the App itself).
+fn deliveries_base(scope: &EntityScope, hook: HookRef) -> Result<(String, bool), ForgeError> {
+    match hook {
+        HookRef::App => Ok(("/app/hook/deliveries".into(), true)),
+        HookRef::Entity { hook_id } => Ok((
+            format!("{}/{hook_id}/deliveries", hooks_base(scope)?),
+            false,
+        )),
+    }
+}
+
+/// A delivery as `repos/list-webhook-deliveries` (and its `orgs/`, `apps/`
+/// twins) list it.
+#[derive(Deserialize)]
+struct DeliveryBody {
+    id: i64,
+    guid: String,
+    delivered_at: DateTime<Utc>,
+    #[serde(default)]
+    redelivery: bool,
+    #[serde(default)]
+    status_code: i64,
+    #[serde(default)]
+    event: String,
+    action: Option<String>,
+}
+
+impl From<DeliveryBody> for ForgeDelivery {
+    fn from(d: DeliveryBody) -> Self {
+        ForgeDelivery {
+            id: d.id,
+            guid: d.guid,
+            delivered_at: d.delivered_at,
+            redelivery: d.redelivery,
+            status_code: d.status_code,
+            event: d.event,
+            action: d.action,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RunnerLabel {
     name: String,
@@ -241,6 +297,25 @@ struct JobBody {
     #[serde(default)]
     labels: Option<Vec<String>>,
     runner_name: Option<String>,
+    run_id: Option<i64>,
+    name: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl From<JobBody> for ForgeJob {
+    fn from(b: JobBody) -> Self {
+        ForgeJob {
+            id: JobId(b.id),
+            run_attempt: b.run_attempt,
+            status: b.status.unwrap_or_default().into(),
+            conclusion: b.conclusion,
+            labels: b.labels.unwrap_or_default(),
+            runner_name: b.runner_name,
+            run_id: b.run_id,
+            name: b.name,
+            created_at: b.created_at,
+        }
+    }
 }
 
 impl GitHubForge {
@@ -385,19 +460,22 @@ impl GitHubForge {
             .with_auth(auth_state)
             .build()
             .map_err(|e| ForgeError::Fatal(format!("cannot build the GitHub client: {e}")))?;
-        let octo = match &creds.auth {
-            CredentialsAuth::Pat { .. } => octo,
+        let (octo, app_octo) = match &creds.auth {
+            CredentialsAuth::Pat { .. } => (octo, None),
             CredentialsAuth::App {
                 installation_id, ..
-            } => octo
-                .installation(octocrab::models::InstallationId(*installation_id as u64))
-                .map_err(|e| {
-                    ForgeError::Fatal(format!("cannot build the App installation client: {e}"))
-                })?,
+            } => (
+                octo.installation(octocrab::models::InstallationId(*installation_id as u64))
+                    .map_err(|e| {
+                        ForgeError::Fatal(format!("cannot build the App installation client: {e}"))
+                    })?,
+                Some(octo),
+            ),
         };
         let client = Arc::new(Client {
             name: creds.name.to_string(),
             octo,
+            app_octo,
             limiter: Mutex::new(Limiter::new(
                 self.config.budget_per_hour,
                 self.config.budget_burst,
@@ -437,7 +515,17 @@ impl GitHubForge {
         path: &str,
         body: Option<&serde_json::Value>,
         idempotent: bool,
+        as_app: bool,
     ) -> Result<(Answer, http::HeaderMap), ForgeError> {
+        let octo = if as_app {
+            client.app_octo.as_ref().ok_or_else(|| {
+                ForgeError::Fatal(format!(
+                    "{method} {path}: needs GitHub App credentials (the App's own JWT)"
+                ))
+            })?
+        } else {
+            &client.octo
+        };
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -462,9 +550,9 @@ impl GitHubForge {
             }
             client.stats.lock().expect("stats lock").calls += 1;
             let result = match method {
-                Method::GET => client.octo._get(path).await,
-                Method::POST => client.octo._post(path, body).await,
-                Method::DELETE => client.octo._delete(path, None::<&()>).await,
+                Method::GET => octo._get(path).await,
+                Method::POST => octo._post(path, body).await,
+                Method::DELETE => octo._delete(path, None::<&()>).await,
                 _ => return Err(ForgeError::Fatal(format!("unsupported method {method}"))),
             };
             let transient = match result {
@@ -541,8 +629,24 @@ impl GitHubForge {
         body: Option<&serde_json::Value>,
         idempotent: bool,
     ) -> Result<(Answer, http::HeaderMap), ForgeError> {
+        self.call_as(target, method, path, body, idempotent, false)
+            .await
+    }
+
+    /// [`Self::call`], as the GitHub App itself (its JWT) when `as_app`.
+    async fn call_as(
+        &self,
+        target: &ForgeTarget,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+        as_app: bool,
+    ) -> Result<(Answer, http::HeaderMap), ForgeError> {
         let client = self.client(target)?;
-        let r = self.send(&client, method, path, body, idempotent).await;
+        let r = self
+            .send(&client, method, path, body, idempotent, as_app)
+            .await;
         if let Ok((a, _)) = &r
             && !a.status.is_success()
             && a.status != StatusCode::NOT_FOUND
@@ -652,17 +756,7 @@ impl Forge for GitHubForge {
         let path = format!("/repos/{repository}/actions/jobs/{}", job_id.0);
         let (a, _) = self.call(target, Method::GET, &path, None, true).await?;
         match a.status {
-            s if s.is_success() => {
-                let b: JobBody = a.json("job")?;
-                Ok(Some(ForgeJob {
-                    id: JobId(b.id),
-                    run_attempt: b.run_attempt,
-                    status: b.status.unwrap_or_default().into(),
-                    conclusion: b.conclusion,
-                    labels: b.labels.unwrap_or_default(),
-                    runner_name: b.runner_name,
-                }))
-            }
+            s if s.is_success() => Ok(Some(a.json::<JobBody>("job")?.into())),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(a.error("get job")),
         }
@@ -777,6 +871,134 @@ impl Forge for GitHubForge {
         }
     }
 
+    async fn list_hook_deliveries(
+        &self,
+        target: &ForgeTarget,
+        hook: HookRef,
+        cursor: Option<&str>,
+        per_page: u32,
+    ) -> Result<DeliveryPage, ForgeError> {
+        let (base, as_app) = deliveries_base(&target.scope, hook)?;
+        let mut path = format!("{base}?per_page={}", per_page.clamp(1, 100));
+        if let Some(c) = cursor {
+            // Opaque, and still URL-encoded as the Link header gave it.
+            if c.bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"%_-.~=".contains(&b)))
+            {
+                return Err(ForgeError::Fatal(format!("invalid delivery cursor {c:?}")));
+            }
+            path.push_str("&cursor=");
+            path.push_str(c);
+        }
+        let (a, headers) = self
+            .call_as(target, Method::GET, &path, None, true, as_app)
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.error("list webhook deliveries"));
+        }
+        let page: Vec<DeliveryBody> = a.json("webhook delivery list")?;
+        Ok(DeliveryPage {
+            deliveries: page.into_iter().map(ForgeDelivery::from).collect(),
+            next_cursor: next_link(&headers).as_deref().and_then(cursor_of),
+        })
+    }
+
+    async fn redeliver(
+        &self,
+        target: &ForgeTarget,
+        hook: HookRef,
+        delivery_id: i64,
+    ) -> Result<(), ForgeError> {
+        let (base, as_app) = deliveries_base(&target.scope, hook)?;
+        let path = format!("{base}/{delivery_id}/attempts");
+        // Sent once: a repeat would only be another attempt of the same
+        // guid, but there is no reason to make one blindly.
+        let (a, _) = self
+            .call_as(target, Method::POST, &path, None, false, as_app)
+            .await?;
+        match a.status {
+            s if s.is_success() => Ok(()),
+            // 400/422: GitHub will not redeliver this one (too old, hook gone).
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(ForgeError::Fatal(format!(
+                    "redeliver webhook delivery {delivery_id}: HTTP {}: {}",
+                    a.status.as_u16(),
+                    a.message()
+                )))
+            }
+            _ => Err(a.error("redeliver webhook delivery")),
+        }
+    }
+
+    async fn queued_run_ids(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        limit: u32,
+    ) -> Result<Vec<i64>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Run {
+            id: i64,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            workflow_runs: Vec<Run>,
+        }
+        let limit = limit.max(1) as usize;
+        let mut out = Vec::new();
+        let mut path = format!(
+            "/repos/{repository}/actions/runs?status=queued&per_page={}",
+            limit.min(100)
+        );
+        for _ in 0..100 {
+            let (a, headers) = self.call(target, Method::GET, &path, None, true).await?;
+            if !a.status.is_success() {
+                return Err(a.error("list queued workflow runs"));
+            }
+            let page: Page = a.json("workflow run list")?;
+            out.extend(page.workflow_runs.into_iter().map(|r| r.id));
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+            match next_link(&headers) {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run_jobs(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        run_id: i64,
+    ) -> Result<Vec<ForgeJob>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            jobs: Vec<JobBody>,
+        }
+        let mut out = Vec::new();
+        let mut path =
+            format!("/repos/{repository}/actions/runs/{run_id}/jobs?filter=latest&per_page=100");
+        for _ in 0..100 {
+            let (a, headers) = self.call(target, Method::GET, &path, None, true).await?;
+            if !a.status.is_success() {
+                return Err(a.error("list workflow run jobs"));
+            }
+            let page: Page = a.json("workflow job list")?;
+            out.extend(page.jobs.into_iter().map(ForgeJob::from));
+            match next_link(&headers) {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     async fn runner_downloads(&self, target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError> {
         #[derive(Deserialize)]
         struct Tool {
@@ -823,6 +1045,33 @@ mod tests {
             Some("https://api.github.com/repos/o/r/actions/runners?per_page=100&page=2")
         );
         assert_eq!(next_link(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn delivery_cursor_from_link() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::LINK,
+            "<https://api.github.com/repos/o/r/hooks/1/deliveries?per_page=30&cursor=v1_12345%3D>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        let next = next_link(&h).unwrap();
+        assert_eq!(cursor_of(&next).as_deref(), Some("v1_12345%3D"));
+        assert_eq!(cursor_of("https://x/y?per_page=3"), None);
+    }
+
+    #[test]
+    fn delivery_summary_parses() {
+        let d: DeliveryBody = serde_json::from_str(
+            r#"{"id": 12345678, "guid": "0b989ba4-242f-11e5-81e1-c7b6966d2516", "delivered_at": "2019-06-03T00:57:16Z",
+                "redelivery": false, "duration": 0.27, "status": "Invalid HTTP Response: 503", "status_code": 503,
+                "event": "workflow_job", "action": "queued", "installation_id": null, "repository_id": 42}"#,
+        )
+        .unwrap();
+        let d = ForgeDelivery::from(d);
+        assert_eq!(d.status_code, 503);
+        assert_eq!(d.action.as_deref(), Some("queued"));
     }
 
     #[test]

@@ -169,6 +169,40 @@ fn one() -> i64 {
     1
 }
 
+/// A `workflow_job` whose numbers GitHub could not have sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "workflow_job.{field} must be a positive integer (GitHub numbers them from 1), got {value}"
+)]
+pub struct InvalidJob {
+    pub field: &'static str,
+    pub value: i64,
+}
+
+impl WorkflowJob {
+    /// Checks the numbers the job is keyed by. GitHub's webhook schema
+    /// (`@octokit/openapi-webhooks`, `webhook-workflow-job-*`) types `id`,
+    /// `run_id` and `run_attempt` as required integers; they are database
+    /// ids and an attempt count, so GitHub never sends one below 1 (the
+    /// REST `job` schema: "1 for first attempt"). A 0 or negative value is
+    /// a forged or broken delivery and must not become a job row.
+    pub fn check_numbers(&self) -> Result<(), InvalidJob> {
+        let fields = [
+            ("id", Some(self.id)),
+            ("run_id", self.run_id),
+            ("run_attempt", Some(self.run_attempt)),
+        ];
+        for (field, value) in fields {
+            if let Some(value) = value
+                && value < 1
+            {
+                return Err(InvalidJob { field, value });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A `workflow_job` delivery.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct WorkflowJobEvent {
@@ -193,6 +227,40 @@ pub struct DeliveryTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(id: i64, run_id: Option<i64>, run_attempt: i64) -> WorkflowJob {
+        WorkflowJob {
+            id,
+            run_id,
+            run_attempt,
+            name: None,
+            status: None,
+            conclusion: None,
+            labels: vec![],
+            runner_id: None,
+            runner_name: None,
+            runner_group_name: None,
+        }
+    }
+
+    #[test]
+    fn job_numbers_start_at_one() {
+        assert_eq!(job(1, Some(1), 1).check_numbers(), Ok(()));
+        // Ids above 2^31 exist.
+        assert_eq!(job(1 << 40, None, 3).check_numbers(), Ok(()));
+        let e = job(0, Some(1), 1).check_numbers().unwrap_err();
+        assert_eq!((e.field, e.value), ("id", 0));
+        assert_eq!(
+            e.to_string(),
+            "workflow_job.id must be a positive integer (GitHub numbers them from 1), got 0"
+        );
+        let e = job(-5, Some(1), 1).check_numbers().unwrap_err();
+        assert_eq!((e.field, e.value), ("id", -5));
+        let e = job(7, Some(0), 1).check_numbers().unwrap_err();
+        assert_eq!(e.field, "run_id");
+        let e = job(7, Some(9), -1).check_numbers().unwrap_err();
+        assert_eq!((e.field, e.value), ("run_attempt", -1));
+    }
 
     #[test]
     fn sign_then_verify() {

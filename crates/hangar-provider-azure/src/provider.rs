@@ -18,7 +18,7 @@ use hangar_core::{ControllerId, OsType, PoolId, PoolSpec, Provider, ProviderErro
 use serde_json::Value;
 
 use crate::arm::{Arm, ArmError, RetryPolicy, provisioning_state};
-use crate::body::{self, ResourceNames, TAG_CONTROLLER, TAG_OWNER, TAG_POOL};
+use crate::body::{self, ResourceNames, TAG_CONTROLLER, TAG_POOL};
 use crate::config::{AzureProviderConfig, ConfigError, check_ssh_key};
 use crate::specs::{ExtraSpecs, Image, check_size, is_confidential_size};
 
@@ -399,19 +399,6 @@ fn to_provider_error(e: ArmError) -> ProviderError {
     }
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
-fn encode_query(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() * 3);
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[async_trait]
 impl Provider for AzureProvider {
     fn kind(&self) -> &'static str {
@@ -501,7 +488,20 @@ impl Provider for AzureProvider {
         controller_id: ControllerId,
         pool_id: PoolId,
     ) -> Result<Vec<ProviderInstance>, ProviderError> {
-        let (c, p) = (controller_id.to_string(), pool_id.to_string());
+        self.list_instances_in(controller_id, &[pool_id]).await
+    }
+
+    /// Two ARM calls for every pool at once (the resource group's VMs, and
+    /// the controller's other resources by tag), so the sweep's cost does
+    /// not grow with the number of pools.
+    async fn list_instances_in(
+        &self,
+        controller_id: ControllerId,
+        pools: &[PoolId],
+    ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let c = controller_id.to_string();
+        let wanted: BTreeSet<String> = pools.iter().map(PoolId::to_string).collect();
+        let in_pools = |v: &Value| tag(v, TAG_POOL).is_some_and(|p| wanted.contains(p));
         // The VM list has no tag filter: list the group and filter here.
         let vms = self
             .arm
@@ -516,32 +516,31 @@ impl Provider for AzureProvider {
             .map_err(to_provider_error)?;
         let mut out: Vec<ProviderInstance> = vms
             .iter()
-            .filter(|vm| {
-                tag(vm, TAG_CONTROLLER) == Some(c.as_str()) && tag(vm, TAG_POOL) == Some(p.as_str())
-            })
+            .filter(|vm| tag(vm, TAG_CONTROLLER) == Some(c.as_str()) && in_pools(vm))
             .map(to_instance)
             .collect();
-        // Half-made instances (a NIC or IP without its VM): the generic
-        // resource list filters by tag server-side.
-        let filter = format!("tagName eq '{TAG_OWNER}' and tagValue eq '{c}/{p}'");
+        // Half-made instances (a NIC or IP without its VM): the group's
+        // generic resource list, unfiltered, because ARM leaves the tags out
+        // of a list filtered by tag and the pool is read from them.
         let resources = self
             .arm
-            .list(&self.arm.url(
-                &format!(
-                    "{}/resources?$filter={}",
-                    self.rg_path(),
-                    encode_query(&filter)
-                ),
-                RESOURCES_API,
-            ))
+            .list(
+                &self
+                    .arm
+                    .url(&format!("{}/resources", self.rg_path()), RESOURCES_API),
+            )
             .await
             .map_err(to_provider_error)?;
         let have: BTreeSet<String> = out.iter().map(|i| i.name.clone()).collect();
-        let mut orphans: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in &resources {
-            let (Some(name), Some(kind)) = (
+        let mut orphans: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for r in resources
+            .iter()
+            .filter(|r| tag(r, TAG_CONTROLLER) == Some(c.as_str()) && in_pools(r))
+        {
+            let (Some(name), Some(kind), Some(pool)) = (
                 r.get("name").and_then(Value::as_str),
                 r.get("type").and_then(Value::as_str),
+                tag(r, TAG_POOL),
             ) else {
                 continue;
             };
@@ -552,11 +551,14 @@ impl Provider for AzureProvider {
             let instance = ResourceNames::instance_of(name);
             if !have.contains(instance) {
                 let label = kind.rsplit('/').next().unwrap_or(&kind).to_owned();
-                orphans.entry(instance.to_owned()).or_default().push(label);
+                orphans
+                    .entry((instance.to_owned(), pool.to_owned()))
+                    .or_default()
+                    .push(label);
             }
         }
-        for (name, what) in orphans {
-            out.push(self.leftover_instance(&name, &what, Some(controller_id), Some(pool_id)));
+        for ((name, pool), what) in orphans {
+            out.push(self.leftover_instance(&name, &what, Some(controller_id), pool.parse().ok()));
         }
         Ok(out)
     }
@@ -641,13 +643,5 @@ mod tests {
             to_provider_error(op("ImageNotFound")),
             ProviderError::InvalidSpec(_)
         ));
-    }
-
-    #[test]
-    fn query_encoding() {
-        assert_eq!(
-            encode_query("tagName eq 'a' and tagValue eq 'b/c'"),
-            "tagName%20eq%20%27a%27%20and%20tagValue%20eq%20%27b%2Fc%27"
-        );
     }
 }

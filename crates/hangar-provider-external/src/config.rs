@@ -92,6 +92,15 @@ pub struct ExternalProviderConfig {
     /// tokens; the bootstrap JSON then says `"jit_config_enabled": false`.
     #[serde(default = "default_jit_enabled")]
     pub jit_enabled: bool,
+    /// The OS types the provider can boot (`linux`, `windows`); a pool of
+    /// another is refused when it is created or updated. Empty (default):
+    /// any.
+    #[serde(default)]
+    pub os_types: Vec<hangar_core::OsType>,
+    /// The architectures the provider can boot (`amd64`, `arm64`, `arm`);
+    /// empty (default): any.
+    #[serde(default)]
+    pub os_archs: Vec<hangar_core::OsArch>,
 }
 
 fn default_call_timeout_secs() -> u64 {
@@ -117,6 +126,8 @@ impl ExternalProviderConfig {
             call_timeout_secs: default_call_timeout_secs(),
             max_concurrency: default_max_concurrency(),
             jit_enabled: default_jit_enabled(),
+            os_types: Vec::new(),
+            os_archs: Vec::new(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Running the provider executable once: a clean environment, stdin in,
 //! bounded stdout/stderr out, and a deadline that takes the provider's whole
-//! process group down with it, so a hung `lxc` or `az` child cannot outlive
-//! the call or pile up.
+//! process tree down with it (its process group, and descendants that left
+//! the group), so a hung `lxc` or `az` child cannot outlive the call or
+//! pile up.
 
 use std::ffi::OsString;
 use std::io;
@@ -9,7 +10,9 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use std::collections::HashSet;
+
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -80,6 +83,9 @@ const MAX_STDERR: usize = 256 * 1024;
 /// After a timeout, SIGTERM gets this long (so a Go provider can cancel its
 /// cloud calls) before SIGKILL.
 pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
+/// After SIGKILL, how long to wait for the provider's processes to be gone
+/// before logging the survivors.
+const KILL_CONFIRM: Duration = Duration::from_secs(2);
 /// After the provider exits, a child it left behind may still hold its
 /// stdout/stderr; stop waiting for their EOF after this long.
 pub(crate) const PIPE_GRACE: Duration = Duration::from_secs(2);
@@ -97,6 +103,9 @@ pub(crate) struct Invocation<'a> {
     /// A value that must never reach a log line or an error (the instance
     /// token sits in CreateInstance's stdin, and providers may echo it).
     pub redact: Option<&'a str>,
+    /// Told the process (pid = process group) once it runs, so a create
+    /// hangard loses track of in a crash can be found again.
+    pub watcher: Option<&'a hangar_core::provider::CallWatcher>,
 }
 
 /// What a successful (exit 0) call printed.
@@ -155,18 +164,62 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-/// Kills the provider's process group if the call is abandoned half-way
-/// (timeout, or the caller's future dropped), so nothing it started lingers.
+/// Kills the provider's process tree if the call is abandoned half-way
+/// (timeout, or the caller's future dropped), so nothing it started lingers:
+/// its process group, and the descendants that left the group (`setsid`,
+/// a Go provider starting a tool with `Setpgid`), found through `/proc`.
 struct GroupGuard {
     pgid: Option<Pid>,
+    /// Every process of the tree seen so far, with its start time (so a
+    /// recycled pid is never signalled).
+    known: HashSet<tree::Proc>,
 }
 
 impl GroupGuard {
-    fn signal(&self, sig: Signal) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH just means everything in the group is already gone.
-            let _ = killpg(pgid, sig);
+    /// Nothing is read from `/proc` until a signal is due: the provider is
+    /// still running then, so its descendants can be traced from it.
+    fn new(pgid: Option<Pid>) -> Self {
+        Self {
+            pgid,
+            known: HashSet::new(),
         }
+    }
+
+    /// Adds what the tree holds now: the group's members and every
+    /// descendant of a process already known.
+    fn refresh(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let found = tree::members(pgid.as_raw(), &self.known);
+            self.known.extend(found);
+        }
+    }
+
+    fn signal(&mut self, sig: Signal) {
+        let Some(pgid) = self.pgid else { return };
+        self.refresh();
+        // ESRCH just means everything in the group is already gone.
+        let _ = killpg(pgid, sig);
+        for p in &self.known {
+            if p.pgrp != pgid.as_raw() && tree::still_running(p) {
+                let _ = kill(Pid::from_raw(p.pid), sig);
+            }
+        }
+    }
+
+    /// The processes of the tree still running (zombies excluded: they
+    /// are dead, waiting for their parent or init to reap them).
+    fn survivors(&self) -> Vec<i32> {
+        let Some(pgid) = self.pgid else {
+            return Vec::new();
+        };
+        let mut alive: Vec<i32> = tree::members(pgid.as_raw(), &self.known)
+            .into_iter()
+            .filter(tree::still_running)
+            .map(|p| p.pid)
+            .collect();
+        alive.sort_unstable();
+        alive.dedup();
+        alive
     }
 
     fn disarm(&mut self) {
@@ -177,6 +230,111 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
+    }
+}
+
+/// The provider's process tree, read from `/proc` (Linux).
+mod tree {
+    use std::collections::{HashMap, HashSet};
+
+    /// One process, identified by pid and start time together.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub(super) struct Proc {
+        pub pid: i32,
+        pub pgrp: i32,
+        pub start: u64,
+    }
+
+    struct Stat {
+        proc: Proc,
+        ppid: i32,
+        zombie: bool,
+    }
+
+    /// Parses `/proc/PID/stat`. The command name (field 2) may hold spaces
+    /// and parentheses, so fields are counted from the last `)`.
+    fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
+        let rest = &text[text.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is field 3 (state); starttime is field 22.
+        Some(Stat {
+            proc: Proc {
+                pid,
+                pgrp: fields.get(2)?.parse().ok()?,
+                start: fields.get(19)?.parse().ok()?,
+            },
+            ppid: fields.get(1)?.parse().ok()?,
+            zombie: matches!(*fields.first()?, "Z" | "X"),
+        })
+    }
+
+    fn stat(pid: i32) -> Option<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(pid, &text)
+    }
+
+    fn all() -> Vec<Stat> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(stat)
+            .collect()
+    }
+
+    /// The members of group `pgid` and the descendants of them and of
+    /// `known` (those still alive as the same process), however far they
+    /// moved from the group.
+    pub(super) fn members(pgid: i32, known: &HashSet<Proc>) -> HashSet<Proc> {
+        let procs = all();
+        let mut children: HashMap<i32, Vec<Proc>> = HashMap::new();
+        let mut found: HashSet<Proc> = HashSet::new();
+        for s in &procs {
+            children.entry(s.ppid).or_default().push(s.proc);
+            if s.proc.pgrp == pgid || known.contains(&s.proc) {
+                found.insert(s.proc);
+            }
+        }
+        let mut queue: Vec<i32> = found.iter().map(|p| p.pid).collect();
+        while let Some(pid) = queue.pop() {
+            for child in children.get(&pid).into_iter().flatten() {
+                if found.insert(*child) {
+                    queue.push(child.pid);
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether `p` is still the same process and not a zombie.
+    pub(super) fn still_running(p: &Proc) -> bool {
+        stat(p.pid).is_some_and(|s| s.proc.start == p.start && !s.zombie)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn stat_lines_with_odd_command_names() {
+            let line = "4242 (sh (x) y) S 4200 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 1 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+            let s = parse_stat(4242, line).unwrap();
+            assert_eq!(s.ppid, 4200);
+            assert_eq!(s.proc.pgrp, 4242);
+            assert_eq!(s.proc.start, 987654);
+            assert!(!s.zombie);
+            let z = parse_stat(7, "7 (a) Z 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").unwrap();
+            assert!(z.zombie);
+            assert!(parse_stat(1, "garbage").is_none());
+        }
+
+        #[test]
+        fn this_process_is_found_and_running() {
+            let me = stat(std::process::id() as i32).expect("own stat");
+            assert!(still_running(&me.proc));
+            let found = members(me.proc.pgrp, &HashSet::new());
+            assert!(found.contains(&me.proc));
+        }
     }
 }
 
@@ -264,12 +422,17 @@ impl Runner {
             executable: self.executable.clone(),
             source,
         })?;
-        let mut guard = GroupGuard {
-            pgid: child
+        let mut guard = GroupGuard::new(
+            child
                 .id()
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw),
-        };
+        );
+        if let (Some(watcher), Some(pid)) = (inv.watcher, child.id())
+            && let Some(start_ticks) = process_start_ticks(pid)
+        {
+            watcher.started(hangar_core::provider::CallProcess { pid, start_ticks });
+        }
 
         let stdout = spawn_reader(child.stdout.take(), MAX_STDOUT);
         let stderr = spawn_reader(child.stderr.take(), MAX_STDERR);
@@ -305,9 +468,27 @@ impl Runner {
                         "provider ignored SIGTERM; killing its process group"
                     );
                 }
-                // Also takes down children that survived SIGTERM.
+                // Also takes down children that survived SIGTERM, and the
+                // descendants that left the group.
                 guard.signal(Signal::SIGKILL);
                 let _ = child.wait().await;
+                // SIGKILL cannot be refused, but it lands asynchronously:
+                // confirm, and say so if something outlives it.
+                let deadline = Instant::now() + KILL_CONFIRM;
+                let mut survivors = guard.survivors();
+                while !survivors.is_empty() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    guard.signal(Signal::SIGKILL);
+                    survivors = guard.survivors();
+                }
+                if !survivors.is_empty() {
+                    tracing::error!(
+                        provider.command = %inv.command,
+                        instance.name = inv.instance,
+                        pids = ?survivors,
+                        "processes of a timed-out provider call survived SIGKILL"
+                    );
+                }
                 guard.disarm();
                 if let Some(w) = writer {
                     w.abort();
@@ -398,9 +579,92 @@ impl Runner {
     }
 }
 
+/// When process `pid` started, in clock ticks since boot
+/// (`/proc/<pid>/stat` field 22); `None` when it is gone (or a zombie).
+pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command, is in parentheses and may hold anything:
+    // count the fields after its closing one (field 3 is the state).
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// After a crash: lets the create that ran in `p` finish for up to `wait`
+/// (it survives hangard, being its own process group), then stops its
+/// group — SIGTERM, [`TERM_GRACE`], SIGKILL — and returns once it is gone.
+/// A pid now used by another process (its start time differs) is left
+/// alone.
+pub(crate) async fn stop_orphan(p: hangar_core::provider::CallProcess, wait: Duration) {
+    let alive = || process_start_ticks(p.pid) == Some(p.start_ticks);
+    let poll = Duration::from_millis(100);
+    let deadline = Instant::now() + wait;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+    if !alive() {
+        return;
+    }
+    let Ok(pgid) = i32::try_from(p.pid).map(Pid::from_raw) else {
+        return;
+    };
+    tracing::warn!(
+        pid = p.pid,
+        "an interrupted create still runs; stopping its process group"
+    );
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + TERM_GRACE;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let deadline = Instant::now() + TERM_GRACE;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    #[test]
+    fn start_ticks_of_this_process_and_none_for_a_gone_one() {
+        let me = process_start_ticks(std::process::id()).expect("this process runs");
+        assert_eq!(process_start_ticks(std::process::id()), Some(me), "stable");
+        assert_eq!(process_start_ticks(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn an_orphaned_group_is_stopped_after_the_wait() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let start_ticks = process_start_ticks(pid).expect("running");
+        let p = hangar_core::provider::CallProcess { pid, start_ticks };
+        // Not ours to reap in real life; here the test reaps it.
+        let reaper = std::thread::spawn(move || child.wait());
+        stop_orphan(p, Duration::from_millis(200)).await;
+        let status = reaper.join().expect("reaper").expect("wait");
+        assert!(!status.success(), "killed: {status:?}");
+        assert_eq!(process_start_ticks(pid), None);
+        // A start time that does not match is another process: untouched.
+        stop_orphan(
+            hangar_core::provider::CallProcess {
+                pid: std::process::id(),
+                start_ticks: 1,
+            },
+            Duration::ZERO,
+        )
+        .await;
+    }
 
     #[test]
     fn excerpt_redacts_and_keeps_the_tail() {

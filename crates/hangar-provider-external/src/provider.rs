@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hangar_core::provider::{CreateInstanceRequest, InstanceRef, ProviderInstance, ProxySettings};
-use hangar_core::{ControllerId, PoolId, PoolSpec, Provider, ProviderError};
+use hangar_core::{ControllerId, OsArch, OsType, PoolId, PoolSpec, Provider, ProviderError};
 use tokio::sync::Semaphore;
 
 use crate::config::{ExternalProviderConfig, InterfaceVersion, inherited_env};
@@ -147,6 +147,8 @@ struct Target<'a> {
     /// Exported as `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` and their
     /// lowercase forms, over any inherited value.
     proxy: Option<ProxySettings>,
+    /// Told the call's process (creates: recorded for crash recovery).
+    watcher: Option<hangar_core::provider::CallWatcher>,
 }
 
 impl Target<'static> {
@@ -158,6 +160,7 @@ impl Target<'static> {
             instance_name: "-",
             extra_specs: None,
             proxy: None,
+            watcher: None,
         }
     }
 }
@@ -273,6 +276,7 @@ impl ExternalProvider {
             instance_name: r.name.as_str(),
             extra_specs: self.specs_for(r.pool_id),
             proxy: self.proxy_for(r.pool_id),
+            watcher: None,
         }
     }
 
@@ -347,6 +351,7 @@ impl ExternalProvider {
                 stdin,
                 instance: target.instance_name,
                 redact,
+                watcher: target.watcher.as_ref(),
             })
             .await?;
         Ok(out.stdout)
@@ -372,6 +377,13 @@ impl ExternalProvider {
             }
             CallError::Exit { code, .. } if code == EXIT_NOT_FOUND => {
                 ProviderError::NotFound(format!("{what}: {err}"))
+            }
+            // A create keyed by a name that exists: an earlier attempt made
+            // it, and the caller adopts it.
+            CallError::Exit { code, .. }
+                if code == EXIT_DUPLICATE && command == GarmCommand::CreateInstance =>
+            {
+                ProviderError::AlreadyExists(format!("{what}: duplicate instance: {err}"))
             }
             CallError::Exit { code, .. } if code == EXIT_DUPLICATE => {
                 ProviderError::Fatal(format!("{what}: duplicate instance: {err}"))
@@ -573,6 +585,45 @@ impl Provider for ExternalProvider {
         false
     }
 
+    /// Waits for a create left running by a hangard that died, then stops
+    /// its process group (see [`exec::stop_orphan`]).
+    async fn stop_orphaned_call(
+        &self,
+        process: hangar_core::provider::CallProcess,
+        wait: Duration,
+    ) {
+        exec::stop_orphan(process, wait).await;
+    }
+
+    /// What the operator said the executable serves (`os_types`,
+    /// `os_archs`; empty = any).
+    fn can_boot(&self, os_type: OsType, os_arch: OsArch) -> Result<(), String> {
+        let c = &self.config;
+        if !c.os_types.is_empty() && !c.os_types.contains(&os_type) {
+            return Err(format!(
+                "os_type {} is not among this provider's os_types ({})",
+                os_type.as_str(),
+                c.os_types
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !c.os_archs.is_empty() && !c.os_archs.contains(&os_arch) {
+            return Err(format!(
+                "os_arch {} is not among this provider's os_archs ({})",
+                os_arch.as_str(),
+                c.os_archs
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// `ValidatePoolInfo` on v0.1.1, with the pool's extra specs in
     /// `GARM_POOL_EXTRASPECS` and its image, flavor, OS and labels as a
     /// token-less bootstrap document on stdin; v0.1.0 has no such command
@@ -623,6 +674,7 @@ impl Provider for ExternalProvider {
             instance_name: req.name.as_str(),
             extra_specs: Some(req.extra_specs.clone()),
             proxy: Some(req.bootstrap.proxy.clone()),
+            watcher: req.watcher.clone(),
         };
         let out = self
             .call(command, &target, Some(stdin), Some(token))

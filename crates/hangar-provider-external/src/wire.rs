@@ -357,6 +357,7 @@ mod tests {
                     no_proxy: Some("10.0.0.0/8".into()),
                 },
             },
+            watcher: None,
         }
     }
 

@@ -113,8 +113,10 @@ async fn v011_extras_and_calls_log() {
         p.get_instance(&r).await.expect("get").status,
         ProviderInstanceStatus::Running
     );
+    // Creates are keyed by name: a second one says the instance exists, for
+    // the scheduler to adopt it.
     let dup = p.create_instance(&req).await.expect_err("same name twice");
-    assert!(matches!(dup, ProviderError::Fatal(m) if m.contains("duplicate")));
+    assert!(matches!(dup, ProviderError::AlreadyExists(m) if m.contains("duplicate")));
 
     p.remove_all_instances(ctl).await.expect("remove all");
     assert!(matches!(

@@ -415,6 +415,99 @@ sleep 600
     );
 }
 
+/// The processes still running (not zombies) whose process group is
+/// `pgid`, from `/proc`.
+fn running_in_group(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    Some(fields.get(2)?.parse::<i32>().ok()? == pgid && fields[0] != "Z")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn read_pid(s: &Script, file: &str) -> i32 {
+    std::fs::read_to_string(s.path(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_tree_even_descendants_that_left_the_group() {
+    let s = Script::new(
+        r#"
+export D
+echo $$ > "$D/leader.pid"
+sleep 600 &
+echo $! > "$D/child.pid"
+(trap '' TERM; sleep 600) &
+echo $! > "$D/stubborn.pid"
+# Leaves the process group (and the session), as daemonising tools do.
+setsid sleep 600 &
+echo $! > "$D/escaped.pid"
+# A subtree of its own outside the group, with a grandchild.
+setsid sh -c 'sleep 600 & echo $! > "$D/escaped-grandchild.pid"; sleep 600' &
+echo $! > "$D/escaped-parent.pid"
+while [ ! -s "$D/escaped-grandchild.pid" ]; do sleep 0.05; done
+echo ready > "$D/ready"
+sleep 600
+"#,
+    );
+    let mut cfg = s.config(InterfaceVersion::V011);
+    cfg.call_timeout_secs = 2;
+    let provider =
+        ExternalProvider::with_environment(cfg, support::test_env()).expect("valid config");
+    let r = iref(
+        "hangar-tree",
+        None,
+        ControllerId::new_random(),
+        PoolId::new_random(),
+    );
+    let err = provider.get_instance(&r).await.expect_err("times out");
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+    assert!(
+        s.path("ready").exists(),
+        "the script started every child before the timeout"
+    );
+
+    let leader = read_pid(&s, "leader.pid");
+    let pids: Vec<(&str, i32)> = [
+        "child.pid",
+        "stubborn.pid",
+        "escaped.pid",
+        "escaped-parent.pid",
+        "escaped-grandchild.pid",
+    ]
+    .into_iter()
+    .map(|f| (f, read_pid(&s, f)))
+    .collect();
+    // The call returns once the tree is dead; give SIGKILL's delivery a
+    // little slack all the same.
+    assert!(
+        wait_for(Duration::from_secs(5), || running_in_group(leader)
+            .is_empty())
+        .await,
+        "processes of the provider's group {leader} survived: {:?}",
+        running_in_group(leader)
+    );
+    for (what, pid) in pids {
+        assert!(
+            wait_for(Duration::from_secs(5), || process_gone(pid)).await,
+            "{what} {pid} survived the timeout"
+        );
+    }
+}
+
 #[tokio::test]
 async fn children_that_ignore_sigterm_are_killed_too() {
     let s = Script::new(

@@ -381,6 +381,8 @@ impl Provider for FakeProvider {
         controller_id: ControllerId,
         pool_id: PoolId,
     ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let log = self.config.lock().unwrap().calls_log.clone();
+        log_call(&log, "list", "-");
         Ok(self
             .state
             .lock()
@@ -388,6 +390,24 @@ impl Provider for FakeProvider {
             .instances
             .values()
             .filter(|i| i.controller_id == controller_id && i.pool_id == pool_id)
+            .map(Self::to_provider_instance)
+            .collect())
+    }
+
+    async fn list_instances_in(
+        &self,
+        controller_id: ControllerId,
+        pools: &[PoolId],
+    ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let log = self.config.lock().unwrap().calls_log.clone();
+        log_call(&log, "list", "-");
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .instances
+            .values()
+            .filter(|i| i.controller_id == controller_id && pools.contains(&i.pool_id))
             .map(Self::to_provider_instance)
             .collect())
     }

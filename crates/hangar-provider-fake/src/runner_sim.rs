@@ -107,13 +107,15 @@ async fn callback(
     message: &str,
 ) -> Result<(), BootError> {
     let step = format!("callback {status}");
-    let resp = client
-        .post(&b.callback_url)
-        .bearer_auth(b.instance_token.expose())
-        .json(&serde_json::json!({ "status": status, "message": message }))
-        .send()
-        .await
-        .map_err(unreachable(step.clone()))?;
+    let body = serde_json::json!({ "status": status, "message": message });
+    let resp = send(|| {
+        client
+            .post(&b.callback_url)
+            .bearer_auth(b.instance_token.expose())
+            .json(&body)
+    })
+    .await
+    .map_err(unreachable(step.clone()))?;
     if !resp.status().is_success() {
         return Err(BootError::Refused {
             step,
@@ -124,16 +126,31 @@ async fn callback(
     Ok(())
 }
 
+/// Sends a request, retrying a connection that fails the way the boot
+/// script's `curl --retry 10 --retry-delay 3 --retry-connrefused` does, so
+/// an instance booting while hangard restarts still registers.
+async fn send(
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut tries = 1;
+    loop {
+        match make().send().await {
+            Err(e) if e.is_connect() && tries <= 10 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs the bootstrap of one instance.
 pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
     let client = reqwest::Client::new();
     callback(&client, b, "installing", "simulated boot").await?;
     let url = format!("{}/jit-config", b.metadata_url.trim_end_matches('/'));
     let step = format!("GET {url}");
-    let resp = client
-        .get(&url)
-        .bearer_auth(b.instance_token.expose())
-        .send()
+    let resp = send(|| client.get(&url).bearer_auth(b.instance_token.expose()))
         .await
         .map_err(unreachable(step.clone()))?;
     if !resp.status().is_success() {

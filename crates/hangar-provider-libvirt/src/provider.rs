@@ -669,6 +669,17 @@ impl Provider for LibvirtProvider {
         controller_id: ControllerId,
         pool_id: PoolId,
     ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        self.list_instances_in(controller_id, &[pool_id]).await
+    }
+
+    /// One walk over the host's domains for every pool: the sweep's cost
+    /// does not grow with the number of pools.
+    async fn list_instances_in(
+        &self,
+        controller_id: ControllerId,
+        pools: &[PoolId],
+    ) -> Result<Vec<ProviderInstance>, ProviderError> {
+        let pools: Vec<PoolId> = pools.to_vec();
         let found = self
             .run("list instances", move |_, conn| {
                 let doms = conn
@@ -687,7 +698,9 @@ impl Provider for LibvirtProvider {
                         Err(e) if vanished(&e) => continue,
                         Err(e) => return Err(e),
                     };
-                    if md.controller_id != Some(controller_id) || md.pool_id != Some(pool_id) {
+                    if md.controller_id != Some(controller_id)
+                        || !md.pool_id.is_some_and(|p| pools.contains(&p))
+                    {
                         continue;
                     }
                     match describe(&dom, &md) {

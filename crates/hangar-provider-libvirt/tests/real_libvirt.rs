@@ -228,6 +228,7 @@ fn request(
         extra_specs,
         userdata,
         bootstrap,
+        watcher: None,
     }
 }
 

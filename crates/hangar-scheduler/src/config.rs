@@ -22,8 +22,15 @@ pub struct SchedulerConfig {
     pub backoff_max_ms: u64,
     /// Seconds between attempts to remove a runner GitHub reports busy.
     pub busy_retry_secs: u64,
-    /// Seconds a job may stay queued before it is re-checked against GitHub.
+    /// Seconds a job may stay queued before it is first re-checked against
+    /// GitHub. Later re-checks are spaced by the job's age (so the spacing
+    /// doubles: 5, 10, 20, 40 … minutes) up to `job_recheck_max_secs`.
     pub job_recheck_after_secs: u64,
+    /// Longest spacing between two re-checks of one queued job.
+    pub job_recheck_max_secs: u64,
+    /// Re-checks per sweep at most (one GitHub call each), taken from the
+    /// background budget (`[recovery] budget_per_hour`).
+    pub job_recheck_batch: u32,
     /// Hours `deleted` instances are kept as history.
     pub deleted_history_hours: u64,
     /// Hours completed jobs are kept.
@@ -35,6 +42,25 @@ pub struct SchedulerConfig {
     pub lost_instance_grace_secs: u64,
     /// Seconds to let in-flight provider calls finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Lost-delivery recovery: hangard's `[recovery]` section (not a
+    /// `[scheduler]` key; the daemon fills it in).
+    #[serde(skip)]
+    pub recovery: RecoveryConfig,
+    /// Consecutive failed creates of a pool (a refused JIT registration
+    /// included) before its circuit breaker opens: then no registration
+    /// and no provider create happen for the pool until a back-off has
+    /// passed, and after it one probe at a time.
+    pub breaker_threshold: u32,
+    /// The breaker's first back-off in seconds; doubles with each further
+    /// failure, with jitter.
+    pub breaker_base_secs: u64,
+    /// The breaker's longest back-off in seconds (also how long a probe
+    /// holds the breaker before another may start).
+    pub breaker_max_secs: u64,
+    /// Failed provider deletes of an instance before the delete takes the
+    /// forced path: the instance is marked deleted with the provider's
+    /// last error and the orphan sweep removes the VM if it still exists.
+    pub delete_attempts: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -47,12 +73,93 @@ impl Default for SchedulerConfig {
             backoff_max_ms: 60_000,
             busy_retry_secs: 30,
             job_recheck_after_secs: 300,
+            job_recheck_max_secs: 6 * 3600,
+            job_recheck_batch: 10,
             deleted_history_hours: 24,
             completed_job_history_hours: 24 * 7,
             github_concurrency: 8,
             lost_instance_grace_secs: 120,
             shutdown_grace_secs: 20,
+            recovery: RecoveryConfig::default(),
+            breaker_threshold: 3,
+            breaker_base_secs: 10,
+            breaker_max_secs: 300,
+            delete_attempts: 10,
         }
+    }
+}
+
+/// The `[recovery]` section: finding jobs whose `queued` delivery never
+/// reached Hangar. Two paths, both per set of credentials within
+/// `budget_per_hour` (a share below JIT and delete calls): redelivering
+/// failed deliveries of the hooks that point here, and re-listing the
+/// queued workflow runs of repositories.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Off: neither path runs (job re-checks still do).
+    pub enabled: bool,
+    /// Seconds between redelivery passes (one deliveries listing per hook
+    /// when fewer than 100 deliveries arrived since the last pass). The
+    /// first pass runs `start_delay_secs` after start.
+    pub redelivery_interval_secs: u64,
+    /// Seconds between queued-run passes (one runs listing per repository,
+    /// plus one jobs listing per queued run not seen before).
+    pub queued_runs_interval_secs: u64,
+    /// Seconds after start before the first pass of each path (the
+    /// listener is up by then, so redeliveries land).
+    pub start_delay_secs: u64,
+    /// A queued run already listed is listed again after this many seconds
+    /// while it stays queued (jobs that wait on others appear later).
+    pub run_relist_secs: u64,
+    /// Deliveries older than this are never redelivered; also how far back
+    /// the first pass of a hook looks.
+    pub lookback_secs: u64,
+    /// Redeliveries of one delivery (guid) at most; one per pass at most.
+    pub max_redeliveries: u32,
+    /// Pages of 100 deliveries read per hook per pass at most.
+    pub max_delivery_pages: u32,
+    /// Queued runs whose jobs are listed per repository per pass at most.
+    pub max_runs_per_pass: u32,
+    /// Calls per hour per set of credentials for recovery and job
+    /// re-checks together (a token bucket; burst a tenth of it).
+    pub budget_per_hour: u32,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            redelivery_interval_secs: 90,
+            queued_runs_interval_secs: 90,
+            start_delay_secs: 3,
+            run_relist_secs: 1800,
+            lookback_secs: 6 * 3600,
+            max_redeliveries: 3,
+            max_delivery_pages: 5,
+            max_runs_per_pass: 20,
+            budget_per_hour: 1_000,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    pub fn redelivery_interval(&self) -> Duration {
+        Duration::from_secs(self.redelivery_interval_secs.max(10))
+    }
+
+    pub fn queued_runs_interval(&self) -> Duration {
+        Duration::from_secs(self.queued_runs_interval_secs.max(10))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.redelivery_interval_secs < 10 || self.queued_runs_interval_secs < 10 {
+            return Err(ConfigError::RecoveryInterval);
+        }
+        if self.budget_per_hour == 0 {
+            return Err(ConfigError::RecoveryBudget);
+        }
+        Ok(())
     }
 }
 
@@ -65,7 +172,25 @@ impl SchedulerConfig {
         Duration::from_secs(self.idle_grace_secs)
     }
 
+    /// The pool breaker's settings, for core's rule.
+    pub fn breaker_rules(&self) -> hangar_core::policy::BreakerRules {
+        hangar_core::policy::BreakerRules {
+            threshold: self.breaker_threshold.max(1),
+            base: Duration::from_secs(self.breaker_base_secs.max(1)),
+            max: Duration::from_secs(self.breaker_max_secs.max(self.breaker_base_secs).max(1)),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.breaker_threshold == 0 {
+            return Err(ConfigError::BreakerThreshold);
+        }
+        if self.breaker_base_secs == 0 || self.breaker_max_secs < self.breaker_base_secs {
+            return Err(ConfigError::BreakerBackoff);
+        }
+        if self.delete_attempts == 0 {
+            return Err(ConfigError::NoDeleteAttempts);
+        }
         if self.create_attempts == 0 {
             return Err(ConfigError::NoCreateAttempts);
         }
@@ -74,6 +199,9 @@ impl SchedulerConfig {
         }
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
             return Err(ConfigError::Backoff);
+        }
+        if self.job_recheck_batch == 0 {
+            return Err(ConfigError::NoRecheckBatch);
         }
         Ok(())
     }
@@ -89,4 +217,18 @@ pub enum ConfigError {
     NoGithubConcurrency,
     #[error("scheduler.backoff_base_ms must be > 0 and not above backoff_max_ms")]
     Backoff,
+    #[error(
+        "recovery.redelivery_interval_secs and recovery.queued_runs_interval_secs must be at least 10"
+    )]
+    RecoveryInterval,
+    #[error("scheduler.job_recheck_batch must be at least 1")]
+    NoRecheckBatch,
+    #[error("recovery.budget_per_hour must be at least 1 (turn recovery off with enabled = false)")]
+    RecoveryBudget,
+    #[error("scheduler.breaker_threshold must be at least 1")]
+    BreakerThreshold,
+    #[error("scheduler.breaker_base_secs must be > 0 and not above breaker_max_secs")]
+    BreakerBackoff,
+    #[error("scheduler.delete_attempts must be at least 1")]
+    NoDeleteAttempts,
 }

@@ -6,7 +6,11 @@
 use std::sync::Arc;
 
 use hangar_core::forge::JitRequest;
-use hangar_core::provider::{BootstrapParams, CreateInstanceRequest, InstanceRef};
+use hangar_core::policy::Admission;
+use hangar_core::provider::{
+    BootstrapParams, CallProcess, CallWatcher, CreateInstanceRequest, InstanceRef,
+    ProviderInstanceStatus,
+};
 use hangar_core::userdata::{self, UserdataParams};
 use hangar_core::{
     ForgeError, ForgeTarget, Instance, InstanceStatus, Pool, ProviderError, Secret, entity_web_url,
@@ -55,6 +59,11 @@ pub(crate) async fn run(
             pool.spec.provider_name.as_str()
         )));
     };
+    // 0. Nothing — no registration either — while the pool's breaker or
+    // the provider's gate says to wait.
+    if let Some(wait) = admit(ctx, pool, &entry).await? {
+        return Ok(wait);
+    }
     let target = match ctx.github.target(pool.entity_id).await {
         Ok(t) => t,
         Err(e) => return Ok(Outcome::RetryAfter(ctx.backoff(attempt), e.to_string())),
@@ -69,9 +78,9 @@ pub(crate) async fn run(
         return Ok(stop);
     }
 
-    // 2. The provider's turn.
+    // 2. The provider's turn (its gate may have closed meanwhile).
     if let Some(left) = entry.gate.remaining() {
-        return Ok(Outcome::RetryAfter(
+        return Ok(Outcome::Wait(
             left,
             format!("provider {} is backing off after failures", entry.name),
         ));
@@ -143,7 +152,13 @@ pub(crate) async fn run(
                 )
                 .await?;
             tracing::info!(provider.id = %created.provider_id, "instance running");
-            Ok(Outcome::Done)
+            Ok(Outcome::Created)
+        }
+        // Creates are keyed by the instance name: one that exists was made
+        // by an earlier attempt of this instance, and is adopted.
+        Err(ProviderError::AlreadyExists(why)) => {
+            tracing::info!(reason = %why, "instance exists at the provider; adopting it");
+            adopt(ctx, &entry, &inst, pool, "create").await
         }
         Err(e) if e.is_retryable() => Ok(Outcome::RetryAfter(
             ctx.backoff(inst.create_attempts),
@@ -151,6 +166,132 @@ pub(crate) async fn run(
         )),
         Err(e) => Ok(Outcome::GiveUp(e.to_string())),
     }
+}
+
+/// Asks the provider for an instance whose create was made (or may have
+/// been made) and, when it is there and sound, records it `running`.
+async fn adopt(
+    ctx: &Ctx,
+    entry: &ProviderEntry,
+    inst: &Instance,
+    pool: &Pool,
+    why: &str,
+) -> Result<Outcome, SchedulerError> {
+    let iref = InstanceRef {
+        name: inst.name.clone(),
+        provider_id: inst.provider_id.clone(),
+        controller_id: ctx.store.controller_id(),
+        pool_id: pool.id,
+    };
+    let found = ctx
+        .provider_call(entry, "get", entry.provider.get_instance(&iref))
+        .await;
+    let controller = ctx.store.controller_id();
+    let problem = match found {
+        Ok(pi)
+            if pi.status != ProviderInstanceStatus::Error
+                && pi.controller_id.is_none_or(|c| c == controller) =>
+        {
+            ctx.store
+                .transition(
+                    &inst.name,
+                    Change::FinishCreate {
+                        provider_id: &pi.provider_id,
+                        addresses: &pi.addresses,
+                    },
+                )
+                .await?;
+            tracing::info!(provider.id = %pi.provider_id, "{why}: adopted the instance the provider made");
+            return Ok(Outcome::Created);
+        }
+        Ok(pi) if pi.status == ProviderInstanceStatus::Error => format!(
+            "the provider reports it failed: {}",
+            pi.fault.as_deref().unwrap_or("no reason given")
+        ),
+        Ok(_) => "the provider's instance of that name belongs to another controller".into(),
+        Err(ProviderError::NotFound(_)) => "the provider has no such instance".into(),
+        Err(e) => format!("cannot ask the provider: {e}"),
+    };
+    Ok(Outcome::RetryAfter(
+        ctx.backoff(inst.create_attempts),
+        format!("{why}: {problem}"),
+    ))
+}
+
+/// After a restart, settles an instance caught in `creating`: first makes
+/// sure the create that was under way no longer runs (an external
+/// provider's process outlives hangard: it is waited for up to the
+/// provider's create timeout, then stopped), then asks the provider whether
+/// the instance exists and adopts it, or leaves it in `error` for the
+/// usual retry under the same name. So an interrupted create is never
+/// raced by a second one.
+#[tracing::instrument(skip_all, fields(instance.name = %inst.name, pool.id = %inst.pool_id))]
+pub(crate) async fn recover(
+    ctx: &Arc<Ctx>,
+    inst: Instance,
+    process: Option<CallProcess>,
+) -> Result<Outcome, SchedulerError> {
+    let pool = ctx.store.pool(inst.pool_id).await?;
+    let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+        return Ok(Outcome::RetryAfter(
+            ctx.backoff(inst.create_attempts),
+            format!(
+                "create interrupted by a restart; provider {:?} is not configured in hangard",
+                pool.spec.provider_name.as_str()
+            ),
+        ));
+    };
+    if let Some(p) = process {
+        tracing::info!(pid = p.pid, "waiting for the interrupted create's process");
+        entry
+            .provider
+            .stop_orphaned_call(p, entry.provider.create_timeout())
+            .await;
+    }
+    adopt(ctx, &entry, &inst, &pool, "create interrupted by a restart").await
+}
+
+/// Whether a create of `pool` may start now: `Some(Outcome::Wait)` while
+/// the provider's gate is closed or the pool's breaker is open (core's
+/// [`hangar_core::policy::Breaker::admission`]); once the breaker's back-off
+/// is over, only the create that claims the probe goes.
+async fn admit(
+    ctx: &Ctx,
+    pool: &Pool,
+    entry: &ProviderEntry,
+) -> Result<Option<Outcome>, SchedulerError> {
+    if let Some(left) = entry.gate.remaining() {
+        return Ok(Some(Outcome::Wait(
+            left,
+            format!("provider {} is backing off after failures", entry.name),
+        )));
+    }
+    let now = ctx.now();
+    let breaker = ctx.store.pool_breaker(pool.id).await?;
+    ctx.metrics.pool_breaker(pool.id, breaker.is_open());
+    let until = match breaker.admission(now) {
+        Admission::Go => return Ok(None),
+        Admission::Probe => {
+            let lease = now + chrono::Duration::seconds(ctx.config.breaker_max_secs as i64);
+            if ctx.store.claim_pool_probe(pool.id, now, lease).await? {
+                tracing::info!(
+                    failures = breaker.consecutive_failures,
+                    "pool is backing off; probing with one create"
+                );
+                return Ok(None);
+            }
+            lease
+        }
+        Admission::Wait(at) => at,
+    };
+    Ok(Some(Outcome::Wait(
+        (until - now).to_std().unwrap_or_default(),
+        format!(
+            "pool is backing off after {} failed creates (last: {})",
+            breaker.consecutive_failures,
+            breaker.last_error.as_deref().unwrap_or("-")
+        ),
+    )))
 }
 
 /// Registers a JIT runner named after the instance and seals its config
@@ -214,6 +355,21 @@ async fn register_runner(
     Ok(None)
 }
 
+/// Records the process an external provider's create runs in, so a
+/// restarted hangard can wait for it (see [`recover`]).
+fn watcher(ctx: &Ctx, name: &hangar_core::InstanceName) -> CallWatcher {
+    let store = ctx.store.clone();
+    let name = name.clone();
+    CallWatcher::new(move |p| {
+        let (store, name) = (store.clone(), name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.set_create_process(&name, p).await {
+                tracing::warn!(instance.name = %name, error = %e, "cannot record the create's process");
+            }
+        });
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot render the boot script: {0}")]
 struct RenderError(String);
@@ -274,5 +430,6 @@ async fn create_request(
         extra_specs: pool.spec.provider_extra_specs(),
         userdata: script,
         bootstrap,
+        watcher: Some(watcher(ctx, &inst.name)),
     })
 }

@@ -25,6 +25,7 @@ const DELETE_ATTEMPT: u32 = 2;
 /// Failed provider deletes after which a forced delete (`runner rm
 /// --force-remove-runner`) gives up on the provider and marks the
 /// instance deleted; the orphan sweep reaps the VM if it still exists.
+/// Every delete does so after `[scheduler] delete_attempts`.
 pub const FORCED_DELETE_TRIES: u32 = 3;
 
 /// Deletes a VM at its provider, unless the provider is backing off after
@@ -75,10 +76,12 @@ pub(crate) async fn run(
                 "provider {:?} is not configured in hangard",
                 pool.spec.provider_name.as_str()
             );
-            if let Some(done) = give_up_if_forced(ctx, name, &why, true).await? {
-                return Ok(done);
-            }
-            return Ok(Outcome::RetryAfter(ctx.backoff(DELETE_ATTEMPT), why));
+            return match give_up_after_tries(ctx, name, &why, true).await? {
+                Tries::GaveUp(done) => Ok(done),
+                Tries::Failed(n) => {
+                    Ok(Outcome::RetryAfter(ctx.backoff(n.max(DELETE_ATTEMPT)), why))
+                }
+            };
         };
         if let Some(left) = entry.gate.remaining() {
             return Ok(Outcome::RetryAfter(
@@ -116,16 +119,21 @@ pub(crate) async fn run(
             .await;
         if let Err(e) = deleted {
             let why = e.to_string();
-            if let Some(done) = give_up_if_forced(ctx, name, &why, false).await? {
-                return Ok(done);
-            }
+            let failures = match give_up_after_tries(ctx, name, &why, false).await? {
+                Tries::GaveUp(done) => return Ok(done),
+                Tries::Failed(n) => n,
+            };
             ctx.store
                 .transition(
                     name,
                     Change::Status(InstanceStatus::PendingDelete, Some(&why)),
                 )
                 .await?;
-            return Ok(Outcome::RetryAfter(ctx.backoff(DELETE_ATTEMPT), why));
+            // Spaced further apart with each failure, up to the backoff's cap.
+            return Ok(Outcome::RetryAfter(
+                ctx.backoff(failures.max(DELETE_ATTEMPT)),
+                why,
+            ));
         }
     }
     ctx.store
@@ -135,19 +143,33 @@ pub(crate) async fn run(
     Ok(Outcome::Done)
 }
 
-/// Counts a failed provider delete; a forced delete that has failed
-/// [`FORCED_DELETE_TRIES`] times is marked deleted (through `deleting`
-/// when still `pending`) with the provider's last error, and `Some` is
-/// returned.
-async fn give_up_if_forced(
+/// How a failed provider delete was counted.
+enum Tries {
+    /// Failures so far; the delete is retried.
+    Failed(u32),
+    /// Out of tries: the instance was marked deleted.
+    GaveUp(Outcome),
+}
+
+/// Counts a failed provider delete. Once out of tries
+/// ([`hangar_core::policy::delete_gives_up`]: `delete_attempts`, or
+/// [`FORCED_DELETE_TRIES`] for a forced delete) the instance is marked
+/// deleted (through `deleting` when still `pending`) with the provider's
+/// last error; the orphan sweep removes the VM if it still exists.
+async fn give_up_after_tries(
     ctx: &Ctx,
     name: &InstanceName,
     why: &str,
     pending: bool,
-) -> Result<Option<Outcome>, SchedulerError> {
+) -> Result<Tries, SchedulerError> {
     let (failures, forced) = ctx.store.record_delete_failure(name).await?;
-    if !forced || failures < FORCED_DELETE_TRIES {
-        return Ok(None);
+    if !hangar_core::policy::delete_gives_up(
+        failures,
+        forced,
+        ctx.config.delete_attempts,
+        FORCED_DELETE_TRIES,
+    ) {
+        return Ok(Tries::Failed(failures));
     }
     if pending {
         ctx.store
@@ -162,10 +184,11 @@ async fn give_up_if_forced(
         .await?;
     tracing::warn!(
         failures,
+        forced,
         error = why,
-        "forced delete: provider failures ignored, instance marked deleted"
+        "delete out of tries: provider failures ignored, instance marked deleted"
     );
-    Ok(Some(Outcome::Done))
+    Ok(Tries::GaveUp(Outcome::Done))
 }
 
 /// Removes the instance's runner from GitHub. `Some` when the delete must

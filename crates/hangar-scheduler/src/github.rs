@@ -3,13 +3,19 @@
 //! credentials (a failing token slows only itself), metrics per call, and
 //! short-lived caches of what is costly to fetch and rarely changes
 //! (an entity's target, runner groups, runner downloads).
+//!
+//! Background work — lost-delivery recovery and job re-checks — has its own
+//! small budget per set of credentials ([`Bucket`]) and lower priority: it
+//! calls only while the credentials' gate is open and one of their
+//! concurrency slots is free, so JIT registrations and runner deletions
+//! are never queued behind it.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hangar_core::forge::{ForgeJob, JitConfig, JitRequest};
+use hangar_core::forge::{DeliveryPage, ForgeHook, ForgeJob, HookRef, JitConfig, JitRequest};
 use hangar_core::provider::RunnerTool;
 use hangar_core::{EntityId, Forge, ForgeError, ForgeTarget, JobId, Pool};
 use hangar_store::{Store, StoreError};
@@ -38,6 +44,42 @@ pub(crate) struct GitHub {
     targets: Mutex<HashMap<EntityId, Cached<ForgeTarget>>>,
     tools: Mutex<HashMap<EntityId, Cached<Vec<RunnerTool>>>>,
     groups: Mutex<HashMap<(EntityId, Option<String>), i64>>,
+    background_per_hour: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A token bucket: `per_hour` calls, refilled evenly, up to `burst`.
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    at: Instant,
+    per_sec: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    pub(crate) fn new(per_hour: u32) -> Self {
+        let burst = f64::from((per_hour / 10).max(10));
+        Self {
+            tokens: burst,
+            at: Instant::now(),
+            per_sec: f64::from(per_hour.max(1)) / 3600.0,
+            burst,
+        }
+    }
+
+    /// Takes one call, or says how long until one is free.
+    pub(crate) fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+        }
+    }
 }
 
 impl GitHub {
@@ -61,6 +103,8 @@ impl GitHub {
             targets: Mutex::default(),
             tools: Mutex::default(),
             groups: Mutex::default(),
+            background_per_hour: config.recovery.budget_per_hour,
+            buckets: Mutex::default(),
         }
     }
 
@@ -150,6 +194,139 @@ impl GitHub {
         r
     }
 
+    /// Admits one background call (recovery, re-check) for `target`'s
+    /// credentials: the gate is open, a concurrency slot is free (JIT and
+    /// delete calls come first) and the background budget has a call left.
+    /// Otherwise says how long to wait, as [`ForgeError::RateLimited`].
+    fn admit_background(&self, target: &ForgeTarget) -> Result<(), ForgeError> {
+        let cred = target.credentials.name.as_str();
+        if let Some(left) = self.gate(cred).remaining() {
+            return Err(ForgeError::RateLimited {
+                retry_after: left,
+                message: format!("credentials {cred:?} are backing off after failures"),
+            });
+        }
+        if self.permits(cred).available_permits() == 0 {
+            return Err(ForgeError::RateLimited {
+                retry_after: Duration::from_secs(1),
+                message: format!("credentials {cred:?} are busy with runner calls"),
+            });
+        }
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        let bucket = buckets
+            .entry(cred.to_owned())
+            .or_insert_with(|| Bucket::new(self.background_per_hour));
+        bucket
+            .take(Instant::now())
+            .map_err(|wait| ForgeError::RateLimited {
+                retry_after: wait,
+                message: format!("credentials {cred:?}: the background call budget is spent"),
+            })
+    }
+
+    /// One background call: admitted by [`Self::admit_background`], then
+    /// made like any other, and counted under recovery's metrics too.
+    async fn background<T>(
+        &self,
+        target: &ForgeTarget,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, ForgeError>>,
+    ) -> Result<T, ForgeError> {
+        if let Err(e) = self.admit_background(target) {
+            self.metrics.recovery_call(op, "deferred");
+            return Err(e);
+        }
+        let r = self.call(target, op, fut).await;
+        self.metrics.recovery_call(
+            op,
+            match &r {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            },
+        );
+        r
+    }
+
+    pub(crate) async fn recheck_job(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        job: JobId,
+    ) -> Result<Option<ForgeJob>, ForgeError> {
+        self.background(
+            target,
+            "get_job",
+            self.forge.get_job(target, repository, job),
+        )
+        .await
+    }
+
+    pub(crate) async fn list_hooks(
+        &self,
+        target: &ForgeTarget,
+    ) -> Result<Vec<ForgeHook>, ForgeError> {
+        self.background(target, "list_hooks", self.forge.list_hooks(target))
+            .await
+    }
+
+    pub(crate) async fn list_hook_deliveries(
+        &self,
+        target: &ForgeTarget,
+        hook: HookRef,
+        cursor: Option<&str>,
+        per_page: u32,
+    ) -> Result<DeliveryPage, ForgeError> {
+        self.background(
+            target,
+            "list_hook_deliveries",
+            self.forge
+                .list_hook_deliveries(target, hook, cursor, per_page),
+        )
+        .await
+    }
+
+    pub(crate) async fn redeliver(
+        &self,
+        target: &ForgeTarget,
+        hook: HookRef,
+        delivery_id: i64,
+    ) -> Result<(), ForgeError> {
+        self.background(
+            target,
+            "redeliver",
+            self.forge.redeliver(target, hook, delivery_id),
+        )
+        .await
+    }
+
+    pub(crate) async fn queued_run_ids(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        limit: u32,
+    ) -> Result<Vec<i64>, ForgeError> {
+        self.background(
+            target,
+            "queued_run_ids",
+            self.forge.queued_run_ids(target, repository, limit),
+        )
+        .await
+    }
+
+    pub(crate) async fn run_jobs(
+        &self,
+        target: &ForgeTarget,
+        repository: &str,
+        run_id: i64,
+    ) -> Result<Vec<ForgeJob>, ForgeError> {
+        self.background(
+            target,
+            "run_jobs",
+            self.forge.run_jobs(target, repository, run_id),
+        )
+        .await
+    }
+
     pub(crate) async fn generate_jit_config(
         &self,
         target: &ForgeTarget,
@@ -180,20 +357,6 @@ impl GitHub {
             target,
             "delete_runner",
             self.forge.delete_runner(target, runner_id),
-        )
-        .await
-    }
-
-    pub(crate) async fn get_job(
-        &self,
-        target: &ForgeTarget,
-        repository: &str,
-        job: JobId,
-    ) -> Result<Option<ForgeJob>, ForgeError> {
-        self.call(
-            target,
-            "get_job",
-            self.forge.get_job(target, repository, job),
         )
         .await
     }

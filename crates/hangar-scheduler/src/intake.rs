@@ -52,20 +52,32 @@ impl Intake {
     }
 }
 
+/// Records events and wakes the scheduler for each: what a delivery goes
+/// through, and what lost-delivery recovery uses for the jobs it finds.
+pub(crate) async fn commit(
+    scheduler: &Scheduler,
+    events: Vec<JobEvent>,
+) -> Result<Vec<JobOutcome>, StoreError> {
+    let outcomes = scheduler.ctx.store.record_job_events(&events).await?;
+    for (event, outcome) in events.into_iter().zip(&outcomes) {
+        scheduler.job_recorded(event, *outcome);
+    }
+    Ok(outcomes)
+}
+
 async fn writer(scheduler: Scheduler, mut rx: mpsc::Receiver<(JobEvent, Reply)>) {
-    let store = scheduler.ctx.store.clone();
     let mut batch: Vec<(JobEvent, Reply)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, replies): (Vec<JobEvent>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.record_job_events(&events).await {
+        let n = events.len();
+        match commit(&scheduler, events).await {
             Ok(outcomes) => {
-                for ((event, reply), outcome) in events.into_iter().zip(replies).zip(outcomes) {
-                    scheduler.job_recorded(event, outcome);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, deliveries = events.len(), "cannot record webhook deliveries");
+                tracing::error!(error = %e, deliveries = n, "cannot record webhook deliveries");
                 let e = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(IntakeError::Commit(e.clone())));

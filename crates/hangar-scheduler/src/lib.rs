@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod providers;
 mod queue;
 mod reconcile;
+mod recover;
 mod sweep;
 mod worker;
 
@@ -33,7 +34,7 @@ use hangar_store::{Change, JobEvent, JobOutcome, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::{Gate, delay as backoff_delay};
-pub use config::SchedulerConfig;
+pub use config::{RecoveryConfig, SchedulerConfig};
 pub use context::SharedUrls;
 pub use delete::FORCED_DELETE_TRIES;
 pub use hangar_core::Urls;
@@ -42,6 +43,7 @@ pub use metrics::Metrics;
 pub use providers::{ProviderEntry, Providers};
 pub use queue::RECONCILE_GAP;
 pub use reconcile::PoolReport;
+pub use recover::RecoveryReport;
 pub use sweep::SweepReport;
 pub use worker::Outcome;
 
@@ -77,6 +79,8 @@ pub struct SchedulerDeps {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     ctx: Arc<Ctx>,
+    /// Lost-delivery recovery's memory between passes.
+    recovery: Arc<tokio::sync::Mutex<recover::RecoveryState>>,
 }
 
 /// What one [`Scheduler::step`] did.
@@ -95,7 +99,10 @@ impl Scheduler {
             deps.metrics.clone(),
             &deps.config,
         );
+        let recovery =
+            recover::RecoveryState::new(tokio::time::Instant::now(), &deps.config.recovery);
         Self {
+            recovery: Arc::new(tokio::sync::Mutex::new(recovery)),
             ctx: Arc::new(Ctx::new(
                 deps.store,
                 github,
@@ -177,15 +184,15 @@ impl Scheduler {
     /// flight.
     pub async fn run(&self, cancel: CancellationToken) {
         let ctx = &self.ctx;
-        match ctx.store.recover_interrupted().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                instances = n,
-                "recovered instances interrupted by a restart"
-            ),
-            Err(e) => tracing::error!(error = %e, "restart recovery failed"),
-        }
+        self.recover_interrupted().await;
         self.wake_all();
+        // Not one of `ctx.tasks`: it runs for as long as the loop does, and
+        // those tasks are what `settle` waits for.
+        let recovery = ctx
+            .config
+            .recovery
+            .enabled
+            .then(|| tokio::spawn(recover::run(self.clone(), cancel.clone())));
         let mut tick = tokio::time::interval(ctx.config.reconcile_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let sweeping = Arc::new(tokio::sync::Mutex::new(()));
@@ -214,6 +221,10 @@ impl Scheduler {
             }
             self.step().await;
         }
+        if let Some(recovery) = recovery {
+            // It stops at `cancel`, or after the call in flight.
+            let _ = recovery.await;
+        }
         ctx.tasks.close();
         let grace = Duration::from_secs(ctx.config.shutdown_grace_secs);
         if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_err() {
@@ -221,6 +232,34 @@ impl Scheduler {
                 grace_s = grace.as_secs(),
                 "scheduler work still in flight at shutdown; it resumes after restart"
             );
+        }
+    }
+
+    /// After a restart: deletes under way go back to be retried, and each
+    /// create under way is settled in the background before anything else
+    /// touches its instance — its process (if it outlived hangard) is
+    /// waited for or stopped, then the instance is adopted if the provider
+    /// has it, else retried under its name. [`Self::run`] calls this first.
+    pub async fn recover_interrupted(&self) {
+        let ctx = &self.ctx;
+        match ctx.store.recover_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(instances = n, "deletes interrupted by a restart resume"),
+            Err(e) => tracing::error!(error = %e, "restart recovery failed"),
+        }
+        match ctx.store.interrupted_creates().await {
+            Ok(list) => {
+                if !list.is_empty() {
+                    tracing::info!(
+                        instances = list.len(),
+                        "settling creates interrupted by a restart"
+                    );
+                }
+                for (inst, process) in list {
+                    worker::spawn_recover(ctx, inst, process);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list creates interrupted by a restart"),
         }
     }
 
@@ -285,6 +324,15 @@ impl Scheduler {
     /// Runs the sweep now, outside the loop.
     pub async fn sweep(&self) -> Result<SweepReport, SchedulerError> {
         sweep::sweep(&self.ctx).await
+    }
+
+    /// Runs both lost-delivery recovery paths now, outside their timer
+    /// (tests, tools); what recovery remembers carries over.
+    pub async fn recover(&self) -> Result<RecoveryReport, SchedulerError> {
+        let mut state = self.recovery.lock().await;
+        let now = tokio::time::Instant::now();
+        state.due_now(now);
+        recover::step(self, &mut state, now).await
     }
 
     /// Waits until no background work is in flight (tests and benchmarks).

@@ -54,6 +54,24 @@ pub struct InstanceLabels {
     pub runner_status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryPathLabels {
+    /// `redelivery` or `queued_runs`.
+    pub path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryCallLabels {
+    /// `list_hooks`, `list_hook_deliveries`, `redeliver`, `queued_run_ids`, `run_jobs`.
+    pub op: &'static str,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms … ~10 min.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -75,6 +93,12 @@ pub struct Metrics {
     pub time_to_create_seconds: Histogram,
     pub time_to_runner_seconds: Histogram,
     pub reconcile_seconds: Histogram,
+    pub jobs_recovered: Family<RecoveryPathLabels, Counter>,
+    pub recovery_calls: Family<RecoveryCallLabels, Counter>,
+    /// 1 while a pool's circuit breaker is open (its creates back off).
+    pub pool_breaker_open: Family<PoolLabels, Gauge>,
+    /// Failed creates per pool (a refused JIT registration included).
+    pub pool_create_failures: Family<PoolLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,6 +122,10 @@ impl Metrics {
             time_to_create_seconds: latency_histogram(),
             time_to_runner_seconds: latency_histogram(),
             reconcile_seconds: latency_histogram(),
+            jobs_recovered: Family::default(),
+            recovery_calls: Family::default(),
+            pool_breaker_open: Family::default(),
+            pool_create_failures: Family::default(),
         };
         registry.register(
             "webhooks",
@@ -145,6 +173,26 @@ impl Metrics {
             "Duration of one pool reconcile",
             m.reconcile_seconds.clone(),
         );
+        registry.register(
+            "jobs_recovered",
+            "Jobs whose lost delivery was recovered, by path (redelivery, queued_runs)",
+            m.jobs_recovered.clone(),
+        );
+        registry.register(
+            "recovery_calls",
+            "GitHub calls made by lost-delivery recovery, by operation and outcome",
+            m.recovery_calls.clone(),
+        );
+        registry.register(
+            "pool_breaker_open",
+            "1 while the pool's circuit breaker is open: its creates back off after consecutive failures",
+            m.pool_breaker_open.clone(),
+        );
+        registry.register(
+            "pool_create_failures",
+            "Failed creates per pool, a refused JIT registration included",
+            m.pool_create_failures.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         m
     }
@@ -188,6 +236,37 @@ impl Metrics {
                 credentials: credentials.to_owned(),
                 op: op.to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn job_recovered(&self, path: &'static str, n: u64) {
+        self.jobs_recovered
+            .get_or_create(&RecoveryPathLabels { path })
+            .inc_by(n);
+    }
+
+    pub fn recovery_call(&self, op: &'static str, outcome: &str) {
+        self.recovery_calls
+            .get_or_create(&RecoveryCallLabels {
+                op,
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn pool_breaker(&self, pool: hangar_core::PoolId, open: bool) {
+        self.pool_breaker_open
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .set(i64::from(open));
+    }
+
+    pub fn pool_create_failed(&self, pool: hangar_core::PoolId) {
+        self.pool_create_failures
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
             })
             .inc();
     }

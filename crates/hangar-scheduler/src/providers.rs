@@ -1,12 +1,12 @@
 //! The configured providers by name, each with its concurrency limit,
 //! backoff gate and proxy settings.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hangar_core::Provider;
 use hangar_core::provider::ProxySettings;
+use hangar_core::{PoolId, Provider};
 use tokio::sync::Semaphore;
 
 use crate::backoff::Gate;
@@ -22,6 +22,36 @@ pub struct ProviderEntry {
     pub gate: Gate,
     /// Proxy for instances of this provider (pools may override).
     pub proxy: ProxySettings,
+    /// Pools whose last create on this provider failed: when failures span
+    /// pools, the provider (not one pool's settings) is the likely cause.
+    failing_pools: Mutex<HashSet<PoolId>>,
+}
+
+impl ProviderEntry {
+    /// A create of `pool` failed. When another of this provider's pools is
+    /// failing too, the provider's gate backs off (whatever the kind of
+    /// error; retryable ones have counted already in the call itself, so a
+    /// gate already closed is left as it is). Returns whether it did.
+    pub fn pool_failed(&self, pool: PoolId) -> bool {
+        let spans = {
+            let mut set = self.failing_pools.lock().expect("failing_pools lock");
+            set.insert(pool);
+            set.len() >= 2
+        };
+        if spans && self.gate.remaining().is_none() {
+            self.gate.failure();
+            return true;
+        }
+        false
+    }
+
+    /// A create of `pool` succeeded.
+    pub fn pool_succeeded(&self, pool: PoolId) {
+        self.failing_pools
+            .lock()
+            .expect("failing_pools lock")
+            .remove(&pool);
+    }
 }
 
 /// Providers by name. Built once at start.
@@ -95,6 +125,7 @@ impl ProvidersBuilder {
                 permits,
                 gate,
                 proxy,
+                failing_pools: Mutex::default(),
             }),
         );
         Ok(self)

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use hangar_core::matching::{PoolCandidate, rank_pools};
 use hangar_core::provider::InstanceRef;
-use hangar_core::{ForgeJobStatus, InstanceName, InstanceStatus, JobStatus, RunnerStatus};
+use hangar_core::{
+    ForgeError, ForgeJobStatus, InstanceName, InstanceStatus, JobStatus, RunnerStatus,
+};
 use std::sync::Arc;
 
 use hangar_core::controller_label;
@@ -75,14 +77,24 @@ pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError>
 }
 
 /// Orphans (at the provider, not in the DB) and lost instances (in the
-/// DB, not at the provider).
+/// DB, not at the provider). Each provider is asked once for all its pools
+/// ([`hangar_core::Provider::list_instances_in`]; per pool only where the
+/// provider cannot list more at once), so the sweep's provider calls do not
+/// grow with the number of pools.
 async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
     let store = &ctx.store;
     let controller = store.controller_id();
     let grace = chrono::Duration::seconds(ctx.config.lost_instance_grace_secs as i64);
     let garm_ids = garm_controller_ids(ctx).await?;
+    let mut by_provider: HashMap<String, Vec<hangar_core::Pool>> = HashMap::new();
     for pool in store.list_pools(None).await? {
-        let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()).cloned() else {
+        by_provider
+            .entry(pool.spec.provider_name.to_string())
+            .or_default()
+            .push(pool);
+    }
+    for (provider, pools) in by_provider {
+        let Some(entry) = ctx.providers.get(&provider).cloned() else {
             continue;
         };
         if entry.gate.remaining().is_some() {
@@ -93,17 +105,26 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
         // is absent from it but present at the provider, and must not be
         // mistaken for an orphan — so only names the DB never had, or
         // has as deleted, count.
-        let known: HashMap<InstanceName, hangar_core::Instance> = store
-            .list_instances(&InstanceFilter {
-                pool_id: Some(pool.id),
-                include_deleted: true,
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .map(|i| (i.name.clone(), i))
-            .collect();
-        let listed = match entry.provider.list_instances(controller, pool.id).await {
+        let mut known: HashMap<InstanceName, hangar_core::Instance> = HashMap::new();
+        for pool in &pools {
+            known.extend(
+                store
+                    .list_instances(&InstanceFilter {
+                        pool_id: Some(pool.id),
+                        include_deleted: true,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_iter()
+                    .map(|i| (i.name.clone(), i)),
+            );
+        }
+        let pool_ids: Vec<hangar_core::PoolId> = pools.iter().map(|p| p.id).collect();
+        let listed = match entry
+            .provider
+            .list_instances_in(controller, &pool_ids)
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(provider = %entry.name, error = %e, "cannot list instances");
@@ -113,6 +134,9 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
         let listed_names: HashSet<String> = listed.iter().map(|p| p.name.clone()).collect();
         for pi in &listed {
             let Ok(name) = InstanceName::parse(&pi.name) else {
+                continue;
+            };
+            let Some(pool_id) = pi.pool_id.filter(|p| pool_ids.contains(p)) else {
                 continue;
             };
             let orphan = match known.get(&name) {
@@ -125,7 +149,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                     name,
                     provider_id: Some(pi.provider_id.clone()),
                     controller_id: controller,
-                    pool_id: pool.id,
+                    pool_id,
                 };
                 match at_provider(ctx, &entry, &iref).await {
                     Ok(()) => r.orphans_deleted += 1,
@@ -133,7 +157,9 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                 }
             }
         }
-        reap_garm_vms(ctx, &entry, &pool, &garm_ids, r).await;
+        for pool in &pools {
+            reap_garm_vms(ctx, &entry, pool, &garm_ids, r).await;
+        }
         for inst in known.values() {
             if inst.status == InstanceStatus::Running
                 && !listed_names.contains(inst.name.as_str())
@@ -158,7 +184,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                         .await,
                 )?;
                 r.lost_instances += 1;
-                ctx.queue.wake(pool.id);
+                ctx.queue.wake(inst.pool_id);
             }
         }
     }
@@ -318,54 +344,93 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
     Ok(())
 }
 
+/// When a job queued since `queued_at` is next re-checked, after one at
+/// `now`: spaced by its age (so the spacing doubles from `first` per
+/// re-check), never less than `first` nor more than `max`.
+pub(crate) fn next_recheck(
+    queued_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    first: chrono::Duration,
+    max: chrono::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let age = now - queued_at;
+    now + age.clamp(first, max.max(first))
+}
+
 /// Re-checks long-queued jobs and matches unmatched ones to new pools.
+///
+/// A sweep re-checks at most `job_recheck_batch` jobs, the most overdue
+/// first, each a background call within the credentials' background
+/// budget; a job's next re-check is spaced by its age, so a queue that does
+/// not move costs fewer calls the longer it waits, not more the longer it
+/// is.
 async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
     let store = &ctx.store;
-    let after = chrono::Duration::seconds(ctx.config.job_recheck_after_secs as i64);
+    let first = chrono::Duration::seconds(ctx.config.job_recheck_after_secs.max(1) as i64);
+    let max = chrono::Duration::seconds(ctx.config.job_recheck_max_secs as i64);
     let now = ctx.now();
+    let mut deferred: HashSet<String> = HashSet::new();
     for job in store
-        .stale_queued_jobs(now - after, now - after, 200)
+        .due_rechecks(now, first, ctx.config.job_recheck_batch)
         .await?
     {
         let target = match ctx.github.target(job.entity_id).await {
             Ok(t) => t,
             Err(_) => continue,
         };
-        let got = ctx.github.get_job(&target, &job.repository, job.id).await;
-        r.jobs_rechecked += 1;
+        if deferred.contains(target.credentials.name.as_str()) {
+            continue;
+        }
+        let got = ctx
+            .github
+            .recheck_job(&target, &job.repository, job.id)
+            .await;
         match got {
             Ok(None) => {
+                r.jobs_rechecked += 1;
                 store
                     .advance_job(job.id, job.run_attempt, JobStatus::Completed, Some("gone"))
                     .await?;
                 r.jobs_closed += 1;
             }
-            Ok(Some(fj)) => match fj.status {
-                ForgeJobStatus::Completed => {
-                    store
-                        .advance_job(
-                            job.id,
-                            job.run_attempt,
-                            JobStatus::Completed,
-                            fj.conclusion.as_deref(),
-                        )
-                        .await?;
-                    r.jobs_closed += 1;
+            Ok(Some(fj)) => {
+                r.jobs_rechecked += 1;
+                match fj.status {
+                    ForgeJobStatus::Completed => {
+                        store
+                            .advance_job(
+                                job.id,
+                                job.run_attempt,
+                                JobStatus::Completed,
+                                fj.conclusion.as_deref(),
+                            )
+                            .await?;
+                        r.jobs_closed += 1;
+                    }
+                    ForgeJobStatus::InProgress => {
+                        store
+                            .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
+                            .await?;
+                    }
+                    // Still waiting for a runner: reconcile counts it.
+                    _ => {}
                 }
-                ForgeJobStatus::InProgress => {
-                    store
-                        .advance_job(job.id, job.run_attempt, JobStatus::InProgress, None)
-                        .await?;
-                }
-                // Still waiting for a runner: reconcile counts it.
-                _ => {}
-            },
+            }
+            Err(ForgeError::RateLimited { .. }) => {
+                // Budget spent or runner calls first: the rest of these
+                // credentials' jobs wait for the next sweep.
+                deferred.insert(target.credentials.name.to_string());
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(job.id = %job.id, error = %e, "cannot re-check job");
                 continue;
             }
         }
-        store.mark_job_checked(job.id, job.run_attempt).await?;
+        let next = next_recheck(job.created_at, ctx.now(), first, max);
+        store
+            .mark_job_checked(job.id, job.run_attempt, next)
+            .await?;
         if let Some(p) = job.pool_id {
             ctx.queue.wake(p);
         }
@@ -396,4 +461,26 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recheck_spacing_doubles_with_age_up_to_the_cap() {
+        let t0 = chrono::Utc::now();
+        let first = chrono::Duration::seconds(300);
+        let max = chrono::Duration::seconds(3600);
+        let mut now = t0 + first;
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            let next = next_recheck(t0, now, first, max);
+            gaps.push((next - now).num_seconds());
+            now = next;
+        }
+        assert_eq!(gaps, vec![300, 600, 1200, 2400, 3600, 3600]);
+        // A job re-checked before it is `first` old still waits `first`.
+        assert_eq!((next_recheck(t0, t0, first, max) - t0).num_seconds(), 300);
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hangar_core::{Instance, InstanceName, InstanceStatus, Pool};
 use hangar_store::{Change, StoreError};
+use rand::Rng;
 
 use crate::SchedulerError;
 use crate::context::Ctx;
@@ -19,8 +20,13 @@ use crate::{create, delete};
 pub enum Outcome {
     /// Nothing left to do for now.
     Done,
-    /// Try again after this long, for this reason.
+    /// The create succeeded: the instance is running.
+    Created,
+    /// Try again after this long, for this reason (a failure).
     RetryAfter(Duration, String),
+    /// Not tried: the pool or its provider is backing off. Come back after
+    /// this long; no failure is counted.
+    Wait(Duration, String),
     /// Retrying will not help: retire the instance, for this reason.
     GiveUp(String),
 }
@@ -28,6 +34,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StepKind {
     Create,
+    /// Settling a create a restart interrupted: like a create, except that
+    /// a failure is not the pool's (no breaker count).
+    Recover,
     Delete,
 }
 
@@ -35,6 +44,7 @@ impl StepKind {
     fn as_str(self) -> &'static str {
         match self {
             StepKind::Create => "create",
+            StepKind::Recover => "recovery",
             StepKind::Delete => "delete",
         }
     }
@@ -51,6 +61,33 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
         let name = inst.name.clone();
         let outcome = create::run(&c, inst, &pool).await;
         settle(&c, &name, &pool, StepKind::Create, outcome).await;
+    });
+    true
+}
+
+/// Settles an instance caught in `creating` by a restart
+/// ([`create::recover`]) unless a step of it is under way.
+pub(crate) fn spawn_recover(
+    ctx: &Arc<Ctx>,
+    inst: Instance,
+    process: Option<hangar_core::provider::CallProcess>,
+) -> bool {
+    let Some(claim) = ctx.claim(&inst.name) else {
+        return false;
+    };
+    let c = ctx.clone();
+    ctx.tasks.spawn(async move {
+        let _claim = claim;
+        let name = inst.name.clone();
+        let pool = match c.store.pool(inst.pool_id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(instance.name = %name, error = %e, "cannot read the pool of an interrupted create");
+                return;
+            }
+        };
+        let outcome = create::recover(&c, inst, process).await;
+        settle(&c, &name, &pool, StepKind::Recover, outcome).await;
     });
     true
 }
@@ -93,19 +130,81 @@ pub(crate) async fn settle(
     };
     let recorded = match &outcome {
         Outcome::Done => Ok(()),
+        Outcome::Created => created(ctx, pool).await,
+        Outcome::Wait(wait, why) => {
+            tracing::debug!(instance.name = %name, reason = %why, retry_in_ms = wait.as_millis() as u64, "{op} waits");
+            let at = ctx.now() + chrono::Duration::from_std(*wait).unwrap_or_default();
+            ctx.store.set_next_attempt(name, Some(at)).await
+        }
         Outcome::RetryAfter(wait, why) => {
             tracing::warn!(instance.name = %name, error = %why, retry_in_ms = wait.as_millis() as u64, "{op} did not finish; will retry");
-            retry_later(ctx, name, kind, *wait, why).await
+            let mut r = retry_later(ctx, name, kind, *wait, why).await;
+            if kind == StepKind::Create && r.is_ok() {
+                r = create_failed(ctx, name, pool, why).await;
+            }
+            r
         }
         Outcome::GiveUp(why) => {
             tracing::error!(instance.name = %name, error = %why, "{op} failed for good; retiring instance");
-            retire(ctx, name, why).await
+            let mut r = Ok(());
+            if kind == StepKind::Create {
+                r = create_failed(ctx, name, pool, why).await;
+            }
+            r.and(retire(ctx, name, why).await)
         }
     };
     if let Err(e) = recorded {
         tracing::error!(instance.name = %name, error = %e, "cannot record the outcome of a {op}");
     }
     ctx.queue.wake(pool.id);
+}
+
+/// A create succeeded: the pool's breaker closes (its waiting creates may
+/// start at once) and its provider counts it.
+async fn created(ctx: &Ctx, pool: &Pool) -> Result<(), StoreError> {
+    if let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str()) {
+        entry.pool_succeeded(pool.id);
+    }
+    let was = ctx.store.pool_breaker(pool.id).await?;
+    if was.consecutive_failures > 0 {
+        ctx.store.close_pool_breaker(pool.id).await?;
+        if was.is_open() {
+            tracing::info!(pool.id = %pool.id, "pool's creates work again; breaker closed");
+        }
+    }
+    ctx.metrics.pool_breaker(pool.id, false);
+    Ok(())
+}
+
+/// A create failed (at GitHub, at the provider or before either): it counts
+/// as an attempt of the instance even when the provider was never called,
+/// and against the pool's breaker and, when failures span its pools, the
+/// provider's gate.
+async fn create_failed(
+    ctx: &Ctx,
+    name: &InstanceName,
+    pool: &Pool,
+    why: &str,
+) -> Result<(), StoreError> {
+    ctx.store.count_failed_create(name).await?;
+    if let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str())
+        && entry.pool_failed(pool.id)
+    {
+        tracing::warn!(provider = %entry.name, "creates fail in several pools; provider backs off");
+    }
+    let rules = ctx.config.breaker_rules();
+    let now = ctx.now();
+    let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+    let b = ctx
+        .store
+        .record_pool_failure(pool.id, |old| old.after_failure(&rules, why, now, jitter))
+        .await?;
+    ctx.metrics.pool_create_failed(pool.id);
+    ctx.metrics.pool_breaker(pool.id, b.is_open());
+    if let Some(at) = b.next_attempt_at {
+        tracing::warn!(pool.id = %pool.id, failures = b.consecutive_failures, next_attempt_at = %at, error = %why, "pool backs off after failed creates");
+    }
+    Ok(())
 }
 
 /// Records when to try again; a create that reached the provider leaves
@@ -117,7 +216,7 @@ async fn retry_later(
     wait: Duration,
     why: &str,
 ) -> Result<(), StoreError> {
-    if kind == StepKind::Create {
+    if kind != StepKind::Delete {
         match ctx
             .store
             .transition(name, Change::Status(InstanceStatus::Error, Some(why)))

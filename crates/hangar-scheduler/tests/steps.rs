@@ -130,14 +130,10 @@ async fn a_failed_create_is_retried_when_its_backoff_ends() {
         .fail_next_creates(1, ProviderError::Transient("boom".into()));
     h.deliver(1, JobAction::Queued, None).await;
     h.scheduler.run_until_idle().await;
-    // The first instance made failed (an instance in `error` is not
-    // counted as a spare runner, so the job got a second one meanwhile).
-    let failed = h
-        .instances()
-        .await
-        .into_iter()
-        .find(|i| i.status == InstanceStatus::Error)
-        .expect("the failed instance");
+    // The instance failed; it still stands for the job's runner (it is
+    // retried under its name), so no second VM is made meanwhile.
+    let failed = h.only_instance().await;
+    assert_eq!(failed.status, InstanceStatus::Error);
     assert_eq!(failed.create_attempts, 1);
     let due = h.store.next_attempt(&failed.name).await.unwrap();
     assert!(due.is_some(), "the retry time is in the database");
@@ -255,12 +251,13 @@ async fn the_sweep_reaps_orphans_and_stray_runners() {
     assert_eq!(left[0].name, "someone-else");
 }
 
-/// kill -9 in the middle of a create and a delete: after a restart,
-/// nothing stays stuck in `creating` or `deleting`; the create is retried
-/// under the same name after removing what the interrupted one left, and
-/// the delete finishes.
+/// kill -9 in the middle of creates and a delete. After a restart the
+/// delete finishes; a create is never raced by a second one: an instance
+/// the provider made is adopted as it is, one it never made is created
+/// once under its name, and a runner registration a crashed create left
+/// (its runner id never recorded) is removed before the new one is made.
 #[tokio::test(start_paused = true)]
-async fn restart_recovery_resumes_interrupted_steps() {
+async fn restart_recovery_adopts_or_retries_interrupted_creates_once() {
     let h = Harness::new(config(), spec(4)).await;
     h.deliver(1, JobAction::Queued, None).await;
     h.scheduler.run_until_idle().await;
@@ -272,55 +269,102 @@ async fn restart_recovery_resumes_interrupted_steps() {
             .await
             .unwrap();
     }
-    // A create under way: recorded as creating, its VM half made.
-    let creating = InstanceName::parse("hangar-crashed").unwrap();
-    h.store
-        .reserve_instances(h.pool.id, "fake", std::slice::from_ref(&creating))
-        .await
-        .unwrap();
-    h.store
-        .transition(
-            &creating,
-            Change::BeginCreate {
-                token_hash: &[7; 32],
-            },
-        )
-        .await
-        .unwrap();
+    let controller = h.store.controller_id();
+    let begin = |name: &'static str| {
+        let store = h.store.clone();
+        let pool = h.pool.id;
+        async move {
+            let name = InstanceName::parse(name).unwrap();
+            store
+                .reserve_instances(pool, "fake", std::slice::from_ref(&name))
+                .await
+                .unwrap();
+            store
+                .transition(
+                    &name,
+                    Change::BeginCreate {
+                        token_hash: &[name.as_str().as_bytes()[7]; 32],
+                    },
+                )
+                .await
+                .unwrap();
+            name
+        }
+    };
+    // A create the provider finished although hangard never heard back.
+    let made = begin("hangar-made").await;
     h.provider.plant(FakeInstance {
-        provider_id: "half-made".into(),
-        name: creating.to_string(),
-        controller_id: h.store.controller_id(),
+        provider_id: "made-by-the-orphan".into(),
+        name: made.to_string(),
+        controller_id: controller,
         pool_id: h.pool.id,
         image: "img".into(),
         flavor: "small".into(),
         userdata: String::new(),
         labels: vec![],
     });
+    // A create the provider never got to.
+    let lost = begin("hangar-lost").await;
+    // A create whose JIT registration reached GitHub but not the database.
+    let unrecorded = InstanceName::parse("hangar-unrecorded").unwrap();
+    h.store
+        .reserve_instances(h.pool.id, "fake", std::slice::from_ref(&unrecorded))
+        .await
+        .unwrap();
+    let stale = h
+        .github
+        .add_runner(unrecorded.as_str(), &[controller_label(controller)]);
+    let creates_before = h.provider.create_count();
 
-    // The restart: recovery, then a fresh scheduler.
-    assert_eq!(h.store.recover_interrupted().await.unwrap(), 2);
-    assert_eq!(
-        h.store.instance(&creating).await.unwrap().status,
-        InstanceStatus::Error
-    );
+    // The restart: a fresh scheduler settles what was under way.
     let restarted = Harness::scheduler(&h.store, &h.github, &h.provider, &h.config);
+    restarted.recover_interrupted().await;
     restarted.wake_all();
     restarted.run_until_idle().await;
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        restarted.wake_all();
+        restarted.run_until_idle().await;
+    }
 
-    let recreated = h.store.instance(&creating).await.unwrap();
-    assert_eq!(recreated.status, InstanceStatus::Running, "{recreated:?}");
-    assert_eq!(recreated.create_attempts, 2);
-    let vm = h.provider.instance(creating.as_str()).expect("recreated");
-    assert_ne!(
-        vm.provider_id, "half-made",
-        "the half-made VM was removed first"
+    let adopted = h.store.instance(&made).await.unwrap();
+    assert_eq!(adopted.status, InstanceStatus::Running, "{adopted:?}");
+    assert_eq!(adopted.provider_id.as_deref(), Some("made-by-the-orphan"));
+    assert_eq!(adopted.create_attempts, 1, "adopted, not created again");
+
+    let retried = h.store.instance(&lost).await.unwrap();
+    assert_eq!(retried.status, InstanceStatus::Running, "{retried:?}");
+    assert_eq!(retried.create_attempts, 2);
+    assert!(h.provider.instance(lost.as_str()).is_some());
+
+    let fresh = h.store.instance(&unrecorded).await.unwrap();
+    assert_eq!(fresh.status, InstanceStatus::Running, "{fresh:?}");
+    let named: Vec<_> = h
+        .github
+        .runners()
+        .into_iter()
+        .filter(|r| r.name == unrecorded.as_str())
+        .collect();
+    assert_eq!(named.len(), 1, "one registration per name: {named:?}");
+    assert_ne!(named[0].id, stale, "the stale registration was removed");
+    assert_eq!(fresh.runner_id, Some(named[0].id));
+
+    assert_eq!(
+        h.provider.create_count() - creates_before,
+        2,
+        "one create each for the lost and the unrecorded instance, none for the adopted one"
     );
     assert_eq!(
         h.store.instance(&deleting).await.unwrap().status,
         InstanceStatus::Deleted
     );
     assert!(h.provider.instance(deleting.as_str()).is_none());
+    // Nothing was left with two VMs or two runners of one name.
+    let mut vms: Vec<String> = h.provider.instances().into_iter().map(|i| i.name).collect();
+    vms.sort();
+    let n = vms.len();
+    vms.dedup();
+    assert_eq!(vms.len(), n);
 }
 
 /// Many wakes of one pool while it reconciles start one more run, not many.

@@ -208,13 +208,32 @@ pub async fn first_run(
     responses(
         (status = 200, body = LoginResponse),
         (status = 401, body = hangar_api::ErrorBody),
+        (status = 429, description = "Too many failed logins for this user or from this address; see Retry-After",
+            body = hangar_api::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until a login may be tried again"))),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    peer: PeerAddr,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let denied = || ApiError::unauthorized("invalid username or password");
+    let throttle = &state.login_throttle;
+    if let Err(wait) = throttle.check(&req.username, peer.0) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins; try again later",
+        )
+        .with_details(format!(
+            "logins for this user or from this address are paused for {}s",
+            wait.as_secs_f64().ceil() as u64
+        ))
+        .with_retry_after(wait));
+    }
+    let denied = || {
+        throttle.failed(&req.username, peer.0);
+        ApiError::unauthorized("invalid username or password")
+    };
     let Some(user) = state.store.user_by_name(&req.username).await? else {
         // Spend the same time as a real check, so names cannot be probed.
         let _ = hash_password(&req.password).await;
@@ -223,7 +242,27 @@ pub async fn login(
     if !verify_password(&req.password, &user.password_hash).await {
         return Err(denied());
     }
+    throttle.succeeded(&req.username);
     Ok(Json(issue(&state.tokens, &user)?))
+}
+
+/// The client's address, when the listener recorded it (`ConnectInfo`);
+/// `None` for requests that did not come over a socket (tests'
+/// `oneshot`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
 }
 
 /// An authenticated admin. Put it in a handler's arguments to guard it.

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: String,
     pub details: Option<String>,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -24,7 +26,13 @@ impl ApiError {
             status,
             error: error.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -62,14 +70,22 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), error = %self.error, details = ?self.details, "request failed");
         }
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 error: self.error,
                 details: self.details,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            );
+        }
+        response
     }
 }
 
@@ -113,7 +129,9 @@ impl From<IntakeError> for ApiError {
     }
 }
 
-/// A JSON body extractor whose rejections use [`ApiError`]'s shape.
+/// A JSON body extractor whose rejections use [`ApiError`]'s shape: a body
+/// that is JSON but not the expected one (an unknown or missing field, a
+/// wrong type) is a 400 whose `error` names the field.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -125,14 +143,35 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::JsonRejection;
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(JsonRejection::JsonDataError(e)) => {
+                let text = e.body_text();
+                Err(ApiError::bad_request(body_error_summary(&text)).with_details(text))
+            }
             Err(rej) => {
                 Err(ApiError::new(rej.status(), "invalid request body")
                     .with_details(rej.body_text()))
             }
         }
     }
+}
+
+/// The headline of a body that does not fit its type, from serde's
+/// message: the unknown or missing field by name when that is the fault.
+pub fn body_error_summary(serde_message: &str) -> String {
+    for (marker, what) in [
+        ("unknown field `", "unknown field"),
+        ("missing field `", "missing field"),
+    ] {
+        if let Some(rest) = serde_message.split(marker).nth(1)
+            && let Some(name) = rest.split('`').next()
+        {
+            return format!("{what} \"{name}\" in the request body");
+        }
+    }
+    "invalid request body".into()
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -161,6 +200,23 @@ mod tests {
                 "instance".into()
             ))),
             StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        let unknown = "Failed to deserialize the JSON body into the target type: unknown field `max_runer`, expected one of `provider_name`, `image` at line 1 column 12";
+        assert_eq!(
+            body_error_summary(unknown),
+            "unknown field \"max_runer\" in the request body"
+        );
+        assert_eq!(
+            body_error_summary("missing field `name` at line 1 column 2"),
+            "missing field \"name\" in the request body"
+        );
+        assert_eq!(
+            body_error_summary("invalid type: string \"x\", expected u32"),
+            "invalid request body"
         );
     }
 

@@ -10,7 +10,9 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod instance_api;
+pub mod links;
 pub mod ops;
+pub mod throttle;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -38,6 +40,9 @@ pub struct Settings {
     pub webhook_read_timeout: Duration,
     pub version: String,
     pub token_ttl: Duration,
+    /// The largest `max_runners` or `min_idle_runners` a pool may have
+    /// (`server.max_runners_per_pool`).
+    pub max_runners_per_pool: u32,
     /// Called before `/metrics` is encoded, to refresh gauges owned by
     /// others (e.g. GitHub rate-limit figures).
     pub metrics_hook: Option<MetricsHook>,
@@ -53,11 +58,16 @@ impl std::fmt::Debug for Settings {
             .field("webhook_body_limit", &self.webhook_body_limit)
             .field("webhook_read_timeout", &self.webhook_read_timeout)
             .field("version", &self.version)
+            .field("max_runners_per_pool", &self.max_runners_per_pool)
             .finish()
     }
 }
 
 pub const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Default of `server.max_runners_per_pool`: more runners than one pool
+/// plausibly needs, far fewer than a typo like 100000 would ask for.
+pub const DEFAULT_MAX_RUNNERS_PER_POOL: u32 = 1000;
 
 /// Everything handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -75,6 +85,8 @@ pub struct Inner {
     pub catalog: Catalog,
     pub intake: Intake,
     pub tokens: TokenKeys,
+    /// Failed logins per username and per address.
+    pub login_throttle: throttle::LoginThrottle,
     pub settings: Settings,
 }
 
@@ -134,6 +146,7 @@ impl AppState {
             catalog,
             intake,
             tokens,
+            login_throttle: throttle::LoginThrottle::default(),
             settings,
         }));
         let weak = Arc::downgrade(&state.0);
@@ -282,9 +295,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .response(
                     "200",
                     utoipa::openapi::Response::new("The OpenAPI 3 document"),
-                ),
+                )
+                .operation_id(Some("openapi")),
         ),
     );
+    links::unique_operation_ids(&mut doc);
+    links::add_links(&mut doc);
+    doc
+}
+
+/// The OpenAPI document as served at `/api/v1/openapi.json`.
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).expect("the OpenAPI document serialises");
+    links::camel_case_link_fields(&mut doc);
     doc
 }
 
@@ -298,7 +321,7 @@ pub fn router(state: AppState) -> Router {
     };
     let (webhooks, _) = webhook_router().split_for_parts();
     let (api, _) = api_router().split_for_parts();
-    let doc = Arc::new(openapi());
+    let doc = Arc::new(openapi_json());
     let api = api
         .merge(instance_api::trailing_slash_routes())
         .route(

@@ -82,6 +82,13 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
                 .set(n as i64);
         }
     }
+    // From the database, so the gauge is right after a restart too.
+    if let Ok(breakers) = s.store.pool_breakers().await {
+        m.pool_breaker_open.clear();
+        for (pool, b) in breakers {
+            m.pool_breaker(pool, b.is_open());
+        }
+    }
     if let Some(hook) = &s.settings.metrics_hook {
         hook(m);
     }

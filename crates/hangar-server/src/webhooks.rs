@@ -332,6 +332,9 @@ async fn handle_verified(
             let ev: WorkflowJobEvent = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request("malformed workflow_job payload").with_details(e.to_string())
             })?;
+            ev.workflow_job
+                .check_numbers()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let job_id = ev.workflow_job.id;
             let Some(action) = JobAction::from_webhook(&ev.action) else {
                 return Ok(ack(StatusCode::OK, "ignored", Some(job_id)));

@@ -287,25 +287,64 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Queued (or waiting) jobs queued before `before` and not re-checked
-    /// since `checked_before`, oldest first.
-    pub async fn stale_queued_jobs(
+    /// Queued (or waiting) jobs whose re-check is due at `now`, most
+    /// overdue first: a job never re-checked is due `first_after` after it
+    /// was queued, a re-checked one at its `recheck_at`. Reads only open
+    /// jobs (the `jobs_queue` index), however many there are.
+    pub async fn due_rechecks(
         &self,
-        before: DateTime<Utc>,
-        checked_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        first_after: chrono::Duration,
         limit: u32,
     ) -> Result<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE status_rank <= 1 AND queued_at < ?
-               AND (checked_at IS NULL OR checked_at < ?)
-             ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
+            "SELECT * FROM jobs WHERE status_rank <= 1
+               AND coalesce(recheck_at, queued_at + ?) <= ?
+             ORDER BY coalesce(recheck_at, queued_at + ?) LIMIT CAST(? AS INTEGER)",
         )
-        .bind(before.timestamp_millis())
-        .bind(checked_before.timestamp_millis())
+        .bind(first_after.num_milliseconds())
+        .bind(now.timestamp_millis())
+        .bind(first_after.num_milliseconds())
         .bind(i64::from(limit))
         .fetch_all(self.r())
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// When a job was queued (its first delivery or recovery), for the
+    /// re-check spacing.
+    pub async fn job_queued_since(&self, id: JobId, run_attempt: i64) -> Result<DateTime<Utc>> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT queued_at FROM jobs WHERE id = ? AND run_attempt = ?")
+                .bind(id.0)
+                .bind(run_attempt)
+                .fetch_optional(self.r())
+                .await?;
+        at.map(to_dt)
+            .ok_or_else(|| StoreError::NotFound(format!("job {id} attempt {run_attempt}")))
+    }
+
+    /// Which of these (job, attempt) pairs are recorded at all.
+    pub async fn known_jobs(&self, keys: &[(JobId, i64)]) -> Result<Vec<(JobId, i64)>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(200) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT id, run_attempt FROM jobs WHERE (id, run_attempt) IN (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for (id, attempt) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(id.0)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*attempt)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(self.r()).await? {
+                out.push((JobId(r.get(0)), r.get(1)));
+            }
+        }
+        Ok(out)
     }
 
     /// Moves a job forward (never back); returns whether it changed.
@@ -332,13 +371,22 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn mark_job_checked(&self, id: JobId, run_attempt: i64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET checked_at = ? WHERE id = ? AND run_attempt = ?")
-            .bind(now_ms())
-            .bind(id.0)
-            .bind(run_attempt)
-            .execute(self.w())
-            .await?;
+    /// Records a re-check and when the next one is due.
+    pub async fn mark_job_checked(
+        &self,
+        id: JobId,
+        run_attempt: i64,
+        next_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET checked_at = ?, recheck_at = ? WHERE id = ? AND run_attempt = ?",
+        )
+        .bind(now_ms())
+        .bind(next_at.timestamp_millis())
+        .bind(id.0)
+        .bind(run_attempt)
+        .execute(self.w())
+        .await?;
         Ok(())
     }
 

@@ -16,7 +16,9 @@ mod controller;
 mod credentials;
 mod endpoints;
 mod entities;
+pub mod files;
 pub mod garm;
+mod hooks;
 mod instances;
 mod jobs;
 mod pool_state;
@@ -39,6 +41,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 pub use controller::ControllerInfo;
 pub use credentials::CredentialsSummary;
 pub use entities::NewEntity;
+pub use hooks::DeliveryCursor;
 pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
 pub use pool_state::PoolState;
@@ -150,12 +153,10 @@ impl Store {
         let path = sqlite_path(&opts.url)?;
         let mut sealer = None;
         if path.exists() {
+            files::tighten(&path)?;
             sealer = check_existing(&path, &opts.passphrase).await?;
-        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                context: format!("cannot create the database folder {}", parent.display()),
-                source,
-            })?;
+        } else {
+            files::create_private(&path)?;
         }
 
         let base = SqliteConnectOptions::new()
@@ -182,6 +183,9 @@ impl Store {
             .max_lifetime(None)
             .connect_with(base.clone().create_if_missing(true))
             .await?;
+        // The writer made the -wal and -shm files; they take the database
+        // file's mode, which this confirms.
+        files::tighten(&path)?;
         MIGRATOR.run(&write).await?;
 
         let (controller_id, sealer) = controller::ensure(&write, &opts.passphrase, sealer).await?;
@@ -224,6 +228,15 @@ impl Store {
             .fetch_all(&self.inner.read)
             .await?;
         Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
+    }
+
+    /// Connections checked out or being opened right now: 0 means no query
+    /// is in flight. Tools that step tokio's paused clock by hand (the
+    /// simulation, `hangar-sim`) wait for 0 before moving time, so no
+    /// query straddles a step.
+    pub fn connections_in_use(&self) -> u32 {
+        let busy = |p: &SqlitePool| p.size().saturating_sub(p.num_idle() as u32);
+        busy(&self.inner.write) + busy(&self.inner.read)
     }
 
     /// Waits for in-flight queries and closes every connection (checkpoints

@@ -1,9 +1,21 @@
-//! Pools.
+//! Pools, and their circuit breakers (failed creates since the last
+//! success, and while open the time before which no create starts; the
+//! rule is [`hangar_core::policy::Breaker`]).
 
+use chrono::{DateTime, Utc};
+use hangar_core::policy::Breaker;
 use hangar_core::{EntityId, Labels, Pool, PoolId, PoolSpec, ResourceName, RunnerPrefix};
 use sqlx::Row;
 
 use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+
+fn breaker_from_row(row: &sqlx::sqlite::SqliteRow) -> Breaker {
+    Breaker {
+        consecutive_failures: row.get::<i64, _>("consecutive_failures") as u32,
+        last_error: row.get("last_error"),
+        next_attempt_at: row.get::<Option<i64>, _>("next_attempt_at").map(to_dt),
+    }
+}
 
 pub(crate) fn pool_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Pool> {
     let id: String = row.get("id");
@@ -100,10 +112,12 @@ impl Store {
         rows.iter().map(pool_from_row).collect()
     }
 
-    /// Replaces a pool's spec (the caller merged and validated it).
+    /// Replaces a pool's spec (the caller merged and validated it) and
+    /// closes its breaker.
     pub async fn update_pool(&self, id: PoolId, spec: &PoolSpec) -> Result<Pool> {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.w().begin().await?;
         let done = sqlx::query(
             "UPDATE pools SET provider_name = ?, image = ?, flavor = ?, tags = ?, os_type = ?, os_arch = ?,
                 min_idle_runners = ?, max_runners = ?, runner_prefix = ?, runner_bootstrap_timeout = ?,
@@ -126,12 +140,101 @@ impl Store {
         .bind(spec.enabled)
         .bind(now_ms())
         .bind(id.to_string())
-        .execute(self.w())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("pool {id}")));
         }
+        // The operator changed the pool: whatever failed may work now.
+        close_breaker(&mut tx, id).await?;
+        tx.commit().await?;
         self.pool(id).await
+    }
+
+    /// The pool's breaker (closed, no failures, when it has no row).
+    pub async fn pool_breaker(&self, id: PoolId) -> Result<Breaker> {
+        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        Ok(row.as_ref().map(breaker_from_row).unwrap_or_default())
+    }
+
+    /// Every pool with failures since its last successful create.
+    pub async fn pool_breakers(&self) -> Result<Vec<(PoolId, Breaker)>> {
+        let rows = sqlx::query("SELECT * FROM pool_breakers")
+            .fetch_all(self.r())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let p: String = r.get("pool_id");
+                Ok((p.parse().map_err(corrupt)?, breaker_from_row(r)))
+            })
+            .collect()
+    }
+
+    /// Records a failed create: `decide` turns the stored breaker into the
+    /// new one (core's rule), read and written in one transaction so
+    /// concurrent failures all count. Returns the new breaker.
+    pub async fn record_pool_failure(
+        &self,
+        id: PoolId,
+        decide: impl FnOnce(&Breaker) -> Breaker,
+    ) -> Result<Breaker> {
+        let mut tx = self.w().begin().await?;
+        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let old = row.as_ref().map(breaker_from_row).unwrap_or_default();
+        let new = decide(&old);
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO pool_breakers (pool_id, consecutive_failures, last_error, last_failure_at, next_attempt_at, updated_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?4 WHERE EXISTS (SELECT 1 FROM pools WHERE id = ?1)
+             ON CONFLICT (pool_id) DO UPDATE SET consecutive_failures = excluded.consecutive_failures,
+                last_error = excluded.last_error, last_failure_at = excluded.last_failure_at,
+                next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(new.consecutive_failures))
+        .bind(&new.last_error)
+        .bind(now)
+        .bind(new.next_attempt_at.map(|t| t.timestamp_millis()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Claims the one probe of an open breaker whose back-off is over: moves
+    /// its next attempt to `lease_until` if it is still due at `now`.
+    /// `false` when another create claimed it first (or it closed).
+    pub async fn claim_pool_probe(
+        &self,
+        id: PoolId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pool_breakers SET next_attempt_at = ?, updated_at = ?
+             WHERE pool_id = ? AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
+        )
+        .bind(lease_until.timestamp_millis())
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(now.timestamp_millis())
+        .execute(self.w())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A create of the pool succeeded: the breaker closes, and the pool's
+    /// creates that waited for it may start now.
+    pub async fn close_pool_breaker(&self, id: PoolId) -> Result<()> {
+        let mut tx = self.w().begin().await?;
+        close_breaker(&mut tx, id).await?;
+        tx.commit().await.map_err(Into::into)
     }
 
     /// Deletes a pool that has no live instances (history rows go with it).
@@ -162,4 +265,25 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Forgets the pool's breaker and lets its creates that waited for the
+/// breaker start at once (their wait is the only `next_attempt_at` a
+/// `pending_create` instance carries besides a provider's or GitHub's
+/// back-off, which their own gates still enforce).
+async fn close_breaker(conn: &mut sqlx::SqliteConnection, id: PoolId) -> Result<()> {
+    let gone = sqlx::query("DELETE FROM pool_breakers WHERE pool_id = ?")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if gone.rows_affected() > 0 {
+        sqlx::query(
+            "UPDATE instances SET next_attempt_at = NULL
+             WHERE pool_id = ? AND status = 'pending_create' AND next_attempt_at IS NOT NULL",
+        )
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }

@@ -71,7 +71,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     assert!(db_file(dir.path()).exists());
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
@@ -85,6 +85,44 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
         CredentialsAuth::Pat { token } => assert_eq!(token.expose(), "ghp_SUPERSECRETTOKEN123"),
         other => panic!("{other:?}"),
     }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn database_files_are_private_to_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    seed(&store).await;
+    let [db, wal, shm] = files::database_files(&db_file(dir.path()));
+    // While the store is open, SQLite keeps all three in WAL mode.
+    for f in [&db, &wal, &shm] {
+        assert_eq!(mode(f), 0o600, "{} is private", f.display());
+    }
+    assert_eq!(mode(&dir.path().join("data")), 0o700, "the folder it made");
+    store.close().await;
+
+    // A database left readable by others (an older hangard, a copy) is
+    // tightened when opened.
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in [&db, &wal, &shm] {
+        if f.exists() {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let store = open(dir.path()).await;
+    store.ping().await.unwrap();
+    for f in [&db, &wal, &shm] {
+        assert_eq!(mode(f), 0o600, "{} tightened on open", f.display());
+    }
+    store.close().await;
 }
 
 fn sha(path: &Path) -> Vec<u8> {
@@ -830,14 +868,129 @@ async fn batch_reservation_hands_out_jobs_and_respects_max() {
         .transition(&i.name, Change::Status(InstanceStatus::Deleting, None))
         .await
         .unwrap();
-    assert_eq!(store.recover_interrupted().await.unwrap(), 2);
-    assert_eq!(
-        store.instance(&made[0].name).await.unwrap().status,
-        InstanceStatus::Error
-    );
+    // The create's process was recorded while it ran.
+    let process = hangar_core::provider::CallProcess {
+        pid: 4242,
+        start_ticks: 123_456,
+    };
+    store
+        .set_create_process(&made[0].name, process)
+        .await
+        .unwrap();
+    // The delete goes back to be retried; the create stays `creating` until
+    // the scheduler has settled it, and comes with its process.
+    assert_eq!(store.recover_interrupted().await.unwrap(), 1);
     assert_eq!(
         store.instance(&made[1].name).await.unwrap().status,
         InstanceStatus::PendingDelete
+    );
+    let creating = store.interrupted_creates().await.unwrap();
+    assert_eq!(creating.len(), 1);
+    assert_eq!(creating[0].0.name, made[0].name);
+    assert_eq!(creating[0].0.status, InstanceStatus::Creating);
+    assert_eq!(creating[0].1, Some(process));
+    // A new attempt forgets the old attempt's process.
+    store
+        .transition(
+            &made[0].name,
+            Change::Status(InstanceStatus::Error, Some("interrupted")),
+        )
+        .await
+        .unwrap();
+    store
+        .set_create_process(&made[0].name, process)
+        .await
+        .unwrap();
+    store
+        .transition(
+            &made[0].name,
+            Change::Status(InstanceStatus::PendingCreate, None),
+        )
+        .await
+        .unwrap();
+    store
+        .transition(
+            &made[0].name,
+            Change::BeginCreate {
+                token_hash: &token_hash(3),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.interrupted_creates().await.unwrap()[0].1, None);
+}
+
+/// A pool's breaker: failures counted in one transaction each, the probe
+/// claimed by one create only, closed by a success or a pool update, and
+/// kept across a reopen of the database.
+#[tokio::test]
+async fn pool_breakers_count_claim_close_and_persist() {
+    use hangar_core::policy::{Breaker, BreakerRules};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (_entity, pool) = seed(&store).await;
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        Breaker::default()
+    );
+    let rules = BreakerRules {
+        threshold: 2,
+        base: std::time::Duration::from_secs(10),
+        max: std::time::Duration::from_secs(60),
+    };
+    let now = hangar_store::clock::now();
+    for _ in 0..2 {
+        store
+            .record_pool_failure(pool.id, |b| b.after_failure(&rules, "exit 1", now, 1.0))
+            .await
+            .unwrap();
+    }
+    let b = store.pool_breaker(pool.id).await.unwrap();
+    assert_eq!(b.consecutive_failures, 2);
+    assert_eq!(b.last_error.as_deref(), Some("exit 1"));
+    let due = b.next_attempt_at.expect("open at the threshold");
+    drop(store);
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        b,
+        "kept across a restart"
+    );
+    assert_eq!(
+        store.pool_breakers().await.unwrap(),
+        vec![(pool.id, b.clone())]
+    );
+
+    let lease = due + chrono::Duration::seconds(60);
+    assert!(
+        !store.claim_pool_probe(pool.id, now, lease).await.unwrap(),
+        "not due yet"
+    );
+    assert!(store.claim_pool_probe(pool.id, due, lease).await.unwrap());
+    assert!(
+        !store.claim_pool_probe(pool.id, due, lease).await.unwrap(),
+        "one probe"
+    );
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap().next_attempt_at,
+        Some(lease)
+    );
+
+    store.close_pool_breaker(pool.id).await.unwrap();
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        Breaker::default()
+    );
+    store
+        .record_pool_failure(pool.id, |b| b.after_failure(&rules, "x", now, 1.0))
+        .await
+        .unwrap();
+    let p = store.pool(pool.id).await.unwrap();
+    store.update_pool(pool.id, &p.spec).await.unwrap();
+    assert_eq!(
+        store.pool_breaker(pool.id).await.unwrap(),
+        Breaker::default(),
+        "a pool update closes it"
     );
 }
 
@@ -1028,7 +1181,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let out = store
         .record_job_events(&[
@@ -1279,7 +1432,7 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
     let store = open(dir.path()).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let after = store.entity(entity.id).await.unwrap();
     assert_eq!(after.scope, entity.scope);
@@ -1304,4 +1457,83 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn delivery_cursors_only_move_forward_per_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
+    let c = |hook_id, last_seen| DeliveryCursor { hook_id, last_seen };
+    store
+        .set_delivery_cursor("entity:x", c(Some(7), 100))
+        .await
+        .unwrap();
+    store
+        .set_delivery_cursor("entity:x", c(Some(7), 90))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_cursor("entity:x").await.unwrap(),
+        Some(c(Some(7), 100)),
+        "never back on the same hook"
+    );
+    store
+        .set_delivery_cursor("entity:x", c(Some(8), 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_cursor("entity:x").await.unwrap(),
+        Some(c(Some(8), 5)),
+        "a new hook starts over"
+    );
+    store.clear_delivery_cursor("entity:x").await.unwrap();
+    assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, pool) = seed(&store).await;
+    let events: Vec<JobEvent> = (1..=3)
+        .map(|i| event(entity.id, i, JobAction::Queued, Some(pool.id)))
+        .collect();
+    store.record_job_events(&events).await.unwrap();
+    let after = chrono::Duration::seconds(300);
+    let now = clock::now();
+    assert!(store.due_rechecks(now, after, 10).await.unwrap().is_empty());
+    let later = now + chrono::Duration::seconds(301);
+    let due = store.due_rechecks(later, after, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert_eq!(
+        store.due_rechecks(later, after, 2).await.unwrap().len(),
+        2,
+        "bounded"
+    );
+    // Job 1 re-checked: next due in an hour; the others stay due.
+    store
+        .mark_job_checked(JobId(1), 1, later + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let due: Vec<i64> = store
+        .due_rechecks(later, after, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id.0)
+        .collect();
+    assert_eq!(due, vec![2, 3]);
+    let due = store
+        .due_rechecks(later + chrono::Duration::hours(2), after, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(store.job_queued_since(JobId(1), 1).await.unwrap() <= clock::now());
+
+    let known = store
+        .known_jobs(&[(JobId(1), 1), (JobId(2), 2), (JobId(3), 1), (JobId(99), 1)])
+        .await
+        .unwrap();
+    assert_eq!(known, vec![(JobId(1), 1), (JobId(3), 1)]);
 }

@@ -88,6 +88,7 @@ pub fn sample_request(
             ca_cert_bundle: None,
             proxy: ProxySettings::default(),
         },
+        watcher: None,
     }
 }
 

@@ -10,8 +10,14 @@
 //! (5xx, 429 with `retry-after`, 403 secondary limits, 422, latency) and
 //! rate-limit headers can be injected per route, and a delivery plan
 //! ([`FakeGitHub::set_delivery_plan`]) loses, duplicates, holds back
-//! (reorders) or delays webhook deliveries; every attempt is listed as
-//! GitHub's hook deliveries list shows it ([`FakeGitHub::hook_deliveries`]).
+//! (reorders) or delays webhook deliveries.
+//!
+//! Every webhook delivery attempt is recorded per hook, as GitHub's hook
+//! deliveries API shows it (`status_code` 0 when the receiver could not be
+//! reached — which is also how a lost delivery is recorded), listed newest
+//! first with cursor pagination and redelivered on
+//! `POST …/deliveries/{id}/attempts` (a new attempt, same guid). Jobs belong
+//! to workflow runs, listed by status with their jobs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -61,6 +67,46 @@ pub struct FakeJob {
     pub conclusion: Option<String>,
     pub runner_id: Option<i64>,
     pub runner_name: Option<String>,
+    /// When the job was queued (RFC 3339).
+    pub created_at: String,
+}
+
+/// Which hook a delivery attempt went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HookKey {
+    /// A repository or organization hook made through the REST API.
+    Hook(i64),
+    /// The GitHub App's hook ([`FakeGitHub::set_app_hook`]).
+    App,
+    /// The plain target of [`FakeGitHub::set_webhook_target`] (no hook
+    /// behind it, so its deliveries cannot be listed).
+    Target,
+}
+
+/// One webhook delivery attempt, as the hook deliveries API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryAttempt {
+    pub id: i64,
+    /// Shared by every attempt (and every hook) of one event.
+    pub guid: String,
+    pub hook: HookKey,
+    pub delivered_at: String,
+    pub redelivery: bool,
+    /// What the receiver answered; 0 when it could not be reached.
+    pub status_code: u16,
+    /// How long the receiver took to answer (`duration` in the listing).
+    pub duration_ms: u64,
+    pub event: String,
+    pub action: String,
+    pub job_id: i64,
+    #[serde(skip)]
+    url: String,
+    #[serde(skip)]
+    secret: String,
+    #[serde(skip)]
+    target_type: &'static str,
+    #[serde(skip)]
+    body: Vec<u8>,
 }
 
 /// A webhook FakeGitHub sent, and what Hangar answered.
@@ -70,32 +116,6 @@ pub struct Delivery {
     pub job_id: i64,
     /// HTTP status of the answer; 0 when the request failed.
     pub status: u16,
-}
-
-/// One delivery attempt as GitHub's hook deliveries list shows it
-/// (`hook-delivery-item` in GitHub's OpenAPI description): failed attempts
-/// are what an operator, or Hangar, redelivers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HookDelivery {
-    pub id: i64,
-    /// Shared by every attempt (and redelivery) of one event.
-    pub guid: String,
-    pub delivered_at: String,
-    pub redelivery: bool,
-    /// Seconds spent delivering.
-    pub duration: f64,
-    /// `OK`, `Invalid HTTP Response: 503`, `failed to connect`.
-    pub status: String,
-    /// 0 when no HTTP answer came back.
-    pub status_code: u16,
-    pub event: String,
-    pub action: Option<String>,
-    pub installation_id: Option<i64>,
-    pub repository_id: Option<i64>,
-    pub throttled_at: Option<String>,
-    /// Not part of GitHub's shape: which job the event was about.
-    #[serde(skip)]
-    pub job_id: i64,
 }
 
 /// What happens to one webhook delivery (see
@@ -165,9 +185,10 @@ struct State0 {
     hooks: BTreeMap<i64, FakeHook>,
     faults_fired: u64,
     delivery_plan: Option<DeliveryPlan>,
-    held: Vec<Attempt>,
-    hook_deliveries: Vec<HookDelivery>,
+    held: Vec<DeliveryAttempt>,
+    app_hook: Option<(String, String)>,
     next_delivery_id: i64,
+    attempts: Vec<DeliveryAttempt>,
 }
 
 impl std::fmt::Debug for State0 {
@@ -177,19 +198,9 @@ impl std::fmt::Debug for State0 {
             .field("runners", &self.runners.len())
             .field("jobs", &self.jobs.len())
             .field("held", &self.held.len())
+            .field("attempts", &self.attempts.len())
             .finish_non_exhaustive()
     }
-}
-
-/// One delivery of an event (held back by [`DeliveryFate::Hold`], with its
-/// body as it was when the event happened).
-#[derive(Debug, Clone)]
-struct Attempt {
-    job_id: i64,
-    action: String,
-    body: Vec<u8>,
-    guid: String,
-    redelivery: bool,
 }
 
 /// A webhook made through `POST /repos/{o}/{r}/hooks` or `/orgs/{o}/hooks`.
@@ -278,8 +289,9 @@ impl FakeGitHub {
             faults_fired: 0,
             delivery_plan: None,
             held: Vec::new(),
-            hook_deliveries: Vec::new(),
+            app_hook: None,
             next_delivery_id: 90_000_000_001,
+            attempts: Vec::new(),
             downloads: json!([
                 {"os": "linux", "architecture": "x64", "download_url": format!("{url}/_fake/downloads/actions-runner-linux-x64.tar.gz"),
                  "filename": "actions-runner-linux-x64.tar.gz", "sha256_checksum": "0".repeat(64)},
@@ -317,6 +329,17 @@ impl FakeGitHub {
     /// Where (and with which secret) to send webhooks.
     pub fn set_webhook_target(&self, url: impl Into<String>, secret: impl Into<String>) {
         self.st().webhook = Some((url.into(), secret.into()));
+    }
+
+    /// The GitHub App's own webhook: every job's events are also delivered
+    /// there (target type `integration`), signed with `secret`.
+    pub fn set_app_hook(&self, url: impl Into<String>, secret: impl Into<String>) {
+        self.st().app_hook = Some((url.into(), secret.into()));
+    }
+
+    /// Every delivery attempt, oldest first.
+    pub fn delivery_attempts(&self) -> Vec<DeliveryAttempt> {
+        self.st().attempts.clone()
     }
 
     /// How long a job runs once a runner took it.
@@ -520,38 +543,9 @@ impl FakeGitHub {
         }
         let n = held.len();
         for h in held {
-            self.send(&h).await;
+            self.attempt(h).await;
         }
         n
-    }
-
-    /// Every delivery attempt, as `GET …/hooks/{id}/deliveries` lists them
-    /// (oldest first here; GitHub lists newest first).
-    pub fn hook_deliveries(&self) -> Vec<HookDelivery> {
-        self.st().hook_deliveries.clone()
-    }
-
-    /// Sends a failed delivery again, as "Redeliver" (or `POST
-    /// …/deliveries/{id}/attempts`) does; returns the answer's status.
-    pub async fn redeliver_attempt(&self, delivery_id: i64) -> Option<u16> {
-        let d = self
-            .st()
-            .hook_deliveries
-            .iter()
-            .find(|d| d.id == delivery_id)
-            .cloned()?;
-        let action = d.action.clone().unwrap_or_default();
-        let body = self.webhook_body(d.job_id, &action)?;
-        Some(
-            self.send(&Attempt {
-                job_id: d.job_id,
-                action,
-                body,
-                guid: d.guid,
-                redelivery: true,
-            })
-            .await,
-        )
     }
 
     pub fn installation_tokens_issued(&self) -> u64 {
@@ -600,6 +594,8 @@ impl FakeGitHub {
                     conclusion: None,
                     runner_id: None,
                     runner_name: None,
+                    created_at: chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 },
             );
             id
@@ -668,93 +664,120 @@ impl FakeGitHub {
         Some(serde_json::to_vec(&v).expect("serialises"))
     }
 
+    /// Delivers one event to every hook that subscribes to it: the job's
+    /// repository and organization hooks, the App's hook, and the plain
+    /// target (unless a hook already has its URL). One guid for all, as
+    /// GitHub does; one recorded attempt per hook.
     async fn deliver(&self, id: i64, action: &str) {
         let Some(body) = self.webhook_body(id, action) else {
             return;
         };
-        let attempt = Attempt {
-            job_id: id,
-            action: action.to_owned(),
-            body,
-            guid: uuid::Uuid::new_v4().to_string(),
-            redelivery: false,
+        let Some(repo) = self.job(id).map(|j| j.repo) else {
+            return;
         };
+        let owner = repo.split('/').next().unwrap_or("").to_owned();
+        let targets: Vec<(HookKey, String, String, &'static str)> = {
+            let s = self.st();
+            let mut t: Vec<(HookKey, String, String, &'static str)> = s
+                .hooks
+                .values()
+                .filter(|h| {
+                    h.active
+                        && (h.scope == format!("repos/{repo}")
+                            || h.scope == format!("orgs/{owner}"))
+                        && h.events.iter().any(|e| e == "workflow_job" || e == "*")
+                })
+                .map(|h| {
+                    let kind = if h.scope.starts_with("orgs/") {
+                        "organization"
+                    } else {
+                        "repository"
+                    };
+                    (
+                        HookKey::Hook(h.id),
+                        h.url.clone(),
+                        h.secret.clone().unwrap_or_default(),
+                        kind,
+                    )
+                })
+                .collect();
+            if let Some((url, secret)) = &s.app_hook {
+                t.push((HookKey::App, url.clone(), secret.clone(), "integration"));
+            }
+            if let Some((url, secret)) = &s.webhook
+                && !t.iter().any(|(_, u, _, _)| u == url)
+            {
+                t.push((HookKey::Target, url.clone(), secret.clone(), "repository"));
+            }
+            t
+        };
+        let guid = uuid::Uuid::new_v4().to_string();
         let plan = self.st().delivery_plan.clone();
-        match plan.map_or(DeliveryFate::Deliver, |p| p(action, id)) {
-            DeliveryFate::Deliver => {
-                self.send(&attempt).await;
-            }
-            DeliveryFate::Duplicate => {
-                self.send(&attempt).await;
-                self.send(&attempt).await;
-            }
-            DeliveryFate::Lose => {
-                self.record(&attempt, 0, 0.0);
-                self.changed.notify_waiters();
-            }
-            DeliveryFate::Hold => self.st().held.push(attempt),
-            DeliveryFate::Delay(d) => {
-                let gh = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    gh.send(&attempt).await;
-                });
+        let fate = plan.map_or(DeliveryFate::Deliver, |p| p(action, id));
+        for (hook, url, secret, target_type) in targets {
+            let attempt = DeliveryAttempt {
+                id: 0,
+                guid: guid.clone(),
+                hook,
+                delivered_at: String::new(),
+                redelivery: false,
+                status_code: 0,
+                duration_ms: 0,
+                event: "workflow_job".into(),
+                action: action.to_owned(),
+                job_id: id,
+                url,
+                secret,
+                target_type,
+                body: body.clone(),
+            };
+            match fate {
+                DeliveryFate::Deliver => {
+                    self.attempt(attempt).await;
+                }
+                DeliveryFate::Duplicate => {
+                    self.attempt(attempt.clone()).await;
+                    self.attempt(attempt).await;
+                }
+                // Recorded as GitHub records a receiver it could not reach.
+                DeliveryFate::Lose => self.record(attempt, 0),
+                DeliveryFate::Hold => self.st().held.push(attempt),
+                DeliveryFate::Delay(d) => {
+                    let gh = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        gh.attempt(attempt).await;
+                    });
+                }
             }
         }
     }
 
-    /// Appends one attempt to the deliveries lists.
-    fn record(&self, a: &Attempt, status: u16, secs: f64) {
-        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
-        let mut s = self.st();
-        let id = s.next_delivery_id;
-        s.next_delivery_id += 1;
-        s.hook_deliveries.push(HookDelivery {
-            id,
-            guid: a.guid.clone(),
-            delivered_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            redelivery: a.redelivery,
-            duration: secs,
-            status: match status {
-                0 => "failed to connect".into(),
-                200..=299 => "OK".into(),
-                code => format!("Invalid HTTP Response: {code}"),
-            },
-            status_code: status,
-            event: "workflow_job".into(),
-            action: Some(a.action.clone()),
-            installation_id: v["installation"]["id"].as_i64(),
-            repository_id: v["repository"]["id"].as_i64(),
-            throttled_at: None,
-            job_id: a.job_id,
-        });
-        s.deliveries.push(Delivery {
-            action: a.action.clone(),
-            job_id: a.job_id,
-            status,
-        });
-    }
-
-    /// POSTs one signed delivery; returns the answer's status (0: none).
-    async fn send(&self, a: &Attempt) -> u16 {
-        let target = self.st().webhook.clone();
-        let Some((url, secret)) = target else {
-            return 0;
-        };
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    /// Sends one attempt and records it. Only the plain target is tried
+    /// again on a connection failure (its tests restart the receiver);
+    /// a hook's attempt is made once, as GitHub makes it, and a failure is
+    /// left for a redelivery. Returns the answer's status (0: none).
+    async fn attempt(&self, mut a: DeliveryAttempt) -> u16 {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(a.secret.as_bytes()).expect("any key");
         mac.update(&a.body);
         let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let tries = if a.hook == HookKey::Target { 3 } else { 1 };
+        let hook_id = match a.hook {
+            HookKey::Hook(id) => id.to_string(),
+            HookKey::App => "1".into(),
+            HookKey::Target => "0".into(),
+        };
         let mut status = 0u16;
-        let mut timed_out = false;
         let started = std::time::Instant::now();
-        for attempt in 0..3 {
+        for attempt in 0..tries {
             let r = self
                 .client
-                .post(&url)
+                .post(&a.url)
                 .header("content-type", "application/json")
                 .header("x-github-event", "workflow_job")
                 .header("x-github-delivery", &a.guid)
-                .header("x-github-hook-installation-target-type", "repository")
+                .header("x-github-hook-id", &hook_id)
+                .header("x-github-hook-installation-target-type", a.target_type)
                 .header("x-hub-signature-256", &sig)
                 .body(a.body.clone())
                 .send()
@@ -764,22 +787,200 @@ impl FakeGitHub {
                     status = resp.status().as_u16();
                     break;
                 }
-                // The receiver may be restarting: try the connection again.
-                Err(e) if e.is_connect() && attempt < 2 => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                // The receiver may be restarting.
+                Err(_) if attempt + 1 < tries => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
                 }
-                Err(e) => {
-                    timed_out = e.is_timeout();
-                    break;
-                }
+                Err(_) => {}
             }
         }
-        self.record(a, status, started.elapsed().as_secs_f64());
-        if timed_out && let Some(d) = self.st().hook_deliveries.last_mut() {
-            d.status = "timed out".into();
+        a.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.record(a, status);
+        status
+    }
+
+    /// Appends one attempt, answered with `status`, to the deliveries
+    /// lists.
+    fn record(&self, mut a: DeliveryAttempt, status: u16) {
+        {
+            let mut s = self.st();
+            a.id = s.next_delivery_id;
+            s.next_delivery_id += 1;
+            a.delivered_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            a.status_code = status;
+            s.deliveries.push(Delivery {
+                action: a.action.clone(),
+                job_id: a.job_id,
+                status,
+            });
+            s.attempts.push(a);
         }
         self.changed.notify_waiters();
-        status
+    }
+
+    /// A delivery attempt in the REST shape of `repos/list-webhook-deliveries`.
+    fn attempt_json(a: &DeliveryAttempt, repository_id: i64) -> Value {
+        let status = match a.status_code {
+            0 => "failed to connect to host".to_owned(),
+            200..=299 => "OK".to_owned(),
+            c => format!("Invalid HTTP Response: {c}"),
+        };
+        json!({
+            "id": a.id,
+            "guid": a.guid,
+            "delivered_at": a.delivered_at,
+            "redelivery": a.redelivery,
+            "duration": a.duration_ms as f64 / 1000.0,
+            "status": status,
+            "status_code": a.status_code,
+            "event": a.event,
+            "action": a.action,
+            "installation_id": if a.hook == HookKey::App { json!(1) } else { Value::Null },
+            "repository_id": repository_id,
+            "throttled_at": Value::Null,
+        })
+    }
+
+    /// One page of a hook's deliveries, newest first; the cursor names the
+    /// first delivery of the page (`v1_<id>`).
+    fn list_attempts(&self, hook: HookKey, query: &str, link_base: &str) -> Response {
+        let per_page = query_num(query, "per_page").unwrap_or(30).clamp(1, 100);
+        let cursor = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "cursor")
+            .map(|(_, v)| v.to_owned());
+        let from = match cursor.as_deref() {
+            None => i64::MAX,
+            Some(c) => match c.strip_prefix("v1_").and_then(|n| n.parse::<i64>().ok()) {
+                Some(n) => n,
+                None => return err(StatusCode::BAD_REQUEST, "invalid cursor"),
+            },
+        };
+        let status_filter = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "status")
+            .map(|(_, v)| v.to_owned());
+        let s = self.st();
+        let mut all: Vec<&DeliveryAttempt> = s
+            .attempts
+            .iter()
+            .filter(|a| a.hook == hook && a.id <= from)
+            .filter(|a| match status_filter.as_deref() {
+                Some("success") => (200..400).contains(&a.status_code),
+                Some("failure") => (400..600).contains(&a.status_code),
+                _ => true,
+            })
+            .collect();
+        all.sort_by_key(|a| std::cmp::Reverse(a.id));
+        let page: Vec<Value> = all
+            .iter()
+            .take(per_page)
+            .map(|a| FakeGitHub::attempt_json(a, 1))
+            .collect();
+        let mut resp = axum::Json(Value::Array(page)).into_response();
+        if let Some(next) = all.get(per_page) {
+            let link = format!(
+                "<{}{link_base}?per_page={per_page}&cursor=v1_{}>; rel=\"next\"",
+                s.base_url, next.id
+            );
+            resp.headers_mut()
+                .insert("link", link.parse().expect("header"));
+        }
+        resp
+    }
+
+    /// Redelivers attempt `id` of `hook`: answers 202 at once and makes the
+    /// new attempt (same guid, `redelivery: true`) in the background.
+    fn redeliver_attempt(&self, hook: HookKey, id: &str) -> Response {
+        let Ok(id) = id.parse::<i64>() else {
+            return err(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let found = self
+            .st()
+            .attempts
+            .iter()
+            .find(|a| a.id == id && a.hook == hook)
+            .cloned();
+        let Some(mut a) = found else {
+            return err(StatusCode::NOT_FOUND, "Not Found");
+        };
+        a.redelivery = true;
+        let gh = self.clone();
+        tokio::spawn(async move { gh.attempt(a).await });
+        (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+    }
+
+    /// Workflow runs of `repo` (`owner/name`), newest first: a run is
+    /// `completed` when all its jobs are, `in_progress` when one has started,
+    /// else `queued`.
+    fn runs(&self, repo: &str) -> Vec<(i64, String, String)> {
+        let s = self.st();
+        let mut runs: BTreeMap<i64, (Vec<&FakeJob>, String)> = BTreeMap::new();
+        for j in s.jobs.values().filter(|j| j.repo == repo) {
+            let e = runs
+                .entry(j.run_id)
+                .or_insert_with(|| (Vec::new(), j.created_at.clone()));
+            e.0.push(j);
+        }
+        runs.into_iter()
+            .rev()
+            .map(|(id, (jobs, created))| {
+                let status = if jobs.iter().all(|j| j.status == "completed") {
+                    "completed"
+                } else if jobs.iter().any(|j| j.status != "queued") {
+                    "in_progress"
+                } else {
+                    "queued"
+                };
+                (id, status.to_owned(), created)
+            })
+            .collect()
+    }
+
+    fn run_json(&self, repo: &str, id: i64, status: &str, created: &str) -> Value {
+        let base = &self.url;
+        let (owner, name) = repo.split_once('/').unwrap_or(("octo", repo));
+        let api = format!("{base}/repos/{repo}/actions/runs/{id}");
+        let repository = json!({"id": 1, "node_id": "R_1", "name": name, "full_name": repo,
+            "owner": {"login": owner, "id": 1}, "private": false});
+        json!({
+            "id": id, "node_id": format!("WFR_{id}"), "name": "CI", "head_branch": "main",
+            "head_sha": "0".repeat(40), "path": ".github/workflows/ci.yml", "display_title": "CI",
+            "run_number": id % 100_000, "run_attempt": 1, "event": "push", "status": status,
+            "conclusion": if status == "completed" { json!("success") } else { Value::Null },
+            "workflow_id": 1, "url": api, "html_url": format!("https://github.com/{repo}/actions/runs/{id}"),
+            "created_at": created, "updated_at": created, "run_started_at": created,
+            "pull_requests": [], "head_commit": Value::Null,
+            "head_repository": repository, "repository": repository,
+            "jobs_url": format!("{api}/jobs"), "logs_url": format!("{api}/logs"),
+            "check_suite_url": format!("{base}/repos/{repo}/check-suites/{id}"),
+            "cancel_url": format!("{api}/cancel"), "rerun_url": format!("{api}/rerun"),
+            "artifacts_url": format!("{api}/artifacts"),
+            "workflow_url": format!("{base}/repos/{repo}/actions/workflows/1"),
+        })
+    }
+
+    /// A job in the REST shape of `actions/get-job-for-workflow-run`.
+    fn job_json(&self, j: &FakeJob) -> Value {
+        let base = &self.url;
+        let repo = &j.repo;
+        json!({
+            "id": j.id, "run_id": j.run_id, "run_attempt": j.run_attempt,
+            "run_url": format!("{base}/repos/{repo}/actions/runs/{}", j.run_id),
+            "node_id": format!("CR_{}", j.id), "head_sha": "0".repeat(40), "head_branch": "main",
+            "url": format!("{base}/repos/{repo}/actions/jobs/{}", j.id),
+            "html_url": format!("https://github.com/{repo}/actions/runs/{}/job/{}", j.run_id, j.id),
+            "status": j.status, "conclusion": j.conclusion,
+            "created_at": j.created_at,
+            "started_at": if j.status == "queued" { Value::Null } else { json!(j.created_at) },
+            "completed_at": if j.status == "completed" { json!(j.created_at) } else { Value::Null },
+            "name": "build", "workflow_name": "CI", "steps": [],
+            "check_run_url": format!("{base}/repos/{repo}/check-runs/{}", j.id),
+            "labels": j.labels, "runner_id": j.runner_id, "runner_name": j.runner_name,
+            "runner_group_id": j.runner_id.map(|_| 1), "runner_group_name": j.runner_id.map(|_| "Default"),
+        })
     }
 
     /// Hands queued jobs to idle online runners whose labels fit.
@@ -880,6 +1081,14 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         "runner-groups"
     } else if p.contains("/actions/jobs/") {
         "get-job"
+    } else if p.ends_with("/attempts") && p.contains("/deliveries/") {
+        "redeliver"
+    } else if p.ends_with("/deliveries") {
+        "hook-deliveries"
+    } else if p.ends_with("/actions/runs") {
+        "list-runs"
+    } else if p.contains("/actions/runs/") && p.ends_with("/jobs") {
+        "run-jobs"
     } else if p.ends_with("/access_tokens") {
         "access-tokens"
     } else if p.ends_with("/actions/runners") {
@@ -1010,13 +1219,40 @@ fn authorized(gh: &FakeGitHub, headers: &HeaderMap, path: &str) -> bool {
     if token.is_empty() {
         return false;
     }
-    if path.ends_with("/access_tokens") {
+    // App installation tokens and the App's own routes take the App's
+    // JWT, checked where they are served.
+    if path.ends_with("/access_tokens") || path.starts_with("/app/") {
         return true;
     }
     match &gh.st().token {
         Some(t) => token == t || token.starts_with("ghs_fake_"),
         None => true,
     }
+}
+
+/// The `iss` of an App JWT in `Authorization: Bearer`.
+fn jwt_iss(headers: &HeaderMap) -> Option<i64> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let jwt = auth.strip_prefix("Bearer ")?;
+    let payload = jwt.split('.').nth(1)?;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v = serde_json::from_slice::<Value>(&bytes).ok()?;
+    v["iss"]
+        .as_i64()
+        .or_else(|| v["iss"].as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The request carries the configured App's JWT (not an installation
+/// token or a PAT): what `/app/...` routes require.
+fn is_app_jwt(gh: &FakeGitHub, headers: &HeaderMap) -> bool {
+    let app = gh.st().app_id;
+    app.is_some() && jwt_iss(headers) == app
 }
 
 fn query_num(query: &str, key: &str) -> Option<usize> {
@@ -1082,6 +1318,20 @@ fn serve(
             axum::Json(json!({"token": format!("ghs_fake_{id}_{}", s.installation_tokens), "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "permissions": {"administration": "write", "organization_self_hosted_runners": "write"}, "repository_selection": "all"})),
         )
             .into_response();
+    }
+    if let Some(rest) = path.strip_prefix("/app/hook/deliveries") {
+        if !is_app_jwt(gh, headers) {
+            return err(
+                StatusCode::UNAUTHORIZED,
+                "A JSON web token could not be decoded",
+            );
+        }
+        let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        return match (method.clone(), parts.as_slice()) {
+            (Method::GET, [""]) => gh.list_attempts(HookKey::App, query, "/app/hook/deliveries"),
+            (Method::POST, [id, "attempts"]) => gh.redeliver_attempt(HookKey::App, id),
+            _ => err(StatusCode::NOT_FOUND, "Not Found"),
+        };
     }
     let Some((scope, rest)) = split_scope(path) else {
         return err(StatusCode::NOT_FOUND, "Not Found");
@@ -1169,6 +1419,100 @@ fn serve(
                 }
                 _ => err(StatusCode::NOT_FOUND, "Not Found"),
             }
+        }
+        (Method::GET, ["hooks", id, "deliveries"]) if !scope.starts_with("enterprises/") => {
+            let hook = id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| gh.st().hooks.get(id).is_some_and(|h| h.scope == scope));
+            match hook {
+                Some(id) => gh.list_attempts(
+                    HookKey::Hook(id),
+                    query,
+                    &format!("/{scope}/hooks/{id}/deliveries"),
+                ),
+                None => err(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
+        (Method::POST, ["hooks", id, "deliveries", delivery, "attempts"])
+            if !scope.starts_with("enterprises/") =>
+        {
+            let hook = id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| gh.st().hooks.get(id).is_some_and(|h| h.scope == scope));
+            match hook {
+                Some(id) => gh.redeliver_attempt(HookKey::Hook(id), delivery),
+                None => err(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
+        (Method::GET, ["actions", "runs"]) if scope.starts_with("repos/") => {
+            let repo = scope.trim_start_matches("repos/").to_owned();
+            let per_page = query_num(query, "per_page").unwrap_or(30).clamp(1, 100);
+            let page = query_num(query, "page").unwrap_or(1).max(1);
+            let want = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "status")
+                .map(|(_, v)| v.to_owned());
+            let all: Vec<(i64, String, String)> = gh
+                .runs(&repo)
+                .into_iter()
+                .filter(|(_, st, _)| want.as_deref().is_none_or(|w| w == st))
+                .collect();
+            let slice: Vec<Value> = all
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|(id, st, created)| gh.run_json(&repo, *id, st, created))
+                .collect();
+            let mut resp = axum::Json(json!({"total_count": all.len(), "workflow_runs": slice}))
+                .into_response();
+            if page * per_page < all.len() {
+                let status_q = want.map(|w| format!("status={w}&")).unwrap_or_default();
+                let next = format!(
+                    "<{}/{scope}/actions/runs?{status_q}per_page={per_page}&page={}>; rel=\"next\"",
+                    gh.url,
+                    page + 1
+                );
+                resp.headers_mut()
+                    .insert("link", next.parse().expect("header"));
+            }
+            resp
+        }
+        (Method::GET, ["actions", "runs", run, "jobs"]) if scope.starts_with("repos/") => {
+            let repo = scope.trim_start_matches("repos/");
+            let Ok(run) = run.parse::<i64>() else {
+                return err(StatusCode::NOT_FOUND, "Not Found");
+            };
+            let per_page = query_num(query, "per_page").unwrap_or(30).clamp(1, 100);
+            let page = query_num(query, "page").unwrap_or(1).max(1);
+            let jobs: Vec<FakeJob> = gh
+                .jobs()
+                .into_iter()
+                .filter(|j| j.repo == repo && j.run_id == run)
+                .collect();
+            if jobs.is_empty() {
+                return err(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let slice: Vec<Value> = jobs
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|j| gh.job_json(j))
+                .collect();
+            let mut resp =
+                axum::Json(json!({"total_count": jobs.len(), "jobs": slice})).into_response();
+            if page * per_page < jobs.len() {
+                let next = format!(
+                    "<{}/{scope}/actions/runs/{run}/jobs?per_page={per_page}&page={}>; rel=\"next\"",
+                    gh.url,
+                    page + 1
+                );
+                resp.headers_mut()
+                    .insert("link", next.parse().expect("header"));
+            }
+            resp
         }
         (Method::POST, ["actions", "runners", "generate-jitconfig"]) => {
             let b = json_body();
@@ -1299,11 +1643,9 @@ fn serve(
                 return err(StatusCode::NOT_FOUND, "Not Found");
             };
             match gh.job(id) {
-                Some(j) if format!("repos/{}", j.repo) == scope => axum::Json(json!({
-                    "id": j.id, "run_id": j.run_id, "run_attempt": j.run_attempt, "status": j.status,
-                    "conclusion": j.conclusion, "labels": j.labels, "runner_id": j.runner_id, "runner_name": j.runner_name,
-                }))
-                .into_response(),
+                Some(j) if format!("repos/{}", j.repo) == scope => {
+                    axum::Json(gh.job_json(&j)).into_response()
+                }
                 _ => err(StatusCode::NOT_FOUND, "Not Found"),
             }
         }

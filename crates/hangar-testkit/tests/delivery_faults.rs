@@ -1,9 +1,11 @@
 //! FakeGitHub's fault knobs behave as documented and as GitHub does: the
 //! delivery plan loses, duplicates and holds back webhooks, every attempt
-//! is listed in GitHub's `hook-delivery-item` shape
-//! (`fixtures/github-openapi/hook-deliveries.json`), a failed one can be
-//! redelivered, and injected rate-limit and busy answers carry GitHub's
-//! statuses, headers and messages.
+//! (a lost one with `status_code` 0) is listed by the hook's deliveries
+//! route in GitHub's `hook-delivery-item` shape
+//! (`fixtures/github-openapi/recovery.json`), a failed one can be
+//! redelivered through `POST …/deliveries/{id}/attempts`, and injected
+//! rate-limit and busy answers carry GitHub's statuses, headers and
+//! messages.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +43,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, i64, String)>>>) {
 fn fixture() -> Value {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/github-openapi/hook-deliveries.json"
+        "/../../fixtures/github-openapi/recovery.json"
     );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -58,11 +60,41 @@ fn type_of(v: &Value) -> &'static str {
     }
 }
 
+/// Every delivery attempt of repository hook `hook`, as GitHub lists it
+/// (newest first).
+async fn listed(gh: &FakeGitHub, hook: i64) -> Vec<Value> {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/repos/octo/app/hooks/{hook}/deliveries?per_page=100",
+            gh.url()
+        ))
+        .bearer_auth("ghp_x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Vec<Value>>().await.unwrap()
+}
+
 #[tokio::test]
 async fn the_delivery_plan_loses_duplicates_and_holds_back_and_lists_every_attempt() {
     let (url, seen) = receiver().await;
     let gh = FakeGitHub::start().await;
-    gh.set_webhook_target(url, "s3cret");
+    let c = reqwest::Client::new();
+    let made: Value = c
+        .post(format!("{}/repos/octo/app/hooks", gh.url()))
+        .bearer_auth("ghp_x")
+        .json(
+            &serde_json::json!({"name": "web", "active": true, "events": ["workflow_job"],
+            "config": {"url": url, "content_type": "json", "secret": "s3cret"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = made["id"].as_i64().unwrap();
     // Jobs are numbered in order: the first lost, the second duplicated,
     // the third and fourth held back.
     let first = 30_000_000_000i64;
@@ -97,16 +129,16 @@ async fn the_delivery_plan_loses_duplicates_and_holds_back_and_lists_every_attem
 
     // Every attempt is listed, in GitHub's shape; the lost one as failed.
     let spec = fixture();
-    let item = &spec["hook_delivery_item"];
-    let list = gh.hook_deliveries();
+    let required = &spec["operations"]["repos/list-webhook-deliveries"]["response_items_required"];
+    let props = &spec["schemas"]["hook-delivery-item"]["properties"];
+    let list = listed(&gh, hook).await;
     assert_eq!(list.len(), 5, "1 lost + 2 duplicated + 2 released");
-    for d in &list {
-        let v = serde_json::to_value(d).unwrap();
-        for f in item["required"].as_array().unwrap() {
+    for v in &list {
+        for f in required.as_array().unwrap() {
             assert!(v.get(f.as_str().unwrap()).is_some(), "{f} missing in {v}");
         }
         for (k, x) in v.as_object().unwrap() {
-            let p = &item["properties"][k];
+            let p = &props[k];
             assert!(p.is_object(), "{k} is not a documented field");
             let t = type_of(x);
             let ok = t == p["type"]
@@ -115,22 +147,45 @@ async fn the_delivery_plan_loses_duplicates_and_holds_back_and_lists_every_attem
             assert!(ok, "{k}: {t} where GitHub has {p}");
         }
     }
-    let lost = list.iter().find(|d| d.job_id == ids[0]).unwrap();
+    let attempts = gh.delivery_attempts();
+    let lost = attempts
+        .iter()
+        .find(|a| a.job_id == ids[0])
+        .unwrap()
+        .clone();
     assert_eq!(lost.status_code, 0);
-    assert_eq!(lost.status, "failed to connect");
+    let lost_listed = list.iter().find(|v| v["id"] == lost.id).unwrap();
+    assert_eq!(lost_listed["status_code"], 0);
     assert!(
         list.iter()
-            .filter(|d| d.job_id != ids[0])
-            .all(|d| d.status == "OK")
+            .filter(|v| v["id"] != lost.id)
+            .all(|v| v["status"] == "OK" && v["status_code"] == 202)
     );
 
     // Redelivering the failed attempt reaches the receiver, as a redelivery.
     gh.clear_delivery_plan();
-    assert_eq!(gh.redeliver_attempt(lost.id).await, Some(202));
-    let again = gh.hook_deliveries().last().unwrap().clone();
+    let r = c
+        .post(format!(
+            "{}/repos/octo/app/hooks/{hook}/deliveries/{}/attempts",
+            gh.url(),
+            lost.id
+        ))
+        .bearer_auth("ghp_x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    gh.wait_for(Duration::from_secs(10), "the redelivery", |g| {
+        g.delivery_attempts().iter().any(|a| a.redelivery)
+    })
+    .await;
+    let again = gh.delivery_attempts().last().unwrap().clone();
     assert!(again.redelivery);
     assert_eq!(again.guid, lost.guid, "a redelivery keeps the event's guid");
+    assert_eq!(again.status_code, 202);
     assert_eq!(seen.lock().unwrap().last().unwrap().1, ids[0]);
+    let newest = &listed(&gh, hook).await[0];
+    assert_eq!(newest["redelivery"], true);
 
     // A delayed delivery arrives later, without holding anything up.
     gh.set_delivery_plan(|_, _| DeliveryFate::Delay(Duration::from_millis(300)));

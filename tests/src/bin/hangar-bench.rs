@@ -14,12 +14,18 @@
 //!   a fresh daemon. Deliveries are signed here and sent directly (16
 //!   connections for bursts), so FakeGitHub's job bookkeeping is not part
 //!   of the figures.
+//! - `queue`: 2,000 jobs that stay queued over 100 pools (`max_runners` 1,
+//!   runners that never come up, the external fake provider): GitHub calls
+//!   per minute by route (FakeGitHub's counters) and provider calls per
+//!   minute by command (the provider's calls log) at steady state; several
+//!   `hangard` builds compared, interleaved (`HANGAR_BENCH_HANGARDS`).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hangar_e2e::{Api, Daemon, free_port, sign, write_config};
+use hangar_e2e::{Api, Daemon, bin, free_port, sign, write_config};
 use serde_json::{Value, json};
 
 const SECRET: &str = "bench-webhook-secret";
@@ -356,7 +362,7 @@ fn now_micros() -> u128 {
 fn creates(log: &Path) -> anyhow::Result<Vec<u128>> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut stamps: Vec<u128> = Vec::new();
-    if !text.contains("delete") {
+    if !text.contains("delete") && !text.contains("list") {
         let mut run = String::new();
         for ch in text.chars().chain(std::iter::once(' ')) {
             if ch.is_ascii_digit() {
@@ -375,7 +381,7 @@ fn creates(log: &Path) -> anyhow::Result<Vec<u128>> {
                     ts.parse()
                         .with_context(|| format!("calls log {}: line {line:?}", log.display()))?,
                 ),
-                ["delete", _, _] => {}
+                ["delete", _, _] | ["list", _, _] => {}
                 _ => bail!("calls log {}: garbled line {line:?}", log.display()),
             }
         }
@@ -623,6 +629,259 @@ async fn schedule(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// GitHub routes FakeGitHub counts, in table order.
+const ROUTES: &[&str] = &[
+    "generate-jitconfig",
+    "delete-runner",
+    "list-runners",
+    "get-job",
+    "list-runs",
+    "run-jobs",
+    "hooks",
+    "hook-deliveries",
+    "redeliver",
+    "runner-groups",
+    "downloads",
+];
+
+/// One run of the queue bench: calls per minute at steady state.
+struct QueueRun {
+    label: String,
+    github: Vec<(String, f64)>,
+    provider: Vec<(String, f64)>,
+}
+
+/// Provider calls per command in `calls.log` between two instants (µs).
+fn provider_calls(log: &Path, from: u128, to: u128) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(cmd), Some(_), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let at: u128 = at.parse().unwrap_or(0);
+        if (from..to).contains(&at) {
+            *out.entry(cmd.to_owned()).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// 2,000 jobs queued over 100 pools that can never serve them all
+/// (`max_runners = 1`, runners that never come up), on `hangard`: GitHub
+/// calls per route and provider calls per command per minute at steady
+/// state.
+async fn queue_once(
+    root: &Path,
+    label: &str,
+    hangard: &Path,
+    measure: Duration,
+) -> anyhow::Result<QueueRun> {
+    const POOLS: usize = 100;
+    const JOBS: usize = 2_000;
+    let _ = root;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("provider");
+    std::fs::create_dir_all(&state)?;
+    let provider_cfg = dir.path().join("provider.toml");
+    std::fs::write(
+        &provider_cfg,
+        format!("state_dir = \"{}\"\nboot = \"none\"\n", state.display()),
+    )?;
+    // Only keys both builds know; the same file for both. The external
+    // fake provider logs every call of both builds; the in-process one
+    // (`HANGAR_BENCH_PROVIDER=fake`) logs its listings only in builds that
+    // have `list_instances_in`.
+    let in_process = std::env::var("HANGAR_BENCH_PROVIDER").as_deref() == Ok("fake");
+    let provider = if in_process {
+        format!(
+            "[[provider]]\nname = \"ext\"\nkind = \"fake\"\n[provider.fake]\nboot = \"none\"\ncalls_log = \"{}\"\n",
+            state.join("calls.log").display()
+        )
+    } else {
+        format!(
+            "[[provider]]\nname = \"ext\"\nkind = \"external\"\n[provider.external]\nexecutable = \"{}\"\nconfig_file = \"{}\"\n",
+            bin("hangar-fake-provider").display(),
+            provider_cfg.display()
+        )
+    };
+    let extra = format!(
+        r#"
+[scheduler]
+job_recheck_after_secs = 30
+
+[github]
+budget_per_hour = 100000000
+budget_burst = 100000
+
+{provider}
+"#
+    );
+    let create_cmd = if in_process {
+        "create"
+    } else {
+        "CreateInstance"
+    };
+    let port = free_port();
+    let config = write_config(dir.path(), port, &extra);
+    let daemon = Daemon::start_bin(hangard, dir.path(), port, &config, &[]).await?;
+    let api = Api::init(&daemon.url).await?;
+    let gh = hangar_testkit::fake_github::FakeGitHub::start().await;
+    api.add_github(&gh.url()).await?;
+    let repo = api.add_repo("bench", "queue", SECRET).await?;
+    for i in 0..POOLS {
+        api.add_pool(
+            &repo,
+            json!({"provider_name": "ext", "image": "i", "flavor": "f",
+                   "tags": ["self-hosted", format!("q{i}")], "max_runners": 1,
+                   "runner_bootstrap_timeout": 600}),
+        )
+        .await?;
+    }
+    gh.set_webhook_target(format!("{}/webhooks/{repo}", daemon.url), SECRET);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let gh = gh.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in (w..JOBS).step_by(16) {
+                let label = format!("q{}", j % POOLS);
+                gh.queue_job("bench/queue", &["self-hosted", &label]).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let log = state.join("calls.log");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let creates = provider_calls(&log, 0, u128::MAX)?
+            .get(create_cmd)
+            .copied()
+            .unwrap_or(0);
+        if creates as usize >= POOLS {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{label}: only {creates} of {POOLS} creates after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past the first re-checks and sweeps: steady state.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let before: Vec<u64> = ROUTES.iter().map(|r| gh.calls(r)).collect();
+    let t0 = now_micros();
+    tokio::time::sleep(measure).await;
+    let t1 = now_micros();
+    let per_min = |n: u64| n as f64 * 60.0 / measure.as_secs_f64();
+    let github = ROUTES
+        .iter()
+        .zip(before)
+        .map(|(r, b)| (r.to_string(), per_min(gh.calls(r) - b)))
+        .collect();
+    let provider = provider_calls(&log, t0, t1)?
+        .into_iter()
+        .map(|(c, n)| (c, per_min(n)))
+        .collect();
+    let queued = api
+        .jobs()
+        .await?
+        .iter()
+        .filter(|j| j["status"] == "queued")
+        .count();
+    if queued < JOBS - POOLS {
+        println!("note: {label}: only {queued} jobs still queued");
+    }
+    drop(daemon);
+    Ok(QueueRun {
+        label: label.to_owned(),
+        github,
+        provider,
+    })
+}
+
+/// `HANGAR_BENCH_HANGARDS="before=/path/hangard,after=/path/hangard"`
+/// compares builds, run interleaved `HANGAR_BENCH_ROUNDS` times (default:
+/// this build once); `HANGAR_BENCH_MEASURE_SECS` (default 120) is the window.
+async fn queue(root: &Path) -> anyhow::Result<()> {
+    let builds: Vec<(String, PathBuf)> = match std::env::var("HANGAR_BENCH_HANGARDS") {
+        Ok(v) => v
+            .split(',')
+            .map(|kv| {
+                let (l, p) = kv.split_once('=').context("label=path")?;
+                Ok((l.to_owned(), PathBuf::from(p)))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Err(_) => vec![("this build".into(), bin("hangard"))],
+    };
+    let rounds: usize = std::env::var("HANGAR_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let measure = Duration::from_secs(
+        std::env::var("HANGAR_BENCH_MEASURE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120),
+    );
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        for (label, path) in &builds {
+            let label = if rounds > 1 {
+                format!("{label} #{}", round + 1)
+            } else {
+                label.clone()
+            };
+            runs.push(queue_once(root, &label, path, measure).await?);
+        }
+    }
+    println!(
+        "\n### 2,000 queued jobs over 100 pools (max_runners 1, runners never come up), calls per minute over {} s at steady state\n",
+        measure.as_secs()
+    );
+    let header: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
+    println!("| GitHub route | {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(runs.len()));
+    for (i, route) in ROUTES.iter().enumerate() {
+        let cells: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.1}", r.github[i].1))
+            .collect();
+        if cells.iter().any(|c| c != "0.0") {
+            println!("| {route} | {} |", cells.join(" | "));
+        }
+    }
+    let total: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.1}", r.github.iter().map(|(_, n)| n).sum::<f64>()))
+        .collect();
+    println!("| **all** | {} |", total.join(" | "));
+    let mut commands: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.provider.iter().map(|(c, _)| c.clone()))
+        .collect();
+    commands.sort();
+    commands.dedup();
+    println!("\n| provider command | {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(runs.len()));
+    for c in &commands {
+        let cells: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let n = r
+                    .provider
+                    .iter()
+                    .find(|(k, _)| k == c)
+                    .map_or(0.0, |(_, n)| *n);
+                format!("{n:.1}")
+            })
+            .collect();
+        println!("| {c} | {} |", cells.join(" | "));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo xtask bench` sets HANGAR_BIN_DIR (release binaries) and
@@ -632,6 +891,7 @@ async fn main() -> anyhow::Result<()> {
     match which.as_str() {
         "webhooks" => webhooks(&root).await,
         "schedule" => schedule(&root).await,
+        "queue" => queue(&root).await,
         "all" => {
             webhooks(&root).await?;
             schedule(&root).await

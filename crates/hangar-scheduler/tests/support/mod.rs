@@ -24,6 +24,8 @@ use hangar_testkit::sample;
 #[derive(Debug, Default)]
 pub struct MemoryGitHub {
     state: Mutex<GhState>,
+    /// While set, JIT registrations fail as GitHub's 5xx would.
+    failing_jit: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +67,12 @@ impl MemoryGitHub {
         self.runners().into_iter().find(|r| r.name == name)
     }
 
+    /// Makes every JIT registration fail (a GitHub outage) or work again.
+    pub fn fail_jit(&self, on: bool) {
+        self.failing_jit
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// A runner starts or finishes running a job.
     pub fn set_busy(&self, name: &str, busy: bool) {
         let mut s = self.state.lock().unwrap();
@@ -100,6 +108,9 @@ impl Forge for MemoryGitHub {
         req: &JitRequest,
     ) -> Result<JitConfig, ForgeError> {
         let mut s = self.count("generate_jit_config");
+        if self.failing_jit.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ForgeError::Transient("502 Bad Gateway".into()));
+        }
         if s.runners.values().any(|r| r.name == req.name) {
             return Err(ForgeError::AlreadyExists(format!(
                 "a runner named {} exists",
@@ -271,12 +282,22 @@ impl Harness {
         provider: &Arc<FakeProvider>,
         config: &SchedulerConfig,
     ) -> Scheduler {
+        Self::scheduler_with(store, github, provider.clone(), config)
+    }
+
+    /// [`Self::scheduler`] over any provider named `fake`.
+    pub fn scheduler_with(
+        store: &Store,
+        github: &Arc<MemoryGitHub>,
+        provider: Arc<dyn Provider>,
+        config: &SchedulerConfig,
+    ) -> Scheduler {
         let providers = Providers::builder()
             .backoff(
                 std::time::Duration::from_millis(config.backoff_base_ms),
                 std::time::Duration::from_millis(config.backoff_max_ms),
             )
-            .add("fake", "", provider.clone(), Default::default())
+            .add("fake", "", provider, Default::default())
             .unwrap()
             .build();
         Scheduler::new(SchedulerDeps {
@@ -335,5 +356,86 @@ impl Harness {
         tokio::time::advance(d).await;
         self.scheduler.wake_all();
         self.scheduler.run_until_idle().await;
+    }
+}
+
+/// A provider that answers every create the way a broken one does (an
+/// error, garbage output or exit 1 all reach the scheduler as `Fatal`)
+/// while `failing` is set, and is the fake provider otherwise; it counts
+/// every create call that reached it.
+#[derive(Debug)]
+pub struct BrokenProvider {
+    pub inner: Arc<FakeProvider>,
+    pub failing: std::sync::atomic::AtomicBool,
+    pub create_calls: std::sync::atomic::AtomicU64,
+    pub error: ProviderError,
+}
+
+impl BrokenProvider {
+    pub fn new(inner: Arc<FakeProvider>, error: ProviderError) -> Self {
+        Self {
+            inner,
+            failing: std::sync::atomic::AtomicBool::new(true),
+            create_calls: Default::default(),
+            error,
+        }
+    }
+
+    pub fn creates(&self) -> u64 {
+        self.create_calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn heal(&self) {
+        self.failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Provider for BrokenProvider {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn validate_pool(&self, spec: &PoolSpec) -> Result<(), ProviderError> {
+        self.inner.validate_pool(spec).await
+    }
+
+    async fn create_instance(
+        &self,
+        req: &hangar_core::provider::CreateInstanceRequest,
+    ) -> Result<hangar_core::provider::ProviderInstance, ProviderError> {
+        self.create_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(self.error.clone());
+        }
+        self.inner.create_instance(req).await
+    }
+
+    async fn delete_instance(
+        &self,
+        instance: &hangar_core::provider::InstanceRef,
+    ) -> Result<(), ProviderError> {
+        self.inner.delete_instance(instance).await
+    }
+
+    async fn get_instance(
+        &self,
+        instance: &hangar_core::provider::InstanceRef,
+    ) -> Result<hangar_core::provider::ProviderInstance, ProviderError> {
+        self.inner.get_instance(instance).await
+    }
+
+    async fn list_instances(
+        &self,
+        controller_id: ControllerId,
+        pool_id: PoolId,
+    ) -> Result<Vec<hangar_core::provider::ProviderInstance>, ProviderError> {
+        self.inner.list_instances(controller_id, pool_id).await
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        Ok(())
     }
 }

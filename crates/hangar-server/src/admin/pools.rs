@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hangar_api::{InstanceResponse, PoolCreate, PoolResponse, PoolUpdate};
+use hangar_api::{InstanceResponse, PoolCreate, PoolHealth, PoolResponse, PoolUpdate};
+use hangar_core::policy::Breaker;
 use hangar_core::{EntityId, Labels, Pool, PoolId, PoolSpec, ResourceName, RunnerPrefix};
 use hangar_store::InstanceFilter;
 
@@ -15,7 +16,16 @@ use crate::admin::instance_response;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, JsonBody};
 
-fn response(p: Pool, instance_count: u32) -> PoolResponse {
+fn health(b: Breaker) -> PoolHealth {
+    PoolHealth {
+        state: if b.is_open() { "degraded" } else { "ok" }.into(),
+        consecutive_failures: b.consecutive_failures,
+        last_error: b.last_error,
+        next_attempt_at: b.next_attempt_at,
+    }
+}
+
+fn response(p: Pool, instance_count: u32, breaker: Breaker) -> PoolResponse {
     PoolResponse {
         id: p.id.0,
         entity_id: p.entity_id.0,
@@ -34,6 +44,7 @@ fn response(p: Pool, instance_count: u32) -> PoolResponse {
         priority: p.spec.priority,
         enabled: p.spec.enabled,
         instance_count,
+        health: health(breaker),
         created_at: p.created_at,
         updated_at: p.updated_at,
     }
@@ -49,19 +60,41 @@ pub(crate) async fn list_for(
     entity: Option<EntityId>,
 ) -> ApiResult<Vec<PoolResponse>> {
     let usage: HashMap<_, _> = s.store.pool_usage().await?.into_iter().collect();
+    let mut breakers: HashMap<_, _> = s.store.pool_breakers().await?.into_iter().collect();
     Ok(s.store
         .list_pools(entity)
         .await?
         .into_iter()
         .map(|p| {
             let n = usage.get(&p.id).map(|u| u.live).unwrap_or(0);
-            response(p, n)
+            let b = breakers.remove(&p.id).unwrap_or_default();
+            response(p, n, b)
         })
         .collect())
 }
 
 fn tags(v: &[String]) -> ApiResult<Labels> {
     Labels::from_strs(v).map_err(|e| ApiError::bad_request(format!("tags: {e}")))
+}
+
+/// Refuses pool sizes above `server.max_runners_per_pool`: a runner count
+/// no deployment plausibly wants is a typo, and would let one pool ask a
+/// provider for that many machines.
+pub(crate) fn check_size_limit(spec: &PoolSpec, limit: u32) -> ApiResult<()> {
+    for (field, value) in [
+        ("max_runners", spec.max_runners),
+        ("min_idle_runners", spec.min_idle_runners),
+    ] {
+        if value > limit {
+            return Err(ApiError::bad_request(format!(
+                "{field} {value} is above the limit of {limit} runners per pool"
+            ))
+            .with_details(format!(
+                "server.max_runners_per_pool is {limit}; raise it in hangard's config to allow larger pools"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Core validation, then the provider's (which must exist).
@@ -77,6 +110,19 @@ async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
                 spec.provider_name.as_str(),
                 s.providers.names().join(", ")
             ))
+        })?;
+    // A pool that could never boot is refused, not left to fail every create.
+    entry
+        .provider
+        .can_boot(spec.os_type, spec.os_arch)
+        .map_err(|why| {
+            ApiError::bad_request(format!(
+                "provider {:?} cannot boot {}/{} instances",
+                entry.name,
+                spec.os_type.as_str(),
+                spec.os_arch.as_str()
+            ))
+            .with_details(why)
         })?;
     let mut for_provider = spec.clone();
     for_provider.extra_specs = spec.provider_extra_specs();
@@ -138,12 +184,13 @@ pub(crate) async fn create_for(
         priority: req.priority.unwrap_or(0),
         enabled: req.enabled.unwrap_or(true),
     };
+    check_size_limit(&spec, s.settings.max_runners_per_pool)?;
     validate(s, &spec).await?;
     let pool = s.store.create_pool(entity, &spec).await?;
     tracing::info!(pool.id = %pool.id, entity.id = %entity, provider = %spec.provider_name, "pool created");
     s.refresh_catalog().await?;
     s.scheduler.wake_pool(pool.id);
-    Ok(response(pool, 0))
+    Ok(response(pool, 0, Breaker::default()))
 }
 
 #[utoipa::path(get, path = "/api/v1/pools", tag = "pools",
@@ -162,7 +209,8 @@ pub async fn get(
     let id = parse_pool_id(&id)?;
     let p = s.store.pool(id).await?;
     let n = s.store.pool_usage_of(id).await?.live;
-    Ok(Json(response(p, n)))
+    let b = s.store.pool_breaker(id).await?;
+    Ok(Json(response(p, n, b)))
 }
 
 #[utoipa::path(put, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)), request_body = PoolUpdate,
@@ -176,6 +224,9 @@ pub async fn update(
 ) -> ApiResult<Json<PoolResponse>> {
     let id = parse_pool_id(&id)?;
     let mut spec = s.store.pool(id).await?.spec;
+    // A pool stored above the limit (imported, or the limit lowered since)
+    // can still be changed in other ways; resizing it must respect it.
+    let resized = req.max_runners.is_some() || req.min_idle_runners.is_some();
     if let Some(p) = req.provider_name {
         spec.provider_name = ResourceName::parse(&p)
             .map_err(|e| ApiError::bad_request(format!("provider_name: {e}")))?;
@@ -225,13 +276,17 @@ pub async fn update(
     if let Some(v) = req.enabled {
         spec.enabled = v;
     }
+    if resized {
+        check_size_limit(&spec, s.settings.max_runners_per_pool)?;
+    }
     validate(&s, &spec).await?;
     let p = s.store.update_pool(id, &spec).await?;
     s.scheduler.invalidate_entity(Some(p.entity_id));
     s.refresh_catalog().await?;
     s.scheduler.wake_pool(id);
     let n = s.store.pool_usage_of(id).await?.live;
-    Ok(Json(response(p, n)))
+    // The update closed the breaker.
+    Ok(Json(response(p, n, Breaker::default())))
 }
 
 #[utoipa::path(delete, path = "/api/v1/pools/{id}", tag = "pools", params(("id" = String, Path)),

@@ -42,8 +42,10 @@ fn options(body: &[u8]) -> ApiResult<WebhookInstall> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(WebhookInstall::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid request body").with_details(e.to_string()))
+    serde_json::from_slice(body).map_err(|e| {
+        let details = e.to_string();
+        ApiError::bad_request(crate::error::body_error_summary(&details)).with_details(details)
+    })
 }
 
 struct Hooked {

@@ -52,6 +52,7 @@ pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
             webhook_read_timeout: Duration::from_secs(30),
             version: "test".into(),
             token_ttl: Duration::from_secs(3600),
+            max_runners_per_pool: hangar_server::DEFAULT_MAX_RUNNERS_PER_POOL,
             metrics_hook: None,
         },
         None,

@@ -44,7 +44,8 @@ pub struct PoolUsage {
     /// Instances holding capacity (everything not deleted).
     pub live: u32,
     /// Instances that are or will be a runner free to take a job: not being
-    /// deleted, not failed, runner pending/installing/idle.
+    /// deleted, a failed create to be retried included, runner
+    /// pending/installing/idle.
     pub spare: u32,
     /// Of those, runners already idle.
     pub idle: u32,
@@ -171,6 +172,23 @@ impl Store {
         .await?
         .ok_or_else(|| not_found(name))?;
         Ok((row.get::<i64, _>(0) as u32, row.get::<i64, _>(1) != 0))
+    }
+
+    /// Counts a create attempt that failed before the provider was called
+    /// (the instance is still `pending_create`; `BeginCreate` counts the
+    /// rest), so a pool whose registrations always fail gives up on the
+    /// instance after its attempts like any other failed create. Not a
+    /// status change.
+    pub async fn count_failed_create(&self, name: &InstanceName) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET create_attempts = create_attempts + 1, updated_at = ?
+             WHERE name = ? AND status = 'pending_create'",
+        )
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(self.w())
+        .await?;
+        Ok(())
     }
 
     /// Records the GitHub runner id (registration-token instances learn it

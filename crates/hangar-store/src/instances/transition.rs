@@ -5,6 +5,7 @@
 //! `runner_status`.
 
 use chrono::{DateTime, Utc};
+use hangar_core::provider::CallProcess;
 use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, RunnerStatus};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
@@ -81,7 +82,7 @@ async fn apply(
         Change::BeginCreate { token_hash } => {
             status.check_transition(InstanceStatus::Creating)?;
             q.push(
-                ", status = 'creating', create_attempts = create_attempts + 1, next_attempt_at = NULL, registration_token_at = NULL, token_hash = ",
+                ", status = 'creating', create_attempts = create_attempts + 1, next_attempt_at = NULL, registration_token_at = NULL, create_pid = NULL, create_pid_start = NULL, token_hash = ",
             )
             .push_bind(token_hash.to_vec());
         }
@@ -113,31 +114,71 @@ impl Store {
         Ok(inst)
     }
 
-    /// After a restart, nothing is under way any more: instances caught in
-    /// `creating` go to `error` (their create may or may not have happened;
-    /// the error path cleans up either way) and `deleting` back to
-    /// `pending_delete`. Returns how many were moved.
+    /// After a restart, no delete is under way any more: instances caught
+    /// in `deleting` go back to `pending_delete` (a provider delete is
+    /// idempotent). Instances caught in `creating` stay there: their create
+    /// may still run (an external provider's process outlives hangard), so
+    /// the scheduler settles each first ([`Store::interrupted_creates`]).
+    /// Returns how many were moved.
     pub async fn recover_interrupted(&self) -> Result<u64> {
         let mut tx = self.w().begin().await?;
-        let rows = sqlx::query(
-            "SELECT name, status FROM instances WHERE status IN ('creating', 'deleting')",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query("SELECT name FROM instances WHERE status = 'deleting'")
+            .fetch_all(&mut *tx)
+            .await?;
         let now = now_ms();
         for r in &rows {
             let name = InstanceName::parse(r.get(0)).map_err(corrupt)?;
-            let change = match r.get::<String, _>(1).as_str() {
-                "creating" => Change::Status(
-                    InstanceStatus::Error,
-                    Some("create interrupted by a restart"),
-                ),
-                _ => Change::Status(InstanceStatus::PendingDelete, None),
-            };
-            apply(&mut tx, &name, change, now).await?;
+            apply(
+                &mut tx,
+                &name,
+                Change::Status(InstanceStatus::PendingDelete, None),
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(rows.len() as u64)
+    }
+
+    /// Instances in `creating` with the process their create ran in, when
+    /// it ran in one of its own and it was recorded.
+    pub async fn interrupted_creates(&self) -> Result<Vec<(Instance, Option<CallProcess>)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            super::instance_columns!(),
+            ", create_pid, create_pid_start FROM instances WHERE status = 'creating' ORDER BY created_at, name"
+        ))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let process = match (
+                    r.get::<Option<i64>, _>("create_pid"),
+                    r.get::<Option<i64>, _>("create_pid_start"),
+                ) {
+                    (Some(pid), Some(start)) => Some(CallProcess {
+                        pid: u32::try_from(pid).map_err(corrupt)?,
+                        start_ticks: u64::try_from(start).map_err(corrupt)?,
+                    }),
+                    _ => None,
+                };
+                Ok((instance_from_row(r)?, process))
+            })
+            .collect()
+    }
+
+    /// Records the process a create runs in (while it is `creating`).
+    pub async fn set_create_process(&self, name: &InstanceName, p: CallProcess) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET create_pid = ?, create_pid_start = ?
+             WHERE name = ? AND status = 'creating'",
+        )
+        .bind(i64::from(p.pid))
+        .bind(i64::try_from(p.start_ticks).map_err(corrupt)?)
+        .bind(name.as_str())
+        .execute(self.w())
+        .await?;
+        Ok(())
     }
 
     /// Sets when the next attempt (create retry or delete retry) may happen.

@@ -45,7 +45,7 @@ pub(crate) use needs_step_from_where;
 macro_rules! usage_counts {
     () => {
         "COUNT(*) AS live,
-            coalesce(SUM(CASE WHEN status IN ('pending_create', 'creating', 'running')
+            coalesce(SUM(CASE WHEN status IN ('pending_create', 'creating', 'running', 'error')
                       AND runner_status IN ('pending', 'installing', 'idle') THEN 1 ELSE 0 END), 0) AS spare,
             coalesce(SUM(CASE WHEN status = 'running' AND runner_status = 'idle' THEN 1 ELSE 0 END), 0) AS idle,
             coalesce(SUM(CASE WHEN runner_status = 'active' THEN 1 ELSE 0 END), 0) AS active"

@@ -11,10 +11,17 @@
 //!                                    # "save": keep the bootstrap JSON in
 //!                                    # state_dir/boot/<name>.json, boot nothing
 //! create_delay_ms = 0                # how long each CreateInstance takes
+//! fail_create = "exit1"              # optional: every CreateInstance fails
+//!                                    # once its input is checked and
+//!                                    # create_delay_ms has passed: "exit1"
+//!                                    # (exit 1, a message on stderr) or
+//!                                    # "garbage" (exit 0, an HTML error page)
 //!
-//! # Fault injection: the n-th call of `command` (counted per command in
-//! # state_dir/faults/, from 1) fails when n % every == offset % every,
-//! # at most `times` times. The first rule that applies wins.
+//! # Counted faults (fail_create above is the standing every-create case;
+//! # these fire before the call is looked at). The n-th call of `command`
+//! # (counted per command in state_dir/faults/, from 1) fails when
+//! # n % every == offset % every, at most `times` times. The first rule
+//! # that applies wins.
 //! [[fault]]
 //! command = "CreateInstance"         # or DeleteInstance, ListInstances, …
 //! kind = "error"                     # exit 1 with a message on stderr;
@@ -72,6 +79,18 @@ struct Config {
     create_delay_ms: u64,
     #[serde(default)]
     fault: Vec<FaultRule>,
+    fail_create: Option<FailCreate>,
+}
+
+/// How every create fails, when it is made to (a provider that is broken,
+/// not one with a passing hiccup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FailCreate {
+    /// Exit 1 with a message on stderr, as a provider whose cloud refuses.
+    Exit1,
+    /// Exit 0 with output that is no instance JSON.
+    Garbage,
 }
 
 /// One injected fault (see the module docs).
@@ -497,6 +516,16 @@ fn create(cfg: &Config, env: &Env) -> Result<String, Failure> {
     }
     if cfg.create_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(cfg.create_delay_ms));
+    }
+    match cfg.fail_create {
+        Some(FailCreate::Exit1) => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                "simulated failure: the cloud refused the instance",
+            ));
+        }
+        Some(FailCreate::Garbage) => return Ok("<html>502 Bad Gateway</html>".into()),
+        None => {}
     }
     let inst = Instance {
         provider_id: provider_id_for(&b.name),

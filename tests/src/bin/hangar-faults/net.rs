@@ -19,9 +19,15 @@ fn fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// How many descriptors over its idle count hangard may hold during the
-/// flood: a connection cap bounds them; without one they follow the flood.
-const FD_HEADROOM: usize = 1024;
+/// hangard's `[server] max_connections` in the flood: well under the
+/// flood's sockets, so the cap (idle connections closed first) is what
+/// bounds hangard's descriptors.
+const MAX_CONNECTIONS: u32 = 512;
+
+/// Descriptors hangard may hold over its idle count plus one per allowed
+/// connection: outbound connections to GitHub, provider call pipes, a
+/// connection accepted and not yet counted.
+const FD_SLACK: usize = 64;
 
 /// Thousands of idle sockets: webhooks must still be served, hangard's
 /// descriptors must stay bounded and come back down afterwards.
@@ -31,6 +37,7 @@ pub async fn flood(ctx: &Ctx) -> anyhow::Result<Row> {
     let rig = Rig::start(RigOpts {
         pools: vec![("a", 4)],
         read_timeout_secs: read_timeout,
+        max_connections: Some(MAX_CONNECTIONS),
         ..RigOpts::default()
     })
     .await?;
@@ -61,9 +68,9 @@ pub async fn flood(ctx: &Ctx) -> anyhow::Result<Row> {
     let jobs: BTreeSet<i64> = rig.queue_jobs(n, 2).await.into_iter().collect();
     let slow_answers = rig
         .gh
-        .hook_deliveries()
+        .delivery_attempts()
         .iter()
-        .filter(|d| d.action.as_deref() == Some("queued") && d.duration > 2.0)
+        .filter(|d| d.action == "queued" && d.duration_ms > 2000)
         .count();
     let peak = sampler.await.unwrap_or(0);
     drop(open);
@@ -86,10 +93,14 @@ pub async fn flood(ctx: &Ctx) -> anyhow::Result<Row> {
         Duration::from_secs(60),
     )
     .await;
-    if peak > baseline + FD_HEADROOM {
+    let bound = baseline + MAX_CONNECTIONS as usize + FD_SLACK;
+    if peak > bound {
         row.problems.push(format!(
-            "hangard held {peak} file descriptors for {sockets} idle sockets (idle {baseline}; bound {}): idle connections are not capped",
-            baseline + FD_HEADROOM
+            "hangard held {peak} file descriptors for {sockets} idle sockets (idle {baseline}; bound {bound} = idle + max_connections {MAX_CONNECTIONS} + {FD_SLACK}): the connection cap does not hold"
+        ));
+    } else {
+        row.notes.push(format!(
+            "descriptors stayed within idle + max_connections ({MAX_CONNECTIONS}) + {FD_SLACK} = {bound}"
         ));
     }
     if after > baseline + 32 {

@@ -32,6 +32,14 @@ pub struct RigOpts {
     pub database_url: Option<String>,
     /// Minutes an instance may take to report its runner idle.
     pub bootstrap_timeout_mins: u32,
+    /// Deliver through a repository hook made with GitHub's hooks API
+    /// (listable and redeliverable, so hangard's recovery can find it)
+    /// instead of a plain webhook target.
+    pub repo_hook: bool,
+    /// `[server] max_connections` (hangard's default when `None`).
+    pub max_connections: Option<u32>,
+    /// More TOML appended to hangard's config (whole sections).
+    pub extra_config: String,
 }
 
 impl Default for RigOpts {
@@ -45,6 +53,9 @@ impl Default for RigOpts {
             job_duration: Duration::from_millis(50),
             database_url: None,
             bootstrap_timeout_mins: 20,
+            repo_hook: false,
+            max_connections: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -76,6 +87,8 @@ pub struct Rig {
     pub provider_config: PathBuf,
     pub port: u16,
     pub config: PathBuf,
+    /// The repository hook deliveries go through (with `repo_hook`).
+    pub hook_id: Option<i64>,
     env: Vec<(String, String)>,
     peaks: Arc<Mutex<Peaks>>,
     stop_watch: Arc<AtomicBool>,
@@ -88,6 +101,7 @@ fn hangard_config(dir: &Path, port: u16, opts: &RigOpts, provider_config: &Path)
 bind = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 read_timeout_secs = {read_timeout}
+{max_connections}
 
 [database]
 url = "sqlite://{db}"
@@ -121,7 +135,14 @@ config_file = "{cfg}"
 interface_version = "v0.1.1"
 call_timeout_secs = {timeout}
 max_concurrency = 8
+
+{extra}
 "#,
+        max_connections = opts
+            .max_connections
+            .map(|n| format!("max_connections = {n}"))
+            .unwrap_or_default(),
+        extra = opts.extra_config,
         read_timeout = opts.read_timeout_secs,
         db = dir.join("data/hangar.db").display(),
         level = std::env::var("HANGAR_E2E_LOG").unwrap_or_else(|_| "info".into()),
@@ -167,7 +188,15 @@ impl Rig {
         api.add_github(&gh.url()).await?;
         let (owner, name) = REPO.split_once('/').context("repo")?;
         let repo_id = api.add_repo(owner, name, SECRET).await?;
-        gh.set_webhook_target(format!("{}/webhooks/{repo_id}", daemon.url), SECRET);
+        let webhook_url = format!("{}/webhooks/{repo_id}", daemon.url);
+        // The hook exists before any pool does, so hangard's first
+        // recovery pass (which looks only at entities with pools) finds it.
+        let hook_id = if opts.repo_hook {
+            Some(make_hook(&gh, &webhook_url).await?)
+        } else {
+            gh.set_webhook_target(webhook_url, SECRET);
+            None
+        };
         let mut pools = Vec::new();
         for (label, max) in &opts.pools {
             let id = api
@@ -194,6 +223,7 @@ impl Rig {
             provider_config,
             port,
             config,
+            hook_id,
             env,
             peaks: Arc::default(),
             stop_watch: Arc::new(AtomicBool::new(false)),
@@ -201,6 +231,22 @@ impl Rig {
         };
         rig.watch();
         Ok(rig)
+    }
+
+    /// Redelivers attempt `id` of the rig's hook through GitHub's
+    /// `POST …/hooks/{hook_id}/deliveries/{id}/attempts` (what an
+    /// operator's "Redeliver" does); returns the answer's status.
+    pub async fn redeliver(&self, id: i64) -> anyhow::Result<u16> {
+        let hook = self.hook_id.context("the rig has no repository hook")?;
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/repos/{REPO}/hooks/{hook}/deliveries/{id}/attempts",
+                self.gh.url()
+            ))
+            .bearer_auth("faults")
+            .send()
+            .await?;
+        Ok(r.status().as_u16())
     }
 
     /// Samples the runner count of every pool until the rig is dropped.
@@ -594,4 +640,21 @@ pub fn provider_vms(state: &Path) -> Vec<Vm> {
         });
     }
     out
+}
+
+/// Makes a repository hook for `workflow_job` events at `url` through
+/// GitHub's hooks API; returns its id.
+async fn make_hook(gh: &FakeGitHub, url: &str) -> anyhow::Result<i64> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/repos/{REPO}/hooks", gh.url()))
+        .bearer_auth("faults")
+        .json(
+            &json!({"name": "web", "active": true, "events": ["workflow_job"],
+            "config": {"url": url, "content_type": "json", "secret": SECRET, "insecure_ssl": "0"}}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "creating the hook: {}", r.status());
+    let v: Value = r.json().await?;
+    v["id"].as_i64().context("hook id")
 }

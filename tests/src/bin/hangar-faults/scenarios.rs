@@ -447,11 +447,24 @@ pub async fn github(ctx: &Ctx) -> anyhow::Result<Row> {
 
 /// `queued` deliveries fail (hangard unreachable, or GitHub dropping
 /// them): a fifth of pool `a`'s, and every one of five jobs for pool `b`,
-/// whose jobs no runner of `a` can take. The issue promises all are served.
+/// whose jobs no runner of `a` can take. They go through a repository
+/// hook made with GitHub's hooks API, so GitHub lists each lost one as a
+/// failed attempt (`status_code` 0); only hangard's lost-delivery recovery
+/// (redelivery, or its queued-runs listing) can bring them in — the
+/// harness redelivers nothing. The issue promises all are served.
 pub async fn lost(ctx: &Ctx) -> anyhow::Result<Row> {
     let n = if ctx.short { 30 } else { 100 };
+    // The short run cannot wait the default 90 s between recovery passes
+    // twice over; it runs them every 10 s (the least the config allows).
+    let recovery = if ctx.short {
+        "[recovery]\nredelivery_interval_secs = 10\nqueued_runs_interval_secs = 10\n"
+    } else {
+        ""
+    };
     let rig = Rig::start(RigOpts {
         pools: vec![("a", 4), ("b", 2)],
+        repo_hook: true,
+        extra_config: recovery.to_owned(),
         ..RigOpts::default()
     })
     .await?;
@@ -478,18 +491,18 @@ pub async fn lost(ctx: &Ctx) -> anyhow::Result<Row> {
     rig.gh.clear_delivery_plan();
     let lost = rig
         .gh
-        .hook_deliveries()
+        .delivery_attempts()
         .iter()
-        .filter(|d| d.status_code == 0)
+        .filter(|d| d.action == "queued" && d.status_code == 0)
         .count();
-    // The issue: within 3 minutes with the default config. The short run
-    // cannot wait that long; it gives up sooner.
-    let within = Duration::from_secs(if ctx.short { 60 } else { 200 });
+    // The issue: within 3 minutes with the default config (a pass 3 s
+    // after start, then every 90 s).
+    let within = Duration::from_secs(if ctx.short { 90 } else { 200 });
     let mut row = measure_with(
         &rig,
         "lost deliveries",
         format!(
-            "{lost} of {} `queued` deliveries failed (all 5 of pool b's)",
+            "{lost} of {} `queued` deliveries failed (all 5 of pool b's), through a repository hook",
             n + 5
         ),
         &jobs,
@@ -497,9 +510,19 @@ pub async fn lost(ctx: &Ctx) -> anyhow::Result<Row> {
         None,
     )
     .await;
+    let attempts = rig.gh.delivery_attempts();
+    let redelivered: BTreeSet<&str> = attempts
+        .iter()
+        .filter(|a| a.redelivery && a.action == "queued")
+        .map(|a| a.guid.as_str())
+        .collect();
+    row.notes.push(format!(
+        "hangard's recovery redelivered {} of the {lost} lost deliveries (the rest, if any, it found by listing queued runs)",
+        redelivered.len()
+    ));
     if ctx.short {
         row.notes.push(
-            "short run: lost jobs get 60s, not the 3 minutes the issue allows (the full run waits 200s)".into(),
+            "short run: `[recovery]` passes every 10 s (default 90 s), lost jobs get 90 s; the full run keeps the defaults and waits 200 s".into(),
         );
     }
     Ok(row)
@@ -573,7 +596,7 @@ pub async fn disorder(ctx: &Ctx) -> anyhow::Result<Row> {
     let creates_late = count_lines(&rig, "CreateInstance") - creates_before;
 
     let duplicated = {
-        let d = rig.gh.hook_deliveries();
+        let d = rig.gh.delivery_attempts();
         let guids: BTreeSet<&str> = d.iter().map(|x| x.guid.as_str()).collect();
         d.len() - guids.len()
     };
@@ -717,6 +740,9 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
     let mut rig = Rig::start(RigOpts {
         pools: vec![("a", 3)],
         database_url: Some(format!("sqlite://{}", db.display())),
+        // Failed deliveries are redelivered through the hook's deliveries
+        // API, as an operator (or GitHub's own retry tooling) would.
+        repo_hook: true,
         ..RigOpts::default()
     })
     .await?;
@@ -900,12 +926,16 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
             ));
             break;
         }
-        for d in rig.gh.hook_deliveries() {
-            if pending.contains(&d.job_id)
-                && d.action.as_deref() == Some("queued")
-                && !(200..300).contains(&d.status_code)
-            {
-                rig.gh.redeliver_attempt(d.id).await;
+        // The newest `queued` attempt of each pending job, when it failed.
+        let mut newest: std::collections::BTreeMap<i64, (i64, u16)> = Default::default();
+        for d in rig.gh.delivery_attempts() {
+            if pending.contains(&d.job_id) && d.action == "queued" {
+                newest.insert(d.job_id, (d.id, d.status_code));
+            }
+        }
+        for (id, status) in newest.into_values() {
+            if !(200..300).contains(&status) {
+                rig.redeliver(id).await?;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

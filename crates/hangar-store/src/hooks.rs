@@ -1,0 +1,59 @@
+//! Where lost-delivery recovery has got to: per source of webhook
+//! deliveries, the hook's id (found by its URL) and the newest delivery
+//! already looked at, so each pass reads only newer deliveries.
+
+use sqlx::Row;
+
+use crate::{Result, Store, now_ms};
+
+/// Recovery's place in one hook's deliveries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCursor {
+    /// The hook's id; `None` until found (or for a GitHub App's hook).
+    pub hook_id: Option<i64>,
+    /// The highest delivery id already looked at (0: none yet).
+    pub last_seen: i64,
+}
+
+impl Store {
+    /// The cursor of `source` (`entity:<id>` or `app:<credentials>`).
+    pub async fn delivery_cursor(&self, source: &str) -> Result<Option<DeliveryCursor>> {
+        let row = sqlx::query("SELECT hook_id, last_seen FROM delivery_cursors WHERE source = ?")
+            .bind(source)
+            .fetch_optional(self.r())
+            .await?;
+        Ok(row.map(|r| DeliveryCursor {
+            hook_id: r.get(0),
+            last_seen: r.get(1),
+        }))
+    }
+
+    /// Records the cursor of `source`. The mark never moves back unless
+    /// the hook changed (a new hook's ids start elsewhere).
+    pub async fn set_delivery_cursor(&self, source: &str, cursor: DeliveryCursor) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO delivery_cursors (source, hook_id, last_seen, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (source) DO UPDATE SET
+               last_seen = iif(delivery_cursors.hook_id IS excluded.hook_id,
+                               max(delivery_cursors.last_seen, excluded.last_seen), excluded.last_seen),
+               hook_id = excluded.hook_id,
+               updated_at = excluded.updated_at",
+        )
+        .bind(source)
+        .bind(cursor.hook_id)
+        .bind(cursor.last_seen)
+        .bind(now_ms())
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the cursor of `source` (its hook is gone).
+    pub async fn clear_delivery_cursor(&self, source: &str) -> Result<()> {
+        sqlx::query("DELETE FROM delivery_cursors WHERE source = ?")
+            .bind(source)
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+}
