@@ -145,7 +145,9 @@ fn verify_now(password: &[u8], phc: &str) -> bool {
         return false;
     };
     if parsed.algorithm != Argon2Algorithm::Argon2id.ident()
-        || parsed.version.is_some_and(|v| v != u32::from(Version::V0x13))
+        || parsed
+            .version
+            .is_some_and(|v| v != u32::from(Version::V0x13))
     {
         return false;
     }

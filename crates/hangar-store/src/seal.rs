@@ -183,8 +183,13 @@ mod tests {
         // `argon2id_released` must still open: same algorithm, same bytes.
         let params = Params::new(19 * 1024, 2, 1, Some(32)).unwrap();
         let mut ours = [0u8; 32];
-        argon2id_released(params.clone(), b"a passphrase", b"0123456789abcdef", &mut ours)
-            .unwrap();
+        argon2id_released(
+            params.clone(),
+            b"a passphrase",
+            b"0123456789abcdef",
+            &mut ours,
+        )
+        .unwrap();
         let mut theirs = [0u8; 32];
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(b"a passphrase", b"0123456789abcdef", &mut theirs)

@@ -669,9 +669,17 @@ boot = "none"
     let pid = daemon.pid().context("pid")?;
     let mut rows = Vec::new();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rows.push(("started, empty database", smaps_rollup_kib(pid)?, thread_count(pid)));
+    rows.push((
+        "started, empty database",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
     let api = Api::init(&daemon.url).await?;
-    rows.push(("first run + login", smaps_rollup_kib(pid)?, thread_count(pid)));
+    rows.push((
+        "first run + login",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
     api.post(
         "/api/v1/endpoints",
         json!({"name": "gh", "base_url": "http://127.0.0.1:9", "api_base_url": "http://127.0.0.1:9"}),
@@ -688,13 +696,21 @@ boot = "none"
         json!({"provider_name": "fake", "image": "i", "flavor": "f", "tags": ["self-hosted", "linux"], "max_runners": 2}),
     )
     .await?;
-    rows.push(("+ 1 repo, 1 pool", smaps_rollup_kib(pid)?, thread_count(pid)));
+    rows.push((
+        "+ 1 repo, 1 pool",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
     tokio::time::sleep(SETTLE).await;
     rows.push(("idle 12 s later", smaps_rollup_kib(pid)?, thread_count(pid)));
     // A second login after idling: hashing memory must not come back to stay.
     Api::login(&daemon.url).await?;
     tokio::time::sleep(SETTLE).await;
-    rows.push(("second login, idle 12 s later", smaps_rollup_kib(pid)?, thread_count(pid)));
+    rows.push((
+        "second login, idle 12 s later",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
 
     let bin = hangar_e2e::bin("hangard");
     let size = std::fs::metadata(&bin).map_or(0, |m| m.len());
