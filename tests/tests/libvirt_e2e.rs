@@ -65,12 +65,35 @@ fn leftovers(needle: &str) -> Vec<String> {
     out
 }
 
+/// Removes what an earlier run of the same test left (one killed before
+/// its clean-up), so that this run counts only its own domains.
+fn purge(prefix: &str) {
+    for name in virsh(&["list", "--all", "--name"])
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+    {
+        virsh(&["destroy", name]);
+        virsh(&["undefine", name, "--nvram"]);
+        virsh(&["undefine", name]);
+    }
+    for line in virsh(&["vol-list", POOL]).lines() {
+        if let Some(vol) = line
+            .split_whitespace()
+            .next()
+            .filter(|v| v.starts_with(prefix))
+        {
+            virsh(&["vol-delete", vol, "--pool", POOL]);
+        }
+    }
+}
+
 async fn setup(
     dir: &Path,
     cache: &Path,
     vars: &HashMap<String, String>,
     prefix: &str,
 ) -> (Daemon, Api, FakeGitHub, u16) {
+    purge(prefix);
     let port = free_port();
     let providers = format!(
         r#"
@@ -271,29 +294,33 @@ async fn a_crash_between_define_and_running_leaves_nothing_behind() {
     let config = daemon.config.clone();
     let daemon = Daemon::start(dir.path(), port, &config).await.unwrap();
     let api = Api::login(&daemon.url).await.unwrap_or(api);
-    // The domain made before the crash is found and removed (the instance's
-    // retry cleans it up; an unknown one would be reaped as an orphan).
-    wait_for(
-        Duration::from_secs(120),
-        "the pre-crash domain to be removed",
-        || {
-            let first = first_uuid.clone();
-            async move {
-                let uuids: Vec<String> = virsh(&["list", "--all", "--uuid"])
-                    .lines()
-                    .map(|l| l.trim().to_owned())
-                    .collect();
-                if uuids.contains(&first) {
-                    Err(format!("{first} still defined"))
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    )
-    .await;
-    // The job is still served, on a fresh VM, and then nothing is left.
+    // The domain made before the crash is never raced by a second one: if
+    // it was running it is adopted and serves the job; if it was only
+    // half made it is removed before the create is retried under the same
+    // name. Either way one idle runner comes, and at most one domain per
+    // instance exists meanwhile.
     let inst = instance(&api, "idle").await;
+    let domains: Vec<String> = virsh(&["list", "--all", "--name"])
+        .lines()
+        .filter(|l| l.starts_with("e2e-crash-"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        domains.len(),
+        1,
+        "one domain, not a second create: {domains:?}"
+    );
+    let uuids: Vec<String> = virsh(&["list", "--all", "--uuid"])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect();
+    if uuids.contains(&first_uuid) {
+        assert_eq!(
+            inst["provider_id"].as_str(),
+            Some(first_uuid.as_str()),
+            "the pre-crash domain survives only as the adopted instance"
+        );
+    }
     let name = inst["name"].as_str().unwrap().to_owned();
     run_job_on(&gh, &name, job).await;
     gone(&api, &name).await;

@@ -383,8 +383,10 @@ async fn github_and_provider_faults_are_retried_with_bounds_and_jobs_still_run()
         .iter()
         .map(|i| i["create_attempts"].as_u64().unwrap())
         .sum();
+    // Each instance's create counts once, and each failure once more:
+    // three refused JIT registrations and three failed provider creates.
     assert!(
-        attempts <= all.len() as u64 + 3 + 2,
+        attempts <= all.len() as u64 + 3 + 3,
         "{attempts} create attempts for {} instances",
         all.len()
     );

@@ -36,13 +36,14 @@ fn main() -> ExitCode {
         Some("dev") => dev(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("simulate") => simulate(&args[1..]),
+        Some("dist") => dist(),
         Some("faults") => faults(&args[1..]),
         Some("tidy") => tidy::run(&root()),
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule|queue | simulate [SCENARIO|all] [--seed N] [--dev] | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
+            "usage: cargo xtask <ci | dev | bench webhooks|schedule|queue|idle-rss | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
                 .into(),
         ),
     };
@@ -492,12 +493,63 @@ fn simulate(args: &[String]) -> Result {
     .map_err(|e| format!("{e} (a scenario missed a goal, or the input was bad; see above)"))
 }
 
+/// Release binaries to ship: `target/dist/{hangard,hangar}` without debug
+/// info, each beside a `.debug` file holding it (linked by
+/// `.gnu_debuglink`, so gdb, perf and addr2line find it when it sits next
+/// to the binary or under /usr/lib/debug). `target/release` keeps the
+/// unstripped builds for profiling in place.
+fn dist() -> Result {
+    step("build release binaries");
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "hangar-daemon",
+        "--package",
+        "hangar-cli",
+        "--bins",
+    ]))?;
+    let release = root().join("target/release");
+    let out = root().join("target/dist");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    step(&format!("split debug info into {}", out.display()));
+    for name in ["hangard", "hangar"] {
+        let built = release.join(name);
+        let bin = out.join(name);
+        let debug = out.join(format!("{name}.debug"));
+        run(Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&built)
+            .arg(&debug))?;
+        // --add-gnu-debuglink records the file name and a CRC of the debug
+        // file, so it runs in the output directory with a bare name.
+        run(Command::new("objcopy")
+            .current_dir(&out)
+            // The symbol table stays: panic backtraces name functions.
+            .arg("--strip-debug")
+            .arg(format!("--add-gnu-debuglink={name}.debug"))
+            .arg(&built)
+            .arg(name))?;
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1_048_576.0;
+        eprintln!(
+            "{name}: {:.1} MiB built, {:.1} MiB shipped + {:.1} MiB {name}.debug",
+            size(&built),
+            size(&bin),
+            size(&debug)
+        );
+    }
+    Ok(())
+}
+
 fn bench(args: &[String]) -> Result {
     system_packages()?;
     let which = args.first().map(String::as_str).unwrap_or("all");
-    if !matches!(which, "webhooks" | "schedule" | "queue" | "all") {
+    if !matches!(
+        which,
+        "webhooks" | "schedule" | "queue" | "idle-rss" | "all"
+    ) {
         return Err(format!(
-            "unknown bench {which:?}: use webhooks, schedule, queue or all"
+            "unknown bench {which:?}: use webhooks, schedule, queue, idle-rss or all"
         ));
     }
     step("build release binaries");
@@ -514,10 +566,13 @@ fn bench(args: &[String]) -> Result {
     ]))?;
     step(&format!("bench {which}"));
     let release = root().join("target/release");
+    // HANGAR_BIN_DIR set by the caller measures other hangard/hangar
+    // binaries (an older build, for a before/after in one session).
+    let bins = std::env::var_os("HANGAR_BIN_DIR").map_or_else(|| release.clone(), PathBuf::from);
     run(Command::new(release.join("hangar-bench"))
         .arg(which)
         .current_dir(root())
-        .env("HANGAR_BIN_DIR", &release)
+        .env("HANGAR_BIN_DIR", &bins)
         .env("HANGAR_E2E_LOG", "warn"))
 }
 

@@ -188,9 +188,16 @@ async fn adopt(
         .await;
     let controller = ctx.store.controller_id();
     let problem = match found {
+        // Only an instance that runs (or that the provider is still
+        // bringing up) is adopted: a create cut short can leave a VM that
+        // exists but never started (libvirt: defined, not running), and
+        // adopting that would leave a slot with no runner until its
+        // bootstrap timeout.
         Ok(pi)
-            if pi.status != ProviderInstanceStatus::Error
-                && pi.controller_id.is_none_or(|c| c == controller) =>
+            if matches!(
+                pi.status,
+                ProviderInstanceStatus::Running | ProviderInstanceStatus::Creating
+            ) && pi.controller_id.is_none_or(|c| c == controller) =>
         {
             ctx.store
                 .transition(
@@ -208,6 +215,20 @@ async fn adopt(
             "the provider reports it failed: {}",
             pi.fault.as_deref().unwrap_or("no reason given")
         ),
+        Ok(pi) if pi.controller_id.is_none_or(|c| c == controller) => {
+            // Ours, but half made: remove it so the retry under the same
+            // name starts clean instead of adopting it again.
+            match delete::at_provider(ctx, entry, &iref).await {
+                Ok(()) => format!(
+                    "the provider's instance was left {:?}; deleted it before retrying",
+                    pi.status
+                ),
+                Err(e) => format!(
+                    "the provider's instance was left {:?} and could not be deleted yet: {e}",
+                    pi.status
+                ),
+            }
+        }
         Ok(_) => "the provider's instance of that name belongs to another controller".into(),
         Err(ProviderError::NotFound(_)) => "the provider has no such instance".into(),
         Err(e) => format!("cannot ask the provider: {e}"),

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm as Argon2Algorithm, Params, Version};
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
@@ -58,35 +58,117 @@ struct Claims {
     aud: String,
 }
 
-/// Hashes a password with Argon2id (on a blocking thread: it is meant to be
-/// slow).
-pub async fn hash_password(password: &str) -> ApiResult<String> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::internal("cannot hash the password").with_details(e.to_string()))
-    })
-    .await
-    .map_err(|e| ApiError::internal("password hashing task failed").with_details(e.to_string()))?
+/// The fixed cost of admin password hashes: Argon2id v0x13, 19 MiB
+/// (19456 KiB), 2 passes, 1 lane, 32-byte output — OWASP's recommended
+/// minimum and the `argon2` crate's default, written out so a crate upgrade
+/// cannot change it. Hashes stored before are exactly these
+/// (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+pub const PASSWORD_M_COST_KIB: u32 = 19 * 1024;
+pub const PASSWORD_T_COST: u32 = 2;
+pub const PASSWORD_P_COST: u32 = 1;
+const PASSWORD_OUTPUT_LEN: usize = 32;
+/// A stored hash asking for more memory than this is refused rather than
+/// computed: verifying must not be a way to make the daemon allocate
+/// without bound.
+const MAX_VERIFY_M_COST_KIB: u32 = 256 * 1024;
+
+/// One Argon2 computation at a time: each takes 19 MiB for its duration,
+/// so a burst of logins queues here instead of multiplying the memory.
+static ARGON2_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+fn password_params() -> Params {
+    Params::new(
+        PASSWORD_M_COST_KIB,
+        PASSWORD_T_COST,
+        PASSWORD_P_COST,
+        Some(PASSWORD_OUTPUT_LEN),
+    )
+    .expect("the fixed password cost is valid")
 }
 
+/// Runs `work` on a blocking thread, one at a time (see [`ARGON2_TURN`]).
+async fn argon2_turn<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    // The semaphore is never closed.
+    let _turn = ARGON2_TURN.acquire().await;
+    tokio::task::spawn_blocking(work).await
+}
+
+/// Hashes a password with Argon2id at the fixed cost above, on a blocking
+/// thread (it is meant to be slow) and in memory handed back to the OS
+/// afterwards ([`hangar_store::seal::argon2id_released`]).
+pub async fn hash_password(password: &str) -> ApiResult<String> {
+    let password = password.to_owned();
+    argon2_turn(move || hash_now(password.as_bytes()))
+        .await
+        .map_err(|e| {
+            ApiError::internal("password hashing task failed").with_details(e.to_string())
+        })?
+        .map_err(|e| ApiError::internal("cannot hash the password").with_details(e))
+}
+
+fn hash_now(password: &[u8]) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| e.to_string())?;
+    let params = password_params();
+    let mut out = [0u8; PASSWORD_OUTPUT_LEN];
+    hangar_store::seal::argon2id_released(params.clone(), password, salt_bytes, &mut out)
+        .map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: Argon2Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against a stored PHC string. Only Argon2id v0x13
+/// hashes (what [`hash_password`] writes) verify; their own cost is used,
+/// up to [`MAX_VERIFY_M_COST_KIB`].
 pub async fn verify_password(password: &str, hash: &str) -> bool {
     let password = password.to_owned();
     let hash = hash.to_owned();
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    argon2_turn(move || verify_now(password.as_bytes(), &hash))
+        .await
+        .unwrap_or(false)
+}
+
+fn verify_now(password: &[u8], phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    if parsed.algorithm != Argon2Algorithm::Argon2id.ident()
+        || parsed
+            .version
+            .is_some_and(|v| v != u32::from(Version::V0x13))
+    {
+        return false;
+    }
+    let (Ok(params), Some(salt), Some(expected)) =
+        (Params::try_from(&parsed), parsed.salt, parsed.hash)
+    else {
+        return false;
+    };
+    if params.m_cost() > MAX_VERIFY_M_COST_KIB {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    if hangar_store::seal::argon2id_released(params, password, salt_bytes, &mut out).is_err() {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    Output::new(&out).is_ok_and(|computed| computed == expected)
 }
 
 /// Checks a new password against the policy.
@@ -337,6 +419,47 @@ mod tests {
         assert!(verify_password("correct horse battery", &a).await);
         assert!(!verify_password("wrong horse battery", &a).await);
         assert!(!verify_password("x", "not a hash").await);
+        assert!(
+            a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "the documented fixed cost: {a}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_stay_compatible_with_the_argon2_crate() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // A hash written before (by `Argon2::default()`) still verifies …
+        let salt = SaltString::generate(&mut OsRng);
+        let old = argon2::Argon2::default()
+            .hash_password(b"an older password", &salt)
+            .unwrap()
+            .to_string();
+        assert!(old.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password("an older password", &old).await);
+        assert!(!verify_password("an older passwore", &old).await);
+        // … and ours verifies with the crate's own verifier.
+        let ours = hash_password("a newer password").await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            argon2::Argon2::default()
+                .verify_password(b"a newer password", &parsed)
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn other_algorithms_and_huge_costs_are_refused() {
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::generate(&mut OsRng);
+        let small = Params::new(1024, 1, 1, None).unwrap();
+        let argon2i = argon2::Argon2::new(Argon2Algorithm::Argon2i, Version::V0x13, small)
+            .hash_password(b"a password here", &salt)
+            .unwrap()
+            .to_string();
+        assert!(!verify_password("a password here", &argon2i).await);
+        let huge = "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(!verify_password("a password here", huge).await);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub enum StoreError {
     #[error("cannot seal or open a secret: {0}")]
     Seal(#[from] SealError),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -179,6 +179,17 @@ impl Store {
             .min_connections(1)
             .acquire_timeout(opts.acquire_timeout)
             .test_before_acquire(false)
+            .before_acquire(|_, _| {
+                Box::pin(async {
+                    let suspect = WRITER_SUSPECT.swap(false, std::sync::atomic::Ordering::SeqCst);
+                    if suspect {
+                        tracing::warn!(
+                            "a write failed at the file (full, read-only, I/O): opening a fresh writer connection"
+                        );
+                    }
+                    Ok(!suspect)
+                })
+            })
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(base.clone().create_if_missing(true))
@@ -328,5 +339,36 @@ pub(crate) fn map_constraint(e: sqlx::Error, unique: &str, foreign: &str) -> Sto
             return StoreError::Conflict(foreign.to_owned());
         }
     }
-    StoreError::Database(e)
+    StoreError::from(e)
+}
+
+/// Set when SQLite failed in a way that can leave the writer connection's
+/// transaction state unknown (disk full, I/O error, read-only file…): a
+/// COMMIT refused for want of space may or may not have rolled back, and
+/// sqlx's own bookkeeping of it can then disagree with SQLite's. The write
+/// pool's `before_acquire` sees the flag and closes the connection, which
+/// rolls back whatever it still held, so the next write starts on a clean
+/// connection instead of piling acknowledged writes into a transaction that
+/// never commits.
+static WRITER_SUSPECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// SQLite's primary result codes after which a connection is not trusted:
+/// BUSY, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN.
+const UNTRUSTED_CODES: [i64; 7] = [5, 7, 8, 10, 11, 13, 14];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let untrusted = match &e {
+            sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|c| UNTRUSTED_CODES.contains(&(c & 0xff))),
+            sqlx::Error::Io(_) => true,
+            _ => false,
+        };
+        if untrusted {
+            WRITER_SUSPECT.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        StoreError::Database(e)
+    }
 }

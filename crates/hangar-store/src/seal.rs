@@ -7,7 +7,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use hangar_core::Secret;
 use rand::RngCore;
 
@@ -31,6 +31,41 @@ pub enum SealError {
     Kdf(String),
 }
 
+/// Allocations of at least this many bytes are always served by `mmap` and
+/// given back to the OS on free by glibc's malloc: its mmap threshold
+/// rises with every large block freed, but never above 32 MiB on 64-bit
+/// targets (`DEFAULT_MMAP_THRESHOLD_MAX`). Below it, a 19 MiB Argon2 block
+/// freed once raises the threshold, and the next one comes from (and stays
+/// in) the arena of whichever thread ran it.
+const RELEASED_ALLOC_BYTES: usize = 33 << 20;
+
+/// Runs Argon2id (v0x13) with `params` into `out`, in memory that is
+/// returned to the OS when it finishes.
+///
+/// The working memory (`params.block_count()` KiB, all of it written) sits
+/// in an allocation reserved large enough that the allocator maps it on its
+/// own and unmaps it on free; the reserved tail is never touched, so it
+/// costs address space, not RSS. Every Argon2 computation in Hangar (this
+/// key derivation and the admin password hashes) goes through here, so
+/// none of them leaves its buffer in the daemon's resident memory.
+pub fn argon2id_released(
+    params: Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    let blocks = params.block_count();
+    let reserve = blocks.max(RELEASED_ALLOC_BYTES / Block::SIZE);
+    let mut memory: Vec<Block> = Vec::with_capacity(reserve);
+    memory.resize(blocks, Block::default());
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into_with_memory(
+        password,
+        salt,
+        out,
+        &mut memory,
+    )
+}
+
 /// Seals and opens secrets with one derived key.
 pub struct Sealer {
     cipher: Aes256Gcm,
@@ -52,8 +87,7 @@ impl Sealer {
         let params =
             Params::new(19 * 1024, 2, 1, Some(32)).map_err(|e| SealError::Kdf(e.to_string()))?;
         let mut key = [0u8; 32];
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(passphrase.expose().as_bytes(), salt, &mut key)
+        argon2id_released(params, passphrase.expose().as_bytes(), salt, &mut key)
             .map_err(|e| SealError::Kdf(e.to_string()))?;
         let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| SealError::Kdf(e.to_string()))?;
         Ok(Self { cipher })
@@ -141,6 +175,35 @@ mod tests {
         assert_ne!(a, b, "every seal uses a fresh nonce");
         assert_eq!(s.open("p", &a).unwrap(), b"ghp_token");
         assert!(!a.windows(9).any(|w| w == b"ghp_token"));
+    }
+
+    #[test]
+    fn released_memory_derives_the_same_key_as_the_crate() {
+        // Databases sealed before the key derivation moved to
+        // `argon2id_released` must still open: same algorithm, same bytes.
+        let params = Params::new(19 * 1024, 2, 1, Some(32)).unwrap();
+        let mut ours = [0u8; 32];
+        argon2id_released(
+            params.clone(),
+            b"a passphrase",
+            b"0123456789abcdef",
+            &mut ours,
+        )
+        .unwrap();
+        let mut theirs = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(b"a passphrase", b"0123456789abcdef", &mut theirs)
+            .unwrap();
+        assert_eq!(ours, theirs);
+        // Larger than the reserve: the buffer grows to fit.
+        let big = Params::new(40 * 1024, 1, 1, Some(32)).unwrap();
+        let mut a = [0u8; 32];
+        argon2id_released(big.clone(), b"pw", b"0123456789abcdef", &mut a).unwrap();
+        let mut b = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, big)
+            .hash_password_into(b"pw", b"0123456789abcdef", &mut b)
+            .unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

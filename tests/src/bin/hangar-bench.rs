@@ -19,6 +19,11 @@
 //!   per minute by route (FakeGitHub's counters) and provider calls per
 //!   minute by command (the provider's calls log) at steady state; several
 //!   `hangard` builds compared, interleaved (`HANGAR_BENCH_HANGARDS`).
+//! - `idle-rss`: resident memory of hangard, from `/proc/PID/smaps_rollup`
+//!   (all, anonymous, file-backed), after start with an empty database,
+//!   after first run + login, and idle with 1 repo + 1 pool once the
+//!   blocking threads have timed out. `HANGAR_BIN_DIR` picks the binaries,
+//!   so older builds can be measured in the same session.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -882,6 +887,117 @@ async fn queue(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resident memory of a process in KiB from `/proc/PID/smaps_rollup`:
+/// (all, anonymous, file-backed incl. shared memory).
+fn smaps_rollup_kib(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = text
+            .lines()
+            .find(|l| l.split(':').next() == Some(name))
+            .with_context(|| format!("{name} in smaps_rollup"))?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .with_context(|| format!("{name} value"))?
+            .parse()?)
+    };
+    let rss = field("Rss")?;
+    let anon = field("Anonymous")?;
+    Ok((rss, anon, rss.saturating_sub(anon)))
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+async fn idle_rss() -> anyhow::Result<()> {
+    // tokio lets an idle blocking thread go after 10 s; idle means after.
+    const SETTLE: Duration = Duration::from_secs(12);
+    let dir = tempfile::tempdir()?;
+    let extra = r#"
+[[provider]]
+name = "fake"
+kind = "fake"
+[provider.fake]
+boot = "none"
+"#;
+    let port = free_port();
+    let config = write_config(dir.path(), port, extra);
+    let daemon = Daemon::start(dir.path(), port, &config).await?;
+    let pid = daemon.pid().context("pid")?;
+    let mut rows = Vec::new();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rows.push((
+        "started, empty database",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
+    let api = Api::init(&daemon.url).await?;
+    rows.push((
+        "first run + login",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
+    api.post(
+        "/api/v1/endpoints",
+        json!({"name": "gh", "base_url": "http://127.0.0.1:9", "api_base_url": "http://127.0.0.1:9"}),
+    )
+    .await?;
+    api.post(
+        "/api/v1/credentials",
+        json!({"name": "gh", "endpoint": "gh", "auth_type": "pat", "pat_oauth_token": "unused"}),
+    )
+    .await?;
+    let repo = api.add_repo("bench", "app", SECRET).await?;
+    api.add_pool(
+        &repo,
+        json!({"provider_name": "fake", "image": "i", "flavor": "f", "tags": ["self-hosted", "linux"], "max_runners": 2}),
+    )
+    .await?;
+    rows.push((
+        "+ 1 repo, 1 pool",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
+    tokio::time::sleep(SETTLE).await;
+    rows.push(("idle 12 s later", smaps_rollup_kib(pid)?, thread_count(pid)));
+    // A second login after idling: hashing memory must not come back to stay.
+    Api::login(&daemon.url).await?;
+    tokio::time::sleep(SETTLE).await;
+    rows.push((
+        "second login, idle 12 s later",
+        smaps_rollup_kib(pid)?,
+        thread_count(pid),
+    ));
+
+    let bin = hangar_e2e::bin("hangard");
+    let size = std::fs::metadata(&bin).map_or(0, |m| m.len());
+    println!(
+        "\n## Idle RSS ({}, {:.1} MiB on disk; smaps_rollup)\n",
+        bin.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    println!("| moment | RSS MiB | anonymous MiB | file-backed MiB | threads |");
+    println!("|---|---|---|---|---|");
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (moment, (rss, anon, file), threads) in &rows {
+        println!(
+            "| {moment} | {:.1} | {:.1} | {:.1} | {threads} |",
+            mib(*rss),
+            mib(*anon),
+            mib(*file)
+        );
+    }
+    const GOAL_MIB: f64 = 25.0;
+    let idle = rows[3].1.0 as f64 / 1024.0;
+    println!(
+        "\nidle RSS with 1 repo + 1 pool after the first login {idle:.1} MiB vs ≤ {GOAL_MIB:.0} MiB: {}",
+        verdict(idle <= GOAL_MIB)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo xtask bench` sets HANGAR_BIN_DIR (release binaries) and
@@ -892,7 +1008,9 @@ async fn main() -> anyhow::Result<()> {
         "webhooks" => webhooks(&root).await,
         "schedule" => schedule(&root).await,
         "queue" => queue(&root).await,
+        "idle-rss" => idle_rss().await,
         "all" => {
+            idle_rss().await?;
             webhooks(&root).await?;
             schedule(&root).await
         }
