@@ -108,13 +108,53 @@ pub(crate) fn spawn_delete(ctx: &Arc<Ctx>, name: InstanceName, pool: Pool) -> bo
 
 /// What happens after a step: the single place that records a retry's
 /// time or retires an instance given up on; then the pool is woken.
+///
+/// A create whose end could not be written (the database full, read-only
+/// or failing) leaves its instance in `creating`, which no reconcile moves:
+/// the step's claim is kept and the instance is settled as after a restart
+/// (adopted if the provider has it, else retried under its name) once the
+/// database takes writes again, with a growing pause between tries.
 pub(crate) async fn settle(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     name: &InstanceName,
     pool: &Pool,
     kind: StepKind,
     outcome: Result<Outcome, SchedulerError>,
 ) {
+    let (mut kind, mut outcome) = (kind, outcome);
+    let mut tries = 0;
+    loop {
+        if settle_once(ctx, name, pool, kind, outcome).await
+            || !matches!(kind, StepKind::Create | StepKind::Recover)
+        {
+            return;
+        }
+        tries += 1;
+        let wait = ctx.backoff(tries);
+        tracing::warn!(instance.name = %name, retry_in_ms = wait.as_millis() as u64, "the end of a create was not recorded; settling it again");
+        tokio::time::sleep(wait).await;
+        outcome = match ctx.store.instance(name).await {
+            Ok(inst) if inst.status == InstanceStatus::Creating => {
+                create::recover(ctx, inst, None).await
+            }
+            Ok(_) => {
+                ctx.queue.wake(pool.id);
+                return;
+            }
+            Err(e) => Err(e.into()),
+        };
+        kind = StepKind::Recover;
+    }
+}
+
+/// One try of [`settle`]: whether what the step did is now recorded.
+async fn settle_once(
+    ctx: &Ctx,
+    name: &InstanceName,
+    pool: &Pool,
+    kind: StepKind,
+    outcome: Result<Outcome, SchedulerError>,
+) -> bool {
     let op = kind.as_str();
     let outcome = match outcome {
         Ok(o) => o,
@@ -125,7 +165,7 @@ pub(crate) async fn settle(
             tracing::error!(instance.name = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "{op} step failed");
             ctx.queue
                 .wake_at(pool.id, tokio::time::Instant::now() + wait);
-            return;
+            return false;
         }
     };
     let recorded = match &outcome {
@@ -154,9 +194,14 @@ pub(crate) async fn settle(
         }
     };
     if let Err(e) = recorded {
-        tracing::error!(instance.name = %name, error = %e, "cannot record the outcome of a {op}");
+        let wait = ctx.backoff(1);
+        tracing::error!(instance.name = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot record the outcome of a {op}");
+        ctx.queue
+            .wake_at(pool.id, tokio::time::Instant::now() + wait);
+        return false;
     }
     ctx.queue.wake(pool.id);
+    true
 }
 
 /// A create succeeded: the pool's breaker closes (its waiting creates may

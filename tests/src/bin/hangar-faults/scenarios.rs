@@ -743,6 +743,10 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
         // Failed deliveries are redelivered through the hook's deliveries
         // API, as an operator (or GitHub's own retry tooling) would.
         repo_hook: true,
+        // A VM that booted while the database could not record its JIT
+        // fetch never reports in (the simulated boot does not retry): the
+        // bootstrap timeout replaces it.
+        bootstrap_timeout_mins: 1,
         ..RigOpts::default()
     })
     .await?;
