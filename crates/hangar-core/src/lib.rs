@@ -6,6 +6,7 @@
 //! the outside world is reached through. Nothing in this crate opens a file, a
 //! socket or a database, so every rule can be unit-tested in isolation.
 
+pub mod actions;
 pub mod entity;
 pub mod forge;
 pub mod ids;
@@ -21,6 +22,10 @@ pub mod secret;
 pub mod urls;
 pub mod userdata;
 
+pub use actions::{
+    ActionsService, MessageSession, RemoteScaleSet, ScaleSetJob, ScaleSetJobEvent, ScaleSetMessage,
+    ScaleSetRequest, ScaleSetRunner, ScaleSetStatistics,
+};
 pub use entity::{
     Credentials, CredentialsAuth, Endpoint, Entity, EntityKind, EntityScope, ScopeNameError,
     ScopeRef,
