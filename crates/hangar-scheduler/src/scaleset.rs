@@ -300,6 +300,10 @@ impl ScaleSetListener {
                 ctx.store
                     .set_scale_set_session(&self.id, Some(&session.session_id))
                     .await?;
+                if let Some(stats) = &session.statistics {
+                    ctx.store.set_scale_set_statistics(&self.id, stats).await?;
+                    ctx.queue.wake(ss.pool_id);
+                }
                 let event = if self.connected_before {
                     "reconnected"
                 } else {
