@@ -376,3 +376,78 @@ async fn a_restart_resumes_from_the_last_message_applied() {
     assert_eq!(s.h.actions.session_owner(s.gid), None);
     assert_eq!(s.progress().await.session_id, None);
 }
+
+/// The run loop supervises the listeners: one starts for an enabled scale
+/// set and serves its jobs, it stops (closing its session) when the scale
+/// set is disabled, and shutdown closes whatever session is open.
+#[tokio::test(start_paused = true)]
+async fn the_run_loop_starts_and_stops_listeners() {
+    let mut cfg = config();
+    cfg.recovery.enabled = false;
+    let mut sp = spec(2);
+    sp.tags = Labels::parse_list(NAME).unwrap();
+    let h = Harness::new(cfg, sp).await;
+    let gid = h.actions.add_scale_set(NAME);
+    let id = h
+        .store
+        .attach_scale_set(h.pool.id, NAME, Some(gid))
+        .await
+        .unwrap();
+    let s = Set { h, id, gid };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn({
+        let scheduler = s.h.scheduler.clone();
+        let cancel = cancel.clone();
+        async move { scheduler.run(cancel).await }
+    });
+    s.h.actions.queue_job(s.gid);
+    let within = std::time::Duration::from_secs(600);
+    tokio::time::timeout(within, async {
+        while !s
+            .live()
+            .await
+            .iter()
+            .any(|i| i.status == InstanceStatus::Running)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the job got a runner");
+    assert!(s.h.actions.session_owner(s.gid).is_some());
+
+    // Disabled: its listener stops and closes its session.
+    let mut off = s.h.pool.spec.clone();
+    off.enabled = false;
+    s.h.store.update_pool(s.h.pool.id, &off).await.unwrap();
+    s.h.scheduler.scale_sets_changed();
+    tokio::time::timeout(within, async {
+        while s.h.actions.session_owner(s.gid).is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the session was closed");
+
+    // Enabled again: a new listener, closed at shutdown.
+    s.h.store
+        .update_pool(s.h.pool.id, &s.h.pool.spec)
+        .await
+        .unwrap();
+    s.h.scheduler.scale_sets_changed();
+    tokio::time::timeout(within, async {
+        while s.h.actions.session_owner(s.gid).is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a listener again");
+    cancel.cancel();
+    tokio::time::timeout(within, run)
+        .await
+        .expect("the run loop ends")
+        .unwrap();
+    assert_eq!(s.h.actions.session_owner(s.gid), None);
+    assert_eq!(s.progress().await.session_id, None);
+    assert_eq!(s.h.actions.calls("create_session"), 2);
+}
