@@ -313,6 +313,12 @@ impl Scheduler {
                     ctx.queue.restore_all();
                 }
             }
+            // Scale sets' pools too, whether or not the pool listing
+            // shows them.
+            match ctx.store.scale_set_pool_ids().await {
+                Ok(pools) => pools.into_iter().for_each(|p| ctx.queue.wake(p)),
+                Err(e) => tracing::error!(error = %e, "cannot list scale sets' pools"),
+            }
         }
         let ready = ctx.queue.start_ready(tokio::time::Instant::now());
         for &pool in &ready {
