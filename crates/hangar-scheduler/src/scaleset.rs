@@ -297,6 +297,9 @@ impl ScaleSetListener {
             .await
         {
             Ok(session) => {
+                // Held before anything else is awaited: a step cut short
+                // (shutdown) must still close it.
+                self.session = Some(session.clone());
                 ctx.store
                     .set_scale_set_session(&self.id, Some(&session.session_id))
                     .await?;
@@ -312,7 +315,6 @@ impl ScaleSetListener {
                 ctx.metrics.scale_set_session(&self.id, event);
                 tracing::info!(session.id = %session.session_id, event, "scale set message session open");
                 self.connected_before = true;
-                self.session = Some(session);
                 Ok(None)
             }
             Err(ForgeError::AlreadyExists(why)) => {
