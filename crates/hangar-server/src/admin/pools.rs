@@ -55,6 +55,19 @@ pub(crate) fn parse_pool_id(id: &str) -> ApiResult<PoolId> {
         .map_err(|_| ApiError::not_found(format!("pool {id:?} not found")))
 }
 
+/// A pool the `/pools` routes manage: a scale set's pool is managed
+/// through its scale set, so here it is not found (with a pointer).
+async fn webhook_pool(s: &AppState, id: PoolId) -> ApiResult<Pool> {
+    if let Some(set) = s.store.scale_set_of_pool(id).await? {
+        return Err(ApiError::not_found(format!("pool {id} not found")).with_details(format!(
+            "it carries scale set {:?}; use /api/v1/scalesets/{}",
+            set.spec.name.as_str(),
+            set.id
+        )));
+    }
+    Ok(s.store.pool(id).await?)
+}
+
 pub(crate) async fn list_for(
     s: &AppState,
     entity: Option<EntityId>,
@@ -62,7 +75,7 @@ pub(crate) async fn list_for(
     let usage: HashMap<_, _> = s.store.pool_usage().await?.into_iter().collect();
     let mut breakers: HashMap<_, _> = s.store.pool_breakers().await?.into_iter().collect();
     Ok(s.store
-        .list_pools(entity)
+        .list_webhook_pools(entity)
         .await?
         .into_iter()
         .map(|p| {
@@ -207,7 +220,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<PoolResponse>> {
     let id = parse_pool_id(&id)?;
-    let p = s.store.pool(id).await?;
+    let p = webhook_pool(&s, id).await?;
     let n = s.store.pool_usage_of(id).await?.live;
     let b = s.store.pool_breaker(id).await?;
     Ok(Json(response(p, n, b)))
@@ -223,7 +236,7 @@ pub async fn update(
     JsonBody(req): JsonBody<PoolUpdate>,
 ) -> ApiResult<Json<PoolResponse>> {
     let id = parse_pool_id(&id)?;
-    let mut spec = s.store.pool(id).await?.spec;
+    let mut spec = webhook_pool(&s, id).await?.spec;
     // A pool stored above the limit (imported, or the limit lowered since)
     // can still be changed in other ways; resizing it must respect it.
     let resized = req.max_runners.is_some() || req.min_idle_runners.is_some();
@@ -298,6 +311,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_pool_id(&id)?;
+    webhook_pool(&s, id).await?;
     s.store.delete_pool(id).await?;
     s.refresh_catalog().await?;
     Ok(StatusCode::NO_CONTENT)
