@@ -268,6 +268,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: forge.clone(),
+        actions: None,
         providers: providers.clone(),
         config: SchedulerConfig {
             recovery: config.recovery.clone(),

@@ -32,6 +32,7 @@ pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: forge.clone(),
+        actions: None,
         providers: providers.clone(),
         config: Default::default(),
         urls: urls.clone(),
