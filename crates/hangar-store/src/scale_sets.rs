@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// The scale set a pool carries, if it is a scale set's pool.
-    pub async fn scale_set_of_pool(&self, pool_id: PoolId) -> Result<Option<ScaleSet>> {
+    pub async fn scale_set_by_pool(&self, pool_id: PoolId) -> Result<Option<ScaleSet>> {
         let id: Option<String> = sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = ?")
             .bind(pool_id.to_string())
             .fetch_optional(self.r())

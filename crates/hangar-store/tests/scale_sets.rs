@@ -78,8 +78,8 @@ async fn a_scale_set_is_stored_with_its_pool_and_read_back() {
     assert_eq!(pool.spec, n.spec.pool_spec());
     assert_eq!(pool.spec.tags.to_vec(), vec!["lab-ubuntu".to_owned()]);
     assert_eq!(pool.spec.runner_group.as_deref(), Some("lab"));
-    assert_eq!(store.scale_set_of_pool(s.pool_id).await.unwrap(), Some(s.clone()));
-    assert_eq!(store.scale_set_of_pool(webhook_pool.id).await.unwrap(), None);
+    assert_eq!(store.scale_set_by_pool(s.pool_id).await.unwrap(), Some(s.clone()));
+    assert_eq!(store.scale_set_by_pool(webhook_pool.id).await.unwrap(), None);
 
     assert_eq!(store.scale_set(s.id).await.unwrap(), s);
     assert_eq!(store.list_scale_sets(None).await.unwrap(), vec![s.clone()]);

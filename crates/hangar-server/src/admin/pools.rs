@@ -58,7 +58,7 @@ pub(crate) fn parse_pool_id(id: &str) -> ApiResult<PoolId> {
 /// A pool the `/pools` routes manage: a scale set's pool is managed
 /// through its scale set, so here it is not found (with a pointer).
 async fn webhook_pool(s: &AppState, id: PoolId) -> ApiResult<Pool> {
-    if let Some(set) = s.store.scale_set_of_pool(id).await? {
+    if let Some(set) = s.store.scale_set_by_pool(id).await? {
         return Err(ApiError::not_found(format!("pool {id} not found")).with_details(format!(
             "it carries scale set {:?}; use /api/v1/scalesets/{}",
             set.spec.name.as_str(),
