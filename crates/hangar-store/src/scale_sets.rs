@@ -95,14 +95,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.w().begin().await?;
         refuse_taken_name(&mut tx, new.entity_id, &new.spec, None).await?;
-        insert_pool(
-            &mut tx,
-            pool_id,
-            new.entity_id,
-            &new.spec.pool_spec(),
-            true,
-        )
-        .await?;
+        insert_pool(&mut tx, pool_id, new.entity_id, &new.spec.pool_spec(), true).await?;
         sqlx::query(
             "INSERT INTO scale_sets (id, entity_id, pool_id, name, runner_group, github_id,
                 runner_group_id, state, created_at, updated_at)
@@ -214,19 +207,18 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
         let pool_id: PoolId = row.get::<String, _>("pool_id").parse().map_err(corrupt)?;
-        let entity_id: EntityId = row
-            .get::<String, _>("entity_id")
-            .parse()
-            .map_err(corrupt)?;
+        let entity_id: EntityId = row.get::<String, _>("entity_id").parse().map_err(corrupt)?;
         refuse_taken_name(&mut tx, entity_id, spec, Some(id)).await?;
-        sqlx::query("UPDATE scale_sets SET name = ?, runner_group = ?, updated_at = ? WHERE id = ?")
-            .bind(spec.name.as_str())
-            .bind(&spec.runner_group)
-            .bind(now_ms())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_constraint(e, &unique_name(spec, entity_id), "scale set's entity"))?;
+        sqlx::query(
+            "UPDATE scale_sets SET name = ?, runner_group = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(spec.name.as_str())
+        .bind(&spec.runner_group)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_constraint(e, &unique_name(spec, entity_id), "scale set's entity"))?;
         if !update_pool_row(&mut tx, pool_id, &spec.pool_spec()).await? {
             return Err(StoreError::Corrupt(format!(
                 "scale set {id} has no pool {pool_id}"

@@ -78,8 +78,14 @@ async fn a_scale_set_is_stored_with_its_pool_and_read_back() {
     assert_eq!(pool.spec, n.spec.pool_spec());
     assert_eq!(pool.spec.tags.to_vec(), vec!["lab-ubuntu".to_owned()]);
     assert_eq!(pool.spec.runner_group.as_deref(), Some("lab"));
-    assert_eq!(store.scale_set_by_pool(s.pool_id).await.unwrap(), Some(s.clone()));
-    assert_eq!(store.scale_set_by_pool(webhook_pool.id).await.unwrap(), None);
+    assert_eq!(
+        store.scale_set_by_pool(s.pool_id).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.scale_set_by_pool(webhook_pool.id).await.unwrap(),
+        None
+    );
 
     assert_eq!(store.scale_set(s.id).await.unwrap(), s);
     assert_eq!(store.list_scale_sets(None).await.unwrap(), vec![s.clone()]);
@@ -159,7 +165,10 @@ async fn names_are_unique_per_entity_ignoring_case_and_a_refusal_stores_nothing(
     let mut bad = new(entity.id, "bad");
     bad.spec.min_idle_runners = 9;
     let e = store.create_scale_set(&bad).await.unwrap_err();
-    assert!(matches!(&e, StoreError::Invalid(m) if m.contains("max_runners")), "{e}");
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("max_runners")),
+        "{e}"
+    );
 
     // No half-made pool was left behind by any refusal.
     assert_eq!(store.list_pools(None).await.unwrap().len(), pools_before);
@@ -238,7 +247,11 @@ async fn github_ids_and_state_are_recorded() {
         .unwrap();
     assert_eq!((s2.github_id, s2.runner_group_id), (Some(42), Some(3)));
     store
-        .set_scale_set_state(s.id, ScaleSetState::DeletedOnGithub, Some("404 from GitHub"))
+        .set_scale_set_state(
+            s.id,
+            ScaleSetState::DeletedOnGithub,
+            Some("404 from GitHub"),
+        )
         .await
         .unwrap();
     let s3 = store.scale_set(s.id).await.unwrap();
@@ -252,7 +265,9 @@ async fn github_ids_and_state_are_recorded() {
 
     let missing = ScaleSetId::new_random();
     assert!(matches!(
-        store.set_scale_set_state(missing, ScaleSetState::Error, Some("x")).await,
+        store
+            .set_scale_set_state(missing, ScaleSetState::Error, Some("x"))
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(

@@ -16,7 +16,7 @@ use crate::admin::instance_response;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, JsonBody};
 
-fn health(b: Breaker) -> PoolHealth {
+pub(crate) fn health(b: Breaker) -> PoolHealth {
     PoolHealth {
         state: if b.is_open() { "degraded" } else { "ok" }.into(),
         consecutive_failures: b.consecutive_failures,
@@ -59,11 +59,13 @@ pub(crate) fn parse_pool_id(id: &str) -> ApiResult<PoolId> {
 /// through its scale set, so here it is not found (with a pointer).
 async fn webhook_pool(s: &AppState, id: PoolId) -> ApiResult<Pool> {
     if let Some(set) = s.store.scale_set_by_pool(id).await? {
-        return Err(ApiError::not_found(format!("pool {id} not found")).with_details(format!(
-            "it carries scale set {:?}; use /api/v1/scalesets/{}",
-            set.spec.name.as_str(),
-            set.id
-        )));
+        return Err(
+            ApiError::not_found(format!("pool {id} not found")).with_details(format!(
+                "it carries scale set {:?}; use /api/v1/scalesets/{}",
+                set.spec.name.as_str(),
+                set.id
+            )),
+        );
     }
     Ok(s.store.pool(id).await?)
 }
@@ -111,7 +113,7 @@ pub(crate) fn check_size_limit(spec: &PoolSpec, limit: u32) -> ApiResult<()> {
 }
 
 /// Core validation, then the provider's (which must exist).
-async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
+pub(crate) async fn validate_pool(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
     spec.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let entry = s
@@ -198,7 +200,7 @@ pub(crate) async fn create_for(
         enabled: req.enabled.unwrap_or(true),
     };
     check_size_limit(&spec, s.settings.max_runners_per_pool)?;
-    validate(s, &spec).await?;
+    validate_pool(s, &spec).await?;
     let pool = s.store.create_pool(entity, &spec).await?;
     tracing::info!(pool.id = %pool.id, entity.id = %entity, provider = %spec.provider_name, "pool created");
     s.refresh_catalog().await?;
@@ -292,7 +294,7 @@ pub async fn update(
     if resized {
         check_size_limit(&spec, s.settings.max_runners_per_pool)?;
     }
-    validate(&s, &spec).await?;
+    validate_pool(&s, &spec).await?;
     let p = s.store.update_pool(id, &spec).await?;
     s.scheduler.invalidate_entity(Some(p.entity_id));
     s.refresh_catalog().await?;
