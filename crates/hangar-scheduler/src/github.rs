@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hangar_core::forge::{DeliveryPage, ForgeHook, ForgeJob, HookRef, JitConfig, JitRequest};
 use hangar_core::provider::RunnerTool;
-use hangar_core::{EntityId, Forge, ForgeError, ForgeTarget, JobId, Pool};
+use hangar_core::{ActionsService, EntityId, Forge, ForgeError, ForgeTarget, JobId, Pool};
 use hangar_store::{Store, StoreError};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -35,6 +35,8 @@ type Cached<T> = (Instant, Arc<T>);
 #[derive(Debug)]
 pub(crate) struct GitHub {
     forge: Arc<dyn Forge>,
+    /// The runner scale set API, when hangard serves scale sets.
+    actions: Option<Arc<dyn ActionsService>>,
     store: Store,
     metrics: Arc<Metrics>,
     concurrency: usize,
@@ -85,12 +87,14 @@ impl Bucket {
 impl GitHub {
     pub(crate) fn new(
         forge: Arc<dyn Forge>,
+        actions: Option<Arc<dyn ActionsService>>,
         store: Store,
         metrics: Arc<Metrics>,
         config: &SchedulerConfig,
     ) -> Self {
         Self {
             forge,
+            actions,
             store,
             metrics,
             concurrency: config.github_concurrency.max(1),
@@ -106,6 +110,11 @@ impl GitHub {
             background_per_hour: config.recovery.budget_per_hour,
             buckets: Mutex::default(),
         }
+    }
+
+    /// The runner scale set API, when hangard serves scale sets.
+    pub(crate) fn actions(&self) -> Option<&Arc<dyn ActionsService>> {
+        self.actions.as_ref()
     }
 
     /// The GitHub target of an entity, cached briefly (three queries and

@@ -29,7 +29,9 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hangar_core::{EntityId, Forge, InstanceName, InstanceStatus, JobStatus, PoolId};
+use hangar_core::{
+    ActionsService, EntityId, Forge, InstanceName, InstanceStatus, JobStatus, PoolId,
+};
 use hangar_store::{Change, JobEvent, JobOutcome, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +71,10 @@ pub enum SchedulerError {
 pub struct SchedulerDeps {
     pub store: Store,
     pub forge: Arc<dyn Forge>,
+    /// GitHub's runner scale set API (the listener and scale-set pools'
+    /// runners); `None`: scale sets are not served (their pools' creates
+    /// give up, no listener starts).
+    pub actions: Option<Arc<dyn ActionsService>>,
     pub providers: Providers,
     pub config: SchedulerConfig,
     pub urls: SharedUrls,
@@ -95,6 +101,7 @@ impl Scheduler {
     pub fn new(deps: SchedulerDeps) -> Self {
         let github = github::GitHub::new(
             deps.forge,
+            deps.actions,
             deps.store.clone(),
             deps.metrics.clone(),
             &deps.config,

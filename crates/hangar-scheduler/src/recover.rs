@@ -239,7 +239,7 @@ async fn redelivery_pass(
 ) -> Result<(), SchedulerError> {
     let ctx = &scheduler.ctx;
     let store = &ctx.store;
-    let pools = store.list_pools(None).await?;
+    let pools = store.list_webhook_pools(None).await?;
     let served: HashSet<EntityId> = pools.iter().map(|p| p.entity_id).collect();
     let mut entities = store.list_entities(None).await?;
     rotate(&mut entities, state.rotation);
@@ -495,7 +495,7 @@ async fn queued_runs_pass(
     let ctx = &scheduler.ctx;
     let store = &ctx.store;
     let config = &ctx.config.recovery;
-    let pools = store.list_pools(None).await?;
+    let pools = store.list_webhook_pools(None).await?;
     let served: HashSet<EntityId> = pools.iter().map(|p| p.entity_id).collect();
     let relist = Duration::from_secs(config.run_relist_secs);
     let mut still_queued: HashSet<(EntityId, i64)> = HashSet::new();

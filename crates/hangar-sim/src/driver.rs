@@ -229,6 +229,7 @@ async fn setup(s: &Scenario, world: &Shared) -> anyhow::Result<Setup> {
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: Arc::new(SimGitHub(world.clone())),
+        actions: None,
         providers: providers.build(),
         config: s.scheduler.clone(),
         urls: SharedUrls::new(urls),

@@ -23,6 +23,8 @@ mod instances;
 mod jobs;
 mod pool_state;
 mod pools;
+mod scale_set_queue;
+mod scale_sets;
 pub mod seal;
 mod users;
 
@@ -45,6 +47,8 @@ pub use hooks::DeliveryCursor;
 pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
 pub use pool_state::PoolState;
+pub use scale_set_queue::{AppliedMessage, ListenedScaleSet, PoolScaleSet, desired_runners};
+pub use scale_sets::NewScaleSet;
 pub use seal::{SealError, Sealer};
 pub use users::User;
 

@@ -303,6 +303,7 @@ impl Harness {
         Scheduler::new(SchedulerDeps {
             store: store.clone(),
             forge: github.clone(),
+            actions: None,
             providers,
             config: config.clone(),
             urls: SharedUrls::new(Urls::derive("http://127.0.0.1:1", None, None, None)),

@@ -20,6 +20,7 @@ mod transition;
 mod work;
 
 pub use transition::Change;
+pub(crate) use transition::apply_if_legal;
 pub(crate) use work::{needs_step_from_where, usage_counts, usage_select};
 
 /// A reservation request.

@@ -104,6 +104,21 @@ async fn apply(
     instance_from_row(&row)
 }
 
+/// [`apply`], when core's tables allow the change from where the instance
+/// is now; `None` (nothing written) when they do not.
+pub(crate) async fn apply_if_legal(
+    conn: &mut SqliteConnection,
+    name: &InstanceName,
+    change: Change<'_>,
+    now: i64,
+) -> Result<Option<Instance>> {
+    match apply(conn, name, change, now).await {
+        Ok(i) => Ok(Some(i)),
+        Err(crate::StoreError::Transition(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Store {
     /// Makes one status change, if core's tables allow it from where the
     /// instance is now (else [`crate::StoreError::Transition`]).
