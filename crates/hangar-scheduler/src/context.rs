@@ -50,6 +50,9 @@ pub(crate) struct Ctx {
     pub tasks: TaskTracker,
     /// Instances with a create or delete step under way.
     in_flight: Mutex<HashSet<InstanceName>>,
+    /// Wakes the scale set listeners' supervisor (a scale set was created,
+    /// changed or deleted).
+    pub scale_sets_changed: tokio::sync::Notify,
 }
 
 /// Holds an instance's place in the in-flight set; released on drop,
@@ -89,6 +92,7 @@ impl Ctx {
             queue: PoolQueue::default(),
             tasks: TaskTracker::new(),
             in_flight: Mutex::default(),
+            scale_sets_changed: tokio::sync::Notify::new(),
         }
     }
 

@@ -15,7 +15,7 @@ use hangar_core::userdata::{self, UserdataParams};
 use hangar_core::{
     ForgeError, ForgeTarget, Instance, InstanceStatus, Pool, ProviderError, Secret, entity_web_url,
 };
-use hangar_store::{Change, StoreError};
+use hangar_store::{Change, PoolScaleSet, StoreError};
 use rand::RngCore;
 
 use crate::SchedulerError;
@@ -69,13 +69,20 @@ pub(crate) async fn run(
         Err(e) => return Ok(Outcome::RetryAfter(ctx.backoff(attempt), e.to_string())),
     };
 
-    // 1. Register the runner on GitHub (once per instance).
-    let jit = entry.provider.jit_enabled();
-    if jit
-        && inst.runner_id.is_none()
-        && let Some(stop) = register_runner(ctx, &inst, pool, &target).await?
-    {
-        return Ok(stop);
+    // 1. Register the runner on GitHub (once per instance): a scale set's
+    // through the Actions service (always JIT), any other pool's through
+    // the REST API when its provider boots JIT runners.
+    let scale_set = ctx.store.scale_set_of_pool(pool.id).await?;
+    let jit = scale_set.is_some() || entry.provider.jit_enabled();
+    if inst.runner_id.is_none() {
+        let stop = match &scale_set {
+            Some(ss) => register_scale_set_runner(ctx, &inst, ss, &target).await?,
+            None if jit => register_runner(ctx, &inst, pool, &target).await?,
+            None => None,
+        };
+        if let Some(stop) = stop {
+            return Ok(stop);
+        }
     }
 
     // 2. The provider's turn (its gate may have closed meanwhile).
@@ -125,6 +132,12 @@ pub(crate) async fn run(
     {
         let secs = (ctx.now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
         ctx.metrics.time_to_create_seconds.observe(secs);
+    }
+    if let Some(ss) = &scale_set
+        && let Ok(Some(seen)) = ctx.store.serve_scale_set_job(pool.id).await
+    {
+        let secs = (ctx.now() - seen).num_milliseconds().max(0) as f64 / 1000.0;
+        ctx.metrics.scale_set_time_to_create(&ss.id, secs);
     }
     tracing::info!(provider = %entry.name, image = %pool.spec.image, flavor = %pool.spec.flavor, "creating instance");
     let timeout = entry.provider.create_timeout();
@@ -365,6 +378,62 @@ async fn register_runner(
             return Ok(Some(stop(e)));
         }
         result = ctx.github.generate_jit_config(target, &req).await;
+    }
+    let jit = match result {
+        Ok(j) => j,
+        Err(e) => return Ok(Some(stop(e))),
+    };
+    ctx.store
+        .set_instance_jit(&inst.name, jit.runner_id, &jit.encoded_jit_config)
+        .await?;
+    Ok(None)
+}
+
+/// Registers a runner of the pool's scale set on the Actions service,
+/// named after the instance, and seals its JIT config into the instance
+/// row. `Some` when the create must stop here.
+async fn register_scale_set_runner(
+    ctx: &Ctx,
+    inst: &Instance,
+    ss: &PoolScaleSet,
+    target: &ForgeTarget,
+) -> Result<Option<Outcome>, SchedulerError> {
+    let attempt = inst.create_attempts.max(1);
+    let stop = |e: ForgeError| -> Outcome {
+        if e.is_retryable() || matches!(e, ForgeError::AlreadyExists(_)) {
+            Outcome::RetryAfter(forge_delay(ctx, &e, attempt), e.to_string())
+        } else {
+            Outcome::GiveUp(e.to_string())
+        }
+    };
+    let Some(scale_set_id) = ss.github_id else {
+        return Ok(Some(Outcome::RetryAfter(
+            ctx.backoff(attempt),
+            "the scale set does not exist on GitHub yet".into(),
+        )));
+    };
+    let name = inst.name.as_str();
+    let mut result = ctx
+        .github
+        .scale_set_jit_config(target, scale_set_id, name)
+        .await;
+    if let Err(ForgeError::AlreadyExists(_)) = &result {
+        // An earlier attempt registered this name and its answer was lost:
+        // replace that registration.
+        tracing::info!(instance.name = %inst.name, "scale set runner name already registered; replacing it");
+        match ctx.github.scale_set_runner_by_name(target, name).await {
+            Ok(Some(old)) => {
+                if let Err(e) = ctx.github.scale_set_delete_runner(target, old.id).await {
+                    return Ok(Some(stop(e)));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Ok(Some(stop(e))),
+        }
+        result = ctx
+            .github
+            .scale_set_jit_config(target, scale_set_id, name)
+            .await;
     }
     let jit = match result {
         Ok(j) => j,

@@ -56,10 +56,11 @@ pub(crate) async fn run(
     if inst.status != InstanceStatus::PendingDelete {
         return Ok(Outcome::Done);
     }
-    // 1. The runner.
+    // 1. The runner (a scale set's from the Actions service).
+    let scale_set = ctx.store.scale_set_of_pool(pool.id).await?.is_some();
     match ctx.github.target(pool.entity_id).await {
         Ok(target) => {
-            if let Some(stop) = remove_runner(ctx, &inst, &target).await? {
+            if let Some(stop) = remove_runner(ctx, &inst, &target, scale_set).await? {
                 return Ok(stop);
             }
         }
@@ -197,6 +198,7 @@ async fn remove_runner(
     ctx: &Ctx,
     inst: &Instance,
     target: &ForgeTarget,
+    scale_set: bool,
 ) -> Result<Option<Outcome>, SchedulerError> {
     let retry = |e: &ForgeError, what: &str| {
         Some(Outcome::RetryAfter(
@@ -206,6 +208,17 @@ async fn remove_runner(
     };
     let runner_id = match inst.runner_id {
         Some(id) => Some(id),
+        // A scale set's runner whose registration was not recorded.
+        None if scale_set && inst.create_attempts > 0 => {
+            match ctx
+                .github
+                .scale_set_runner_by_name(target, inst.name.as_str())
+                .await
+            {
+                Ok(r) => r.map(|r| r.id),
+                Err(e) => return Ok(retry(&e, "finding the scale set runner")),
+            }
+        }
         // Registration-token runners: find it by name.
         None if inst.create_attempts > 0 => match ctx.github.list_runners(target).await {
             Ok(rs) => rs
@@ -219,7 +232,12 @@ async fn remove_runner(
     let Some(id) = runner_id else {
         return Ok(None);
     };
-    match ctx.github.delete_runner(target, id).await {
+    let deleted = if scale_set {
+        ctx.github.scale_set_delete_runner(target, id).await
+    } else {
+        ctx.github.delete_runner(target, id).await
+    };
+    match deleted {
         Ok(()) => {
             // Gone from GitHub: whatever the VM does now, the runner is over.
             ignore_moved(

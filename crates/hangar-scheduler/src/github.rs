@@ -370,6 +370,89 @@ impl GitHub {
         .await
     }
 
+    /// The runner scale set API, or why there is none.
+    fn actions_or_fail(&self) -> Result<&Arc<dyn ActionsService>, ForgeError> {
+        self.actions.as_ref().ok_or_else(|| {
+            ForgeError::Fatal(
+                "hangard has no Actions service client: scale sets are not served".into(),
+            )
+        })
+    }
+
+    /// Registers an ephemeral runner of a scale set (its JIT config).
+    pub(crate) async fn scale_set_jit_config(
+        &self,
+        target: &ForgeTarget,
+        scale_set_id: i64,
+        runner_name: &str,
+    ) -> Result<JitConfig, ForgeError> {
+        let actions = self.actions_or_fail()?;
+        self.call(
+            target,
+            "scale_set_jit_config",
+            actions.generate_jit_config(target, scale_set_id, runner_name, "_work"),
+        )
+        .await
+    }
+
+    pub(crate) async fn scale_set_runner_by_name(
+        &self,
+        target: &ForgeTarget,
+        name: &str,
+    ) -> Result<Option<hangar_core::ScaleSetRunner>, ForgeError> {
+        let actions = self.actions_or_fail()?;
+        self.call(
+            target,
+            "scale_set_runner_by_name",
+            actions.get_runner_by_name(target, name),
+        )
+        .await
+    }
+
+    pub(crate) async fn scale_set_delete_runner(
+        &self,
+        target: &ForgeTarget,
+        runner_id: i64,
+    ) -> Result<(), ForgeError> {
+        let actions = self.actions_or_fail()?;
+        self.call(
+            target,
+            "scale_set_delete_runner",
+            actions.delete_runner(target, runner_id),
+        )
+        .await
+    }
+
+    /// A listener's call made with the entity's credentials (session,
+    /// acquire): through their gate and concurrency limit like any other.
+    pub(crate) async fn listener_call<T>(
+        &self,
+        target: &ForgeTarget,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, ForgeError>>,
+    ) -> Result<T, ForgeError> {
+        self.call(target, op, fut).await
+    }
+
+    /// A call on a session's message queue (long poll, acknowledgement):
+    /// made with the session's own token, so neither the credentials' gate
+    /// nor their concurrency slots apply (a long poll would hold a slot for
+    /// up to a minute); counted like the rest.
+    pub(crate) async fn queue_call<T>(
+        &self,
+        credentials: &str,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, ForgeError>>,
+    ) -> Result<T, ForgeError> {
+        let r = fut.await;
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.metrics.github_call(credentials, op, outcome);
+        r
+    }
+
     /// The id of the pool's runner group, cached per entity and name.
     pub(crate) async fn runner_group(
         &self,

@@ -23,6 +23,7 @@ pub mod providers;
 mod queue;
 mod reconcile;
 mod recover;
+mod scaleset;
 mod sweep;
 mod worker;
 
@@ -46,6 +47,7 @@ pub use providers::{ProviderEntry, Providers};
 pub use queue::RECONCILE_GAP;
 pub use reconcile::PoolReport;
 pub use recover::RecoveryReport;
+pub use scaleset::{ListenStep, ScaleSetListener};
 pub use sweep::SweepReport;
 pub use worker::Outcome;
 
@@ -146,6 +148,19 @@ impl Scheduler {
         self.ctx.queue.wake_all();
     }
 
+    /// A scale set was created, updated, enabled, disabled or deleted: the
+    /// listeners' supervisor looks again now instead of at its next pass.
+    pub fn scale_sets_changed(&self) {
+        self.ctx.scale_sets_changed.notify_one();
+    }
+
+    /// A listener for one scale set, to step by hand (tests, tools); the
+    /// run loop runs its own. Two listeners of one scale set compete for
+    /// its session like two daemons would.
+    pub fn scale_set_listener(&self, scale_set_id: &str) -> ScaleSetListener {
+        ScaleSetListener::new(self.ctx.clone(), scale_set_id.to_owned())
+    }
+
     /// Forgets cached GitHub targets (credentials or entity changed).
     pub fn invalidate_entity(&self, entity: Option<EntityId>) {
         self.ctx.github.invalidate(entity);
@@ -200,6 +215,8 @@ impl Scheduler {
             .recovery
             .enabled
             .then(|| tokio::spawn(recover::run(self.clone(), cancel.clone())));
+        // Listeners end at `cancel`, each closing its message session.
+        let listeners = tokio::spawn(scaleset::supervise(self.clone(), cancel.clone()));
         let mut tick = tokio::time::interval(ctx.config.reconcile_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let sweeping = Arc::new(tokio::sync::Mutex::new(()));
@@ -232,6 +249,7 @@ impl Scheduler {
             // It stops at `cancel`, or after the call in flight.
             let _ = recovery.await;
         }
+        let _ = listeners.await;
         ctx.tasks.close();
         let grace = Duration::from_secs(ctx.config.shutdown_grace_secs);
         if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_err() {

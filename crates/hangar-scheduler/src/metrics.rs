@@ -72,6 +72,21 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleSetLabels {
+    /// The scale set's id in Hangar.
+    pub scale_set: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleSetSessionLabels {
+    pub scale_set: String,
+    /// `created` (first session of a listener), `reconnected` (a new
+    /// session after a lost one), `refreshed` (its queue token renewed),
+    /// `conflict` (the service still holds another listener's session).
+    pub event: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms … ~10 min.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -99,6 +114,16 @@ pub struct Metrics {
     pub pool_breaker_open: Family<PoolLabels, Gauge>,
     /// Failed creates per pool (a refused JIT registration included).
     pub pool_create_failures: Family<PoolLabels, Counter>,
+    /// Scale set queue messages applied to the store.
+    pub scale_set_messages: Family<ScaleSetLabels, Counter>,
+    /// Jobs a scale set's listener acquired.
+    pub scale_set_jobs_acquired: Family<ScaleSetLabels, Counter>,
+    pub scale_set_sessions: Family<ScaleSetSessionLabels, Counter>,
+    /// From a job's `JobAvailable` being applied to the provider create of
+    /// the runner serving it.
+    pub scale_set_time_to_create_seconds: Family<ScaleSetLabels, Histogram, fn() -> Histogram>,
+    /// 1 once the Actions service no longer has the scale set.
+    pub scale_set_deleted_on_github: Family<ScaleSetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -126,6 +151,11 @@ impl Metrics {
             recovery_calls: Family::default(),
             pool_breaker_open: Family::default(),
             pool_create_failures: Family::default(),
+            scale_set_messages: Family::default(),
+            scale_set_jobs_acquired: Family::default(),
+            scale_set_sessions: Family::default(),
+            scale_set_time_to_create_seconds: Family::new_with_constructor(latency_histogram),
+            scale_set_deleted_on_github: Family::default(),
         };
         registry.register(
             "webhooks",
@@ -192,6 +222,31 @@ impl Metrics {
             "pool_create_failures",
             "Failed creates per pool, a refused JIT registration included",
             m.pool_create_failures.clone(),
+        );
+        registry.register(
+            "scale_set_messages_applied",
+            "Scale set queue messages applied to the store, per scale set",
+            m.scale_set_messages.clone(),
+        );
+        registry.register(
+            "scale_set_jobs_acquired",
+            "Jobs acquired from a scale set's queue, per scale set",
+            m.scale_set_jobs_acquired.clone(),
+        );
+        registry.register(
+            "scale_set_sessions",
+            "Scale set message sessions, per scale set and event (created, reconnected, refreshed, conflict)",
+            m.scale_set_sessions.clone(),
+        );
+        registry.register(
+            "scale_set_time_to_create_seconds",
+            "From a scale set job's JobAvailable to the provider create of the runner serving it",
+            m.scale_set_time_to_create_seconds.clone(),
+        );
+        registry.register(
+            "scale_set_deleted_on_github",
+            "1 once the Actions service no longer has the scale set (its listener stopped)",
+            m.scale_set_deleted_on_github.clone(),
         );
         *m.registry.lock().expect("registry lock") = registry;
         m
@@ -269,5 +324,44 @@ impl Metrics {
                 pool: pool.to_string(),
             })
             .inc();
+    }
+
+    fn scale_set_labels(id: &str) -> ScaleSetLabels {
+        ScaleSetLabels {
+            scale_set: id.to_owned(),
+        }
+    }
+
+    pub fn scale_set_message(&self, id: &str) {
+        self.scale_set_messages
+            .get_or_create(&Self::scale_set_labels(id))
+            .inc();
+    }
+
+    pub fn scale_set_acquired(&self, id: &str, n: u64) {
+        self.scale_set_jobs_acquired
+            .get_or_create(&Self::scale_set_labels(id))
+            .inc_by(n);
+    }
+
+    pub fn scale_set_session(&self, id: &str, event: &'static str) {
+        self.scale_set_sessions
+            .get_or_create(&ScaleSetSessionLabels {
+                scale_set: id.to_owned(),
+                event,
+            })
+            .inc();
+    }
+
+    pub fn scale_set_time_to_create(&self, id: &str, seconds: f64) {
+        self.scale_set_time_to_create_seconds
+            .get_or_create(&Self::scale_set_labels(id))
+            .observe(seconds);
+    }
+
+    pub fn scale_set_gone(&self, id: &str) {
+        self.scale_set_deleted_on_github
+            .get_or_create(&Self::scale_set_labels(id))
+            .set(1);
     }
 }

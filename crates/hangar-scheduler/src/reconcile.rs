@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hangar_core::policy::{self, RetireReason, Step, StepRules};
 use hangar_core::{Instance, InstanceName, InstanceStatus, Pool, PoolId};
-use hangar_store::{Change, PoolDemand, PoolUsage};
+use hangar_store::{Change, PoolDemand, PoolUsage, ScaleSetDemand};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
@@ -65,17 +65,30 @@ pub(crate) async fn reconcile(
     };
     let pool = state.pool;
     let mut report = PoolReport::default();
-    let (usage, demand) = if state.instance_work {
+    let mut instance_work = state.instance_work;
+    if state.scale_set.is_some() {
+        // What the scale set's queue said about its runners, again: a
+        // runner still being created when its job completed is retired
+        // now (the listener applied the rest with the message).
+        let (active, retired) = store.settle_scale_set_runners(pool_id).await?;
+        report.marked_active += active;
+        report.retired += retired;
+        instance_work |= retired > 0;
+    }
+    let (usage, demand, scale_set) = if instance_work {
         step_instances(ctx, &pool, now, &mut report).await?;
         // Re-read: the steps above may have changed usage.
         match store.pool_state(pool_id, young_after, now).await? {
-            Some(s) => (s.usage, s.demand),
+            Some(s) => (s.usage, s.demand, s.scale_set),
             None => return Ok(report),
         }
     } else {
-        (state.usage, state.demand)
+        (state.usage, state.demand, state.scale_set)
     };
-    scale(ctx, &pool, usage, demand, &mut report).await?;
+    match scale_set {
+        Some(ss) => scale_to(ctx, &pool, usage, ss, &mut report).await?,
+        None => scale(ctx, &pool, usage, demand, &mut report).await?,
+    }
     if report != PoolReport::default() {
         tracing::debug!(?report, "reconciled");
     }
@@ -222,6 +235,75 @@ fn start_delete(ctx: &Arc<Ctx>, name: &InstanceName, pool: &Pool, report: &mut P
     }
 }
 
+/// A scale set's pool: as many runners, idle and busy, as its scale set
+/// wants (`desired_runners` of the last message applied), never above
+/// `max_runners` (the reservation enforces it too); beyond that, idle
+/// runners are retired, busy ones left to finish.
+async fn scale_to(
+    ctx: &Arc<Ctx>,
+    pool: &Pool,
+    usage: PoolUsage,
+    ss: ScaleSetDemand,
+    report: &mut PoolReport,
+) -> Result<(), SchedulerError> {
+    let desired = if pool.spec.enabled { ss.desired } else { 0 };
+    if ss.serving < desired {
+        let room = pool.spec.max_runners.saturating_sub(usage.live);
+        reserve(ctx, pool, (desired - ss.serving).min(room), report).await?;
+    } else if ss.serving > desired {
+        retire_idle(ctx, pool, ss.serving - desired, report).await?;
+    }
+    Ok(())
+}
+
+/// Reserves `n` instances of the pool and starts their creates.
+async fn reserve(
+    ctx: &Arc<Ctx>,
+    pool: &Pool,
+    n: u32,
+    report: &mut PoolReport,
+) -> Result<(), SchedulerError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let names = (0..n)
+        .map(|_| InstanceName::generate(&pool.spec.runner_prefix, &random_suffix()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SchedulerError::Invalid(e.to_string()))?;
+    let made = ctx
+        .store
+        .reserve_instances(pool.id, pool.spec.provider_name.as_str(), &names)
+        .await?;
+    report.reserved = made.len() as u32;
+    for inst in made {
+        tracing::info!(instance.name = %inst.name, job.id = ?inst.job_id.map(|j| j.0), "reserved instance");
+        if spawn_create(ctx, inst, pool.clone()) {
+            report.creates_started += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Retires up to `excess` idle runners of the pool, oldest first.
+async fn retire_idle(
+    ctx: &Arc<Ctx>,
+    pool: &Pool,
+    excess: u32,
+    report: &mut PoolReport,
+) -> Result<(), SchedulerError> {
+    for inst in ctx.store.idle_instances(pool.id, excess).await? {
+        if ctx.is_in_flight(&inst.name) {
+            continue;
+        }
+        if retire(ctx, &inst.name, "scaled down: not needed").await? {
+            tracing::info!(instance.name = %inst.name, "scaling down idle runner");
+            report.scaled_down += 1;
+            start_delete(ctx, &inst.name, pool, report);
+        }
+    }
+    Ok(())
+}
+
 /// Creates or retires spare runners to match the pool's demand.
 async fn scale(
     ctx: &Arc<Ctx>,
@@ -230,40 +312,13 @@ async fn scale(
     demand: PoolDemand,
     report: &mut PoolReport,
 ) -> Result<(), SchedulerError> {
-    let store = &ctx.store;
     let want = policy::spare_to_create(&pool.spec, demand.queued, demand.queued_young, usage.idle);
     let keep = policy::spare_to_keep(&pool.spec, demand.queued);
     if usage.spare < want {
         let room = pool.spec.max_runners.saturating_sub(usage.live);
-        let n = (want - usage.spare).min(room);
-        if n > 0 {
-            let names = (0..n)
-                .map(|_| InstanceName::generate(&pool.spec.runner_prefix, &random_suffix()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SchedulerError::Invalid(e.to_string()))?;
-            let made = store
-                .reserve_instances(pool.id, pool.spec.provider_name.as_str(), &names)
-                .await?;
-            report.reserved = made.len() as u32;
-            for inst in made {
-                tracing::info!(instance.name = %inst.name, job.id = ?inst.job_id.map(|j| j.0), "reserved instance");
-                if spawn_create(ctx, inst, pool.clone()) {
-                    report.creates_started += 1;
-                }
-            }
-        }
+        reserve(ctx, pool, (want - usage.spare).min(room), report).await?;
     } else if usage.spare > keep {
-        let excess = usage.spare - keep;
-        for inst in store.idle_instances(pool.id, excess).await? {
-            if ctx.is_in_flight(&inst.name) {
-                continue;
-            }
-            if retire(ctx, &inst.name, "scaled down: not needed").await? {
-                tracing::info!(instance.name = %inst.name, "scaling down idle runner");
-                report.scaled_down += 1;
-                start_delete(ctx, &inst.name, pool, report);
-            }
-        }
+        retire_idle(ctx, pool, usage.spare - keep, report).await?;
     }
     Ok(())
 }

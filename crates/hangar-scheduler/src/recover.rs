@@ -239,7 +239,9 @@ async fn redelivery_pass(
 ) -> Result<(), SchedulerError> {
     let ctx = &scheduler.ctx;
     let store = &ctx.store;
-    let pools = store.list_webhook_pools(None).await?;
+    // A scale set's pool gets its jobs from the scale set's queue, never
+    // from a webhook: recovery neither serves it nor matches jobs to it.
+    let pools = webhook_pools(store).await?;
     let served: HashSet<EntityId> = pools.iter().map(|p| p.entity_id).collect();
     let mut entities = store.list_entities(None).await?;
     rotate(&mut entities, state.rotation);
@@ -495,7 +497,9 @@ async fn queued_runs_pass(
     let ctx = &scheduler.ctx;
     let store = &ctx.store;
     let config = &ctx.config.recovery;
-    let pools = store.list_webhook_pools(None).await?;
+    // A scale set's pool gets its jobs from the scale set's queue, never
+    // from a webhook: recovery neither serves it nor matches jobs to it.
+    let pools = webhook_pools(store).await?;
     let served: HashSet<EntityId> = pools.iter().map(|p| p.entity_id).collect();
     let relist = Duration::from_secs(config.run_relist_secs);
     let mut still_queued: HashSet<(EntityId, i64)> = HashSet::new();
@@ -625,6 +629,16 @@ async fn queued_runs_pass(
         .runs
         .retain(|k, _| !listed_entities.contains(&k.0) || still_queued.contains(k));
     Ok(())
+}
+
+/// The pools webhooks serve: every pool but scale sets' pools.
+pub(crate) async fn webhook_pools(
+    store: &hangar_store::Store,
+) -> Result<Vec<hangar_core::Pool>, hangar_store::StoreError> {
+    let scale_set_pools = store.scale_set_pool_ids().await?;
+    let mut pools = store.list_pools(None).await?;
+    pools.retain(|p| !scale_set_pools.contains(&p.id));
+    Ok(pools)
 }
 
 #[cfg(test)]

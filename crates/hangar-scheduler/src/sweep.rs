@@ -73,6 +73,11 @@ pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError>
             ctx.now() - chrono::Duration::hours(c.completed_job_history_hours as i64),
         )
         .await?;
+    r.history_purged += store
+        .purge_completed_scale_set_jobs(
+            ctx.now() - chrono::Duration::hours(c.completed_job_history_hours as i64),
+        )
+        .await?;
     Ok(r)
 }
 
@@ -267,6 +272,7 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
             .map(|id| garm_controller_label(id)),
     );
     let pools = store.list_pools(None).await?;
+    let scale_set_pools = store.scale_set_pool_ids().await?;
     let entities: HashSet<_> = pools.iter().map(|p| p.entity_id).collect();
     let live = store.list_instances(&InstanceFilter::default()).await?;
     for entity in entities {
@@ -313,6 +319,12 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
         }
         let registered: HashSet<i64> = runners.iter().map(|rn| rn.id).collect();
         for inst in live.iter().filter(|i| entity_pools.contains(&i.pool_id)) {
+            // A scale set's runners are the Actions service's: the delete
+            // step removes them there, and they leave its queue's jobs,
+            // not this listing, when done.
+            if scale_set_pools.contains(&inst.pool_id) {
+                continue;
+            }
             let Some(id) = inst.runner_id else { continue };
             let settled = matches!(
                 inst.runner_status,
@@ -438,7 +450,7 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
 
     let unmatched = store.unmatched_queued_jobs(500).await?;
     if !unmatched.is_empty() {
-        let pools = store.list_pools(None).await?;
+        let pools = crate::recover::webhook_pools(store).await?;
         let usage: HashMap<_, _> = store.pool_usage().await?.into_iter().collect();
         for job in unmatched {
             let cands: Vec<PoolCandidate<'_>> = pools

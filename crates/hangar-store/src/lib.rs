@@ -46,8 +46,10 @@ pub use entities::NewEntity;
 pub use hooks::DeliveryCursor;
 pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
-pub use pool_state::PoolState;
-pub use scale_set_queue::{AppliedMessage, ListenedScaleSet, PoolScaleSet, desired_runners};
+pub use pool_state::{PoolState, ScaleSetDemand};
+pub use scale_set_queue::{
+    AppliedMessage, ListenedScaleSet, PoolScaleSet, ScaleSetProgress, desired_runners,
+};
 pub use scale_sets::NewScaleSet;
 pub use seal::{SealError, Sealer};
 pub use users::User;

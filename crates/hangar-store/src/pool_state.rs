@@ -19,6 +19,20 @@ pub struct PoolState {
     /// Whether some instance needs a step (what `instances_needing_work`
     /// lists). When not, reconcile needs nothing beyond this state.
     pub instance_work: bool,
+    /// For a scale set's pool, its demand: the engine scales it by this
+    /// instead of queued jobs.
+    pub scale_set: Option<ScaleSetDemand>,
+}
+
+/// What a scale set asks of its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScaleSetDemand {
+    /// `min(max_runners, min_idle_runners + assigned jobs)` from the last
+    /// message applied; 0 while the scale set is not active.
+    pub desired: u32,
+    /// Instances that are or will be a runner serving the scale set: not
+    /// retired, runner not finished (idle and busy ones alike).
+    pub serving: u32,
 }
 
 impl Store {
@@ -50,7 +64,12 @@ impl Store {
                   LIMIT (SELECT n FROM cap))) AS queued_young,
                EXISTS (SELECT 1 ",
             needs_step_from_where!("?2 - p.runner_bootstrap_timeout * 60000"),
-            ") AS instance_work
+            ") AS instance_work,
+               (SELECT CASE WHEN s.state = 'active' THEN s.desired_runners ELSE 0 END
+                  FROM scale_sets s WHERE s.pool_id = ?1) AS ss_desired,
+               CASE WHEN p.scale_set = 1 THEN (SELECT COUNT(*) FROM instances
+                  WHERE pool_id = ?1 AND status IN ('pending_create', 'creating', 'running', 'error')
+                    AND runner_status IN ('pending', 'installing', 'idle', 'active')) ELSE 0 END AS ss_serving
              FROM pools p, u WHERE p.id = ?1"
         ))
         .bind(pool_id.to_string())
@@ -69,6 +88,12 @@ impl Store {
                 queued_young: row.get::<i64, _>("queued_young") as u32,
             },
             instance_work: row.get("instance_work"),
+            scale_set: row
+                .get::<Option<i64>, _>("ss_desired")
+                .map(|d| ScaleSetDemand {
+                    desired: d.max(0) as u32,
+                    serving: row.get::<i64, _>("ss_serving") as u32,
+                }),
         }))
     }
 }

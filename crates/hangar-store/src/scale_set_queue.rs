@@ -47,6 +47,18 @@ pub struct PoolScaleSet {
     pub github_id: Option<i64>,
 }
 
+/// Where a scale set's queue stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleSetProgress {
+    /// `active`, `deleted_on_github` or `error`.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub last_message_id: i64,
+    pub desired_runners: u32,
+    pub statistics: Option<ScaleSetStatistics>,
+    pub session_id: Option<String>,
+}
+
 /// What applying one message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppliedMessage {
@@ -198,6 +210,77 @@ impl Store {
         rows.iter()
             .map(|r| r.get::<String, _>(0).parse().map_err(corrupt))
             .collect()
+    }
+
+    /// Makes an existing pool the one a scale set drives and records the
+    /// scale set (its id on GitHub, when made there) — the listener's side
+    /// of a scale set's creation, for the scheduler's tests and tools.
+    /// Returns the scale set's id.
+    pub async fn attach_scale_set(
+        &self,
+        pool: PoolId,
+        name: &str,
+        github_id: Option<i64>,
+    ) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        let mut tx = self.w().begin().await?;
+        let entity: String = sqlx::query_scalar(
+            "UPDATE pools SET scale_set = 1, updated_at = ? WHERE id = ? RETURNING entity_id",
+        )
+        .bind(now)
+        .bind(pool.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pool {pool}")))?;
+        sqlx::query(
+            "INSERT INTO scale_sets (id, entity_id, pool_id, name, github_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(entity)
+        .bind(pool.to_string())
+        .bind(name)
+        .bind(github_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            crate::map_constraint(
+                e,
+                "the pool or the name has a scale set already",
+                "no such entity",
+            )
+        })?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Where a scale set's queue stands; `None` when it is gone.
+    pub async fn scale_set_progress(&self, id: &str) -> Result<Option<ScaleSetProgress>> {
+        let row = sqlx::query(
+            "SELECT state, last_error, last_message_id, desired_runners, statistics, session_id
+             FROM scale_sets WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(self.r())
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let statistics = match r.get::<Option<String>, _>("statistics") {
+            Some(s) => Some(serde_json::from_str(&s).map_err(corrupt)?),
+            None => None,
+        };
+        Ok(Some(ScaleSetProgress {
+            state: r.get("state"),
+            last_error: r.get("last_error"),
+            last_message_id: r.get("last_message_id"),
+            desired_runners: r.get::<i64, _>("desired_runners").max(0) as u32,
+            statistics,
+            session_id: r.get("session_id"),
+        }))
     }
 
     /// The scale set driving `pool`, if it is a scale set's pool.
@@ -374,6 +457,41 @@ impl Store {
             marked_active,
             retired,
         })
+    }
+
+    /// Stores the counters a new message session came with and the demand
+    /// they give (the queue may be quiet for a long time after a start);
+    /// the message id is left as it is.
+    pub async fn set_scale_set_statistics(
+        &self,
+        scale_set_id: &str,
+        stats: &ScaleSetStatistics,
+    ) -> Result<u32> {
+        let mut tx = self.w().begin().await?;
+        let row = sqlx::query(
+            "SELECT p.min_idle_runners, p.max_runners FROM scale_sets s
+             JOIN pools p ON p.id = s.pool_id WHERE s.id = ?",
+        )
+        .bind(scale_set_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scale set {scale_set_id}")))?;
+        let desired = desired_runners(
+            row.get::<i64, _>(0) as u32,
+            row.get::<i64, _>(1) as u32,
+            stats,
+        );
+        sqlx::query(
+            "UPDATE scale_sets SET statistics = ?, desired_runners = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(serde_json::to_string(stats).map_err(corrupt)?)
+        .bind(i64::from(desired))
+        .bind(now_ms())
+        .bind(scale_set_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(desired)
     }
 
     /// What the scale set's jobs say about its pool's runners, applied

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod memory_actions;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +22,7 @@ use hangar_scheduler::{
 use hangar_store::{JobEvent, NewEntity, Store, StoreOptions};
 use hangar_testkit::fake_provider::FakeProvider;
 use hangar_testkit::sample;
+use memory_actions::MemoryActions;
 
 #[derive(Debug, Default)]
 pub struct MemoryGitHub {
@@ -198,6 +201,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Store,
     pub github: Arc<MemoryGitHub>,
+    /// The runner scale set service the scheduler is given.
+    pub actions: Arc<MemoryActions>,
     pub provider: Arc<FakeProvider>,
     pub scheduler: Scheduler,
     pub entity: Entity,
@@ -261,11 +266,19 @@ impl Harness {
         let pool = store.create_pool(entity.id, &spec).await.unwrap();
         let github = Arc::new(MemoryGitHub::default());
         let provider = Arc::new(FakeProvider::default());
-        let scheduler = Self::scheduler(&store, &github, &provider, &config);
+        let actions = Arc::new(MemoryActions::default());
+        let scheduler = Self::scheduler_with_actions(
+            &store,
+            &github,
+            Some(actions.clone()),
+            provider.clone(),
+            &config,
+        );
         Self {
             dir,
             store,
             github,
+            actions,
             provider,
             scheduler,
             entity,
@@ -292,6 +305,17 @@ impl Harness {
         provider: Arc<dyn Provider>,
         config: &SchedulerConfig,
     ) -> Scheduler {
+        Self::scheduler_with_actions(store, github, None, provider, config)
+    }
+
+    /// [`Self::scheduler_with`], with a runner scale set service.
+    pub fn scheduler_with_actions(
+        store: &Store,
+        github: &Arc<MemoryGitHub>,
+        actions: Option<Arc<MemoryActions>>,
+        provider: Arc<dyn Provider>,
+        config: &SchedulerConfig,
+    ) -> Scheduler {
         let providers = Providers::builder()
             .backoff(
                 std::time::Duration::from_millis(config.backoff_base_ms),
@@ -303,7 +327,7 @@ impl Harness {
         Scheduler::new(SchedulerDeps {
             store: store.clone(),
             forge: github.clone(),
-            actions: None,
+            actions: actions.map(|a| a as Arc<dyn ActionsService>),
             providers,
             config: config.clone(),
             urls: SharedUrls::new(Urls::derive("http://127.0.0.1:1", None, None, None)),
