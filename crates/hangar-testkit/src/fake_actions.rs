@@ -64,6 +64,18 @@ pub struct FakeScaleSetJob {
     pub acquire_calls: u32,
 }
 
+/// A request FakeActions received (the exchange on FakeGitHub's host
+/// included), for tests that check what a client sends.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    /// The JSON body (`Null` when none or not JSON).
+    pub body: Value,
+}
+
 /// A runner of a scale set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FakeScaleSetRunner {
@@ -185,6 +197,7 @@ struct St {
     messages_deleted: u64,
     exchanges: u64,
     last_poll_headers: Option<HeaderMap>,
+    requests: Vec<RecordedRequest>,
 }
 
 /// A running FakeActions. Cloning shares the same server.
@@ -219,13 +232,8 @@ fn exception(status: StatusCode, type_name: &str, message: &str) -> Response {
     (
         status,
         axum::Json(json!({
-            "$id": "1",
-            "innerException": Value::Null,
-            "message": message,
             "typeName": type_name,
-            "typeKey": type_name.rsplit('.').next().unwrap_or(type_name),
-            "errorCode": 0,
-            "eventId": 3000,
+            "message": message,
         })),
     )
         .into_response()
@@ -330,7 +338,7 @@ impl St {
             "runnerGroupId": s.info.runner_group_id,
             "runnerGroupName": group_name,
             "labels": labels,
-            "RunnerSetting": {"ephemeral": true, "isElastic": true, "disableUpdate": s.info.disable_update},
+            "RunnerSetting": {"disableUpdate": s.info.disable_update},
             "createdOn": s.created_on,
             "runnerJitConfigUrl": format!("{}{}/_apis/runtime/runnerscalesets/{}/generatejitconfig", self.url, self.tenant_path(&s.info.scope), s.info.id),
             "statistics": self.statistics(s.info.id),
@@ -459,6 +467,7 @@ impl FakeActions {
                 messages_deleted: 0,
                 exchanges: 0,
                 last_poll_headers: None,
+                requests: Vec::new(),
             })),
             changed: Arc::new(Notify::new()),
         };
@@ -720,6 +729,22 @@ impl FakeActions {
         self.st().exchanges
     }
 
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.st().requests.clone()
+    }
+
+    fn record(&self, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) {
+        let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+        self.st().requests.push(RecordedRequest {
+            method: method.clone(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers: headers.clone(),
+            body,
+        });
+    }
+
     /// The headers of the last long poll, to check what a client sends.
     pub fn last_poll_headers(&self) -> Option<HeaderMap> {
         self.st().last_poll_headers.clone()
@@ -756,6 +781,13 @@ impl FakeActions {
             .calls
             .entry("runner-registration".into())
             .or_default() += 1;
+        self.record(
+            &Method::POST,
+            "/actions/runner-registration",
+            "",
+            headers,
+            body,
+        );
         let auth = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -819,7 +851,7 @@ impl FakeActions {
         let url = format!("{}{}/", s.url, s.tenant_path(&scope));
         (
             StatusCode::CREATED,
-            axum::Json(json!({"url": url, "token": token, "token_schema": "OAuthAccessToken"})),
+            axum::Json(json!({"url": url, "token": token})),
         )
             .into_response()
     }
@@ -1018,6 +1050,9 @@ async fn handle(State(fa): State<FakeActions>, req: Request) -> Response {
             );
         }
     };
+    if route != "control" {
+        fa.record(&method, &path, &query, &parts.headers, &body);
+    }
     let resp = serve(&fa, &method, &path, &query, &parts.headers, body).await;
     fa.touch();
     resp
