@@ -6,6 +6,8 @@
 //! HTTP status with the server's own `error`/`details`, or the URL that
 //! could not be reached.
 
+mod scalesets;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -9,5 +9,7 @@
 
 pub mod client;
 pub mod dto;
+pub mod scalesets;
 
 pub use dto::*;
+pub use scalesets::*;

@@ -3,10 +3,14 @@
 //! work with the binary renamed; garm's aliases (`list`, `create`, `delete`,
 //! `get`, …) are accepted too.
 
+mod scaleset;
+
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use scaleset::{ScaleSetAddArgs, ScaleSetCmd, ScaleSetSettings, ScaleSetUpdateArgs};
 
 /// Admin CLI of Hangar, the autoscaler of ephemeral GitHub Actions runners.
 ///
@@ -59,6 +63,9 @@ pub enum Command {
     /// Pools of runners.
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Runner scale sets: jobs from GitHub's queue, no inbound webhook.
+    #[command(subcommand, visible_alias = "scale-set")]
+    Scaleset(ScaleSetCmd),
     /// Runner instances.
     #[command(subcommand, alias = "run")]
     Runner(RunnerCmd),

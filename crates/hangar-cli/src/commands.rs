@@ -2,6 +2,8 @@
 //! answer. Every failure says what was being done, so the server's message
 //! arrives with its context.
 
+mod scaleset;
+
 use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::CommandFactory;
@@ -162,6 +164,7 @@ pub async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<String> {
             entity(ctx, EntityKind::Enterprise, c).await
         }
         Command::Pool(p) => pool(ctx, p).await,
+        Command::Scaleset(s) => scaleset::run(ctx, s).await,
         Command::Runner(r) => runner(ctx, r).await,
         Command::Job(JobCmd::Ls(a)) => {
             let c = ctx.client()?;

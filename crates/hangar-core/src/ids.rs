@@ -56,6 +56,10 @@ uuid_id!(
     /// A pool of identical runners.
     PoolId
 );
+uuid_id!(
+    /// A runner scale set (its jobs come from GitHub's message queue).
+    ScaleSetId
+);
 
 /// A GitHub workflow job id. GitHub's ids exceed 2^31, so this is an `i64`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

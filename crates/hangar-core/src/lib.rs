@@ -18,6 +18,7 @@ pub mod matching;
 pub mod policy;
 pub mod pool;
 pub mod provider;
+pub mod scaleset;
 pub mod secret;
 pub mod urls;
 pub mod userdata;
@@ -33,7 +34,9 @@ pub use entity::{
 pub use forge::{
     DeliveryPage, Forge, ForgeDelivery, ForgeError, ForgeJobStatus, ForgeTarget, HookRef,
 };
-pub use ids::{ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName};
+pub use ids::{
+    ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName, ScaleSetId,
+};
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
 pub use jit::{JitFile, JitFileError};
 pub use job::{Job, JobAction, JobStatus};
@@ -43,5 +46,6 @@ pub use pool::{
     controller_label, pool_label,
 };
 pub use provider::{Provider, ProviderError};
+pub use scaleset::{ScaleSet, ScaleSetSpec, ScaleSetSpecError, ScaleSetState};
 pub use secret::Secret;
 pub use urls::{Urls, entity_web_url};

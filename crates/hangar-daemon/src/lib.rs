@@ -253,6 +253,10 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     }
 
     let forge = Arc::new(hangar_github::GitHubForge::new(config.github.clone()));
+    // The runner scale set API: registration tokens come from the forge.
+    let actions: Arc<dyn hangar_core::ActionsService> = Arc::new(
+        hangar_github::ActionsClient::new(config.github.clone(), forge.clone()),
+    );
     tracing::info!("GitHub client ready");
 
     let info = store.controller_info().await?;
@@ -268,7 +272,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: forge.clone(),
-        actions: None,
+        actions: Some(actions.clone()),
         providers: providers.clone(),
         config: SchedulerConfig {
             recovery: config.recovery.clone(),
@@ -306,6 +310,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
             metrics,
             urls,
             forge,
+            actions,
         },
         settings,
         config.jwt_secret()?,

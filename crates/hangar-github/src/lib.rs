@@ -6,8 +6,10 @@
 //! re-checks, with per-credentials rate-limit handling ([`limits`]).
 //! [`routing`] decides which entity a verified delivery is about. The HTTP
 //! transport under octocrab (proxies, the endpoint's CA bundle) is
-//! `transport`.
+//! `transport`. [`ActionsClient`] is the `ActionsService` (runner scale
+//! sets) on the Actions service, over the same transport.
 
+pub mod actions;
 pub mod config;
 pub mod forge;
 pub mod limits;
@@ -15,5 +17,6 @@ pub mod routing;
 mod transport;
 pub mod webhook;
 
+pub use actions::ActionsClient;
 pub use config::GitHubConfig;
 pub use forge::{CredentialStats, GitHubForge};

@@ -105,7 +105,7 @@ impl Catalog {
     /// Rebuilds the snapshot from the store.
     pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
         let secrets = store.entity_webhook_secrets().await?;
-        let pools = store.list_pools(None).await?;
+        let pools = store.list_webhook_pools(None).await?;
         let apps = store.app_webhook_secrets().await?;
         let controller = store.controller_info().await?;
         let hosts: HashMap<String, String> = store

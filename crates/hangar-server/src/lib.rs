@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hangar_core::Forge;
+use hangar_core::{ActionsService, Forge};
 use hangar_scheduler::{Intake, Metrics, Providers, Scheduler, SharedUrls};
 use hangar_store::Store;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -82,6 +82,8 @@ pub struct Inner {
     pub urls: SharedUrls,
     /// GitHub, for the routes instances call (registration tokens).
     pub forge: Arc<dyn Forge>,
+    /// GitHub's runner scale set API, for the scale set routes.
+    pub actions: Arc<dyn ActionsService>,
     pub catalog: Catalog,
     pub intake: Intake,
     pub tokens: TokenKeys,
@@ -109,6 +111,9 @@ pub struct AppDeps {
     /// The same URLs the scheduler renders into boot scripts.
     pub urls: SharedUrls,
     pub forge: Arc<dyn Forge>,
+    /// The scale set routes create, change and delete scale sets on
+    /// GitHub through it.
+    pub actions: Arc<dyn ActionsService>,
 }
 
 impl AppState {
@@ -126,6 +131,7 @@ impl AppState {
             metrics,
             urls,
             forge,
+            actions,
         } = deps;
         let catalog = Catalog::default();
         catalog.refresh(&store).await?;
@@ -143,6 +149,7 @@ impl AppState {
             metrics,
             urls,
             forge,
+            actions,
             catalog,
             intake,
             tokens,
@@ -177,6 +184,7 @@ impl AppState {
         (name = "webhooks", description = "GitHub deliveries"),
         (name = "auth", description = "First run and login"),
         (name = "instances", description = "Runner instances, and the routes instances call"),
+        (name = "scalesets", description = "Runner scale sets: jobs from GitHub's message queue"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -210,7 +218,7 @@ fn webhook_router() -> OpenApiRouter<AppState> {
 /// the document cannot miss a route.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::entities::{enterprises, organizations, repositories};
-    use admin::{controller, credentials, endpoints, instances, jobs, pools, webhooks};
+    use admin::{controller, credentials, endpoints, instances, jobs, pools, scalesets, webhooks};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::first_run))
         .routes(routes!(auth::login))
@@ -263,6 +271,24 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pools::list))
         .routes(routes!(pools::get, pools::update, pools::delete))
         .routes(routes!(pools::instances))
+        .routes(routes!(scalesets::list))
+        .routes(routes!(
+            scalesets::get,
+            scalesets::update,
+            scalesets::delete
+        ))
+        .routes(routes!(
+            scalesets::repositories::list_scale_sets,
+            scalesets::repositories::create_scale_set
+        ))
+        .routes(routes!(
+            scalesets::organizations::list_scale_sets,
+            scalesets::organizations::create_scale_set
+        ))
+        .routes(routes!(
+            scalesets::enterprises::list_scale_sets,
+            scalesets::enterprises::create_scale_set
+        ))
         .routes(routes!(instances::list))
         .routes(routes!(instances::get, instances::delete))
         .routes(routes!(jobs::list))

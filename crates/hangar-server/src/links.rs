@@ -118,23 +118,49 @@ fn specs() -> Vec<Spec> {
         "name",
         "$response.body#/name",
     );
-    for (collection, item, pools) in [
+    for (collection, item, pools, scale_sets) in [
         (
             "/api/v1/repositories",
             "/api/v1/repositories/{id}",
             "/api/v1/repositories/{id}/pools",
+            "/api/v1/repositories/{id}/scalesets",
         ),
         (
             "/api/v1/organizations",
             "/api/v1/organizations/{id}",
             "/api/v1/organizations/{id}/pools",
+            "/api/v1/organizations/{id}/scalesets",
         ),
         (
             "/api/v1/enterprises",
             "/api/v1/enterprises/{id}",
             "/api/v1/enterprises/{id}/pools",
+            "/api/v1/enterprises/{id}/scalesets",
         ),
     ] {
+        for (name, method) in [("list_scale_sets", Get), ("create_scale_set", Post)] {
+            v.push(Spec {
+                from: (collection, Post, "201"),
+                name,
+                to: (scale_sets, method),
+                parameter: "id",
+                expression: "$response.body#/id",
+            });
+        }
+        // A new scale set: its own routes.
+        for (name, method) in [
+            ("get_scale_set", Get),
+            ("update_scale_set", Put),
+            ("delete_scale_set", Delete),
+        ] {
+            v.push(Spec {
+                from: (scale_sets, Post, "201"),
+                name,
+                to: ("/api/v1/scalesets/{id}", method),
+                parameter: "id",
+                expression: "$response.body#/id",
+            });
+        }
         by_id_after_create(&mut v, collection, item, "id", "$response.body#/id");
         for (name, method) in [("list_pools", Get), ("create_pool", Post)] {
             v.push(Spec {
@@ -167,6 +193,13 @@ fn specs() -> Vec<Spec> {
             "/api/v1/pools",
             "get_first_pool",
             ("/api/v1/pools/{id}", Get),
+            "id",
+            "$response.body#/0/id",
+        ),
+        (
+            "/api/v1/scalesets",
+            "get_first_scale_set",
+            ("/api/v1/scalesets/{id}", Get),
             "id",
             "$response.body#/0/id",
         ),

@@ -217,6 +217,18 @@ impl Store {
 
     pub async fn delete_entity(&self, id: EntityId) -> Result<()> {
         let mut tx = self.w().begin().await?;
+        let scale_sets: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM scale_sets WHERE entity_id = ? ORDER BY name")
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+        if !scale_sets.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "entity {id} still has {} scale set(s) ({}); delete them first",
+                scale_sets.len(),
+                scale_sets.join(", ")
+            )));
+        }
         let pools: Vec<String> =
             sqlx::query_scalar("SELECT id FROM pools WHERE entity_id = ? ORDER BY id")
                 .bind(id.to_string())

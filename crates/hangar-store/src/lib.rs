@@ -24,6 +24,7 @@ mod jobs;
 mod pool_state;
 mod pools;
 mod scale_set_queue;
+mod scale_sets;
 pub mod seal;
 mod users;
 
@@ -49,6 +50,7 @@ pub use pool_state::{PoolState, ScaleSetDemand};
 pub use scale_set_queue::{
     AppliedMessage, ListenedScaleSet, PoolScaleSet, ScaleSetProgress, desired_runners,
 };
+pub use scale_sets::NewScaleSet;
 pub use seal::{SealError, Sealer};
 pub use users::User;
 

@@ -17,6 +17,112 @@ fn breaker_from_row(row: &sqlx::sqlite::SqliteRow) -> Breaker {
     }
 }
 
+/// A pool's row, in `conn`'s transaction; `scale_set` marks the pool of a
+/// scale set (hidden from pool listings and webhook matching).
+pub(crate) async fn insert_pool(
+    conn: &mut sqlx::SqliteConnection,
+    id: PoolId,
+    entity_id: EntityId,
+    spec: &PoolSpec,
+    scale_set: bool,
+) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO pools (id, entity_id, provider_name, image, flavor, tags, os_type, os_arch,
+            min_idle_runners, max_runners, runner_prefix, runner_bootstrap_timeout, extra_specs,
+            runner_group, priority, enabled, created_at, updated_at, scale_set)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(entity_id.to_string())
+    .bind(spec.provider_name.as_str())
+    .bind(&spec.image)
+    .bind(&spec.flavor)
+    .bind(serde_json::to_string(&spec.tags).map_err(corrupt)?)
+    .bind(spec.os_type.as_str())
+    .bind(spec.os_arch.as_str())
+    .bind(i64::from(spec.min_idle_runners))
+    .bind(i64::from(spec.max_runners))
+    .bind(spec.runner_prefix.as_str())
+    .bind(i64::from(spec.runner_bootstrap_timeout))
+    .bind(serde_json::to_string(&spec.extra_specs).map_err(corrupt)?)
+    .bind(&spec.runner_group)
+    .bind(i64::from(spec.priority))
+    .bind(spec.enabled)
+    .bind(now)
+    .bind(now)
+    .bind(scale_set)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        map_constraint(
+            e,
+            "pool already exists",
+            &format!("entity {entity_id} does not exist"),
+        )
+    })?;
+    Ok(())
+}
+
+/// Rewrites a pool's settings in `conn`'s transaction; `false` when there
+/// is no such pool.
+pub(crate) async fn update_pool_row(
+    conn: &mut sqlx::SqliteConnection,
+    id: PoolId,
+    spec: &PoolSpec,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE pools SET provider_name = ?, image = ?, flavor = ?, tags = ?, os_type = ?, os_arch = ?,
+            min_idle_runners = ?, max_runners = ?, runner_prefix = ?, runner_bootstrap_timeout = ?,
+            extra_specs = ?, runner_group = ?, priority = ?, enabled = ?, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(spec.provider_name.as_str())
+    .bind(&spec.image)
+    .bind(&spec.flavor)
+    .bind(serde_json::to_string(&spec.tags).map_err(corrupt)?)
+    .bind(spec.os_type.as_str())
+    .bind(spec.os_arch.as_str())
+    .bind(i64::from(spec.min_idle_runners))
+    .bind(i64::from(spec.max_runners))
+    .bind(spec.runner_prefix.as_str())
+    .bind(i64::from(spec.runner_bootstrap_timeout))
+    .bind(serde_json::to_string(&spec.extra_specs).map_err(corrupt)?)
+    .bind(&spec.runner_group)
+    .bind(i64::from(spec.priority))
+    .bind(spec.enabled)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Refuses (409) while the pool has instances that are not deleted: a
+/// pool, or a scale set, goes only once its machines are gone.
+pub(crate) async fn refuse_live_instances(
+    conn: &mut sqlx::SqliteConnection,
+    id: PoolId,
+    what: &str,
+) -> Result<()> {
+    let live: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM instances WHERE pool_id = ? AND status != 'deleted' ORDER BY name",
+    )
+    .bind(id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = live.iter().take(5).map(String::as_str).collect();
+    Err(StoreError::Conflict(format!(
+        "{what} still has {} instance(s) ({}{}); set max_runners to 0 or delete them, and wait until they are gone",
+        live.len(),
+        shown.join(", "),
+        if live.len() > 5 { ", …" } else { "" }
+    )))
+}
+
 pub(crate) fn pool_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Pool> {
     let id: String = row.get("id");
     let entity_id: String = row.get("entity_id");
@@ -54,34 +160,9 @@ impl Store {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let id = PoolId::new_random();
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO pools (id, entity_id, provider_name, image, flavor, tags, os_type, os_arch,
-                min_idle_runners, max_runners, runner_prefix, runner_bootstrap_timeout, extra_specs,
-                runner_group, priority, enabled, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id.to_string())
-        .bind(entity_id.to_string())
-        .bind(spec.provider_name.as_str())
-        .bind(&spec.image)
-        .bind(&spec.flavor)
-        .bind(serde_json::to_string(&spec.tags).map_err(corrupt)?)
-        .bind(spec.os_type.as_str())
-        .bind(spec.os_arch.as_str())
-        .bind(i64::from(spec.min_idle_runners))
-        .bind(i64::from(spec.max_runners))
-        .bind(spec.runner_prefix.as_str())
-        .bind(i64::from(spec.runner_bootstrap_timeout))
-        .bind(serde_json::to_string(&spec.extra_specs).map_err(corrupt)?)
-        .bind(&spec.runner_group)
-        .bind(i64::from(spec.priority))
-        .bind(spec.enabled)
-        .bind(now)
-        .bind(now)
-        .execute(self.w())
-        .await
-        .map_err(|e| map_constraint(e, "pool already exists", &format!("entity {entity_id} does not exist")))?;
+        let mut conn = self.w().acquire().await?;
+        insert_pool(&mut conn, id, entity_id, spec, false).await?;
+        drop(conn);
         self.pool(id).await
     }
 
@@ -94,7 +175,22 @@ impl Store {
         pool_from_row(&row)
     }
 
-    /// All pools, or the pools of one entity.
+    /// The pools webhooks serve (every pool but scale sets'), or those of
+    /// one entity: what `/pools` lists and what a job's labels are matched
+    /// against.
+    pub async fn list_webhook_pools(&self, entity_id: Option<EntityId>) -> Result<Vec<Pool>> {
+        let rows = sqlx::query(
+            "SELECT * FROM pools WHERE scale_set = 0 AND (?1 IS NULL OR entity_id = ?1)
+             ORDER BY created_at, id",
+        )
+        .bind(entity_id.map(|e| e.to_string()))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter().map(pool_from_row).collect()
+    }
+
+    /// All pools, or the pools of one entity, scale sets' included: what
+    /// the engine reconciles and sweeps.
     pub async fn list_pools(&self, entity_id: Option<EntityId>) -> Result<Vec<Pool>> {
         let rows = match entity_id {
             Some(e) => {
@@ -118,31 +214,8 @@ impl Store {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.w().begin().await?;
-        let done = sqlx::query(
-            "UPDATE pools SET provider_name = ?, image = ?, flavor = ?, tags = ?, os_type = ?, os_arch = ?,
-                min_idle_runners = ?, max_runners = ?, runner_prefix = ?, runner_bootstrap_timeout = ?,
-                extra_specs = ?, runner_group = ?, priority = ?, enabled = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(spec.provider_name.as_str())
-        .bind(&spec.image)
-        .bind(&spec.flavor)
-        .bind(serde_json::to_string(&spec.tags).map_err(corrupt)?)
-        .bind(spec.os_type.as_str())
-        .bind(spec.os_arch.as_str())
-        .bind(i64::from(spec.min_idle_runners))
-        .bind(i64::from(spec.max_runners))
-        .bind(spec.runner_prefix.as_str())
-        .bind(i64::from(spec.runner_bootstrap_timeout))
-        .bind(serde_json::to_string(&spec.extra_specs).map_err(corrupt)?)
-        .bind(&spec.runner_group)
-        .bind(i64::from(spec.priority))
-        .bind(spec.enabled)
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        let done = update_pool_row(&mut tx, id, spec).await?;
+        if !done {
             return Err(StoreError::NotFound(format!("pool {id}")));
         }
         // The operator changed the pool: whatever failed may work now.
@@ -240,21 +313,17 @@ impl Store {
     /// Deletes a pool that has no live instances (history rows go with it).
     pub async fn delete_pool(&self, id: PoolId) -> Result<()> {
         let mut tx = self.w().begin().await?;
-        let live: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM instances WHERE pool_id = ? AND status != 'deleted' ORDER BY name",
-        )
-        .bind(id.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        if !live.is_empty() {
-            let shown: Vec<&str> = live.iter().take(5).map(String::as_str).collect();
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(owner) = owner {
             return Err(StoreError::Conflict(format!(
-                "pool {id} still has {} instance(s) ({}{}); set max_runners to 0 or delete them, and wait until they are gone",
-                live.len(),
-                shown.join(", "),
-                if live.len() > 5 { ", …" } else { "" }
+                "pool {id} carries scale set {owner}; delete the scale set instead"
             )));
         }
+        refuse_live_instances(&mut tx, id, &format!("pool {id}")).await?;
         let done = sqlx::query("DELETE FROM pools WHERE id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)

@@ -136,6 +136,12 @@ pub enum DeliveryFate {
     Delay(Duration),
 }
 
+/// Routes served beside FakeGitHub's own on its host (the fake Actions
+/// service's `POST /actions/runner-registration`): answers `Some` for a
+/// request it takes, before FakeGitHub checks the `Bearer` token.
+pub type Extension =
+    Arc<dyn Fn(&FakeGitHub, &Method, &str, &HeaderMap, &[u8]) -> Option<Response> + Send + Sync>;
+
 /// Decides the fate of each delivery from its action and job id.
 pub type DeliveryPlan = Arc<dyn Fn(&str, i64) -> DeliveryFate + Send + Sync>;
 
@@ -189,6 +195,10 @@ struct State0 {
     app_hook: Option<(String, String)>,
     next_delivery_id: i64,
     attempts: Vec<DeliveryAttempt>,
+    /// Registration tokens issued, with the scope (`repos/o/r`, `orgs/o`,
+    /// `enterprises/e`) each was issued for.
+    registration_tokens: HashMap<String, String>,
+    extension: Option<Extension>,
 }
 
 impl std::fmt::Debug for State0 {
@@ -292,6 +302,8 @@ impl FakeGitHub {
             app_hook: None,
             next_delivery_id: 90_000_000_001,
             attempts: Vec::new(),
+            registration_tokens: HashMap::new(),
+            extension: None,
             downloads: json!([
                 {"os": "linux", "architecture": "x64", "download_url": format!("{url}/_fake/downloads/actions-runner-linux-x64.tar.gz"),
                  "filename": "actions-runner-linux-x64.tar.gz", "sha256_checksum": "0".repeat(64)},
@@ -324,6 +336,17 @@ impl FakeGitHub {
 
     fn st(&self) -> std::sync::MutexGuard<'_, State0> {
         self.state.lock().expect("fake github lock")
+    }
+
+    /// The scope a registration token was issued for, if FakeGitHub
+    /// issued it.
+    pub fn registration_token_scope(&self, token: &str) -> Option<String> {
+        self.st().registration_tokens.get(token).cloned()
+    }
+
+    /// Serves extra routes on this host (see [`Extension`]).
+    pub fn set_extension(&self, ext: Extension) {
+        self.st().extension = Some(ext);
     }
 
     /// Where (and with which secret) to send webhooks.
@@ -1073,6 +1096,8 @@ fn route_name(method: &Method, path: &str) -> &'static str {
     let p = path.trim_end_matches('/');
     if p.ends_with("/generate-jitconfig") {
         "generate-jitconfig"
+    } else if p.ends_with("/actions/runner-registration") {
+        "runner-registration"
     } else if p.ends_with("/registration-token") {
         "registration-token"
     } else if p.ends_with("/runners/downloads") {
@@ -1273,6 +1298,10 @@ fn serve(
 ) -> Response {
     if let Some(rest) = path.strip_prefix("/_fake/") {
         return control(gh, method, rest, body);
+    }
+    let ext = gh.st().extension.clone();
+    if let Some(r) = ext.and_then(|ext| ext(gh, method, path, headers, body)) {
+        return r;
     }
     if !authorized(gh, headers, path) {
         return err(StatusCode::UNAUTHORIZED, "Bad credentials");
@@ -1577,9 +1606,11 @@ fn serve(
         }
         (Method::POST, ["actions", "runners", "registration-token"]) => {
             let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+            let token = format!("REGTOKEN{}", uuid::Uuid::new_v4().simple());
+            gh.st().registration_tokens.insert(token.clone(), scope);
             (
                 StatusCode::CREATED,
-                axum::Json(json!({"token": format!("REGTOKEN{}", uuid::Uuid::new_v4().simple()), "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})),
+                axum::Json(json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})),
             )
                 .into_response()
         }

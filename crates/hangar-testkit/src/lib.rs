@@ -5,12 +5,15 @@
 //! ([`runner_sim`]) — both live in `hangar-provider-fake`, since `hangard`'s
 //! `kind = "fake"` uses them, and are re-exported here for tests; the fake
 //! servers listen on loopback and speak HTTP:
-//! [`fake_github::FakeGitHub`] is GitHub's REST API and webhooks, and
+//! [`fake_github::FakeGitHub`] is GitHub's REST API and webhooks,
+//! [`fake_actions::FakeActions`] the Actions service behind runner scale
+//! sets (sessions, the message queue, JIT runners), and
 //! [`fake_arm::FakeArm`] is Azure Resource Manager (VMs, NICs, public IPs,
 //! disks and their long-running operations) for the Azure provider. The
 //! [`conformance`] suite is what every `Provider` implementation must pass.
 
 pub mod conformance;
+pub mod fake_actions;
 pub mod fake_arm;
 pub mod fake_github;
 pub mod sample;

@@ -15,7 +15,7 @@ use crate::error::ApiResult;
 
 async fn controller_response(s: &AppState) -> ApiResult<ControllerResponse> {
     let urls = s.urls.get();
-    let pools = s.store.list_pools(None).await?.len() as u64;
+    let pools = s.store.list_webhook_pools(None).await?.len() as u64;
     let instances = s
         .store
         .instance_counts()

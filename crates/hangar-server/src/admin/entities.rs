@@ -19,7 +19,7 @@ pub(crate) async fn response(
     e: Entity,
     generated: Option<Secret>,
 ) -> ApiResult<EntityResponse> {
-    let pool_count = s.store.list_pools(Some(e.id)).await?.len() as u32;
+    let pool_count = s.store.list_webhook_pools(Some(e.id)).await?.len() as u32;
     let endpoint = s
         .store
         .credentials_summary(e.credentials_name.as_str())

@@ -8,6 +8,7 @@ pub mod entities;
 pub mod instances;
 pub mod jobs;
 pub mod pools;
+pub mod scalesets;
 pub mod webhooks;
 
 use hangar_api::{InstanceResponse, ProviderResponse};

@@ -16,7 +16,7 @@ use crate::admin::instance_response;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, JsonBody};
 
-fn health(b: Breaker) -> PoolHealth {
+pub(crate) fn health(b: Breaker) -> PoolHealth {
     PoolHealth {
         state: if b.is_open() { "degraded" } else { "ok" }.into(),
         consecutive_failures: b.consecutive_failures,
@@ -55,6 +55,21 @@ pub(crate) fn parse_pool_id(id: &str) -> ApiResult<PoolId> {
         .map_err(|_| ApiError::not_found(format!("pool {id:?} not found")))
 }
 
+/// A pool the `/pools` routes manage: a scale set's pool is managed
+/// through its scale set, so here it is not found (with a pointer).
+async fn webhook_pool(s: &AppState, id: PoolId) -> ApiResult<Pool> {
+    if let Some(set) = s.store.scale_set_by_pool(id).await? {
+        return Err(
+            ApiError::not_found(format!("pool {id} not found")).with_details(format!(
+                "it carries scale set {:?}; use /api/v1/scalesets/{}",
+                set.spec.name.as_str(),
+                set.id
+            )),
+        );
+    }
+    Ok(s.store.pool(id).await?)
+}
+
 pub(crate) async fn list_for(
     s: &AppState,
     entity: Option<EntityId>,
@@ -62,7 +77,7 @@ pub(crate) async fn list_for(
     let usage: HashMap<_, _> = s.store.pool_usage().await?.into_iter().collect();
     let mut breakers: HashMap<_, _> = s.store.pool_breakers().await?.into_iter().collect();
     Ok(s.store
-        .list_pools(entity)
+        .list_webhook_pools(entity)
         .await?
         .into_iter()
         .map(|p| {
@@ -98,7 +113,7 @@ pub(crate) fn check_size_limit(spec: &PoolSpec, limit: u32) -> ApiResult<()> {
 }
 
 /// Core validation, then the provider's (which must exist).
-async fn validate(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
+pub(crate) async fn validate_pool(s: &AppState, spec: &PoolSpec) -> ApiResult<()> {
     spec.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let entry = s
@@ -185,7 +200,7 @@ pub(crate) async fn create_for(
         enabled: req.enabled.unwrap_or(true),
     };
     check_size_limit(&spec, s.settings.max_runners_per_pool)?;
-    validate(s, &spec).await?;
+    validate_pool(s, &spec).await?;
     let pool = s.store.create_pool(entity, &spec).await?;
     tracing::info!(pool.id = %pool.id, entity.id = %entity, provider = %spec.provider_name, "pool created");
     s.refresh_catalog().await?;
@@ -207,7 +222,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<PoolResponse>> {
     let id = parse_pool_id(&id)?;
-    let p = s.store.pool(id).await?;
+    let p = webhook_pool(&s, id).await?;
     let n = s.store.pool_usage_of(id).await?.live;
     let b = s.store.pool_breaker(id).await?;
     Ok(Json(response(p, n, b)))
@@ -223,7 +238,7 @@ pub async fn update(
     JsonBody(req): JsonBody<PoolUpdate>,
 ) -> ApiResult<Json<PoolResponse>> {
     let id = parse_pool_id(&id)?;
-    let mut spec = s.store.pool(id).await?.spec;
+    let mut spec = webhook_pool(&s, id).await?.spec;
     // A pool stored above the limit (imported, or the limit lowered since)
     // can still be changed in other ways; resizing it must respect it.
     let resized = req.max_runners.is_some() || req.min_idle_runners.is_some();
@@ -279,7 +294,7 @@ pub async fn update(
     if resized {
         check_size_limit(&spec, s.settings.max_runners_per_pool)?;
     }
-    validate(&s, &spec).await?;
+    validate_pool(&s, &spec).await?;
     let p = s.store.update_pool(id, &spec).await?;
     s.scheduler.invalidate_entity(Some(p.entity_id));
     s.refresh_catalog().await?;
@@ -298,6 +313,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_pool_id(&id)?;
+    webhook_pool(&s, id).await?;
     s.store.delete_pool(id).await?;
     s.refresh_catalog().await?;
     Ok(StatusCode::NO_CONTENT)

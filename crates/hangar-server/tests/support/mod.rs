@@ -17,6 +17,20 @@ use hangar_testkit::sample;
 /// The router and a (not running) scheduler over `store`, as the daemon
 /// wires them, with the in-process fake provider.
 pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
+    let forge: Arc<dyn Forge> = Arc::new(hangar_github::GitHubForge::new(Default::default()));
+    let actions: Arc<dyn ActionsService> = Arc::new(hangar_github::ActionsClient::new(
+        Default::default(),
+        forge.clone(),
+    ));
+    router_with(store, forge, actions).await
+}
+
+/// [`router_over`] with the given GitHub clients.
+pub async fn router_with(
+    store: &Store,
+    forge: Arc<dyn Forge>,
+    actions: Arc<dyn ActionsService>,
+) -> (axum::Router, Scheduler) {
     let providers = Providers::builder()
         .add(
             "fake",
@@ -26,13 +40,12 @@ pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
         )
         .unwrap()
         .build();
-    let forge: Arc<dyn Forge> = Arc::new(hangar_github::GitHubForge::new(Default::default()));
     let urls = SharedUrls::new(Urls::derive("http://127.0.0.1:1", None, None, None));
     let metrics = Arc::new(Metrics::new());
     let scheduler = Scheduler::new(SchedulerDeps {
         store: store.clone(),
         forge: forge.clone(),
-        actions: None,
+        actions: Some(actions.clone()),
         providers: providers.clone(),
         config: Default::default(),
         urls: urls.clone(),
@@ -46,6 +59,7 @@ pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
             metrics,
             urls,
             forge,
+            actions,
         },
         Settings {
             public_url: "http://127.0.0.1:1".into(),

@@ -1,0 +1,311 @@
+//! Runner scale sets, each with the one pool that carries its runners
+//! (migration 0010): both rows are written in one transaction, so a scale
+//! set never exists without its pool nor its pool without it.
+
+use std::collections::HashMap;
+
+use hangar_core::{
+    EntityId, Label, Pool, PoolId, ScaleSet, ScaleSetId, ScaleSetSpec, ScaleSetState,
+    ScaleSetStatistics,
+};
+use sqlx::Row;
+
+use crate::pools::{insert_pool, pool_from_row, refuse_live_instances, update_pool_row};
+use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+
+/// A scale set to store. `github_id` and `runner_group_id` are known when
+/// it was made (or found) on GitHub first, as the API does.
+#[derive(Debug, Clone)]
+pub struct NewScaleSet {
+    pub entity_id: EntityId,
+    pub spec: ScaleSetSpec,
+    pub github_id: Option<i64>,
+    pub runner_group_id: Option<i64>,
+}
+
+fn scale_set_from_rows(row: &sqlx::sqlite::SqliteRow, pool: &Pool) -> Result<ScaleSet> {
+    let id: String = row.get("id");
+    let entity_id: String = row.get("entity_id");
+    let name = Label::parse(row.get("name")).map_err(corrupt)?;
+    let mut spec = ScaleSetSpec::from_pool(name, &pool.spec);
+    spec.runner_group = row.get("runner_group");
+    let statistics: Option<String> = row.get("statistics");
+    let statistics = statistics
+        .map(|s| serde_json::from_str::<ScaleSetStatistics>(&s))
+        .transpose()
+        .map_err(corrupt)?;
+    Ok(ScaleSet {
+        id: id.parse().map_err(corrupt)?,
+        entity_id: entity_id.parse().map_err(corrupt)?,
+        pool_id: pool.id,
+        spec,
+        github_id: row.get("github_id"),
+        runner_group_id: row.get("runner_group_id"),
+        state: row
+            .get::<String, _>("state")
+            .parse::<ScaleSetState>()
+            .map_err(corrupt)?,
+        last_error: row.get("last_error"),
+        last_message_id: row.get("last_message_id"),
+        statistics,
+        desired_runners: row.get::<i64, _>("desired_runners").max(0) as u32,
+        created_at: to_dt(row.get("created_at")),
+        updated_at: to_dt(row.get("updated_at")),
+    })
+}
+
+fn unique_name(spec: &ScaleSetSpec, entity_id: EntityId) -> String {
+    format!(
+        "entity {entity_id} already has a scale set named {:?}",
+        spec.name.as_str()
+    )
+}
+
+/// Names are labels, which GitHub compares case-insensitively: `Lab` and
+/// `lab` would be one `runs-on` value, so one entity may not have both.
+async fn refuse_taken_name(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: EntityId,
+    spec: &ScaleSetSpec,
+    except: Option<ScaleSetId>,
+) -> Result<()> {
+    let taken: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM scale_sets WHERE entity_id = ? AND lower(name) = lower(?) AND id != ?",
+    )
+    .bind(entity_id.to_string())
+    .bind(spec.name.as_str())
+    .bind(except.map(|e| e.to_string()).unwrap_or_default())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match taken {
+        Some(_) => Err(StoreError::Conflict(unique_name(spec, entity_id))),
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    /// Stores a scale set and its pool (tagged with the scale set's name,
+    /// `scale_set = 1`) in one transaction.
+    pub async fn create_scale_set(&self, new: &NewScaleSet) -> Result<ScaleSet> {
+        new.spec
+            .validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let id = ScaleSetId::new_random();
+        let pool_id = PoolId::new_random();
+        let now = now_ms();
+        let mut tx = self.w().begin().await?;
+        refuse_taken_name(&mut tx, new.entity_id, &new.spec, None).await?;
+        insert_pool(&mut tx, pool_id, new.entity_id, &new.spec.pool_spec(), true).await?;
+        sqlx::query(
+            "INSERT INTO scale_sets (id, entity_id, pool_id, name, runner_group, github_id,
+                runner_group_id, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(new.entity_id.to_string())
+        .bind(pool_id.to_string())
+        .bind(new.spec.name.as_str())
+        .bind(&new.spec.runner_group)
+        .bind(new.github_id)
+        .bind(new.runner_group_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            map_constraint(
+                e,
+                &unique_name(&new.spec, new.entity_id),
+                &format!("entity {} does not exist", new.entity_id),
+            )
+        })?;
+        tx.commit().await?;
+        self.scale_set(id).await
+    }
+
+    pub async fn scale_set(&self, id: ScaleSetId) -> Result<ScaleSet> {
+        let row = sqlx::query("SELECT * FROM scale_sets WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.r())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+        let pool_id: String = row.get("pool_id");
+        let pool = self.pool(pool_id.parse().map_err(corrupt)?).await?;
+        scale_set_from_rows(&row, &pool)
+    }
+
+    /// The scale set a pool carries, if it is a scale set's pool.
+    pub async fn scale_set_by_pool(&self, pool_id: PoolId) -> Result<Option<ScaleSet>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = ?")
+            .bind(pool_id.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        match id {
+            Some(id) => Ok(Some(self.scale_set(id.parse().map_err(corrupt)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The scale set of an entity named `name` (case-insensitively, as
+    /// labels compare), if any.
+    pub async fn scale_set_by_name(
+        &self,
+        entity_id: EntityId,
+        name: &str,
+    ) -> Result<Option<ScaleSet>> {
+        Ok(self
+            .list_scale_sets(Some(entity_id))
+            .await?
+            .into_iter()
+            .find(|s| s.spec.name.as_str().eq_ignore_ascii_case(name)))
+    }
+
+    /// All scale sets, or those of one entity, oldest first.
+    pub async fn list_scale_sets(&self, entity_id: Option<EntityId>) -> Result<Vec<ScaleSet>> {
+        let entity = entity_id.map(|e| e.to_string());
+        let rows = sqlx::query(
+            "SELECT * FROM scale_sets WHERE ?1 IS NULL OR entity_id = ?1 ORDER BY created_at, id",
+        )
+        .bind(&entity)
+        .fetch_all(self.r())
+        .await?;
+        let pools = sqlx::query(
+            "SELECT * FROM pools WHERE scale_set = 1 AND (?1 IS NULL OR entity_id = ?1)",
+        )
+        .bind(&entity)
+        .fetch_all(self.r())
+        .await?;
+        let mut pools: HashMap<PoolId, Pool> = pools
+            .iter()
+            .map(|r| pool_from_row(r).map(|p| (p.id, p)))
+            .collect::<Result<_>>()?;
+        rows.iter()
+            .filter_map(|row| {
+                let pool_id: String = row.get("pool_id");
+                let pool_id: PoolId = match pool_id.parse() {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(corrupt(e))),
+                };
+                // A scale set made between the two reads has no pool in
+                // the second: it shows on the next listing.
+                let pool = pools.remove(&pool_id)?;
+                Some(scale_set_from_rows(row, &pool))
+            })
+            .collect()
+    }
+
+    /// Replaces a scale set's spec (the caller merged and validated it):
+    /// its row and its pool's, in one transaction; closes the pool's
+    /// breaker as a pool update does.
+    pub async fn update_scale_set(&self, id: ScaleSetId, spec: &ScaleSetSpec) -> Result<ScaleSet> {
+        spec.validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.w().begin().await?;
+        let row = sqlx::query("SELECT pool_id, entity_id FROM scale_sets WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+        let pool_id: PoolId = row.get::<String, _>("pool_id").parse().map_err(corrupt)?;
+        let entity_id: EntityId = row.get::<String, _>("entity_id").parse().map_err(corrupt)?;
+        refuse_taken_name(&mut tx, entity_id, spec, Some(id)).await?;
+        sqlx::query(
+            "UPDATE scale_sets SET name = ?, runner_group = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(spec.name.as_str())
+        .bind(&spec.runner_group)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_constraint(e, &unique_name(spec, entity_id), "scale set's entity"))?;
+        if !update_pool_row(&mut tx, pool_id, &spec.pool_spec()).await? {
+            return Err(StoreError::Corrupt(format!(
+                "scale set {id} has no pool {pool_id}"
+            )));
+        }
+        sqlx::query("DELETE FROM pool_breakers WHERE pool_id = ?")
+            .bind(pool_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.scale_set(id).await
+    }
+
+    /// Ok when the scale set could be deleted now (no live instances);
+    /// the 409 [`Store::delete_scale_set`] would answer otherwise, so the
+    /// API can refuse before it deletes anything on GitHub.
+    pub async fn scale_set_deletable(&self, id: ScaleSetId) -> Result<()> {
+        let s = self.scale_set(id).await?;
+        let mut conn = self.r().acquire().await?;
+        refuse_live_instances(&mut conn, s.pool_id, &format!("scale set {id}")).await
+    }
+
+    /// Deletes a scale set without live instances, then its pool (its
+    /// queue's job rows and the pool's history go with them).
+    pub async fn delete_scale_set(&self, id: ScaleSetId) -> Result<()> {
+        let mut tx = self.w().begin().await?;
+        let pool_id: String = sqlx::query_scalar("SELECT pool_id FROM scale_sets WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+        let pool_id: PoolId = pool_id.parse().map_err(corrupt)?;
+        refuse_live_instances(&mut tx, pool_id, &format!("scale set {id}")).await?;
+        sqlx::query("DELETE FROM scale_sets WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM pools WHERE id = ?")
+            .bind(pool_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the scale set's ids on GitHub.
+    pub async fn set_scale_set_github(
+        &self,
+        id: ScaleSetId,
+        github_id: Option<i64>,
+        runner_group_id: Option<i64>,
+    ) -> Result<ScaleSet> {
+        let done = sqlx::query(
+            "UPDATE scale_sets SET github_id = ?, runner_group_id = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(github_id)
+        .bind(runner_group_id)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("scale set {id}")));
+        }
+        self.scale_set(id).await
+    }
+
+    /// Records how the scale set stands with GitHub, and why when not
+    /// active (`None` clears the error).
+    pub async fn set_scale_set_state(
+        &self,
+        id: ScaleSetId,
+        state: ScaleSetState,
+        last_error: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE scale_sets SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(last_error)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("scale set {id}")));
+        }
+        Ok(())
+    }
+}
