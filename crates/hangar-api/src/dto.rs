@@ -442,7 +442,9 @@ pub struct ControllerUpdate {
 /// What a booting instance reports about its runner.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StatusCallback {
-    /// `installing`, `idle` or `failed`.
+    /// `installing`, `idle` or `failed` while the runner bootstraps;
+    /// `terminated` once it has run (the runner process exited; its message
+    /// says how).
     pub status: String,
     #[serde(default)]
     pub message: Option<String>,
