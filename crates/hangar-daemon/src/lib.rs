@@ -285,6 +285,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         version: VERSION.to_owned(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_hours.max(1) * 3600),
         max_runners_per_pool: config.server.max_runners_per_pool,
+        metrics_token: config.metrics_token()?,
         metrics_hook: Some(Box::new(move |m: &Metrics| {
             for s in stats_forge.stats() {
                 if let Some(remaining) = s.rate_limit_remaining {

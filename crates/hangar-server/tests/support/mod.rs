@@ -17,6 +17,14 @@ use hangar_testkit::sample;
 /// The router and a (not running) scheduler over `store`, as the daemon
 /// wires them, with the in-process fake provider.
 pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
+    router_with(store, None).await
+}
+
+/// [`router_over`] with `[metrics] token` set.
+pub async fn router_with(
+    store: &Store,
+    metrics_token: Option<Secret>,
+) -> (axum::Router, Scheduler) {
     let providers = Providers::builder()
         .add(
             "fake",
@@ -54,6 +62,7 @@ pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
             token_ttl: Duration::from_secs(3600),
             max_runners_per_pool: hangar_server::DEFAULT_MAX_RUNNERS_PER_POOL,
             metrics_hook: None,
+            metrics_token,
         },
         None,
     )
