@@ -63,6 +63,10 @@ pub struct ServerSection {
     /// unset: [`ServerSection::worker_thread_count`] decides.
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// TLS on the listener: a PEM certificate chain and its private key,
+    /// both or neither; read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerSection {
@@ -334,6 +338,9 @@ impl Config {
                 "server.max_connections must be between 1 and 1000000, got {}",
                 self.server.max_connections
             );
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            bail!("server.tls_cert and server.tls_key go together: set both, or neither");
         }
         if self.metrics.token.is_some() && self.metrics.token_file.is_some() {
             bail!("set metrics.token or metrics.token_file, not both");
