@@ -187,7 +187,10 @@ pub fn render_script(p: &UserdataParams<'_>) -> Result<String, UserdataError> {
         String::new()
     } else {
         let mut d = String::from("[Service]\n");
-        for (n, v) in proxy.iter().filter(|(n, _)| n.starts_with(char::is_uppercase)) {
+        for (n, v) in proxy
+            .iter()
+            .filter(|(n, _)| n.starts_with(char::is_uppercase))
+        {
             let _ = writeln!(d, "Environment={}", systemd_quote(&format!("{n}={v}")));
         }
         d
@@ -422,7 +425,11 @@ mod tests {
     /// of strings.
     fn parse_cloud_config(doc: &str) -> (Vec<WrittenFile>, Vec<Vec<String>>) {
         let mut lines = doc.lines().peekable();
-        assert_eq!(lines.next(), Some("#cloud-config"), "the header cloud-init looks for");
+        assert_eq!(
+            lines.next(),
+            Some("#cloud-config"),
+            "the header cloud-init looks for"
+        );
         let (mut files, mut runcmd) = (Vec::new(), Vec::new());
         while let Some(line) = lines.next() {
             if line.starts_with('#') || line.is_empty() {
@@ -438,8 +445,8 @@ mod tests {
                         {
                             if l == "    content: |" {
                                 let mut body = String::new();
-                                while let Some(c) = lines
-                                    .next_if(|c| c.is_empty() || c.starts_with(CONTENT_INDENT))
+                                while let Some(c) =
+                                    lines.next_if(|c| c.is_empty() || c.starts_with(CONTENT_INDENT))
                                 {
                                     body.push_str(c.strip_prefix(CONTENT_INDENT).unwrap_or(""));
                                     body.push('\n');
@@ -518,12 +525,15 @@ mod tests {
             .output()
             .is_ok_and(|o| o.status.success());
         if !have {
-            eprintln!("cloud-init is not installed: `cloud-init schema` not run (the structure test above still ran)");
+            eprintln!(
+                "cloud-init is not installed: `cloud-init schema` not run (the structure test above still ran)"
+            );
             return;
         }
         let mut b = bootstrap();
         b.proxy.http_proxy = Some("http://proxy:3128".into());
-        b.ca_cert_bundle = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----".into());
+        b.ca_cert_bundle =
+            Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----".into());
         let dir = std::env::temp_dir().join(format!("hangar-userdata-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("user-data");
@@ -581,7 +591,10 @@ mod tests {
             .find("*\"Listening for Jobs\"*)")
             .expect("watches the runner's output");
         let idle = s.find("callback idle").expect("reports idle");
-        assert!(idle > listen, "idle is reported only after the runner listens");
+        assert!(
+            idle > listen,
+            "idle is reported only after the runner listens"
+        );
         assert_eq!(s.matches("callback idle").count(), 1);
         assert!(s.contains("callback terminated \"runner exited with status $RUNNER_RC\""));
         assert!(s.contains("before it listened for jobs"));

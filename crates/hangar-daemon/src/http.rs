@@ -295,7 +295,9 @@ pub async fn serve_with(
                         Ok(Ok(stream)) => {
                             serve_one(&http, TokioIo::new(stream), service, close).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
                 }

@@ -241,8 +241,13 @@ fn reload_on_sighup(tls: Option<tls::Tls>, cancel: CancellationToken) -> anyhow:
             match &tls {
                 None => tracing::info!("SIGHUP received: nothing to reload (no server.tls_cert)"),
                 Some(t) => match t.reload() {
-                    Ok(()) => tracing::info!(cert = %t.cert_path().display(), "SIGHUP received: TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = format!("{e:#}"), "SIGHUP received: TLS certificate NOT reloaded; the previous one stays in use"),
+                    Ok(()) => {
+                        tracing::info!(cert = %t.cert_path().display(), "SIGHUP received: TLS certificate reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "SIGHUP received: TLS certificate NOT reloaded; the previous one stays in use"
+                    ),
                 },
             }
         }

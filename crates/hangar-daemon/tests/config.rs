@@ -229,7 +229,10 @@ fn the_metrics_token_comes_from_the_config_or_a_file_and_is_long_enough() {
     let dir = tempfile::tempdir().unwrap();
     let base = "[server]\nbind = \"127.0.0.1:9997\"\npublic_url = \"http://127.0.0.1:9997\"\n";
     let c = Config::load_with(&write(dir.path(), base), &no_env).unwrap();
-    assert!(c.metrics_token().unwrap().is_none(), "open unless configured");
+    assert!(
+        c.metrics_token().unwrap().is_none(),
+        "open unless configured"
+    );
 
     let c = Config::load_with(
         &write(
@@ -249,7 +252,10 @@ fn the_metrics_token_comes_from_the_config_or_a_file_and_is_long_enough() {
     let c = Config::load_with(
         &write(
             dir.path(),
-            &format!("{base}[metrics]\ntoken_file = {:?}\n", file.display().to_string()),
+            &format!(
+                "{base}[metrics]\ntoken_file = {:?}\n",
+                file.display().to_string()
+            ),
         ),
         &no_env,
     )

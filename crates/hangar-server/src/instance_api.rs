@@ -97,7 +97,8 @@ impl FromRequestParts<AppState> for CallbackAuth {
     ) -> Result<Self, Self::Rejection> {
         let found = live_instance(parts, state).await?;
         let runner = found.instance.runner_status;
-        if !runner.is_bootstrapping() && !matches!(runner, RunnerStatus::Idle | RunnerStatus::Active)
+        if !runner.is_bootstrapping()
+            && !matches!(runner, RunnerStatus::Idle | RunnerStatus::Active)
         {
             return Err(ApiError::forbidden(format!(
                 "the instance token is no longer valid (runner is {runner})"

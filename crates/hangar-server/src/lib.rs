@@ -267,6 +267,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pools::list))
         .routes(routes!(pools::get, pools::update, pools::delete))
         .routes(routes!(pools::instances))
+        .routes(routes!(pools::userdata))
         .routes(routes!(instances::list))
         .routes(routes!(instances::get, instances::delete))
         .routes(routes!(jobs::list))

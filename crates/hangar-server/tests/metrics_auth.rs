@@ -37,7 +37,11 @@ async fn scrape(app: &axum::Router, auth: Option<String>) -> (StatusCode, String
         .get(header::WWW_AUTHENTICATE)
         .map(|v| v.to_str().unwrap().to_owned());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned(), challenge)
+    (
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        challenge,
+    )
 }
 
 #[tokio::test]
