@@ -435,14 +435,24 @@ impl Config {
     }
 
     /// The token `/metrics` requires, when `[metrics] token` or `token_file`
-    /// is set; refused when shorter than 16 characters.
+    /// is set, or else a systemd credential named `metrics-token` exists
+    /// (the packaged unit loads one); refused when shorter than 16
+    /// characters.
     pub fn metrics_token(&self) -> anyhow::Result<Option<Secret>> {
         let m = &self.metrics;
         let token = match (&m.token, &m.token_file) {
             (Some(_), Some(_)) => bail!("set metrics.token or metrics.token_file, not both"),
             (Some(t), None) => Secret::new(t.clone()),
             (None, Some(f)) => read_secret_file(f, "metrics.token_file")?,
-            (None, None) => return Ok(None),
+            (None, None) => {
+                let Some(f) = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .map(|d| Path::new(&d).join("metrics-token"))
+                    .filter(|f| f.exists())
+                else {
+                    return Ok(None);
+                };
+                read_secret_file(&f, "the systemd credential \"metrics-token\"")?
+            }
         };
         if token.expose().chars().count() < MIN_METRICS_TOKEN {
             bail!("the metrics token must be at least {MIN_METRICS_TOKEN} characters");
