@@ -4,11 +4,15 @@
 # unit in /lib/systemd/system and the secrets generated at install time by
 # the postinst, never shipped in the package.
 # Usage: deploy/build-deb.sh [--bin-dir DIR] [--out DIR] [--fast]
-# Build first: cargo build --release -p hangar-daemon -p hangar-cli
+# Build first: cargo xtask dist (stripped binaries in target/dist, the
+# default here when present; else target/release).
+# The package's version is the one the binaries report (`hangard --version`);
+# shell completions and man pages are generated from the binaries here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 bindir="$root/target/release"
+[ -x "$root/target/dist/hangard" ] && bindir="$root/target/dist"
 out="$root/target/deb"
 compress=(-Zxz)
 while [ $# -gt 0 ]; do
@@ -22,7 +26,8 @@ while [ $# -gt 0 ]; do
 done
 command -v dpkg-deb >/dev/null || { echo "dpkg-deb is missing (Debian/Ubuntu only)" >&2; exit 1; }
 
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
+version=$("$bindir/hangard" --version | awk '{print $2}')
+case "$version" in [0-9]*) ;; *) echo "cannot read the version from $bindir/hangard --version" >&2; exit 1 ;; esac
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -39,6 +44,35 @@ rm -rf "${pkg:?}/etc/systemd"
 install -m 0644 "$here/systemd/hangard.service.d/libvirt.conf" \
     "$pkg/usr/share/doc/hangar/hangard.service.d-libvirt.conf"
 
+# Shell completions and man pages, from the binaries themselves.
+install -d -m 0755 "$pkg/usr/share/bash-completion/completions" \
+    "$pkg/usr/share/zsh/vendor-completions" "$pkg/usr/share/fish/vendor_completions.d" \
+    "$pkg/usr/share/man/man1" "$pkg/usr/share/man/man8"
+"$bindir/hangar" completions bash > "$pkg/usr/share/bash-completion/completions/hangar"
+"$bindir/hangar" completions zsh > "$pkg/usr/share/zsh/vendor-completions/_hangar"
+"$bindir/hangar" completions fish > "$pkg/usr/share/fish/vendor_completions.d/hangar.fish"
+# A man page per binary: its --help as roff (what help2man does, without
+# the dependency).
+manpage() { # manpage BIN SECTION SUMMARY
+    local upper
+    upper=$(echo "$1" | tr '[:lower:]' '[:upper:]')
+    {
+        echo ".TH $upper $2 \"\" \"hangar $version\" \"Hangar\""
+        echo ".SH NAME"
+        echo "$1 \\- $3"
+        echo ".SH DESCRIPTION"
+        echo ".nf"
+        "$bindir/$1" --help | sed -e 's/\\/\\e/g' -e 's/^\./\\\&./'
+        echo ".fi"
+        echo ".SH SEE ALSO"
+        echo "/usr/share/doc/hangar/README.md, /usr/share/doc/hangar/hangard.example.toml"
+    } | gzip -9n > "$pkg/usr/share/man/man$2/$1.$2.gz"
+}
+manpage hangard 8 "autoscaled ephemeral GitHub Actions runners (daemon)"
+manpage hangar 1 "admin CLI for hangard"
+find "$pkg/usr/share/bash-completion" "$pkg/usr/share/zsh" "$pkg/usr/share/fish" -type f -exec chmod 0644 {} +
+chmod 0644 "$pkg"/usr/share/man/man*/*
+
 install -d -m 0755 "$pkg/DEBIAN"
 size=$(du -sk "$pkg" | cut -f1)
 cat > "$pkg/DEBIAN/control" <<EOF
@@ -47,7 +81,7 @@ Version: $version
 Architecture: $arch
 Maintainer: Hangar maintainers <hangar@localhost>
 Installed-Size: $size
-Depends: libc6, libgcc-s1, libvirt0
+Depends: libc6, libgcc-s1, libvirt0, adduser, genisoimage | xorriso
 Section: admin
 Priority: optional
 Homepage: https://localhost/hangar
@@ -67,17 +101,38 @@ if [ "$1" = configure ]; then
             --shell /usr/sbin/nologin hangar >/dev/null
     fi
     install -d -m 0700 /etc/hangar/credentials
-    for s in passphrase jwt-secret; do
+    for s in passphrase jwt-secret metrics-token; do
         if [ ! -e "/etc/hangar/credentials/$s" ]; then
             (umask 077; head -c 48 /dev/urandom | base64 | tr -d '\n=/+' > "/etc/hangar/credentials/$s")
         fi
     done
+    install -d -m 0700 -o hangar -g hangar /var/lib/hangar
     chgrp hangar /etc/hangar/hangard.toml
     chmod 0640 /etc/hangar/hangard.toml
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
-        echo "hangar: edit /etc/hangar/hangard.toml, then: systemctl enable --now hangard"
     fi
+    cat <<'NEXT'
+
+hangar is installed. Next:
+  1. Set server.public_url in /etc/hangar/hangard.toml (the URL GitHub
+     reaches) and add a [[provider]] (every key:
+     /usr/share/doc/hangar/hangard.example.toml).
+NEXT
+    if [ -d /run/systemd/system ]; then
+        echo "  2. Start it:  systemctl enable --now hangard"
+    else
+        cat <<'NEXT'
+  2. Start it (there is no systemd here; as root, in the foreground or
+     under your supervisor):
+       CREDENTIALS_DIRECTORY=/etc/hangar/credentials hangard --config /etc/hangar/hangard.toml
+NEXT
+    fi
+    cat <<'NEXT'
+  3. The first admin:  hangar init --url http://127.0.0.1:9997 --username admin --password-stdin
+  4. /metrics needs the token in /etc/hangar/credentials/metrics-token
+     (Authorization: Bearer <token>).
+NEXT
 fi
 EOF
 cat > "$pkg/DEBIAN/prerm" <<'EOF'
@@ -91,7 +146,9 @@ cat > "$pkg/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = purge ]; then
-    rm -rf /etc/hangar/credentials
+    # The database is sealed with the passphrase that goes here: keeping one
+    # without the other would leave a reinstall a database it cannot open.
+    rm -rf /etc/hangar/credentials /var/lib/hangar
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true

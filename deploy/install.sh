@@ -2,8 +2,8 @@
 # Installs Hangar as a systemd service:
 #   binaries   -> $PREFIX/bin/hangard, $PREFIX/bin/hangar
 #   unit       -> /etc/systemd/system/hangard.service (+ libvirt drop-in with --libvirt)
-#   config     -> /etc/hangar/hangard.toml (from config/hangard.example.toml, kept if present)
-#   secrets    -> /etc/hangar/credentials/{passphrase,jwt-secret} (generated, 0600, kept if present)
+#   config     -> /etc/hangar/hangard.toml (deploy/hangard.toml: starts as is; kept if present)
+#   secrets    -> /etc/hangar/credentials/{passphrase,jwt-secret,metrics-token} (generated, 0600, kept if present)
 #   state      -> /var/lib/hangar (empty; systemd's StateDirectory owns it)
 #   user       -> system user "hangar"
 # Usage: deploy/install.sh [--libvirt] [--bin-dir DIR]   (DESTDIR=/tmp/x for a staged install)
@@ -45,19 +45,16 @@ say "unit in $destdir/etc/systemd/system"
 install -m 0644 "$root/config/hangard.example.toml" "$destdir$prefix/share/doc/hangar/hangard.example.toml"
 install -m 0644 "$root/README.md" "$destdir$prefix/share/doc/hangar/README.md"
 if [ ! -e "$destdir/etc/hangar/hangard.toml" ]; then
-    # The example with the paths a service uses: state under /var/lib/hangar,
-    # passphrase from the systemd credential.
-    sed -e 's|^url = "sqlite://./data/hangar.db"|url = "sqlite:///var/lib/hangar/hangar.db"|' \
-        -e 's|^passphrase = .*|# passphrase: from the systemd credential "passphrase"|' \
-        "$root/config/hangard.example.toml" > "$destdir/etc/hangar/hangard.toml"
-    chmod 0640 "$destdir/etc/hangar/hangard.toml"
-    say "config in $destdir/etc/hangar/hangard.toml (edit server.public_url and the providers)"
+    # The least that starts: no providers, public_url a placeholder, the
+    # secrets from the systemd credentials.
+    install -m 0640 "$here/hangard.toml" "$destdir/etc/hangar/hangard.toml"
+    say "config in $destdir/etc/hangar/hangard.toml (set server.public_url, add a [[provider]])"
 else
     say "kept existing $destdir/etc/hangar/hangard.toml"
 fi
 
 install -d -m 0700 "$destdir/etc/hangar/credentials"
-for secret in passphrase jwt-secret; do
+for secret in passphrase jwt-secret metrics-token; do
     f="$destdir/etc/hangar/credentials/$secret"
     if [ ! -e "$f" ]; then
         (umask 077; head -c 48 /dev/urandom | base64 | tr -d '\n=/+' > "$f")

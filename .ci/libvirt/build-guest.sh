@@ -3,9 +3,12 @@
 # kernel plus a busybox initramfs whose /init plays the part of cloud-init.
 # It finds the NoCloud `cidata` ISO among the virtio disks, configures
 # QEMU user-mode networking statically (10.0.2.15/24 via 10.0.2.2, which is
-# the host's loopback), runs `user-data` with `sh` and powers off. A fake
-# /opt/actions-runner/run.sh accepts `--jitconfig X`, prints it and exits 0,
-# so Hangar's real boot script runs unchanged.
+# the host's loopback), runs the boot script in `user-data` (Hangar's
+# #cloud-config: the script its one `write_files` entry holds, as `runcmd`
+# would; a bare script with `sh`) and powers off. A fake
+# /opt/actions-runner/run.sh accepts `--jitconfig X`, prints it and the
+# lines the real runner prints once connected, and exits 0, so Hangar's
+# real boot script runs unchanged.
 #
 # Usage: build-guest.sh <cache-dir>
 # Produces: <cache-dir>/vmlinuz, <cache-dir>/initrd.img and <cache-dir>/guest.env
@@ -111,7 +114,16 @@ ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 \
     || echo "hangar-guest: no network"
 echo "hangar-guest: running user-data"
-sh /cidata/user-data
+if [ "$(head -n 1 /cidata/user-data)" = "#cloud-config" ]; then
+    # The literal block under `content: |`, unindented, up to the next
+    # top-level key.
+    awk '/^    content: [|]$/ { on = 1; next }
+         on && /^[^ ]/ { on = 0 }
+         on { sub(/^      /, ""); print }' /cidata/user-data > /tmp/bootstrap.sh
+    sh /tmp/bootstrap.sh
+else
+    sh /cidata/user-data
+fi
 echo "hangar-guest: user-data exited with $?"
 sync
 poweroff -f
@@ -126,6 +138,8 @@ if [ "${1:-}" != "--jitconfig" ] || [ -z "${2:-}" ]; then
     exit 2
 fi
 echo "fake-runner: jitconfig=$2"
+echo "√ Connected to GitHub"
+echo "$(date -u '+%Y-%m-%d %H:%M:%SZ'): Listening for Jobs"
 echo "fake-runner: job done"
 exit 0
 RUN

@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
+pub mod walkthrough;
+
 /// A built binary of this workspace (`target/<profile>/<name>`), next to the
 /// test executable's `deps/` folder. `cargo xtask ci` builds them first.
 pub fn bin(name: &str) -> PathBuf {

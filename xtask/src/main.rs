@@ -5,6 +5,8 @@
 //!   real-VM test, then fmt --check, clippy -D warnings, build, test.
 //! - `cargo xtask dev` — installs what is missing and runs `hangard` with
 //!   `config/hangard.toml`.
+//! - `cargo xtask try` — the whole flow without GitHub (`try_it`): a fake
+//!   GitHub, `hangard` on the dev config, the README's walkthrough, one job.
 //! - `cargo xtask bench <webhooks|schedule|queue>` — the benchmarks.
 //! - `cargo xtask simulate [SCENARIO|all] [--seed N] [--dev]` — the
 //!   deterministic simulation (`crates/hangar-sim`, scenarios in
@@ -23,6 +25,7 @@
 
 mod fuzz;
 mod tidy;
+mod try_it;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("dev") => dev(&args[1..]),
+        Some("try") => try_it::run_try(),
         Some("bench") => bench(&args[1..]),
         Some("simulate") => simulate(&args[1..]),
         Some("dist") => dist(),
@@ -43,7 +47,7 @@ fn main() -> ExitCode {
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev | bench webhooks|schedule|queue|idle-rss | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
+            "usage: cargo xtask <ci | dev | try | bench webhooks|schedule|queue|idle-rss | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
                 .into(),
         ),
     };

@@ -21,7 +21,7 @@ use crate::dto::{
     ControllerResponse, ControllerUpdate, CredentialsCreate, CredentialsResponse,
     CredentialsUpdate, EndpointCreate, EndpointResponse, EndpointUpdate, EntityCreate,
     EntityResponse, EntityUpdate, ErrorBody, FirstRunRequest, HealthResponse, InstanceResponse,
-    JobResponse, LoginRequest, LoginResponse, PoolCreate, PoolResponse, PoolUpdate,
+    JobResponse, LoginRequest, LoginResponse, PoolCreate, PoolResponse, PoolUpdate, PoolUserdata,
     ProviderResponse, UserResponse, WebhookInfo, WebhookInstall,
 };
 
@@ -452,6 +452,11 @@ impl Client {
 
     pub async fn get_pool(&self, id: Uuid) -> Result<PoolResponse, ClientError> {
         self.get(self.api(&["pools", &id.to_string()])).await
+    }
+
+    pub async fn pool_userdata(&self, id: Uuid) -> Result<PoolUserdata, ClientError> {
+        self.get(self.api(&["pools", &id.to_string(), "userdata"]))
+            .await
     }
 
     pub async fn update_pool(

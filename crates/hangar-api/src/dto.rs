@@ -291,6 +291,21 @@ pub struct PoolUpdate {
     pub enabled: Option<bool>,
 }
 
+/// A pool's boot data as its instances get it (`GET /api/v1/pools/{id}/userdata`),
+/// for inspection. No secret is in it: the per-instance parts (name, token,
+/// runner download) are placeholders, listed in `placeholders`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolUserdata {
+    pub pool_id: Uuid,
+    pub provider_name: String,
+    /// `text/cloud-config`: what cloud-init (or the NoCloud seed) gets.
+    pub content_type: String,
+    /// The `#cloud-config` document, the boot script under `write_files`.
+    pub userdata: String,
+    /// What each placeholder stands for.
+    pub placeholders: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PoolResponse {
     pub id: Uuid,
@@ -442,7 +457,9 @@ pub struct ControllerUpdate {
 /// What a booting instance reports about its runner.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StatusCallback {
-    /// `installing`, `idle` or `failed`.
+    /// `installing`, `idle` or `failed` while the runner bootstraps;
+    /// `terminated` once it has run (the runner process exited; its message
+    /// says how).
     pub status: String,
     #[serde(default)]
     pub message: Option<String>,

@@ -528,6 +528,9 @@ pub enum PoolCmd {
     /// The pool's runners (garm-cli's `pool runner list POOL`).
     #[command(subcommand)]
     Runner(PoolRunnerCmd),
+    /// Print the boot data (#cloud-config) a new instance of the pool gets,
+    /// with placeholders for its name, token and runner download.
+    Userdata { id: String },
 }
 
 #[derive(Debug, Subcommand)]

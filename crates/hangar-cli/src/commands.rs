@@ -858,6 +858,26 @@ async fn pool(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<String> {
                 .with_context(|| format!("cannot delete pool {uuid}"))?;
             Ok(ctx.deleted(format!("pool {uuid}")))
         }
+        PoolCmd::Userdata { id } => {
+            let uuid = input::pool_id(&id)?;
+            let c = ctx.client()?;
+            let u = c
+                .pool_userdata(uuid)
+                .await
+                .with_context(|| format!("cannot render the boot data of pool {uuid}"))?;
+            match ctx.format {
+                OutputFormat::Json => output::json(&u),
+                _ => {
+                    // The document itself on stdout (pipe it to a file or
+                    // `cloud-init schema`); what the placeholders mean on
+                    // stderr.
+                    for p in &u.placeholders {
+                        eprintln!("# placeholder: {p}");
+                    }
+                    Ok(u.userdata.trim_end().to_owned())
+                }
+            }
+        }
         PoolCmd::Runner(PoolRunnerCmd::List {
             pool_id,
             include_deleted,

@@ -65,6 +65,9 @@ pub enum RetireReason {
     RunnerFailed,
     /// The runner was not up within the pool's bootstrap timeout.
     BootstrapTimeout,
+    /// The runner reported that it exited (its one job ended) before
+    /// GitHub's `completed` arrived.
+    RunnerExited,
 }
 
 impl RetireReason {
@@ -73,6 +76,7 @@ impl RetireReason {
             RetireReason::JobCompleted => "job completed",
             RetireReason::RunnerFailed => "runner reported a failure",
             RetireReason::BootstrapTimeout => "runner not up within the bootstrap timeout",
+            RetireReason::RunnerExited => "runner exited",
         }
     }
 }
@@ -129,6 +133,11 @@ pub fn next_step(v: &InstanceView, rules: &StepRules) -> Option<(Step, Option<Da
         && matches!(inst.status, I::PendingCreate | I::Running | I::Error)
     {
         return Some((Step::Retire(RetireReason::RunnerFailed), None));
+    }
+    // An ephemeral runner that exited serves nothing more; its VM goes
+    // without waiting for GitHub's `completed`.
+    if inst.runner_status == R::Terminated && inst.status == I::Running {
+        return Some((Step::Retire(RetireReason::RunnerExited), None));
     }
     match inst.status {
         // Attempts that failed before the provider was called (a JIT
@@ -482,6 +491,18 @@ mod tests {
         assert_eq!(next_step(&v, &rules(0)), Some((Step::RetryCreate, None)));
         v.instance.create_attempts = 3;
         assert_eq!(next_step(&v, &rules(0)), Some((Step::GiveUp, None)));
+    }
+
+    #[test]
+    fn a_runner_that_exited_retires_its_running_instance() {
+        let v = view(InstanceStatus::Running, RunnerStatus::Terminated);
+        assert_eq!(
+            next_step(&v, &rules(0)),
+            Some((Step::Retire(RetireReason::RunnerExited), None))
+        );
+        // Already on its way out: the delete goes on as before.
+        let v = view(InstanceStatus::PendingDelete, RunnerStatus::Terminated);
+        assert_eq!(next_step(&v, &rules(0)), Some((Step::Delete, None)));
     }
 
     #[test]

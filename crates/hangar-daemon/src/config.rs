@@ -63,6 +63,10 @@ pub struct ServerSection {
     /// unset: [`ServerSection::worker_thread_count`] decides.
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// TLS on the listener: a PEM certificate chain and its private key,
+    /// both or neither; read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerSection {
@@ -198,13 +202,23 @@ pub struct MetricsSection {
     /// Serve `GET /metrics`.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Required from scrapers (Bearer, or the basic-auth password) when set.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            token: None,
+            token_file: None,
+        }
     }
 }
+
+/// The shortest metrics token accepted: a scrape secret worth the name.
+const MIN_METRICS_TOKEN: usize = 16;
 
 fn yes() -> bool {
     true
@@ -325,6 +339,17 @@ impl Config {
                 self.server.max_connections
             );
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            bail!("server.tls_cert and server.tls_key go together: set both, or neither");
+        }
+        if self.metrics.token.is_some() && self.metrics.token_file.is_some() {
+            bail!("set metrics.token or metrics.token_file, not both");
+        }
+        if let Some(t) = &self.metrics.token
+            && t.chars().count() < MIN_METRICS_TOKEN
+        {
+            bail!("metrics.token must be at least {MIN_METRICS_TOKEN} characters");
+        }
         if self.server.max_runners_per_pool == 0 {
             bail!("server.max_runners_per_pool must be at least 1");
         }
@@ -407,6 +432,32 @@ impl Config {
         bail!(
             "no database passphrase: set database.passphrase or database.passphrase_file, HANGAR_PASSPHRASE, or a systemd credential named \"passphrase\""
         )
+    }
+
+    /// The token `/metrics` requires, when `[metrics] token` or `token_file`
+    /// is set, or else a systemd credential named `metrics-token` exists
+    /// (the packaged unit loads one); refused when shorter than 16
+    /// characters.
+    pub fn metrics_token(&self) -> anyhow::Result<Option<Secret>> {
+        let m = &self.metrics;
+        let token = match (&m.token, &m.token_file) {
+            (Some(_), Some(_)) => bail!("set metrics.token or metrics.token_file, not both"),
+            (Some(t), None) => Secret::new(t.clone()),
+            (None, Some(f)) => read_secret_file(f, "metrics.token_file")?,
+            (None, None) => {
+                let Some(f) = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .map(|d| Path::new(&d).join("metrics-token"))
+                    .filter(|f| f.exists())
+                else {
+                    return Ok(None);
+                };
+                read_secret_file(&f, "the systemd credential \"metrics-token\"")?
+            }
+        };
+        if token.expose().chars().count() < MIN_METRICS_TOKEN {
+            bail!("the metrics token must be at least {MIN_METRICS_TOKEN} characters");
+        }
+        Ok(Some(token))
     }
 
     /// The JWT secret when configured (else the store generates one).

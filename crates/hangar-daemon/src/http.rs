@@ -14,6 +14,9 @@
 //! flight: kept alive, or never sent one) is closed first to make room; when
 //! every connection is busy, the new one is closed at once rather than left
 //! to pile up in the accept queue.
+//!
+//! With TLS ([`crate::tls`]) each connection's handshake runs in its own
+//! task, under the same read timeout, so a slow handshake holds no one up.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -206,6 +210,18 @@ pub async fn serve_counted(
     cancel: CancellationToken,
     connections: Connections,
 ) -> Stopped {
+    serve_with(listener, app, limits, cancel, connections, None).await
+}
+
+/// [`serve_counted`], over TLS when `tls` is given.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    cancel: CancellationToken,
+    connections: Connections,
+    tls: Option<crate::tls::Tls>,
+) -> Stopped {
     let max = limits.max_connections.max(1);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -264,20 +280,27 @@ pub async fn serve_counted(
                 }
             })
         };
-        let serving = http.serve_connection(TokioIo::new(stream), service);
+        let http = http.clone();
         let connections = connections.clone();
+        let handshake = tls.as_ref().map(|t| (t.acceptor(), limits.read_timeout));
         tokio::spawn(async move {
-            let mut serving = std::pin::pin!(serving);
-            let result = tokio::select! {
-                r = serving.as_mut() => r,
-                () = close.cancelled() => {
-                    // Idle: closes now; busy: after the request in flight.
-                    serving.as_mut().graceful_shutdown();
-                    serving.await
+            match handshake {
+                None => serve_one(&http, TokioIo::new(stream), service, close).await,
+                Some((acceptor, timeout)) => {
+                    let shaken = tokio::select! {
+                        r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
+                        () = close.cancelled() => Ok(Err(std::io::ErrorKind::Interrupted.into())),
+                    };
+                    match shaken {
+                        Ok(Ok(stream)) => {
+                            serve_one(&http, TokioIo::new(stream), service, close).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
             }
             connections.remove(id);
         });
@@ -286,5 +309,35 @@ pub async fn serve_counted(
     match tokio::time::timeout(limits.grace, connections.wait_empty()).await {
         Ok(()) => Stopped::Drained,
         Err(_) => Stopped::GraceExpired,
+    }
+}
+
+/// Serves one connection until it ends, or gracefully once `close` fires.
+async fn serve_one<I, S>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    close: CancellationToken,
+) where
+    I: Read + Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let serving = http.serve_connection(io, service);
+    let mut serving = std::pin::pin!(serving);
+    let result = tokio::select! {
+        r = serving.as_mut() => r,
+        () = close.cancelled() => {
+            // Idle: closes now; busy: after the request in flight.
+            serving.as_mut().graceful_shutdown();
+            serving.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

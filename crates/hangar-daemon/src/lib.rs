@@ -7,6 +7,7 @@
 pub mod config;
 pub mod http;
 pub mod import_garm;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -225,6 +226,35 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
+/// SIGHUP reads the TLS certificate and key again (systemd's
+/// `ExecReload`); without TLS there is nothing to reload, and the signal
+/// no longer ends the process either way.
+fn reload_on_sighup(tls: Option<tls::Tls>, cancel: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                got = hup.recv() => if got.is_none() { break },
+            }
+            match &tls {
+                None => tracing::info!("SIGHUP received: nothing to reload (no server.tls_cert)"),
+                Some(t) => match t.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %t.cert_path().display(), "SIGHUP received: TLS certificate reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "SIGHUP received: TLS certificate NOT reloaded; the previous one stays in use"
+                    ),
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(false, state)
@@ -290,6 +320,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         version: VERSION.to_owned(),
         token_ttl: Duration::from_secs(config.auth.token_ttl_hours.max(1) * 3600),
         max_runners_per_pool: config.server.max_runners_per_pool,
+        metrics_token: config.metrics_token()?,
         metrics_hook: Some(Box::new(move |m: &Metrics| {
             for s in stats_forge.stats() {
                 if let Some(remaining) = s.rate_limit_remaining {
@@ -325,10 +356,19 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         );
     }
 
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key)?),
+        _ => None,
+    };
+    reload_on_sighup(tls.clone(), cancel.clone())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        tls = tls.is_some(),
+        "listening"
+    );
 
     let sched = {
         let scheduler = scheduler.clone();
@@ -364,7 +404,7 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     }
 
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let served = tokio::spawn(http::serve(
+    let served = tokio::spawn(http::serve_with(
         listener,
         app,
         http::Limits {
@@ -373,6 +413,8 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
             grace,
         },
         cancel.clone(),
+        http::Connections::default(),
+        tls,
     ));
     cancel.cancelled().await;
     notify(&[sd_notify::NotifyState::Stopping]);

@@ -223,3 +223,52 @@ fn github_proxy_comes_from_the_environment() {
         Some("ghes.corp,.internal")
     );
 }
+
+#[test]
+fn the_metrics_token_comes_from_the_config_or_a_file_and_is_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[server]\nbind = \"127.0.0.1:9997\"\npublic_url = \"http://127.0.0.1:9997\"\n";
+    let c = Config::load_with(&write(dir.path(), base), &no_env).unwrap();
+    assert!(
+        c.metrics_token().unwrap().is_none(),
+        "open unless configured"
+    );
+
+    let c = Config::load_with(
+        &write(
+            dir.path(),
+            &format!("{base}[metrics]\ntoken = \"0123456789abcdef-metrics\"\n"),
+        ),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.metrics_token().unwrap().unwrap().expose(),
+        "0123456789abcdef-metrics"
+    );
+
+    let file = dir.path().join("metrics-token");
+    std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+    let c = Config::load_with(
+        &write(
+            dir.path(),
+            &format!(
+                "{base}[metrics]\ntoken_file = {:?}\n",
+                file.display().to_string()
+            ),
+        ),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.metrics_token().unwrap().unwrap().expose(),
+        "from-a-file-0123456789"
+    );
+
+    let e = Config::load_with(
+        &write(dir.path(), &format!("{base}[metrics]\ntoken = \"short\"\n")),
+        &no_env,
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("at least 16"), "{e:#}");
+}

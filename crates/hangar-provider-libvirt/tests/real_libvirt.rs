@@ -370,7 +370,11 @@ async fn a_vm_boots_fetches_its_jit_config_reports_and_is_deleted_without_trace(
         let seen = server.seen.lock().unwrap();
         assert_eq!(seen.jit_fetches, 1, "{seen:?}");
         assert_eq!(seen.bad_auth, 0, "every request carried the instance token");
-        assert_eq!(seen.statuses, ["installing", "idle"], "{seen:?}");
+        assert_eq!(
+            seen.statuses,
+            ["installing", "idle", "terminated"],
+            "{seen:?}"
+        );
     }
     let log = console_text();
     assert!(

@@ -7,7 +7,8 @@
 //! with and without a trailing slash (see [`trailing_slash_routes`]).
 //!
 //! A token opens only its own instance, and only while the runner is still
-//! coming up (`pending`/`installing`); after that it is worthless.
+//! coming up (`pending`/`installing`); after that it is good for one thing
+//! only: the status callback that reports the runner's exit (`terminated`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -36,6 +37,28 @@ pub struct InstanceAuth {
     pub has_jit_config: bool,
 }
 
+/// The live (not retiring) instance a request's token belongs to, whatever
+/// its runner's status.
+async fn live_instance(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<hangar_store::TokenLookup, ApiError> {
+    let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing instance token"))?;
+    let hash = hangar_store::hash_token(token);
+    let found = state
+        .store
+        .instance_by_token(&hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown or expired instance token"))?;
+    if matches!(
+        found.instance.status,
+        InstanceStatus::PendingDelete | InstanceStatus::Deleting | InstanceStatus::Deleted
+    ) {
+        return Err(ApiError::unauthorized("this instance is being retired"));
+    }
+    Ok(found)
+}
+
 impl FromRequestParts<AppState> for InstanceAuth {
     type Rejection = ApiError;
 
@@ -43,21 +66,8 @@ impl FromRequestParts<AppState> for InstanceAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token =
-            bearer(parts).ok_or_else(|| ApiError::unauthorized("missing instance token"))?;
-        let hash = hangar_store::hash_token(token);
-        let found = state
-            .store
-            .instance_by_token(&hash)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or expired instance token"))?;
+        let found = live_instance(parts, state).await?;
         let inst = &found.instance;
-        if matches!(
-            inst.status,
-            InstanceStatus::PendingDelete | InstanceStatus::Deleting | InstanceStatus::Deleted
-        ) {
-            return Err(ApiError::unauthorized("this instance is being retired"));
-        }
         if !inst.runner_status.is_bootstrapping() {
             return Err(ApiError::forbidden(format!(
                 "the instance token is only valid while the runner bootstraps (runner is {})",
@@ -67,6 +77,35 @@ impl FromRequestParts<AppState> for InstanceAuth {
         Ok(InstanceAuth {
             instance: found.instance,
             has_jit_config: found.has_jit_config || found.jit_fetched,
+        })
+    }
+}
+
+/// The instance of a status callback: bootstrapping, or with a runner that
+/// is up (`idle`/`active`) and may only report that it exited.
+#[derive(Debug)]
+pub struct CallbackAuth {
+    pub instance: Instance,
+}
+
+impl FromRequestParts<AppState> for CallbackAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let found = live_instance(parts, state).await?;
+        let runner = found.instance.runner_status;
+        if !runner.is_bootstrapping()
+            && !matches!(runner, RunnerStatus::Idle | RunnerStatus::Active)
+        {
+            return Err(ApiError::forbidden(format!(
+                "the instance token is no longer valid (runner is {runner})"
+            )));
+        }
+        Ok(CallbackAuth {
+            instance: found.instance,
         })
     }
 }
@@ -503,19 +542,26 @@ where
     security(("instance_token" = [])))]
 pub async fn status_callback(
     State(s): State<AppState>,
-    auth: InstanceAuth,
+    auth: CallbackAuth,
     AnyJson(req): AnyJson<StatusCallback>,
 ) -> ApiResult<StatusCode> {
     let to = match req.status.as_str() {
         "installing" => RunnerStatus::Installing,
         "idle" => RunnerStatus::Idle,
         "failed" => RunnerStatus::Failed,
+        "terminated" => RunnerStatus::Terminated,
         other => {
             return Err(ApiError::bad_request(format!(
-                "status must be installing, idle or failed, got {other:?}"
+                "status must be installing, idle, failed or terminated, got {other:?}"
             )));
         }
     };
+    if !auth.instance.runner_status.is_bootstrapping() && to != RunnerStatus::Terminated {
+        return Err(ApiError::forbidden(format!(
+            "the runner is {}: the instance token may now only report terminated",
+            auth.instance.runner_status
+        )));
+    }
     let message: Option<String> = req.message.map(|m| m.chars().take(500).collect());
     let name = &auth.instance.name;
     if let Some(agent_id) = req.agent_id.filter(|_| auth.instance.runner_id.is_none()) {

@@ -46,6 +46,9 @@ pub struct Settings {
     /// Called before `/metrics` is encoded, to refresh gauges owned by
     /// others (e.g. GitHub rate-limit figures).
     pub metrics_hook: Option<MetricsHook>,
+    /// `[metrics] token`: when set, `/metrics` answers only requests that
+    /// carry it (Bearer, or as the basic-auth password).
+    pub metrics_token: Option<hangar_core::Secret>,
 }
 
 /// Refreshes gauges owned outside the server just before `/metrics` answers.
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Settings {
             .field("webhook_read_timeout", &self.webhook_read_timeout)
             .field("version", &self.version)
             .field("max_runners_per_pool", &self.max_runners_per_pool)
+            .field("metrics_token", &self.metrics_token.is_some())
             .finish()
     }
 }
@@ -195,7 +199,7 @@ struct SecuritySchemes;
 impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["bearer", "instance_token"] {
+        for name in ["bearer", "instance_token", "metrics_token"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
@@ -289,6 +293,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             scalesets::enterprises::list_scale_sets,
             scalesets::enterprises::create_scale_set
         ))
+        .routes(routes!(pools::userdata))
         .routes(routes!(instances::list))
         .routes(routes!(instances::get, instances::delete))
         .routes(routes!(jobs::list))

@@ -53,9 +53,64 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<HealthRespon
     )
 }
 
-/// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+/// Whether a `/metrics` request carries the configured token: as
+/// `Authorization: Bearer <token>`, or as the password of HTTP basic auth
+/// (any user name), the two ways Prometheus's scrape config can send it.
+fn metrics_authorized(expected: &hangar_core::Secret, headers: &axum::http::HeaderMap) -> bool {
+    use base64::Engine as _;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let given = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.trim().to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let Some(pair) = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return false;
+        };
+        match pair.split_once(':') {
+            Some((_, password)) => password.to_owned(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    // Compared as digests: equal length, no early exit on the secret.
+    hangar_store::hash_token(&given) == hangar_store::hash_token(expected.expose())
+}
+
+/// Prometheus metrics (OpenMetrics text). When `[metrics] token` is set, the
+/// token is required (Bearer, or as the basic-auth password).
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses(
+        (status = 200, body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "A metrics token is configured and the request did not carry it", body = hangar_api::ErrorBody),
+    ),
+    security((), ("metrics_token" = [])))]
+pub async fn metrics(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(token) = &s.settings.metrics_token
+        && !metrics_authorized(token, &headers)
+    {
+        return (
+            [(
+                header::WWW_AUTHENTICATE,
+                r#"Bearer realm="hangar metrics", Basic realm="hangar metrics""#,
+            )],
+            crate::error::ApiError::unauthorized("the metrics token is missing or wrong")
+                .with_details("send Authorization: Bearer <[metrics] token>"),
+        )
+            .into_response();
+    }
     let m = &s.metrics;
     if let Ok(jobs) = s.store.job_counts().await {
         m.jobs.clear();
@@ -99,4 +154,5 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         )],
         m.encode(),
     )
+        .into_response()
 }

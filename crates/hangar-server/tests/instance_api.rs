@@ -211,6 +211,73 @@ async fn a_token_opens_its_own_instance_once_and_only_while_bootstrapping() {
     );
 }
 
+/// Once its runner is up, the token may report one thing more: that the
+/// runner exited (its one job ended). The instance is then retired without
+/// waiting for GitHub's `completed`.
+#[tokio::test]
+async fn an_up_runner_reports_its_exit_and_its_instance_is_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, store, pool, scheduler) = app(dir.path(), &[]).await;
+    let a = instance(&store, &pool, "hangar-a", "token-a").await;
+    store
+        .transition(
+            &a,
+            Change::FinishCreate {
+                provider_id: "vm-a",
+                addresses: &[],
+            },
+        )
+        .await
+        .unwrap();
+    let cb = |status: &str, msg: &str| format!(r#"{{"status":"{status}","message":"{msg}"}}"#);
+    let post = |body: String| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                "POST",
+                "/api/v1/callbacks/status",
+                Some("token-a"),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let (s, body) = post(cb("idle", "runner connected, listening for jobs")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    // Up: bootstrap reports and the metadata are closed to the token ...
+    let (s, body) = post(cb("failed", "x")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("may now only report terminated"), "{body}");
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/api/v1/metadata/jit-config",
+        Some("token-a"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // ... but the runner's exit is recorded with its message.
+    let (s, body) = post(cb("terminated", "runner exited with status 0")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let now = store.instance(&a).await.unwrap();
+    assert_eq!(now.runner_status, RunnerStatus::Terminated);
+    assert_eq!(
+        now.status_message.as_deref(),
+        Some("runner exited with status 0")
+    );
+    // Terminated is the end: the token is worthless now.
+    let (s, _) = post(cb("terminated", "again")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let report = scheduler.reconcile_pool(pool.id).await.unwrap();
+    assert_eq!(report.retired, 1);
+    let now = store.instance(&a).await.unwrap();
+    assert_eq!(now.status, InstanceStatus::PendingDelete);
+    assert_eq!(now.status_message.as_deref(), Some("runner exited"));
+}
+
 /// An instance in `creating` without a JIT config (registration token).
 async fn token_instance(store: &Store, pool: &Pool, name: &str, token: &str) -> InstanceName {
     let name = InstanceName::parse(name).unwrap();

@@ -372,3 +372,62 @@ async fn password_guessing_is_throttled_per_user_and_per_address() {
         assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
     }
 }
+
+/// `GET /api/v1/pools/{id}/userdata`: the pool's boot data for inspection,
+/// as `#cloud-config`, with placeholders where a new instance's name
+/// suffix, token and runner download go; listed in the OpenAPI document.
+#[tokio::test]
+async fn a_pools_boot_data_can_be_inspected_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _store, pool, token) = app_with_admin(dir.path()).await;
+    let path = format!("/api/v1/pools/{}/userdata", pool.id);
+    let a = call(&app, "GET", &path, None, None, None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    let a = call(&app, "GET", &path, Some(&token), None, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["pool_id"], pool.id.to_string());
+    assert_eq!(a.body["provider_name"], "fake");
+    assert_eq!(a.body["content_type"], "text/cloud-config");
+    let ud = a.body["userdata"].as_str().unwrap();
+    assert!(ud.starts_with("#cloud-config\n"), "{ud}");
+    assert!(ud.contains("runcmd:"), "{ud}");
+    assert!(
+        ud.contains("HANGAR_METADATA_URL='http://127.0.0.1:1/api/v1/metadata'"),
+        "{ud}"
+    );
+    assert!(
+        ud.contains("HANGAR_TOKEN='<instance token: issued per instance"),
+        "{ud}"
+    );
+    assert!(ud.contains("-xxxxxxxxxxxx"), "{ud}");
+    assert!(ud.contains("hangar-pool-id:"), "the runner labels: {ud}");
+    assert_eq!(a.body["placeholders"].as_array().unwrap().len(), 4);
+
+    let a = call(
+        &app,
+        "GET",
+        &format!("/api/v1/pools/{}/userdata", uuid::Uuid::new_v4()),
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    let a = call(
+        &app,
+        "GET",
+        "/api/v1/pools/nope/userdata",
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_error(&a, StatusCode::NOT_FOUND, "not found");
+
+    let doc = hangar_server::openapi_json();
+    assert!(
+        doc["paths"]["/api/v1/pools/{id}/userdata"]["get"].is_object(),
+        "in the OpenAPI document"
+    );
+}

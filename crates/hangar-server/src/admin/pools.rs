@@ -337,3 +337,96 @@ pub async fn instances(
         .await?;
     Ok(Json(list.iter().map(instance_response).collect()))
 }
+
+/// What stands in the inspected boot data for the per-instance parts.
+const NAME_SUFFIX_PLACEHOLDER: &str = "xxxxxxxxxxxx";
+const TOKEN_PLACEHOLDER: &str = "<instance token: issued per instance, valid while it bootstraps>";
+const RUNNER_URL_PLACEHOLDER: &str =
+    "<runner download: GitHub's current release for the pool's OS and architecture>";
+const RUNNER_SHA_PLACEHOLDER: &str = "<its SHA-256, from GitHub's list>";
+
+/// The pool's boot data as a new instance of it would get it (for
+/// inspection; no secret: the instance's name suffix, token and runner
+/// download are placeholders). 409 when the provider renders its own
+/// (garm's external providers) or the pool's OS has no boot script.
+#[utoipa::path(get, path = "/api/v1/pools/{id}/userdata", tag = "pools", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = hangar_api::PoolUserdata),
+        (status = 404, body = hangar_api::ErrorBody),
+        (status = 409, description = "The provider renders its own boot script, is not configured, or the pool's OS has none", body = hangar_api::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn userdata(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<hangar_api::PoolUserdata>> {
+    use hangar_core::provider::{BootstrapParams, RunnerTool};
+    use hangar_core::userdata::{self, UserdataParams};
+    let id = parse_pool_id(&id)?;
+    let pool = s.store.pool(id).await?;
+    let provider = pool.spec.provider_name.as_str();
+    let entry = s.providers.get(provider).ok_or_else(|| {
+        ApiError::conflict(format!(
+            "provider {provider:?} is not configured in hangard"
+        ))
+    })?;
+    if !entry.provider.renders_userdata() {
+        return Err(ApiError::conflict(format!(
+            "provider {provider:?} renders its own boot script (a garm external provider); \
+             Hangar hands it the bootstrap parameters instead"
+        )));
+    }
+    let target = s.store.forge_target(pool.entity_id).await?;
+    let urls = s.urls.get();
+    let bootstrap = BootstrapParams {
+        repo_url: hangar_core::entity_web_url(&target.endpoint.base_url, &target.scope),
+        metadata_url: urls.metadata_url.clone(),
+        callback_url: urls.callback_url.clone(),
+        instance_token: hangar_core::Secret::new(TOKEN_PLACEHOLDER),
+        jit_config_enabled: entry.provider.jit_enabled(),
+        runner_group: pool.spec.runner_group.clone(),
+        tools: Vec::new(),
+        ca_cert_bundle: target.endpoint.ca_bundle.clone(),
+        proxy: pool.spec.proxy().unwrap_or_default().or(&entry.proxy),
+    };
+    let tool = RunnerTool {
+        os: pool.spec.os_type.as_str().to_owned(),
+        architecture: pool.spec.os_arch.github_name().to_owned(),
+        download_url: RUNNER_URL_PLACEHOLDER.to_owned(),
+        filename: String::new(),
+        sha256_checksum: Some(RUNNER_SHA_PLACEHOLDER.to_owned()),
+    };
+    let name =
+        hangar_core::InstanceName::generate(&pool.spec.runner_prefix, NAME_SUFFIX_PLACEHOLDER)
+            .map_err(|e| {
+                ApiError::internal("cannot make an example instance name")
+                    .with_details(e.to_string())
+            })?;
+    let labels = pool.runner_labels(s.store.controller_id());
+    let rendered = userdata::render(&UserdataParams {
+        name: &name,
+        os_type: pool.spec.os_type,
+        labels: &labels,
+        bootstrap: &bootstrap,
+        tool: Some(&tool),
+    })
+    .map_err(|e| ApiError::conflict(e.to_string()))?;
+    Ok(Json(hangar_api::PoolUserdata {
+        pool_id: pool.id.0,
+        provider_name: provider.to_owned(),
+        content_type: "text/cloud-config".into(),
+        userdata: rendered,
+        placeholders: vec![
+            format!(
+                "{name}: each instance's name ends in its own random suffix instead of {NAME_SUFFIX_PLACEHOLDER}"
+            ),
+            format!("HANGAR_TOKEN {TOKEN_PLACEHOLDER}"),
+            format!(
+                "RUNNER_URL {RUNNER_URL_PLACEHOLDER}; used only when the image has no runner in {}",
+                userdata::RUNNER_DIR
+            ),
+            format!("RUNNER_SHA256 {RUNNER_SHA_PLACEHOLDER}"),
+        ],
+    }))
+}

@@ -17,12 +17,27 @@ use hangar_testkit::sample;
 /// The router and a (not running) scheduler over `store`, as the daemon
 /// wires them, with the in-process fake provider.
 pub async fn router_over(store: &Store) -> (axum::Router, Scheduler) {
+    let (forge, actions) = github_clients();
+    router_with(store, forge, actions).await
+}
+
+/// The real GitHub clients, pointed at nothing.
+fn github_clients() -> (Arc<dyn Forge>, Arc<dyn ActionsService>) {
     let forge: Arc<dyn Forge> = Arc::new(hangar_github::GitHubForge::new(Default::default()));
     let actions: Arc<dyn ActionsService> = Arc::new(hangar_github::ActionsClient::new(
         Default::default(),
         forge.clone(),
     ));
-    router_with(store, forge, actions).await
+    (forge, actions)
+}
+
+/// [`router_over`] with `[metrics] token` set.
+pub async fn router_with_metrics_token(
+    store: &Store,
+    metrics_token: Option<Secret>,
+) -> (axum::Router, Scheduler) {
+    let (forge, actions) = github_clients();
+    router_full(store, forge, actions, metrics_token).await
 }
 
 /// [`router_over`] with the given GitHub clients.
@@ -30,6 +45,15 @@ pub async fn router_with(
     store: &Store,
     forge: Arc<dyn Forge>,
     actions: Arc<dyn ActionsService>,
+) -> (axum::Router, Scheduler) {
+    router_full(store, forge, actions, None).await
+}
+
+async fn router_full(
+    store: &Store,
+    forge: Arc<dyn Forge>,
+    actions: Arc<dyn ActionsService>,
+    metrics_token: Option<Secret>,
 ) -> (axum::Router, Scheduler) {
     let providers = Providers::builder()
         .add(
@@ -69,6 +93,7 @@ pub async fn router_with(
             token_ttl: Duration::from_secs(3600),
             max_runners_per_pool: hangar_server::DEFAULT_MAX_RUNNERS_PER_POOL,
             metrics_hook: None,
+            metrics_token,
         },
         None,
     )

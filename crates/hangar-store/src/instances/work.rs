@@ -24,7 +24,7 @@ macro_rules! needs_step_from_where {
             "FROM instances i LEFT JOIN jobs j ON j.runner_name = i.name
              WHERE i.pool_id = ?1 AND (
                 i.status IN ('pending_create', 'error', 'pending_delete')
-                OR (i.status = 'running' AND i.runner_status = 'failed')
+                OR (i.status = 'running' AND i.runner_status IN ('failed', 'terminated'))
                 OR (i.status = 'running' AND i.runner_status IN ('pending', 'installing')
                     AND i.created_at < ",
             $cutoff,

@@ -45,7 +45,7 @@ pub(super) enum CustomDataError {
     NotBase64(#[from] base64::DecodeError),
     #[error("customData is not UTF-8")]
     NotUtf8,
-    #[error("customData is not a script (no #! line)")]
+    #[error("customData is neither a script (#!) nor #cloud-config")]
     NotAScript,
     #[error("customData sets no {0}")]
     Missing(&'static str),
@@ -56,7 +56,9 @@ pub(super) enum CustomDataError {
 pub(super) fn bootstrap_from_custom_data(b64: &str) -> Result<BootstrapParams, CustomDataError> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
     let script = String::from_utf8(bytes).map_err(|_| CustomDataError::NotUtf8)?;
-    if !script.starts_with("#!") {
+    // Hangar's user-data is #cloud-config holding the script (indented
+    // under write_files); a bare script is read the same way.
+    if !script.starts_with("#!") && !script.starts_with("#cloud-config\n") {
         return Err(CustomDataError::NotAScript);
     }
     let mut vars: HashMap<String, String> = HashMap::new();
@@ -179,7 +181,15 @@ mod tests {
         assert_eq!(got.repo_url, b.repo_url);
         assert!(got.jit_config_enabled);
         assert_eq!(got.proxy.http_proxy.as_deref(), Some("http://proxy:3128"));
-        let not_script = base64::engine::general_purpose::STANDARD.encode("#cloud-config\n");
-        assert!(bootstrap_from_custom_data(&not_script).is_err());
+        let empty = base64::engine::general_purpose::STANDARD.encode("#cloud-config\n");
+        assert!(matches!(
+            bootstrap_from_custom_data(&empty),
+            Err(CustomDataError::Missing(_))
+        ));
+        let not_script = base64::engine::general_purpose::STANDARD.encode("echo hi\n");
+        assert!(matches!(
+            bootstrap_from_custom_data(&not_script),
+            Err(CustomDataError::NotAScript)
+        ));
     }
 }
