@@ -140,6 +140,8 @@ struct AdminToken {
 #[derive(Debug, Clone)]
 struct Job {
     info: FakeScaleSetJob,
+    /// When `JobAvailable` was last sent for it.
+    offered_at: Instant,
     labels: Vec<String>,
     queue_time: String,
     assign_time: Option<String>,
@@ -179,6 +181,7 @@ struct St {
     poll_wait: Duration,
     poll_delay: Duration,
     session_idle: Duration,
+    reoffer_after: Duration,
     job_duration: Duration,
     scale_sets: BTreeMap<i64, ScaleSet>,
     next_scale_set: i64,
@@ -419,6 +422,30 @@ impl St {
         if let Some(s) = self.scale_sets.get_mut(&ss) {
             s.pending.push_back(m);
         }
+        if kind == "JobAvailable"
+            && let Some(j) = self.jobs.get_mut(&request_id)
+        {
+            j.offered_at = Instant::now();
+        }
+    }
+
+    /// Offers again the scale set's jobs nobody acquired within the
+    /// re-offer interval.
+    fn reoffer(&mut self, ss: i64) {
+        let after = self.reoffer_after;
+        let stale: Vec<i64> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                j.info.scale_set_id == ss
+                    && j.info.status == "available"
+                    && j.offered_at.elapsed() >= after
+            })
+            .map(|j| j.info.runner_request_id)
+            .collect();
+        for id in stale {
+            self.push("JobAvailable", id);
+        }
     }
 
     /// A session is live while someone polls it, or polled within the idle
@@ -449,6 +476,7 @@ impl FakeActions {
                 poll_wait: Duration::from_secs(50),
                 poll_delay: Duration::ZERO,
                 session_idle: Duration::from_secs(120),
+                reoffer_after: Duration::from_secs(10),
                 job_duration: Duration::from_millis(100),
                 scale_sets: BTreeMap::new(),
                 next_scale_set: 1,
@@ -510,6 +538,13 @@ impl FakeActions {
     /// How long a job runs once a runner took it.
     pub fn set_job_duration(&self, d: Duration) {
         self.st().job_duration = d;
+    }
+
+    /// A job still available this long after it was offered is offered
+    /// again (10 s unless set): a listener may leave jobs it has no room
+    /// for, and the service keeps offering them.
+    pub fn set_reoffer_after(&self, d: Duration) {
+        self.st().reoffer_after = d;
     }
 
     /// Lifetime of admin tokens issued from now on.
@@ -585,6 +620,17 @@ impl FakeActions {
         }
     }
 
+    /// Ends the scale set's session on the service's side (as when it
+    /// expires): its holder's next poll is 404.
+    pub fn end_session(&self, scale_set_name: &str) {
+        for s in self.st().scale_sets.values_mut() {
+            if s.info.name == scale_set_name {
+                s.session = None;
+            }
+        }
+        self.touch();
+    }
+
     /// Adds a runner group to a scope (`repos/o/r`, `orgs/o`, …); the
     /// default group (id 1, "Default") always exists.
     pub fn add_runner_group(&self, scope: &str, id: i64, name: &str) {
@@ -644,6 +690,7 @@ impl FakeActions {
                     starts: 0,
                     acquire_calls: 0,
                 },
+                offered_at: Instant::now(),
                 labels: vec![scale_set_name.to_owned()],
                 queue_time: now_rfc3339(),
                 assign_time: None,
@@ -1660,6 +1707,10 @@ async fn long_poll(
                 );
             }
             let ready = x.messages.range(last + 1..).next().map(|(id, _)| *id);
+            if ready.is_none() && x.pending.is_empty() {
+                s.reoffer(ss);
+            }
+            let x = &s.scale_sets[&ss];
             let id = match ready {
                 Some(id) => Some(id),
                 None if !x.pending.is_empty() => {
@@ -1687,6 +1738,8 @@ async fn long_poll(
         if left.is_zero() {
             return StatusCode::ACCEPTED.into_response();
         }
-        let _ = tokio::time::timeout(left, n).await;
+        // Woken by a change, or in time to re-offer what nobody took.
+        let reoffer = fa.st().reoffer_after.max(Duration::from_millis(100));
+        let _ = tokio::time::timeout(left.min(reoffer), n).await;
     }
 }
