@@ -6,7 +6,7 @@
 //! re-reads the scale sets every reconcile interval, and at once when
 //! [`crate::Scheduler::scale_sets_changed`] is called). A listener holds a
 //! message session, long-polls the queue, acquires the jobs it is offered
-//! (no more than its pool has room for), applies each message to the store
+//! (all of them; the poll's max-capacity header bounds the offer), applies each message to the store
 //! in one transaction and only then acknowledges it: a crash in between
 //! redelivers the message, and the store ignores a message id it applied
 //! already. What it applied wakes the pool, whose reconcile scales it to
@@ -159,9 +159,13 @@ impl ScaleSetListener {
         let redelivered = msg.message_id <= ss.last_message_id;
         let mut acquired = Vec::new();
         if !redelivered {
-            // Acquire what this scale set has room for; the rest is
-            // offered again by the service. A failed acquire leaves the
-            // message unacknowledged, so it comes back.
+            // Acquire every job offered, as GitHub's own listener does:
+            // the poll's max-capacity header already bounds what the
+            // service offers, and a job it offered but we left unacquired
+            // is not promised to come back. Runners stay capped at
+            // `max_runners`; an acquired job beyond them waits for one to
+            // free. A failed acquire leaves the message unacknowledged, so
+            // it comes back.
             let offered: Vec<i64> = msg
                 .events
                 .iter()
@@ -169,7 +173,6 @@ impl ScaleSetListener {
                     ScaleSetJobEvent::Available { job } => Some(job.runner_request_id),
                     _ => None,
                 })
-                .take(capacity as usize)
                 .collect();
             if !offered.is_empty() {
                 match ctx
