@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match ProfileStore::from_env() {
         Ok(store) => {
             let ctx = Ctx {
-                format: cli.output,
+                format: cli.format(),
                 profile: cli.profile.clone(),
                 store,
                 overrides,
