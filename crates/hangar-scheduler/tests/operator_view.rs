@@ -79,7 +79,10 @@ async fn a_create_stuck_at_github_shows_its_error_and_attempts_and_waits_as_reco
             .unwrap()
             .expect("a retry time");
         let held = breaker.next_attempt_at.expect("open breaker has a time");
-        assert!(at >= held, "retry at {at} before the breaker opens at {held}");
+        assert!(
+            at >= held,
+            "retry at {at} before the breaker opens at {held}"
+        );
     }
     // Attempts are counted up to the give-up, as an operator would read them.
     let given_up = all
