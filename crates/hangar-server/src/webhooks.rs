@@ -406,7 +406,10 @@ pub const REJECTION_LOG_EVERY: Duration = Duration::from_secs(60);
 /// one warning a minute with a count, not one per delivery. Bounded: when
 /// full, the oldest entries go.
 #[derive(Debug, Default)]
-pub struct Rejections(Mutex<HashMap<(String, &'static str), (Instant, u64)>>);
+pub struct Rejections(Mutex<HashMap<RejectionKey, (Instant, u64)>>);
+
+/// An entity (as logged) and a reason.
+type RejectionKey = (String, &'static str);
 
 const REJECTIONS_KEPT: usize = 1024;
 
