@@ -3,8 +3,9 @@
 //! - `cargo xtask ci` — what CI runs (`.ci/run`): installs the system
 //!   packages the build and the tests need, prepares libvirt for the
 //!   real-VM test, then fmt --check, clippy -D warnings, build, test.
-//! - `cargo xtask dev` — installs what is missing and runs `hangard` with
-//!   `config/hangard.toml`.
+//! - `cargo xtask dev [--release] [CONFIG]` — installs what is missing and
+//!   runs `hangard` with `config/hangard.toml` (`--release`: the release
+//!   build, not a debug one).
 //! - `cargo xtask try` — the whole flow without GitHub (`try_it`): a fake
 //!   GitHub, `hangard` on the dev config, the README's walkthrough, one job.
 //! - `cargo xtask bench <webhooks|schedule|queue>` — the benchmarks.
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev | try | bench webhooks|schedule|queue|idle-rss | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
+            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
                 .into(),
         ),
     };
@@ -454,16 +455,28 @@ fn ci() -> Result {
     Ok(())
 }
 
+/// `cargo xtask dev [--release] [CONFIG]`: `hangard` on the dev config;
+/// `--release` runs the release build (the one `cargo build --release`
+/// made, rebuilt only when stale) instead of building a debug one.
 fn dev(args: &[String]) -> Result {
     system_packages()?;
+    let release = args.iter().any(|a| a == "--release");
     let config = args
-        .first()
+        .iter()
+        .find(|a| !a.starts_with("--"))
         .cloned()
         .unwrap_or_else(|| root().join("config/hangard.toml").display().to_string());
-    step(&format!("hangard --config {config}"));
-    run(cargo()
+    step(&format!(
+        "hangard --config {config}{}",
+        if release { " (release build)" } else { "" }
+    ));
+    let mut cmd = cargo();
+    cmd.arg("run");
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd
         .args([
-            "run",
             "--package",
             "hangar-daemon",
             "--bin",

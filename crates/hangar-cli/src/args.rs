@@ -20,9 +20,15 @@ pub use scaleset::{ScaleSetAddArgs, ScaleSetCmd, ScaleSetSettings, ScaleSetUpdat
 #[derive(Debug, Parser)]
 #[command(name = "hangar", version, propagate_version = true)]
 pub struct Cli {
-    /// Output format: tables for people, or exactly the API's JSON.
+    /// Output format: tables for people (`table` fits 100 columns and shows
+    /// names; `wide` has every column, ids included), or exactly the API's
+    /// JSON.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table, alias = "format")]
     pub output: OutputFormat,
+
+    /// Wide tables: every column, ids included (`--output wide`).
+    #[arg(long, short = 'l', global = true)]
+    pub long: bool,
 
     /// Profile to use instead of the active one.
     #[arg(long, global = true, env = "HANGAR_PROFILE")]
@@ -35,7 +41,18 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    Wide,
     Json,
+}
+
+impl Cli {
+    /// The format asked for: `--long` widens a table; JSON stays JSON.
+    pub fn format(&self) -> OutputFormat {
+        match self.output {
+            OutputFormat::Table if self.long => OutputFormat::Wide,
+            f => f,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -1361,6 +1378,20 @@ mod tests {
             OutputFormat::Json
         );
         assert_eq!(parse(&["pool", "ls"]).output, OutputFormat::Table);
+        assert_eq!(
+            parse(&["pool", "ls", "--long"]).format(),
+            OutputFormat::Wide
+        );
+        assert_eq!(parse(&["-l", "runner", "ls"]).format(), OutputFormat::Wide);
+        assert_eq!(
+            parse(&["runner", "ls", "--output", "wide"]).format(),
+            OutputFormat::Wide
+        );
+        assert_eq!(
+            parse(&["runner", "ls", "--long", "--output", "json"]).format(),
+            OutputFormat::Json,
+            "JSON stays the API's JSON"
+        );
         refuse(&["pool", "ls", "--output", "yaml"]);
         for shell in ["bash", "zsh", "fish"] {
             assert!(matches!(

@@ -94,6 +94,21 @@ impl Ctx {
         output::list(self.format, items)
     }
 
+    /// [`Self::list`] for rows that name pools or entities by id: the
+    /// default table shows their names, looked up here (JSON and wide
+    /// tables need no look-up and make none).
+    async fn list_named<T: Tabular + serde::Serialize>(
+        &self,
+        c: &Client,
+        items: &[T],
+    ) -> anyhow::Result<String> {
+        let names = match self.format {
+            OutputFormat::Table if !items.is_empty() => names(c).await,
+            _ => output::Names::default(),
+        };
+        output::list_named(self.format, items, &names)
+    }
+
     fn one<T: Tabular + serde::Serialize>(&self, item: &T) -> anyhow::Result<String> {
         output::one(self.format, item)
     }
@@ -103,9 +118,24 @@ impl Ctx {
     fn deleted(&self, what: String) -> String {
         match self.format {
             OutputFormat::Json => String::new(),
-            OutputFormat::Table => format!("{what} deleted"),
+            OutputFormat::Table | OutputFormat::Wide => format!("{what} deleted"),
         }
     }
+}
+
+/// Entity and pool names for the default tables. A look-up that fails
+/// leaves short ids in the table rather than failing the command.
+async fn names(c: &Client) -> output::Names {
+    let mut entities = Vec::new();
+    for kind in [
+        EntityKind::Repository,
+        EntityKind::Organization,
+        EntityKind::Enterprise,
+    ] {
+        entities.extend(c.list_entities(kind).await.unwrap_or_default());
+    }
+    let pools = c.list_pools().await.unwrap_or_default();
+    output::Names::new(&entities, &pools)
 }
 
 /// Whether a failed command authenticates with a stored token (so a 401
@@ -173,7 +203,8 @@ pub async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<String> {
                 pool_id: a.pool.as_deref().map(input::pool_id).transpose()?,
                 limit: a.limit,
             };
-            ctx.list(&c.list_jobs(&q).await.context("cannot list jobs")?)
+            let jobs = c.list_jobs(&q).await.context("cannot list jobs")?;
+            ctx.list_named(&c, &jobs).await
         }
         Command::Provider(ProviderCmd::Ls) => {
             let c = ctx.client()?;
@@ -223,7 +254,7 @@ async fn version(ctx: &Ctx) -> anyhow::Result<String> {
             "server": server.as_ref().ok(),
             "server_error": server.as_ref().err(),
         }))?,
-        OutputFormat::Table => match server {
+        OutputFormat::Table | OutputFormat::Wide => match server {
             Ok(v) => format!("client: hangar {client}\nserver: hangard {v}"),
             Err(e) => format!("client: hangar {client}\nserver: unknown ({e})"),
         },
@@ -320,7 +351,7 @@ async fn init(ctx: &Ctx, a: crate::args::InitArgs, password: String) -> anyhow::
     }
     match ctx.format {
         OutputFormat::Json => output::json(&user),
-        OutputFormat::Table => Ok(format!(
+        OutputFormat::Table | OutputFormat::Wide => Ok(format!(
             "{}\n{}",
             ctx.one(&user)?,
             saved(&a.name, &a.url, true)
@@ -389,7 +420,7 @@ fn summary(
     line: impl FnOnce() -> String,
 ) -> anyhow::Result<String> {
     match ctx.format {
-        OutputFormat::Table => Ok(line()),
+        OutputFormat::Table | OutputFormat::Wide => Ok(line()),
         OutputFormat::Json => {
             let s = profiles.summaries().into_iter().find(|s| s.name == name);
             output::json(&s)
@@ -615,13 +646,13 @@ async fn entity_add(
         None
     };
     match (ctx.format, &e.webhook_secret, hook) {
-        (OutputFormat::Table, _, Some(h)) => Ok(format!(
+        (OutputFormat::Table | OutputFormat::Wide, _, Some(h)) => Ok(format!(
             "{}\nwebhook installed on GitHub (id {}) for {}",
             ctx.one(&e)?,
             h.id,
             h.url
         )),
-        (OutputFormat::Table, Some(secret), None) => Ok(format!(
+        (OutputFormat::Table | OutputFormat::Wide, Some(secret), None) => Ok(format!(
             "{}\nwebhook secret (generated; shown only this once): {secret}\nset it, with content type application/json, on the GitHub webhook for {}",
             ctx.one(&e)?,
             e.webhook_url
@@ -829,7 +860,7 @@ async fn pool(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<String> {
                 }
                 None => c.list_pools().await.context("cannot list pools")?,
             };
-            ctx.list(&pools)
+            ctx.list_named(&c, &pools).await
         }
         PoolCmd::Show { id } => {
             let uuid = input::pool_id(&id)?;
@@ -888,7 +919,8 @@ async fn pool(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<String> {
                 pool_id: Some(uuid),
                 include_deleted,
             };
-            ctx.list(&c.list_instances(&q).await.context("cannot list runners")?)
+            let runners = c.list_instances(&q).await.context("cannot list runners")?;
+            ctx.list_named(&c, &runners).await
         }
     }
 }
@@ -925,7 +957,7 @@ async fn runner(ctx: &Ctx, cmd: RunnerCmd) -> anyhow::Result<String> {
                         .collect()
                 }
             };
-            ctx.list(&instances)
+            ctx.list_named(&c, &instances).await
         }
         RunnerCmd::Show { name } => {
             let c = ctx.client()?;
@@ -947,7 +979,7 @@ async fn runner(ctx: &Ctx, cmd: RunnerCmd) -> anyhow::Result<String> {
                 .with_context(|| format!("cannot remove runner {:?}", a.name))?;
             match ctx.format {
                 OutputFormat::Json => output::json(&i),
-                OutputFormat::Table => Ok(format!(
+                OutputFormat::Table | OutputFormat::Wide => Ok(format!(
                     "{}\nrunner {:?} is being removed (off GitHub first, then its VM)",
                     ctx.one(&i)?,
                     a.name

@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match ProfileStore::from_env() {
         Ok(store) => {
             let ctx = Ctx {
-                format: cli.output,
+                format: cli.format(),
                 profile: cli.profile.clone(),
                 store,
                 overrides,
@@ -37,17 +37,35 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => Err(e),
     };
     match result {
-        Ok(out) => {
-            if !out.is_empty() {
-                println!("{}", out.trim_end_matches('\n'));
+        Ok(out) if out.is_empty() => ExitCode::SUCCESS,
+        Ok(out) => match print(&mut std::io::stdout().lock(), &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            // `hangar … | head`: the reader has what it wanted and left.
+            // Like other Unix tools, stop quietly; it is not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                report(&format!("error: cannot write the output: {e}"));
+                ExitCode::FAILURE
             }
-            ExitCode::SUCCESS
-        }
+        },
         Err(e) => {
-            eprintln!("{}", error_report(&e, uses_token, token_from_env));
+            report(&error_report(&e, uses_token, token_from_env));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes a command's answer with one trailing newline. `println!` would
+/// panic when stdout is a closed pipe; this returns the error instead.
+pub fn print(w: &mut impl std::io::Write, out: &str) -> std::io::Result<()> {
+    writeln!(w, "{}", out.trim_end_matches('\n'))?;
+    w.flush()
+}
+
+/// Tells the operator on stderr; a closed stderr leaves nothing to tell.
+fn report(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// The error as shown to the operator: the chain on one line, then the

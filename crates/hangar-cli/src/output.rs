@@ -2,34 +2,116 @@
 //! JSON unchanged for scripts. Rendering returns strings so it is tested
 //! without a terminal.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use comfy_table::{Table, presets};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets};
 use hangar_api::{
     ControllerResponse, CredentialsResponse, EndpointResponse, EntityResponse, InstanceResponse,
     JobResponse, PoolResponse, ProviderResponse, UserResponse, WebhookInfo,
 };
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::args::OutputFormat;
 use crate::profiles::ProfileSummary;
 
+/// How wide a default table may be: it wraps long cells to fit, ids never.
+pub const TABLE_WIDTH: u16 = 100;
+
 /// Something shown as one row of a list, or as a field/value table alone.
 pub trait Tabular {
+    /// Every column (`--long`, `--output wide`).
     const HEADERS: &'static [&'static str];
     fn row(&self) -> Vec<String>;
     /// Every field, for `show`.
     fn fields(&self) -> Vec<(&'static str, String)>;
+    /// The default table's columns: what an operator reads first, names
+    /// where the wide table has ids. The whole row unless a type narrows it.
+    const COLUMNS: &'static [&'static str] = Self::HEADERS;
+    fn columns(&self, _names: &Names) -> Vec<String> {
+        self.row()
+    }
+}
+
+/// What the default tables print instead of ids: entities by name, pools
+/// by their entity and tags. An id it does not know shows as its first
+/// eight characters.
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    entities: HashMap<Uuid, String>,
+    pools: HashMap<Uuid, String>,
+}
+
+impl Names {
+    pub fn new(entities: &[EntityResponse], pools: &[PoolResponse]) -> Self {
+        let entities: HashMap<Uuid, String> =
+            entities.iter().map(|e| (e.id, entity_name(e))).collect();
+        let pools = pools
+            .iter()
+            .map(|p| {
+                let owner = entities
+                    .get(&p.entity_id)
+                    .cloned()
+                    .unwrap_or_else(|| short_id(&p.entity_id));
+                (p.id, format!("{owner} [{}]", p.tags.join(", ")))
+            })
+            .collect();
+        Self { entities, pools }
+    }
+
+    pub fn entity(&self, id: &Uuid) -> String {
+        self.entities
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| short_id(id))
+    }
+
+    pub fn pool(&self, id: &Uuid) -> String {
+        self.pools.get(id).cloned().unwrap_or_else(|| short_id(id))
+    }
+}
+
+/// `owner/name` for a repository, the name otherwise.
+fn entity_name(e: &EntityResponse) -> String {
+    if e.owner.is_empty() || e.owner == e.name {
+        e.name.clone()
+    } else {
+        format!("{}/{}", e.owner, e.name)
+    }
+}
+
+fn short_id(id: &Uuid) -> String {
+    id.to_string()[..8].to_owned()
 }
 
 pub fn list<T: Tabular + Serialize>(format: OutputFormat, items: &[T]) -> anyhow::Result<String> {
+    list_named(format, items, &Names::default())
+}
+
+/// [`list`], with the names the default table shows for ids.
+pub fn list_named<T: Tabular + Serialize>(
+    format: OutputFormat,
+    items: &[T],
+    names: &Names,
+) -> anyhow::Result<String> {
     match format {
         OutputFormat::Json => json(&items),
-        OutputFormat::Table => {
+        OutputFormat::Wide => {
             let mut t = table();
             t.set_header(T::HEADERS.to_vec());
             for i in items {
                 t.add_row(i.row());
             }
+            Ok(t.to_string())
+        }
+        OutputFormat::Table => {
+            let mut t = table();
+            t.set_header(T::COLUMNS.to_vec());
+            for i in items {
+                t.add_row(i.columns(names));
+            }
+            fit(&mut t, T::COLUMNS);
             Ok(t.to_string())
         }
     }
@@ -38,11 +120,14 @@ pub fn list<T: Tabular + Serialize>(format: OutputFormat, items: &[T]) -> anyhow
 pub fn one<T: Tabular + Serialize>(format: OutputFormat, item: &T) -> anyhow::Result<String> {
     match format {
         OutputFormat::Json => json(item),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             let mut t = table();
             t.set_header(vec!["FIELD", "VALUE"]);
             for (k, v) in item.fields() {
                 t.add_row(vec![k.to_owned(), v]);
+            }
+            if format == OutputFormat::Table {
+                fit(&mut t, &["FIELD"]);
             }
             Ok(t.to_string())
         }
@@ -60,8 +145,53 @@ fn table() -> Table {
     t
 }
 
+/// Columns that are never wrapped: ids, names and short states. The rest
+/// (tags, messages, URLs) wrap.
+const WHOLE: &[&str] = &[
+    "ID",
+    "NAME",
+    "FIELD",
+    "STATUS",
+    "RUNNER",
+    "TRIES",
+    "AGE",
+    "RUNNERS",
+    "STATE",
+    "POOLS",
+    "AUTH TYPE",
+    "APP ID",
+    "CA BUNDLE",
+];
+
+/// Wraps long cells so the table fits [`TABLE_WIDTH`], whatever the
+/// terminal; ids, names and states are never broken.
+fn fit(t: &mut Table, headers: &[&str]) {
+    t.set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(TABLE_WIDTH);
+    for (i, h) in headers.iter().enumerate() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_constraint(if WHOLE.contains(h) {
+                ColumnConstraint::ContentWidth
+            } else {
+                ColumnConstraint::LowerBoundary(Width::Fixed(8))
+            });
+        }
+    }
+}
+
 fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// How long ago, in the largest unit that is not zero ("3m", "2h", "5d").
+fn age(t: &DateTime<Utc>) -> String {
+    let secs = (Utc::now() - *t).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -80,6 +210,10 @@ impl Tabular for EndpointResponse {
         "CA BUNDLE",
         "DESCRIPTION",
     ];
+    const COLUMNS: &'static [&'static str] = &["NAME", "BASE URL", "API BASE URL", "CA BUNDLE"];
+    fn columns(&self, _: &Names) -> Vec<String> {
+        self.row()[..4].to_vec()
+    }
     fn row(&self) -> Vec<String> {
         vec![
             self.name.clone(),
@@ -110,6 +244,17 @@ impl Tabular for CredentialsResponse {
         "APP WEBHOOK SECRET",
         "DESCRIPTION",
     ];
+    const COLUMNS: &'static [&'static str] =
+        &["NAME", "ENDPOINT", "AUTH TYPE", "APP ID", "DESCRIPTION"];
+    fn columns(&self, _: &Names) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.endpoint.clone(),
+            self.auth_type.clone(),
+            opt(&self.app_id),
+            self.description.clone(),
+        ]
+    }
     fn row(&self) -> Vec<String> {
         vec![
             self.name.clone(),
@@ -149,6 +294,16 @@ impl Tabular for EntityResponse {
         "POOLS",
         "WEBHOOK URL",
     ];
+    const COLUMNS: &'static [&'static str] = &["ID", "NAME", "ENDPOINT", "CREDENTIALS", "POOLS"];
+    fn columns(&self, _: &Names) -> Vec<String> {
+        vec![
+            self.id.to_string(),
+            entity_name(self),
+            self.endpoint.clone(),
+            self.credentials_name.clone(),
+            self.pool_count.to_string(),
+        ]
+    }
     fn row(&self) -> Vec<String> {
         vec![
             self.id.to_string(),
@@ -205,6 +360,21 @@ impl Tabular for PoolResponse {
         "ID", "ENTITY", "PROVIDER", "IMAGE", "FLAVOR", "TAGS", "MIN IDLE", "MAX", "RUNNERS",
         "PRIORITY", "ENABLED", "HEALTH",
     ];
+    const COLUMNS: &'static [&'static str] = &["ID", "ENTITY", "TAGS", "RUNNERS", "STATE"];
+    fn columns(&self, names: &Names) -> Vec<String> {
+        vec![
+            self.id.to_string(),
+            names.entity(&self.entity_id),
+            // Spaced, so a narrow column wraps between tags.
+            self.tags.join(", "),
+            format!("{}/{}", self.instance_count, self.max_runners),
+            if self.enabled {
+                self.health.state.clone()
+            } else {
+                "disabled".into()
+            },
+        ]
+    }
     fn row(&self) -> Vec<String> {
         vec![
             self.id.to_string(),
@@ -271,7 +441,9 @@ impl Tabular for InstanceResponse {
         "RUNNER STATUS",
         "PROVIDER ID",
         "JOB",
+        "CREATE ATTEMPTS",
         "CREATED",
+        "STATUS MESSAGE",
     ];
     fn row(&self) -> Vec<String> {
         vec![
@@ -281,7 +453,23 @@ impl Tabular for InstanceResponse {
             self.runner_status.clone(),
             opt(&self.provider_id),
             opt(&self.job_id),
+            self.create_attempts.to_string(),
             time(&self.created_at),
+            opt(&self.status_message),
+        ]
+    }
+    const COLUMNS: &'static [&'static str] = &[
+        "NAME", "POOL", "STATUS", "RUNNER", "TRIES", "AGE", "MESSAGE",
+    ];
+    fn columns(&self, names: &Names) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            names.pool(&self.pool_id),
+            self.status.clone(),
+            self.runner_status.clone(),
+            self.create_attempts.to_string(),
+            age(&self.created_at),
+            opt(&self.status_message),
         ]
     }
     fn fields(&self) -> Vec<(&'static str, String)> {
@@ -314,6 +502,26 @@ impl Tabular for JobResponse {
         "POOL",
         "UPDATED",
     ];
+    const COLUMNS: &'static [&'static str] =
+        &["ID", "STATUS", "REPOSITORY", "LABELS", "RUNNER", "AGE"];
+    fn columns(&self, _: &Names) -> Vec<String> {
+        let status = match &self.conclusion {
+            Some(c) => format!("{} ({c})", self.status),
+            None => self.status.clone(),
+        };
+        let mut labels = self.labels.join(", ");
+        if self.pool_id.is_none() {
+            labels.push_str(" (unmatched)");
+        }
+        vec![
+            self.id.to_string(),
+            status,
+            self.repository.clone(),
+            labels,
+            opt(&self.runner_name),
+            age(&self.created_at),
+        ]
+    }
     fn row(&self) -> Vec<String> {
         vec![
             self.id.to_string(),
@@ -526,6 +734,122 @@ mod tests {
         );
     }
 
+    fn instance_json() -> Value {
+        json!({
+            "name": "hangar-3kq9x0b2m1zd", "pool_id": "0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11",
+            "provider_id": null, "status": "pending_create", "runner_status": "pending",
+            "runner_id": null, "job_id": 4_294_967_296_i64, "addresses": [],
+            "status_message": "transient GitHub failure: POST /repos/mkulke/garm-playground/actions/runners/generate-jitconfig: error trying to connect: tcp connect error: Connection refused (os error 111)",
+            "create_attempts": 2, "os_name": null, "os_version": null,
+            "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"
+        })
+    }
+
+    fn job_json() -> Value {
+        json!({
+            "id": 4_294_967_296_i64, "run_attempt": 1, "status": "completed", "conclusion": "success",
+            "labels": ["self-hosted", "azure-cvm", "ubuntu-2204"], "repository": "mkulke/garm-playground",
+            "runner_name": "hangar-3kq9x0b2m1zd", "name": "build", "workflow_run_id": 7,
+            "entity_id": "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
+            "pool_id": "0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11",
+            "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"
+        })
+    }
+
+    fn widest(t: &str) -> usize {
+        t.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+    }
+
+    /// The default tables fit 100 columns and name pools and entities;
+    /// `--long` (wide) has every column, ids included; JSON is untouched.
+    #[test]
+    fn default_tables_fit_100_columns_and_show_names() {
+        let e: EntityResponse = serde_json::from_value(entity_json(None)).unwrap();
+        let p: PoolResponse = serde_json::from_value(pool_json()).unwrap();
+        let i: InstanceResponse = serde_json::from_value(instance_json()).unwrap();
+        let j: JobResponse = serde_json::from_value(job_json()).unwrap();
+        let names = Names::new(std::slice::from_ref(&e), std::slice::from_ref(&p));
+        let pool_name = "mkulke/garm-playground [self-hosted, azure-cvm, ubuntu-2204]";
+        assert_eq!(names.pool(&p.id), pool_name);
+
+        let runners = list_named(OutputFormat::Table, std::slice::from_ref(&i), &names).unwrap();
+        assert!(widest(&runners) <= 100, "{}\n{runners}", widest(&runners));
+        assert!(runners.contains("hangar-3kq9x0b2m1zd"), "{runners}");
+        assert!(runners.contains("mkulke/garm-"), "{runners}");
+        assert!(!runners.contains("0d9b1c59"), "no pool id: {runners}");
+        assert!(
+            runners.contains("TRIES") && runners.contains("Connection"),
+            "{runners}"
+        );
+
+        let jobs = list_named(OutputFormat::Table, std::slice::from_ref(&j), &names).unwrap();
+        assert!(widest(&jobs) <= 100, "{jobs}");
+        assert!(
+            jobs.contains("completed") && jobs.contains("(success)"),
+            "{jobs}"
+        );
+        assert!(
+            !jobs.contains("0d9b1c59") && !jobs.contains("9a4b9e43"),
+            "{jobs}"
+        );
+
+        let pools = list_named(OutputFormat::Table, std::slice::from_ref(&p), &names).unwrap();
+        assert!(widest(&pools) <= 100, "{pools}");
+        assert!(
+            pools.contains("0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11"),
+            "pool ids stay whole: {pools}"
+        );
+        assert!(
+            pools.contains("mkulke/") && !pools.contains("9a4b9e43"),
+            "{pools}"
+        );
+
+        let repos = list(OutputFormat::Table, std::slice::from_ref(&e)).unwrap();
+        assert!(widest(&repos) <= 100, "{repos}");
+        assert!(repos.contains("mkulke/garm-playground"), "{repos}");
+
+        // Unknown ids fall back to their first characters.
+        let bare = list(OutputFormat::Table, std::slice::from_ref(&i)).unwrap();
+        assert!(
+            bare.contains("0d9b1c59") && !bare.contains("0d9b1c59-7c64"),
+            "{bare}"
+        );
+
+        // Wide: every column, whole ids, nothing wrapped.
+        let wide = list_named(OutputFormat::Wide, std::slice::from_ref(&i), &names).unwrap();
+        assert!(
+            wide.contains("0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11"),
+            "{wide}"
+        );
+        assert!(
+            wide.contains("CREATE ATTEMPTS") && wide.contains("(os error 111)"),
+            "{wide}"
+        );
+        assert_eq!(wide.lines().count(), 5, "one line per row: {wide}");
+        let wide_jobs = list_named(OutputFormat::Wide, &[j], &names).unwrap();
+        assert!(
+            wide_jobs.contains("0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11"),
+            "{wide_jobs}"
+        );
+
+        // JSON is the API's, whatever names are known.
+        let back: Value =
+            serde_json::from_str(&list_named(OutputFormat::Json, &[i], &names).unwrap()).unwrap();
+        assert_eq!(back, json!([instance_json()]));
+
+        // `show` lists the last error and the attempts.
+        let shown = one(
+            OutputFormat::Table,
+            &serde_json::from_value::<InstanceResponse>(instance_json()).unwrap(),
+        )
+        .unwrap();
+        assert!(widest(&shown) <= 100, "{shown}");
+        assert!(
+            shown.contains("create_attempts") && shown.contains("Connection refused"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn tables_put_ids_and_names_first() {
         let p: PoolResponse = serde_json::from_value(pool_json()).unwrap();
@@ -536,8 +860,10 @@ mod tests {
             header.trim_start_matches(['|', ' ']).starts_with("ID"),
             "{t}"
         );
-        assert!(t.contains("self-hosted,azure-cvm,ubuntu-2204"), "{t}");
+        assert!(t.contains("self-hosted, azure-cvm,"), "{t}");
         assert!(t.contains("0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11"), "{t}");
+        let wide = list(OutputFormat::Wide, std::slice::from_ref(&p)).unwrap();
+        assert!(wide.contains("self-hosted,azure-cvm,ubuntu-2204"), "{wide}");
 
         let show = one(OutputFormat::Table, &p).unwrap();
         assert!(show.contains(r#"{"confidential":true}"#), "{show}");
@@ -547,7 +873,7 @@ mod tests {
 
         let e: EntityResponse =
             serde_json::from_value(entity_json(Some("generated-secret"))).unwrap();
-        let t = list(OutputFormat::Table, std::slice::from_ref(&e)).unwrap();
+        let t = list(OutputFormat::Wide, std::slice::from_ref(&e)).unwrap();
         let header = t.lines().nth(1).unwrap();
         let cols: Vec<&str> = header
             .split('|')
@@ -555,6 +881,14 @@ mod tests {
             .filter(|c| !c.is_empty())
             .collect();
         assert_eq!(cols[..3], ["ID", "OWNER", "NAME"]);
+        let t = list(OutputFormat::Table, std::slice::from_ref(&e)).unwrap();
+        let header = t.lines().nth(1).unwrap();
+        let cols: Vec<&str> = header
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cols[..2], ["ID", "NAME"]);
         assert!(
             !t.contains("generated-secret"),
             "a table never shows the secret: {t}"

@@ -204,3 +204,26 @@ fn an_unreachable_server_is_named() {
         "no token in errors: {err}"
     );
 }
+
+/// `hangar … | head`: the reader leaves before the output is written. The
+/// command stops quietly — exit 0, no panic message — as Unix tools do.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hangar"))
+            .env("HANGAR_CLI_CONFIG_DIR", dir.path())
+            .args(["completions", "bash"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run hangar");
+        // Close the read end at once, before the answer is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.is_empty(), "nothing to report: {err}");
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    }
+}

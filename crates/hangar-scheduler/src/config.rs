@@ -40,7 +40,8 @@ pub struct SchedulerConfig {
     /// Seconds a running instance may be missing from the provider's list
     /// before it counts as lost (covers list/create races).
     pub lost_instance_grace_secs: u64,
-    /// Seconds to let in-flight provider calls finish on shutdown.
+    /// Seconds to let in-flight provider calls finish on shutdown (retry
+    /// pauses and GitHub calls stop at once).
     pub shutdown_grace_secs: u64,
     /// Lost-delivery recovery: hangard's `[recovery]` section (not a
     /// `[scheduler]` key; the daemon fills it in).
@@ -57,9 +58,11 @@ pub struct SchedulerConfig {
     /// The breaker's longest back-off in seconds (also how long a probe
     /// holds the breaker before another may start).
     pub breaker_max_secs: u64,
-    /// Failed provider deletes of an instance before the delete takes the
-    /// forced path: the instance is marked deleted with the provider's
-    /// last error and the orphan sweep removes the VM if it still exists.
+    /// Failed tries of a delete (at GitHub or at the provider) before it
+    /// gives up on them: GitHub's runner is left to the sweep and the VM
+    /// deleted; after provider failures the instance is marked deleted
+    /// with the provider's last error and the orphan sweep removes the VM
+    /// if it still exists.
     pub delete_attempts: u32,
 }
 

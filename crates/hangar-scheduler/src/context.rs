@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use hangar_core::{InstanceName, ProviderError, Urls};
 use hangar_store::Store;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::SchedulerConfig;
@@ -53,6 +54,9 @@ pub(crate) struct Ctx {
     /// Wakes the scale set listeners' supervisor (a scale set was created,
     /// changed or deleted).
     pub scale_sets_changed: tokio::sync::Notify,
+    /// Cancelled when the run loop stops: pauses between retries end at
+    /// once, so shutdown waits only for calls, never for a back-off.
+    pub shutdown: CancellationToken,
 }
 
 /// Holds an instance's place in the in-flight set; released on drop,
@@ -81,6 +85,7 @@ impl Ctx {
         config: SchedulerConfig,
         urls: SharedUrls,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
@@ -93,6 +98,15 @@ impl Ctx {
             tasks: TaskTracker::new(),
             in_flight: Mutex::default(),
             scale_sets_changed: tokio::sync::Notify::new(),
+            shutdown,
+        }
+    }
+
+    /// Sleeps `d` unless shutdown comes first; whether it slept it all.
+    pub(crate) async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
         }
     }
 

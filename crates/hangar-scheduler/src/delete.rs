@@ -59,11 +59,26 @@ pub(crate) async fn run(
     // 1. The runner (a scale set's from the Actions service).
     let scale_set = ctx.store.scale_set_of_pool(pool.id).await?.is_some();
     match ctx.github.target(pool.entity_id).await {
-        Ok(target) => {
-            if let Some(stop) = remove_runner(ctx, &inst, &target, scale_set).await? {
-                return Ok(stop);
+        Ok(target) => match remove_runner(ctx, &inst, &target, scale_set).await? {
+            Runner::Gone => {}
+            Runner::Wait(stop) => return Ok(stop),
+            Runner::Failed(wait, why) => {
+                // GitHub's failures are tries of the delete too: once out
+                // of them (soon for a forced delete) the runner is left to
+                // the sweep, which removes offline runners of this
+                // controller, and the VM goes.
+                let (failures, forced) = ctx.store.record_delete_failure(name).await?;
+                if !hangar_core::policy::delete_gives_up(
+                    failures,
+                    forced,
+                    ctx.config.delete_attempts,
+                    FORCED_DELETE_TRIES,
+                ) {
+                    return Ok(Outcome::RetryAfter(wait, why));
+                }
+                tracing::warn!(failures, forced, error = %why, "cannot remove the runner from GitHub; deleting the instance without it");
             }
-        }
+        },
         Err(e) => {
             tracing::warn!(error = %e, "entity unavailable; deleting the instance without touching GitHub")
         }
@@ -192,19 +207,25 @@ async fn give_up_after_tries(
     Ok(Tries::GaveUp(Outcome::Done))
 }
 
-/// Removes the instance's runner from GitHub. `Some` when the delete must
-/// wait (a busy runner, a GitHub failure worth retrying).
+/// Where the runner stands after [`remove_runner`].
+enum Runner {
+    /// Off GitHub (or never on it): the VM may go.
+    Gone,
+    /// The delete must wait (a busy runner): no failure.
+    Wait(Outcome),
+    /// GitHub failed; try again after this long, for this reason.
+    Failed(Duration, String),
+}
+
+/// Removes the instance's runner from GitHub.
 async fn remove_runner(
     ctx: &Ctx,
     inst: &Instance,
     target: &ForgeTarget,
     scale_set: bool,
-) -> Result<Option<Outcome>, SchedulerError> {
+) -> Result<Runner, SchedulerError> {
     let retry = |e: &ForgeError, what: &str| {
-        Some(Outcome::RetryAfter(
-            forge_delay(ctx, e, DELETE_ATTEMPT),
-            format!("{what}: {e}"),
-        ))
+        Runner::Failed(forge_delay(ctx, e, DELETE_ATTEMPT), format!("{what}: {e}"))
     };
     let runner_id = match inst.runner_id {
         Some(id) => Some(id),
@@ -230,7 +251,7 @@ async fn remove_runner(
         None => None,
     };
     let Some(id) = runner_id else {
-        return Ok(None);
+        return Ok(Runner::Gone);
     };
     let deleted = if scale_set {
         ctx.github.scale_set_delete_runner(target, id).await
@@ -245,7 +266,7 @@ async fn remove_runner(
                     .transition(&inst.name, Change::Runner(RunnerStatus::Terminated, None))
                     .await,
             )?;
-            Ok(None)
+            Ok(Runner::Gone)
         }
         Err(ForgeError::Busy(_)) => {
             // It took a job: it is active, whatever we thought.
@@ -254,7 +275,7 @@ async fn remove_runner(
                     .transition(&inst.name, Change::Runner(RunnerStatus::Active, None))
                     .await,
             )?;
-            Ok(Some(Outcome::RetryAfter(
+            Ok(Runner::Wait(Outcome::RetryAfter(
                 Duration::from_secs(ctx.config.busy_retry_secs),
                 "runner is running a job; deleting it afterwards".into(),
             )))
@@ -264,7 +285,7 @@ async fn remove_runner(
             // Broken credentials must not keep a paid VM alive; the sweep
             // removes the registration later.
             tracing::warn!(error = %e, "cannot remove runner from GitHub; deleting the instance anyway");
-            Ok(None)
+            Ok(Runner::Gone)
         }
     }
 }

@@ -21,6 +21,7 @@ use hangar_core::{ActionsService, EntityId, Forge, ForgeError, ForgeTarget, JobI
 use hangar_store::{Store, StoreError};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Gate;
 use crate::config::SchedulerConfig;
@@ -48,6 +49,9 @@ pub(crate) struct GitHub {
     groups: Mutex<HashMap<(EntityId, Option<String>), i64>>,
     background_per_hour: u32,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The scheduler's shutdown: a call in flight (its retries and their
+    /// pauses included) is dropped then, answered as a transient failure.
+    shutdown: CancellationToken,
 }
 
 /// A token bucket: `per_hour` calls, refilled evenly, up to `burst`.
@@ -91,6 +95,7 @@ impl GitHub {
         store: Store,
         metrics: Arc<Metrics>,
         config: &SchedulerConfig,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             forge,
@@ -109,6 +114,7 @@ impl GitHub {
             groups: Mutex::default(),
             background_per_hour: config.recovery.budget_per_hour,
             buckets: Mutex::default(),
+            shutdown,
         }
     }
 
@@ -186,7 +192,12 @@ impl GitHub {
         }
         let permits = self.permits(cred);
         let _permit = permits.acquire().await.expect("semaphore never closed");
-        let r = fut.await;
+        let r = tokio::select! {
+            r = fut => r,
+            () = self.shutdown.cancelled() => {
+                return Err(ForgeError::Transient(format!("{op}: hangard is shutting down")));
+            }
+        };
         let outcome = match &r {
             Ok(_) => "ok",
             Err(e) => e.kind(),

@@ -101,12 +101,14 @@ pub struct StepOutcome {
 
 impl Scheduler {
     pub fn new(deps: SchedulerDeps) -> Self {
+        let shutdown = CancellationToken::new();
         let github = github::GitHub::new(
             deps.forge,
             deps.actions,
             deps.store.clone(),
             deps.metrics.clone(),
             &deps.config,
+            shutdown.clone(),
         );
         let recovery =
             recover::RecoveryState::new(tokio::time::Instant::now(), &deps.config.recovery);
@@ -119,6 +121,7 @@ impl Scheduler {
                 deps.config,
                 deps.urls,
                 deps.metrics,
+                shutdown,
             )),
         }
     }
@@ -245,6 +248,10 @@ impl Scheduler {
             }
             self.step().await;
         }
+        // Pauses between retries, and GitHub calls (with their own retries)
+        // in flight, end now; provider calls run to their end, within the
+        // grace below.
+        ctx.shutdown.cancel();
         if let Some(recovery) = recovery {
             // It stops at `cancel`, or after the call in flight.
             let _ = recovery.await;

@@ -123,6 +123,13 @@ async fn step_instances(
             let Some((step, not_before)) = policy::next_step(&view, &rules) else {
                 break;
             };
+            // A disabled pool starts no create, retries included: the
+            // instance waits, saying so, until the pool is enabled again
+            // or an operator removes it.
+            if !pool.spec.enabled && matches!(step, Step::Create | Step::RetryCreate) {
+                park(ctx, &view.instance).await?;
+                break;
+            }
             if let Some(at) = not_before.filter(|at| *at > now) {
                 next_due = Some(next_due.map_or(at, |n| n.min(at)));
                 break;
@@ -134,6 +141,18 @@ async fn step_instances(
         }
     }
     report.requeue_after = next_due.map(|at| (at - now).to_std().unwrap_or_default());
+    Ok(())
+}
+
+/// What a create waiting on a disabled pool says.
+pub(crate) const PAUSED: &str = "pool is disabled: create paused until the pool is enabled";
+
+/// Leaves a create of a disabled pool where it is, saying why (once).
+async fn park(ctx: &Ctx, inst: &Instance) -> Result<(), SchedulerError> {
+    if inst.status_message.as_deref() != Some(PAUSED) {
+        tracing::info!(instance.name = %inst.name, "pool disabled; create paused");
+        ctx.store.set_status_message(&inst.name, PAUSED).await?;
+    }
     Ok(())
 }
 

@@ -132,7 +132,10 @@ pub(crate) async fn settle(
         tries += 1;
         let wait = ctx.backoff(tries);
         tracing::warn!(instance.name = %name, retry_in_ms = wait.as_millis() as u64, "the end of a create was not recorded; settling it again");
-        tokio::time::sleep(wait).await;
+        // At shutdown the instance is left `creating`: a restart settles it.
+        if !ctx.pause(wait).await {
+            return;
+        }
         outcome = match ctx.store.instance(name).await {
             Ok(inst) if inst.status == InstanceStatus::Creating => {
                 create::recover(ctx, inst, None).await
@@ -168,27 +171,37 @@ async fn settle_once(
             return false;
         }
     };
+    // A step cut short by shutdown failed for no fault of the pool: its
+    // retry is recorded without counting it.
+    let outcome = match outcome {
+        Outcome::RetryAfter(wait, why) if ctx.shutdown.is_cancelled() => {
+            Outcome::Wait(wait, format!("interrupted by shutdown: {why}"))
+        }
+        o => o,
+    };
     let recorded = match &outcome {
         Outcome::Done => Ok(()),
         Outcome::Created => created(ctx, pool).await,
         Outcome::Wait(wait, why) => {
             tracing::debug!(instance.name = %name, reason = %why, retry_in_ms = wait.as_millis() as u64, "{op} waits");
             let at = ctx.now() + chrono::Duration::from_std(*wait).unwrap_or_default();
-            ctx.store.set_next_attempt(name, Some(at)).await
-        }
-        Outcome::RetryAfter(wait, why) => {
-            tracing::warn!(instance.name = %name, error = %why, retry_in_ms = wait.as_millis() as u64, "{op} did not finish; will retry");
-            let mut r = retry_later(ctx, name, kind, *wait, why).await;
-            if kind == StepKind::Create && r.is_ok() {
-                r = create_failed(ctx, name, pool, why).await;
+            let r = ctx.store.set_next_attempt(name, Some(at)).await;
+            match r {
+                // Why a create has not started is the operator's to see.
+                Ok(()) if kind != StepKind::Delete => {
+                    ctx.store
+                        .set_status_message(name, &format!("waiting: {why}"))
+                        .await
+                }
+                r => r,
             }
-            r
         }
+        Outcome::RetryAfter(wait, why) => retry(ctx, name, pool, kind, *wait, why).await,
         Outcome::GiveUp(why) => {
             tracing::error!(instance.name = %name, error = %why, "{op} failed for good; retiring instance");
             let mut r = Ok(());
             if kind == StepKind::Create {
-                r = create_failed(ctx, name, pool, why).await;
+                r = create_failed(ctx, name, pool, why).await.map(drop);
             }
             r.and(retire(ctx, name, why).await)
         }
@@ -224,14 +237,15 @@ async fn created(ctx: &Ctx, pool: &Pool) -> Result<(), StoreError> {
 /// A create failed (at GitHub, at the provider or before either): it counts
 /// as an attempt of the instance even when the provider was never called,
 /// and against the pool's breaker and, when failures span its pools, the
-/// provider's gate.
+/// provider's gate. Returns until when the pool's breaker holds its creates
+/// back, if it does.
 async fn create_failed(
     ctx: &Ctx,
     name: &InstanceName,
     pool: &Pool,
     why: &str,
-) -> Result<(), StoreError> {
-    ctx.store.count_failed_create(name).await?;
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    ctx.store.count_failed_create(name, why).await?;
     if let Some(entry) = ctx.providers.get(pool.spec.provider_name.as_str())
         && entry.pool_failed(pool.id)
     {
@@ -249,18 +263,24 @@ async fn create_failed(
     if let Some(at) = b.next_attempt_at {
         tracing::warn!(pool.id = %pool.id, failures = b.consecutive_failures, next_attempt_at = %at, error = %why, "pool backs off after failed creates");
     }
-    Ok(())
+    Ok(b.next_attempt_at)
 }
 
-/// Records when to try again; a create that reached the provider leaves
-/// `creating` for `error`, from where reconcile retries it.
-async fn retry_later(
+/// Records a failed step and when to try it again. A create that reached
+/// the provider leaves `creating` for `error`, from where reconcile retries
+/// it. The time recorded, and logged, is when the retry can really go: the
+/// step's own back-off, or later when the pool's breaker or the provider's
+/// gate holds creates back until then (a retry due earlier would only be
+/// turned away).
+async fn retry(
     ctx: &Ctx,
     name: &InstanceName,
+    pool: &Pool,
     kind: StepKind,
     wait: Duration,
     why: &str,
 ) -> Result<(), StoreError> {
+    let op = kind.as_str();
     if kind != StepKind::Delete {
         match ctx
             .store
@@ -271,8 +291,24 @@ async fn retry_later(
             Err(e) => return Err(e),
         }
     }
-    let at = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-    ctx.store.set_next_attempt(name, Some(at)).await
+    let now = ctx.now();
+    let mut at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+    if kind == StepKind::Create {
+        if let Some(held) = create_failed(ctx, name, pool, why).await? {
+            at = at.max(held);
+        }
+        if let Some(left) = ctx
+            .providers
+            .get(pool.spec.provider_name.as_str())
+            .and_then(|e| e.gate.remaining())
+        {
+            at = at.max(now + chrono::Duration::from_std(left).unwrap_or_default());
+        }
+    }
+    ctx.store.set_next_attempt(name, Some(at)).await?;
+    let retry_in_ms = (at - now).num_milliseconds().max(0) as u64;
+    tracing::warn!(instance.name = %name, error = %why, retry_in_ms, "{op} did not finish; will retry");
+    Ok(())
 }
 
 /// Moves an instance given up on to `pending_delete` (through `error` when

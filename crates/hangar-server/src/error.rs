@@ -18,6 +18,9 @@ pub struct ApiError {
     pub details: Option<String>,
     /// Sent as `Retry-After` (whole seconds, rounded up).
     pub retry_after: Option<std::time::Duration>,
+    /// Why a webhook delivery was refused, when the status alone does not
+    /// say it (its metrics label; not sent).
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -27,7 +30,13 @@ impl ApiError {
             error: error.into(),
             details: None,
             retry_after: None,
+            reason: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {

@@ -93,6 +93,8 @@ pub struct Inner {
     pub tokens: TokenKeys,
     /// Failed logins per username and per address.
     pub login_throttle: throttle::LoginThrottle,
+    /// Refused webhook deliveries, for their rate-limited warnings.
+    pub rejections: webhooks::Rejections,
     pub settings: Settings,
 }
 
@@ -158,6 +160,7 @@ impl AppState {
             intake,
             tokens,
             login_throttle: throttle::LoginThrottle::default(),
+            rejections: webhooks::Rejections::default(),
             settings,
         }));
         let weak = Arc::downgrade(&state.0);

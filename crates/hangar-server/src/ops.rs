@@ -1,23 +1,57 @@
 //! Operational routes: liveness, readiness (database and providers) and
 //! Prometheus metrics.
+//!
+//! Both health routes list every configured provider, so they agree on
+//! what is there; they differ in how they learn its health. `/healthz`
+//! (liveness) asks nothing: it reports what the scheduler's calls last
+//! saw (a provider backing off after failures is unhealthy), so it stays
+//! cheap and answers while a dependency is down. `/readyz` (readiness)
+//! pings the database (503 when it does not answer) and asks each provider
+//! for its health, at most 5 s each.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use hangar_api::HealthResponse;
+use hangar_api::{HealthResponse, ProviderResponse};
 use hangar_scheduler::metrics::{InstanceLabels, StatusLabels};
 
 use crate::AppState;
 use crate::admin::provider_health;
 
-/// The process is up.
+/// The process is up. Lists the configured providers as the scheduler
+/// last saw them; calls neither the database nor a provider.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = HealthResponse)))]
-pub async fn healthz() -> Json<HealthResponse> {
+pub async fn healthz(State(s): State<AppState>) -> Json<HealthResponse> {
+    let providers: Vec<ProviderResponse> = s
+        .providers
+        .iter()
+        .map(|e| {
+            let failures = e.gate.consecutive_failures();
+            let error = e.gate.remaining().map(|left| {
+                format!(
+                    "{failures} consecutive failed calls; backing off for {} ms",
+                    left.as_millis()
+                )
+            });
+            ProviderResponse {
+                name: e.name.clone(),
+                kind: e.provider.kind().to_owned(),
+                description: e.description.clone(),
+                healthy: error.is_none(),
+                error,
+            }
+        })
+        .collect();
+    let status = if providers.iter().all(|p| p.healthy) {
+        "ok"
+    } else {
+        "degraded"
+    };
     Json(HealthResponse {
-        status: "ok".into(),
+        status: status.into(),
         database: "unchecked".into(),
-        providers: vec![],
+        providers,
     })
 }
 

@@ -6,7 +6,9 @@
 //! bytes, from the in-memory catalog; no database) → parse → durable record
 //! → answer. Nothing here calls GitHub or a provider.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
@@ -340,11 +342,14 @@ async fn handle_verified(
                 return Ok(ack(StatusCode::OK, "ignored", Some(job_id)));
             };
             if !Subject::from(&ev).belongs_to(&entry.entity.scope) {
+                // Well-formed, signed with this entity's secret, about
+                // another repository: a hook pointed at the wrong URL.
                 return Err(ApiError::bad_request(format!(
                     "this delivery is not about {} {}",
                     entry.entity.scope.kind(),
                     entry.entity.scope.display_name()
-                )));
+                ))
+                .with_reason("wrong_entity"));
             }
             // Labels Hangar cannot represent can match no pool either.
             let labels = Labels::from_strs(&ev.workflow_job.labels).unwrap_or_else(|_| {
@@ -393,9 +398,81 @@ async fn handle_verified(
     }
 }
 
-/// Counts the delivery and logs it at debug level. Webhook routes are kept
-/// out of the HTTP trace layer (see `crate::router`), so this line is their
-/// request log, with the outcome the trace layer could not know.
+/// How often one kind of refusal of one entity is logged at `warn`.
+pub const REJECTION_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Remembers when each kind of refused delivery was last logged, per
+/// entity, so a misconfigured hook (or a flood of forged deliveries) gives
+/// one warning a minute with a count, not one per delivery. Bounded: when
+/// full, the oldest entries go.
+#[derive(Debug, Default)]
+pub struct Rejections(Mutex<HashMap<RejectionKey, (Instant, u64)>>);
+
+/// An entity (as logged) and a reason.
+type RejectionKey = (String, &'static str);
+
+const REJECTIONS_KEPT: usize = 1024;
+
+impl Rejections {
+    /// Whether to log this refusal now; if so, how many like it were not
+    /// logged since the last line.
+    fn should_log(&self, entity: &str, reason: &'static str, now: Instant) -> Option<u64> {
+        let mut map = self.0.lock().expect("rejections lock");
+        let key = (entity.to_owned(), reason);
+        if let Some((at, skipped)) = map.get_mut(&key) {
+            if now.duration_since(*at) < REJECTION_LOG_EVERY {
+                *skipped += 1;
+                return None;
+            }
+            let n = *skipped;
+            *at = now;
+            *skipped = 0;
+            return Some(n);
+        }
+        if map.len() >= REJECTIONS_KEPT {
+            let stale: Vec<_> = map
+                .iter()
+                .filter(|(_, (at, _))| now.duration_since(*at) >= REJECTION_LOG_EVERY)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                map.remove(&k);
+            }
+            if map.len() >= REJECTIONS_KEPT {
+                return None;
+            }
+        }
+        map.insert(key, (now, 0));
+        Some(0)
+    }
+}
+
+/// The entity a refused delivery named, as an operator knows it.
+fn entity_label(state: &AppState, entity: Option<&str>) -> String {
+    let Some(id) = entity else {
+        return "(shared hook)".into();
+    };
+    let known = id
+        .parse()
+        .ok()
+        .and_then(|id| state.catalog.snapshot().entity(&id).cloned());
+    match known {
+        Some(e) => format!(
+            "{} {} ({id})",
+            e.entity.scope.kind(),
+            e.entity.scope.display_name()
+        ),
+        // From the URL path: whatever was sent, kept short.
+        None => id.chars().take(64).collect(),
+    }
+}
+
+/// Counts the delivery and logs it at debug level; a refused one (bad
+/// signature, wrong entity, unknown entity, malformed, too large or slow)
+/// also at `warn`, at most once a minute per entity and reason. Webhook
+/// routes are kept out of the HTTP trace layer (see `crate::router`), so
+/// this line is their request log, with the outcome the trace layer could
+/// not know.
 fn finish(
     state: &AppState,
     event: &str,
@@ -417,14 +494,31 @@ fn finish(
             (resp, outcome)
         }
         Err(e) => {
-            let outcome = match e.status {
+            let outcome = e.reason.unwrap_or(match e.status {
                 StatusCode::UNAUTHORIZED => "bad_signature",
                 StatusCode::NOT_FOUND => "unknown_entity",
                 StatusCode::PAYLOAD_TOO_LARGE => "too_large",
                 StatusCode::REQUEST_TIMEOUT => "too_slow",
                 StatusCode::BAD_REQUEST => "malformed",
                 _ => "error",
-            };
+            });
+            if e.status.is_client_error() {
+                let label = entity_label(state, entity);
+                if let Some(suppressed) =
+                    state.rejections.should_log(&label, outcome, Instant::now())
+                {
+                    tracing::warn!(
+                        event,
+                        entity = %label,
+                        reason = outcome,
+                        status = e.status.as_u16(),
+                        error = %e.error,
+                        details = e.details.as_deref().unwrap_or(""),
+                        suppressed,
+                        "webhook delivery rejected"
+                    );
+                }
+            }
             (e.into_response(), outcome)
         }
     };
@@ -437,4 +531,42 @@ fn finish(
         "webhook delivery"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_logged_once_a_minute_per_entity_and_reason() {
+        let r = Rejections::default();
+        let t0 = Instant::now();
+        assert_eq!(r.should_log("repo octo/app", "bad_signature", t0), Some(0));
+        for _ in 0..5 {
+            assert_eq!(r.should_log("repo octo/app", "bad_signature", t0), None);
+        }
+        // Another reason or entity has its own line.
+        assert_eq!(r.should_log("repo octo/app", "wrong_entity", t0), Some(0));
+        assert_eq!(r.should_log("repo octo/web", "bad_signature", t0), Some(0));
+        // A minute on: logged again, with the count left out meanwhile.
+        let later = t0 + REJECTION_LOG_EVERY;
+        assert_eq!(
+            r.should_log("repo octo/app", "bad_signature", later),
+            Some(5)
+        );
+        assert_eq!(r.should_log("repo octo/app", "bad_signature", later), None);
+    }
+
+    #[test]
+    fn rejections_stay_bounded() {
+        let r = Rejections::default();
+        let t0 = Instant::now();
+        for i in 0..REJECTIONS_KEPT + 10 {
+            r.should_log(&format!("forged-{i}"), "unknown_entity", t0);
+        }
+        assert!(r.0.lock().unwrap().len() <= REJECTIONS_KEPT);
+        // Once old entries are stale they make room.
+        let later = t0 + REJECTION_LOG_EVERY;
+        assert_eq!(r.should_log("new", "unknown_entity", later), Some(0));
+    }
 }

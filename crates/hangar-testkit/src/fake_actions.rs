@@ -1106,6 +1106,7 @@ async fn handle(State(fa): State<FakeActions>, req: Request) -> Response {
 }
 
 /// The tenant's scope, when the admin token is valid for it.
+#[allow(clippy::result_large_err)] // an answer ready to send, built once per request
 fn admin_scope(fa: &FakeActions, headers: &HeaderMap, tenant: &str) -> Result<String, Response> {
     let Some(token) = bearer(headers) else {
         return Err(exception(
@@ -1140,6 +1141,7 @@ fn admin_scope(fa: &FakeActions, headers: &HeaderMap, tenant: &str) -> Result<St
 }
 
 /// Checks a message queue token for scale set `ss`; returns the session id.
+#[allow(clippy::result_large_err)] // an answer ready to send, built once per request
 fn queue_session(fa: &FakeActions, headers: &HeaderMap, ss: i64) -> Result<String, Response> {
     let token = bearer(headers).unwrap_or_default();
     let s = fa.st();
@@ -1662,11 +1664,11 @@ async fn queue(
             };
             let r = long_poll(fa, ss, &session_id, last, wait, delay).await;
             let mut s = fa.st();
-            if let Some(sess) = s.scale_sets.get_mut(&ss).and_then(|x| x.session.as_mut()) {
-                if sess.id == session_id {
-                    sess.polling = sess.polling.saturating_sub(1);
-                    sess.last_seen = Instant::now();
-                }
+            if let Some(sess) = s.scale_sets.get_mut(&ss).and_then(|x| x.session.as_mut())
+                && sess.id == session_id
+            {
+                sess.polling = sess.polling.saturating_sub(1);
+                sess.last_seen = Instant::now();
             }
             r
         }

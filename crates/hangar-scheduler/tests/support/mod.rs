@@ -29,7 +29,15 @@ pub struct MemoryGitHub {
     state: Mutex<GhState>,
     /// While set, JIT registrations fail as GitHub's 5xx would.
     failing_jit: std::sync::atomic::AtomicBool,
+    /// While set, every call fails as one to an unreachable GitHub does.
+    unreachable: std::sync::atomic::AtomicBool,
+    /// While set, JIT registrations never answer (a call stuck in its
+    /// transport's retries).
+    hanging_jit: std::sync::atomic::AtomicBool,
 }
+
+/// What the transport reports when GitHub cannot be reached.
+pub const UNREACHABLE: &str = "POST /repos/octo/app/actions/runners/generate-jitconfig: error trying to connect: tcp connect error: Connection refused (os error 111)";
 
 #[derive(Debug, Default)]
 struct GhState {
@@ -76,6 +84,25 @@ impl MemoryGitHub {
             .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// GitHub goes away (every call fails to connect) or comes back.
+    pub fn set_unreachable(&self, on: bool) {
+        self.unreachable
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// JIT registrations hang (until the caller gives up) or answer again.
+    pub fn hang_jit(&self, on: bool) {
+        self.hanging_jit
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn reachable(&self) -> Result<(), ForgeError> {
+        if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ForgeError::Transient(UNREACHABLE.into()));
+        }
+        Ok(())
+    }
+
     /// A runner starts or finishes running a job.
     pub fn set_busy(&self, name: &str, busy: bool) {
         let mut s = self.state.lock().unwrap();
@@ -110,7 +137,12 @@ impl Forge for MemoryGitHub {
         _target: &ForgeTarget,
         req: &JitRequest,
     ) -> Result<JitConfig, ForgeError> {
-        let mut s = self.count("generate_jit_config");
+        drop(self.count("generate_jit_config"));
+        self.reachable()?;
+        if self.hanging_jit.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let mut s = self.state.lock().unwrap();
         if self.failing_jit.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ForgeError::Transient("502 Bad Gateway".into()));
         }
@@ -151,6 +183,7 @@ impl Forge for MemoryGitHub {
     }
 
     async fn list_runners(&self, _target: &ForgeTarget) -> Result<Vec<ForgeRunner>, ForgeError> {
+        self.reachable()?;
         Ok(self
             .count("list_runners")
             .runners
@@ -161,6 +194,7 @@ impl Forge for MemoryGitHub {
 
     async fn delete_runner(&self, _target: &ForgeTarget, runner_id: i64) -> Result<(), ForgeError> {
         let mut s = self.count("delete_runner");
+        self.reachable()?;
         match s.runners.get(&runner_id) {
             Some(r) if r.busy => Err(ForgeError::Busy(format!(
                 "runner {} is running a job",

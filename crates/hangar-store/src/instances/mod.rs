@@ -178,13 +178,31 @@ impl Store {
     /// Counts a create attempt that failed before the provider was called
     /// (the instance is still `pending_create`; `BeginCreate` counts the
     /// rest), so a pool whose registrations always fail gives up on the
-    /// instance after its attempts like any other failed create. Not a
-    /// status change.
-    pub async fn count_failed_create(&self, name: &InstanceName) -> Result<()> {
+    /// instance after its attempts like any other failed create, and keeps
+    /// its reason as the status message, so the operator sees why the
+    /// instance waits. Not a status change.
+    pub async fn count_failed_create(&self, name: &InstanceName, why: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE instances SET create_attempts = create_attempts + 1, updated_at = ?
-             WHERE name = ? AND status = 'pending_create'",
+            "UPDATE instances SET create_attempts = create_attempts + 1, status_message = ?,
+             updated_at = ? WHERE name = ? AND status = 'pending_create'",
         )
+        .bind(why)
+        .bind(now_ms())
+        .bind(name.as_str())
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces the status message of a live instance (why it waits, why
+    /// its create is paused). Not a status change; an instance already
+    /// deleted keeps the message it ended with.
+    pub async fn set_status_message(&self, name: &InstanceName, message: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET status_message = ?, updated_at = ?
+             WHERE name = ? AND status != 'deleted'",
+        )
+        .bind(message)
         .bind(now_ms())
         .bind(name.as_str())
         .execute(self.w())

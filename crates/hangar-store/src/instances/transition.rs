@@ -61,6 +61,12 @@ async fn apply(
             status.check_transition(to)?;
             q.push(", status = ").push_bind(to.as_str());
             message(&mut q, msg);
+            // A retirement starts afresh: the wait of a create retry (or of
+            // a breaker) does not hold up the delete. A delete's own retry
+            // sets its time after this move.
+            if to == InstanceStatus::PendingDelete {
+                q.push(", next_attempt_at = NULL");
+            }
             if to == InstanceStatus::Deleted {
                 q.push(", token_hash = NULL, jit_config = NULL, deleted_at = ")
                     .push_bind(now);

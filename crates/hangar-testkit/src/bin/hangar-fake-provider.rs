@@ -695,7 +695,10 @@ fn run() -> Result<String, Failure> {
         extra_specs: var("GARM_POOL_EXTRASPECS"),
     };
     if env.command.is_empty() {
-        return Err(Failure::new(EXIT_USAGE, "missing GARM_COMMAND"));
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "missing GARM_COMMAND (hangard or garm sets it; see --help)",
+        ));
     }
     if env.controller_id.is_empty() {
         return Err(Failure::new(EXIT_USAGE, "missing GARM_CONTROLLER_ID"));
@@ -834,8 +837,44 @@ fn boot(file: &Path) -> ExitCode {
     }
 }
 
+const USAGE: &str = "\
+hangar-fake-provider: a garm-compatible external provider that makes no
+machines, for tests, demos and benchmarks of hangard's external-provider path.
+
+hangard (or garm) runs it with the call in the environment, not in arguments:
+  GARM_COMMAND                CreateInstance | DeleteInstance | GetInstance |
+                              ListInstances | RemoveAllInstances | StartInstance |
+                              StopInstance; v0.1.1 also GetVersion,
+                              GetSupportedInterfaceVersions, ValidatePoolInfo,
+                              GetConfigJSONSchema, GetExtraSpecsJSONSchema
+  GARM_PROVIDER_CONFIG_FILE   its TOML config (state_dir, boot, create_delay_ms,
+                              fail_create, [[fault]] rules)
+  GARM_CONTROLLER_ID, GARM_POOL_ID, GARM_INSTANCE_ID, GARM_INTERFACE_VERSION
+  CreateInstance reads the bootstrap JSON on stdin.
+
+Use it from hangard's config:
+  [[provider]]
+  name = \"fake-ext\"
+  kind = \"external\"
+  [provider.external]
+  executable = \"/path/to/hangar-fake-provider\"
+  config_file = \"/path/to/fake-provider.toml\"
+
+usage: hangar-fake-provider               (a call, as above)
+       hangar-fake-provider boot FILE     (simulate a runner's boot from FILE)
+       hangar-fake-provider --help
+
+Exit codes: 0 success, 30 not found, 31 duplicate, 1 other failure, 2 usage.";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if matches!(
+        args.get(1).map(String::as_str),
+        Some("-h" | "--help" | "help")
+    ) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     if args.get(1).map(String::as_str) == Some("boot") {
         let Some(file) = args.get(2) else {
             eprintln!("usage: hangar-fake-provider boot <bootstrap-file>");
