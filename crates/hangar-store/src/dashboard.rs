@@ -107,14 +107,18 @@ impl Store {
             .collect()
     }
 
-    /// Instances that failed (create or delete errors, a failed runner, a
-    /// bootstrap timeout), newest first, deleted ones included.
+    /// Instances that failed (a create retried or waiting for its retry, a
+    /// failed delete, a failed runner, a bootstrap timeout), newest first,
+    /// deleted ones included. `create_attempts` counts every create, the
+    /// one that worked too.
     pub async fn recent_failures(&self, limit: u32) -> Result<Vec<FailureRow>> {
         let rows = sqlx::query(
             "SELECT name, pool_id, status, runner_status, status_message, create_attempts,
                     delete_attempts, updated_at FROM instances
-              WHERE status = 'error' OR runner_status = 'failed' OR create_attempts > 0
-                 OR delete_attempts > 0 OR status_message LIKE 'runner not up%'
+              WHERE status = 'error' OR runner_status = 'failed' OR delete_attempts > 0
+                 OR create_attempts > 1
+                 OR (create_attempts > 0 AND status = 'pending_create')
+                 OR status_message LIKE 'runner not up%'
               ORDER BY updated_at DESC LIMIT CAST(? AS INTEGER)",
         )
         .bind(i64::from(limit))

@@ -109,6 +109,9 @@ pub fn svg(buckets: &[Option<Summary>], hour: Option<Summary>) -> Markup {
         svg.chart viewBox=(format!("0 0 {W} {H}")) width=(W) height=(H) role="img" aria-label=(label) {
             title { (label) }
             line.axis x1=(PAD) y1=(H - PAD) x2=(W - PAD) y2=(H - PAD) {}
+            @if hour.is_some() {
+                text.scale x=(PAD + 1.0) y="9" { (super::layout::duration_ms(top as i64)) }
+            }
             @for pts in line(|s| s.p95) { polyline.p95 points=(pts) {} }
             @for pts in line(|s| s.p50) { polyline.p50 points=(pts) {} }
             @for (cx, cy) in dots(|s| s.p95) { circle.p95 cx=(format!("{cx:.1}")) cy=(format!("{cy:.1}")) r="1.6" {} }

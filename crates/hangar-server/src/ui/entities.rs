@@ -332,7 +332,11 @@ async fn entity_page_with(
         Err(e) => return api_error_page(e),
     };
     let providers = s.app.providers.names();
-    let title = format!("{} {}", e.kind, display(&e));
+    let mut kind = e.kind.clone();
+    if let Some(first) = kind.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    let title = format!("{kind} {}", display(&e));
     let body = html! {
         (notice(done))
         @if let Some(secret) = secret {
@@ -717,6 +721,10 @@ async fn render_pool(
         .await
         .map(|e| e.scope.display_name())
         .unwrap_or_default();
+    let names = match super::pool_names(s).await {
+        Ok(n) => n,
+        Err(e) => return api_error_page(e),
+    };
     let current = PoolForm::from_pool(&p);
     let form = form.unwrap_or(&current);
     let providers = s.app.providers.names();
@@ -737,7 +745,7 @@ async fn render_pool(
         (enable_form(session, &p))
         section aria-labelledby="runners-h" {
             h2 #runners-h { "Runners" }
-            @if instances.is_empty() { p { "None." } } @else { (super::runners::table(session, &instances, "pool")) }
+            @if instances.is_empty() { p { "None." } } @else { (super::runners::table(session, &instances, &names, "pool")) }
         }
         section aria-labelledby="edit-pool-h" {
             h2 #edit-pool-h { "Edit" }
@@ -957,7 +965,7 @@ pub fn text_field(
     html! {
         div.field.invalid[err.is_some()] {
             label for=(name) { (label) }
-            input #(name) name=(name) value=(value) aria-invalid=[err.map(|_| "true")] aria-describedby=[described];
+            input #(name) name=(name) value=(value) aria-invalid=[err.map(|_| "true")] aria-describedby=[described] autofocus[err.is_some()];
             @if let Some(m) = err { p.error #(err_id) { (m) } }
             @if !hint.is_empty() { p.hint #(hint_id) { (hint) } }
         }
@@ -976,7 +984,7 @@ fn select_field(
     html! {
         div.field.invalid[err.is_some()] {
             label for=(name) { (label) }
-            select #(name) name=(name) aria-invalid=[err.map(|_| "true")] aria-describedby=[err.map(|_| err_id.clone())] {
+            select #(name) name=(name) aria-invalid=[err.map(|_| "true")] aria-describedby=[err.map(|_| err_id.clone())] autofocus[err.is_some()] {
                 @if !options.iter().any(|o| o == value) && !value.is_empty() {
                     option value=(value) selected { (value) }
                 }
@@ -1015,7 +1023,7 @@ fn pool_form_markup(
             (text_field("runner_group", "Runner group", &f.runner_group, errors, ""))
             div.field.wide.invalid[extra_err.is_some()] {
                 label for="extra_specs" { "Extra specs (JSON object)" }
-                textarea #extra_specs name="extra_specs" rows="3" aria-invalid=[extra_err.map(|_| "true")] aria-describedby=[extra_err.map(|_| "extra_specs-error")] { (f.extra_specs) }
+                textarea #extra_specs name="extra_specs" rows="3" aria-invalid=[extra_err.map(|_| "true")] aria-describedby=[extra_err.map(|_| "extra_specs-error")] autofocus[extra_err.is_some()] { (f.extra_specs) }
                 @if let Some(m) = extra_err { p.error #extra_specs-error { (m) } }
             }
             div.field.check {

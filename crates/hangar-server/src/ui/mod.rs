@@ -297,6 +297,35 @@ impl FromRequestParts<UiState> for Session {
     }
 }
 
+/// Every pool's name as the dashboard shows it: its entity and labels.
+async fn pool_names(
+    s: &UiState,
+) -> Result<std::collections::HashMap<uuid::Uuid, String>, ApiError> {
+    let entities: std::collections::HashMap<_, _> = s
+        .app
+        .store
+        .list_entities(None)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.scope.display_name()))
+        .collect();
+    Ok(s.app
+        .store
+        .list_pools(None)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let entity = entities.get(&p.entity_id).cloned().unwrap_or_default();
+            (p.id.0, pool_title(&entity, &p.spec.tags.to_vec()))
+        })
+        .collect())
+}
+
+/// "octo/app · linux, self-hosted".
+fn pool_title(entity: &str, tags: &[String]) -> String {
+    format!("{entity} · {}", tags.join(", "))
+}
+
 /// An HTML page for an error the API answered.
 fn api_error_page(e: ApiError) -> Response {
     if e.status.is_server_error() {
@@ -478,7 +507,13 @@ impl FormErrors {
         };
         let field = [e.error.as_str(), e.details.as_deref().unwrap_or_default()]
             .into_iter()
-            .find_map(|t| fields.iter().copied().find(|f| names_field(t, f)));
+            .find_map(|t| {
+                fields
+                    .iter()
+                    .filter_map(|f| first_mention(t, f).map(|at| (at, *f)))
+                    .min()
+                    .map(|(_, f)| f)
+            });
         FormErrors {
             field,
             message: Some(text),
@@ -508,11 +543,12 @@ impl FormErrors {
     }
 }
 
-/// Whether `text` mentions `field` as a whole word (`max_runners` is not
-/// found in `min_idle_runners`' text by accident).
-fn names_field(text: &str, field: &str) -> bool {
+/// Where `text` first mentions `field` as a whole word (`max_runners` is
+/// not found inside `x_max_runners`). The field named first is the one a
+/// message is about: "max_runners (1) must be at least min_idle_runners".
+fn first_mention(text: &str, field: &str) -> Option<usize> {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(field).any(|(i, _)| {
+    text.match_indices(field).map(|(i, _)| i).find(|&i| {
         let before = text[..i].chars().next_back();
         let after = text[i + field.len()..].chars().next();
         !before.is_some_and(word) && !after.is_some_and(word)
@@ -527,6 +563,8 @@ mod tests {
     fn errors_land_at_the_field_they_name() {
         let fields = &["min_idle_runners", "max_runners", "tags", "provider_name"];
         let e = ApiError::bad_request("max_runners (1) must be at least min_idle_runners (2)");
+        assert_eq!(FormErrors::from_api(&e, fields).field, Some("max_runners"));
+        let e = ApiError::bad_request("min_idle_runners is too large");
         assert_eq!(
             FormErrors::from_api(&e, fields).field,
             Some("min_idle_runners")

@@ -135,7 +135,7 @@ async fn load(s: &UiState) -> Result<Overview, ApiError> {
         .map(|p: &PoolResponse| {
             let id = PoolId(p.id);
             let entity = entities.get(&p.entity_id).cloned().unwrap_or_default();
-            let title = format!("{entity} · {}", p.tags.join(", "));
+            let title = super::pool_title(&entity, &p.tags);
             pool_names.insert(id, title.clone());
             let samples = waits.remove(&id).unwrap_or_default();
             let all: Vec<i64> = samples.iter().map(|(_, w)| *w).collect();

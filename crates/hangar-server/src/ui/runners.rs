@@ -2,12 +2,15 @@
 //! and failure count; delete and force delete through the admin API's
 //! handler.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use hangar_api::InstanceResponse;
 use maud::{Markup, html};
 use serde::Deserialize;
+use uuid::Uuid;
 
 use super::layout::{self, ago, csrf, notice};
 use super::{Session, UiState, api_error_page};
@@ -27,24 +30,25 @@ impl RunnersQuery {
     }
 }
 
-async fn load(
-    s: &UiState,
-    session: &Session,
-    all: bool,
-) -> Result<Vec<InstanceResponse>, Response> {
-    instances::list(
+/// The runners, and their pools' names.
+type Loaded = (Vec<InstanceResponse>, HashMap<Uuid, String>);
+
+async fn load(s: &UiState, session: &Session, all: bool) -> Result<Loaded, Response> {
+    let list = instances::list(
         session.admin(),
         State(s.app.clone()),
         Query(InstanceQuery { pool_id: None, all }),
     )
     .await
     .map(|Json(v)| v)
-    .map_err(api_error_page)
+    .map_err(api_error_page)?;
+    let names = super::pool_names(s).await.map_err(api_error_page)?;
+    Ok((list, names))
 }
 
-fn live_body(session: &Session, list: &[InstanceResponse]) -> Markup {
+fn live_body(session: &Session, (list, names): &Loaded) -> Markup {
     html! {
-        @if list.is_empty() { p { "No runners." } } @else { (table(session, list, "all")) }
+        @if list.is_empty() { p { "No runners." } } @else { (table(session, list, names, "all")) }
     }
 }
 
@@ -54,7 +58,7 @@ pub async fn page(
     Query(q): Query<RunnersQuery>,
 ) -> Response {
     let all = q.all();
-    let list = match load(&s, &session, all).await {
+    let loaded = match load(&s, &session, all).await {
         Ok(l) => l,
         Err(r) => return r,
     };
@@ -76,7 +80,7 @@ pub async fn page(
                     a href="/ui/runners?all=1" { "Show deleted runners too" }
                 }
             }
-            div.live data-live=(live) { (live_body(&session, &list)) }
+            div.live data-live=(live) { (live_body(&session, &loaded)) }
         },
     ))
 }
@@ -94,7 +98,12 @@ pub async fn live(
 
 /// The runners table; `back` is where a delete returns to (`all` = the
 /// runners page, `pool` = the pool's page).
-pub fn table(session: &Session, list: &[InstanceResponse], back: &str) -> Markup {
+pub fn table(
+    session: &Session,
+    list: &[InstanceResponse],
+    names: &HashMap<Uuid, String>,
+    back: &str,
+) -> Markup {
     html! {
         div.scroll {
             table.runners {
@@ -104,8 +113,8 @@ pub fn table(session: &Session, list: &[InstanceResponse], back: &str) -> Markup
                         th scope="col" { "State" }
                         th scope="col" { "Age" }
                         th scope="col" { "Job" }
-                        th scope="col" { "Last message" }
-                        th scope="col" { "Failures" }
+                        th scope="col" { "Last message or failure" }
+                        th scope="col" { "Create attempts" }
                         th scope="col" { "Actions" }
                     }
                 }
@@ -114,15 +123,18 @@ pub fn table(session: &Session, list: &[InstanceResponse], back: &str) -> Markup
                         tr data-runner=(i.name) {
                             th scope="row" {
                                 code { (i.name) }
-                                div.muted { a href=(format!("/ui/pools/{}", i.pool_id)) { "pool" } }
+                                div.muted {
+                                    a href=(format!("/ui/pools/{}", i.pool_id)) {
+                                        (names.get(&i.pool_id).map(String::as_str).unwrap_or("its pool"))
+                                    }
+                                }
                             }
                             td.state { span class=(format!("st st-{}", i.status)) { (i.status) } " / " (i.runner_status) }
                             td { (ago(i.created_at)) }
                             td { @if let Some(j) = i.job_id { code { (j) } } @else { "–" } }
-                            td.reason { (i.status_message.as_deref().unwrap_or("")) }
-                            td {
-                                @if i.create_attempts > 0 { (i.create_attempts) " failed create" @if i.create_attempts != 1 { "s" } }
-                            }
+                            @let failing = i.status == "error" || i.runner_status == "failed";
+                            td.reason.error[failing] { (i.status_message.as_deref().unwrap_or("")) }
+                            td.error[i.create_attempts > 1] { (i.create_attempts) }
                             td {
                                 @if i.status != "deleted" {
                                     form.inline method="post" action=(format!("/ui/runners/{}/delete", i.name)) {
