@@ -463,9 +463,8 @@ async fn an_operator_runs_hangar_from_the_browser() {
     mark(&c).await;
     let job = gh.queue_job("octo/app", &["self-hosted", "linux"]).await;
     let row = format!("tr[data-job=\"{job}\"]");
-    until(&c, "the queued job", |s| {
-        let job = job;
-        async move { s.contains(&format!("data-job=\"{job}\"")) }
+    until(&c, "the queued job", |s| async move {
+        s.contains(&format!("data-job=\"{job}\""))
     })
     .await;
     assert!(

@@ -11,6 +11,10 @@
 //! (CSP `default-src 'self'`, no inline script). Live regions poll small
 //! HTML fragments (`…/live`) with a few lines of JavaScript.
 
+// Helpers here return `Err(Response)`: the page to answer with, at once.
+// It is handed straight back to axum, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 mod chart;
 mod entities;
 mod jobs;
@@ -54,8 +58,11 @@ const APP_JS: &str = include_str!("assets/app.js");
 #[derive(Debug, Clone)]
 pub struct UiState {
     app: AppState,
-    health: Arc<Mutex<Option<(Instant, Vec<ProviderResponse>)>>>,
+    health: HealthCache,
 }
+
+/// The last provider health answer and when it was taken.
+type HealthCache = Arc<Mutex<Option<(Instant, Vec<ProviderResponse>)>>>;
 
 impl UiState {
     /// Provider health, at most [`HEALTH_TTL`] old.

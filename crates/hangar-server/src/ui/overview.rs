@@ -282,7 +282,7 @@ fn row(r: &CapacityRow) -> Markup {
                 div.muted { (r.provider) " · " (r.detail) }
                 @if !r.enabled { span.badge.off { "disabled" } }
             }
-            td {
+            td data-label="Runners" {
                 (bar(c, r.max_runners))
                 div {
                     (c.idle) " idle · " (c.booting) " booting · " (c.busy) " busy"
@@ -291,11 +291,11 @@ fn row(r: &CapacityRow) -> Markup {
                     " of " (r.max_runners)
                 }
             }
-            td {
+            td data-label="Queued" {
                 strong { (r.queued) }
                 @if let Some(t) = r.oldest { div.muted { "oldest " (ago(t)) } }
             }
-            td {
+            td data-label="Queued → runner, last hour" {
                 (chart::svg(&r.waits, r.hour))
                 div.muted {
                     @match r.hour {
@@ -304,7 +304,7 @@ fn row(r: &CapacityRow) -> Markup {
                     }
                 }
             }
-            td {
+            td data-label="Health" {
                 @if r.breaker.degraded {
                     span.badge.bad { "degraded" }
                     div { (r.breaker.failures) " failed creates in a row" }
