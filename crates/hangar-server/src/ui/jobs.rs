@@ -83,9 +83,9 @@ pub async fn page(
     session: Session,
     Query(q): Query<JobsQuery>,
 ) -> Response {
-    let jobs = match load(&s, &q).await {
-        Ok(j) => j,
-        Err(e) if e.status == StatusCode::BAD_REQUEST => Vec::new(),
+    let (jobs, refused) = match load(&s, &q).await {
+        Ok(j) => (j, None),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => (Vec::new(), Some(e.error)),
         Err(e) => return api_error_page(e),
     };
     let statuses = ["", "waiting", "queued", "in_progress", "completed"];
@@ -113,7 +113,11 @@ pub async fn page(
                 }
                 div.actions { button type="submit" { "Filter" } " " a href="/ui/jobs" { "Clear" } }
             }
-            div.live data-live=(format!("/ui/live/jobs{}", q.query_string())) { (table(&jobs)) }
+            @if let Some(e) = refused {
+                p.error role="alert" { (e) }
+            } @else {
+                div.live data-live=(format!("/ui/live/jobs{}", q.query_string())) { (table(&jobs)) }
+            }
         },
     ))
 }

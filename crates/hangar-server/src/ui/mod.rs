@@ -368,7 +368,14 @@ struct LoginForm {
 }
 
 async fn login_page(State(s): State<UiState>) -> Response {
-    login_form(&s, StatusCode::OK, None, "")
+    // A fresh install has no account to log in with yet.
+    let hint = match s.app.store.has_admin().await {
+        Ok(false) => Some(
+            "No admin account exists yet: create one with `hangar init` (or POST /api/v1/first-run).",
+        ),
+        _ => None,
+    };
+    login_form(&s, StatusCode::OK, hint, "")
 }
 
 fn login_form(s: &UiState, status: StatusCode, error: Option<&str>, username: &str) -> Response {
