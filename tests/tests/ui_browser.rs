@@ -380,13 +380,38 @@ where
     }
 }
 
+/// The text of the first element matching `css`. Live regions swap their
+/// content every few seconds, so an element found just before a swap is
+/// gone a moment later: such a miss is retried.
 async fn text_of(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let mut last = None;
+    for _ in 0..20 {
+        match c.find(Locator::Css(css)).await {
+            Ok(el) => match el.text().await {
+                Ok(t) => return t,
+                Err(e) => last = Some(e),
+            },
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: {last:?}")
+}
+
+/// Clicks the first element matching `css`, retried as [`text_of`].
+async fn click(c: &Client, css: &str) {
+    let mut last = None;
+    for _ in 0..20 {
+        match c.find(Locator::Css(css)).await {
+            Ok(el) => match el.click().await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            },
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: {last:?}")
 }
 
 async fn fill(c: &Client, id: &str, value: &str) {
@@ -641,12 +666,7 @@ async fn an_operator_runs_hangar_from_the_browser() {
     })
     .await;
     shots.take(&c, "runners").await;
-    c.find(Locator::Css(&format!("{runner_row} button[value=false]")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("{runner_row} button[value=false]")).await;
     until(&c, "the deletion notice", |s| async move {
         s.contains("Runner deletion requested")
     })
