@@ -159,6 +159,30 @@ fn system_packages() -> Result {
     run(as_root(&args).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Debian's Chromium and its WebDriver, for the dashboard's browser test
+/// (`tests/tests/ui_browser.rs`, which fails without them under `CI`).
+fn browser_packages() -> Result {
+    step("browser for the dashboard tests");
+    if Command::new("dpkg-query")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("!!! not a Debian system: install chromium and chromedriver yourself");
+        return Ok(());
+    }
+    let missing = missing_packages(&["chromium", "chromium-driver"]);
+    if missing.is_empty() {
+        eprintln!("all present: chromium chromium-driver");
+        return Ok(());
+    }
+    eprintln!("installing: {}", missing.join(" "));
+    run(as_root(&["apt-get", "update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().map(String::as_str));
+    run(as_root(&args).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 /// Prepares a libvirt daemon and the tiny test guest for the real-VM tests.
 /// Returns the environment the tests need, or `None` (with a loud message)
 /// when this machine cannot run them.
@@ -435,6 +459,7 @@ fn ci() -> Result {
     }
     terraform_check()?;
     let libvirt_env = libvirt_setup();
+    browser_packages()?;
     step("build binaries (end-to-end tests run them)");
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     deb_check()?;

@@ -13,6 +13,7 @@ pub mod instance_api;
 pub mod links;
 pub mod ops;
 pub mod throttle;
+pub mod ui;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -372,8 +373,10 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         );
+    let ui = ui::router(state.clone());
     webhooks
         .method_not_allowed_fallback(not_allowed)
         .merge(api)
         .with_state(state)
+        .merge(ui)
 }

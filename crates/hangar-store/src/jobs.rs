@@ -128,7 +128,9 @@ const UPSERT_TAIL: &str = " ON CONFLICT (id, run_attempt) DO UPDATE SET
     queued_at = iif(excluded.status_rank > jobs.status_rank AND excluded.status = 'queued',
         excluded.queued_at, jobs.queued_at),
     updated_at = iif(excluded.status_rank > jobs.status_rank,
-        excluded.updated_at, jobs.updated_at)
+        excluded.updated_at, jobs.updated_at),
+    started_at = iif(excluded.status_rank > jobs.status_rank AND excluded.status = 'in_progress',
+        excluded.updated_at, jobs.started_at)
   WHERE jobs.actions_seen & excluded.actions_seen = 0
   RETURNING id, run_attempt, last_action, last_action_moved, pool_id";
 
@@ -163,7 +165,7 @@ where
     Ok(q.fetch_all(exec).await?)
 }
 
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
+pub(crate) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
     let entity_id: String = row.get("entity_id");
     let pool_id: Option<String> = row.get("pool_id");
     Ok(Job {

@@ -14,6 +14,7 @@
 pub mod clock;
 mod controller;
 mod credentials;
+mod dashboard;
 mod endpoints;
 mod entities;
 pub mod files;
@@ -42,6 +43,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 
 pub use controller::ControllerInfo;
 pub use credentials::CredentialsSummary;
+pub use dashboard::{FailureRow, JobTimes, JobTimesFilter, PoolQueue, WaitSample};
 pub use entities::NewEntity;
 pub use hooks::DeliveryCursor;
 pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
