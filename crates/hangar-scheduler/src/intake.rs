@@ -7,13 +7,116 @@
 //! instances: that is reconcile's job.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hangar_store::{JobEvent, JobOutcome, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::Scheduler;
 
 const MAX_BATCH: usize = 512;
+
+/// After the last delivery was answered, intake counts as busy this much
+/// longer: deliveries of a burst arrive a few ms apart.
+pub(crate) const BUSY_TAIL: Duration = Duration::from_millis(25);
+
+/// Create steps that may run at once while intake is busy.
+pub(crate) const CREATES_WHILE_BUSY: usize = 4;
+
+/// The least time between two reconciles of a pool while intake is busy
+/// (else [`crate::RECONCILE_GAP`]): each reconcile during a burst reserves
+/// what arrived since the last one in one write, instead of one write per
+/// few deliveries.
+pub(crate) const RECONCILE_GAP_WHILE_BUSY: Duration = Duration::from_millis(25);
+
+/// How hard webhook intake is working, so the scheduler can stay out of its
+/// way during a burst.
+///
+/// Intake and the scheduler share the one database writer, whose waiters
+/// are served in turn: with 64 create steps each wanting a write (and an
+/// fsync), a delivery's commit waited for all of them. While deliveries are
+/// arriving, at most [`CREATES_WHILE_BUSY`] create steps run and a pool
+/// reconciles at most every [`RECONCILE_GAP_WHILE_BUSY`], so a commit waits
+/// for a few writes at most; the rest start the moment the burst is over.
+/// A lone job is not held back: its create finds a free slot.
+#[derive(Debug)]
+pub(crate) struct Pressure {
+    /// Deliveries handed to the writer and not answered yet.
+    in_flight: AtomicUsize,
+    /// When the last delivery was answered, in µs since `epoch`.
+    last_us: AtomicU64,
+    epoch: Instant,
+    creates: Arc<Semaphore>,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+            creates: Arc::new(Semaphore::new(CREATES_WHILE_BUSY)),
+        }
+    }
+}
+
+impl Pressure {
+    fn now_us(&self) -> u64 {
+        // +1: 0 means "never".
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64
+            + 1
+    }
+
+    fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn answered(&self) {
+        self.last_us.store(self.now_us(), Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Deliveries are being recorded now, or were within [`BUSY_TAIL`].
+    pub(crate) fn busy(&self) -> bool {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        let last = self.last_us.load(Ordering::Acquire);
+        last != 0 && self.now_us().saturating_sub(last) < BUSY_TAIL.as_micros() as u64
+    }
+
+    /// The gap to keep between two reconciles of a pool.
+    pub(crate) fn reconcile_gap(&self) -> Duration {
+        if self.busy() {
+            RECONCILE_GAP_WHILE_BUSY
+        } else {
+            crate::RECONCILE_GAP
+        }
+    }
+
+    /// Waits, while intake is busy, for one of the [`CREATES_WHILE_BUSY`]
+    /// create slots; held for the whole step. Returns at once (`None`)
+    /// when intake is quiet, and stops waiting as soon as it becomes so.
+    pub(crate) async fn create_slot(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if !self.busy() {
+                return None;
+            }
+            if let Ok(Ok(permit)) = tokio::time::timeout(
+                Duration::from_millis(5),
+                self.creates.clone().acquire_owned(),
+            )
+            .await
+            {
+                return Some(permit);
+            }
+        }
+    }
+}
 
 /// Why a delivery was not recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,24 +134,44 @@ type Reply = oneshot::Sender<Result<JobOutcome, IntakeError>>;
 #[derive(Debug, Clone)]
 pub struct Intake {
     tx: mpsc::Sender<(JobEvent, Reply)>,
+    pressure: Arc<Pressure>,
 }
 
 impl Intake {
     /// Starts the writer. It ends when every `Intake` handle is dropped.
     pub fn start(scheduler: Scheduler) -> Self {
         let (tx, rx) = mpsc::channel(8192);
+        let pressure = scheduler.ctx.intake.clone();
         tokio::spawn(writer(scheduler, rx));
-        Self { tx }
+        Self { tx, pressure }
     }
 
     /// Records one event; returns once it is committed.
     pub async fn record(&self, event: JobEvent) -> Result<JobOutcome, IntakeError> {
         let (reply, wait) = oneshot::channel();
+        let _busy = Busy::new(self.pressure.clone());
         self.tx
             .send((event, reply))
             .await
             .map_err(|_| IntakeError::ShuttingDown)?;
         wait.await.map_err(|_| IntakeError::ShuttingDown)?
+    }
+}
+
+/// Counts a delivery as in flight until it is answered (or its handler
+/// is dropped).
+struct Busy(Arc<Pressure>);
+
+impl Busy {
+    fn new(p: Arc<Pressure>) -> Self {
+        p.started();
+        Self(p)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.answered();
     }
 }
 
