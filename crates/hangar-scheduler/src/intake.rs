@@ -209,3 +209,40 @@ async fn writer(scheduler: Scheduler, mut rx: mpsc::Receiver<(JobEvent, Reply)>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_holds_creates_to_a_few_slots_and_quiet_releases_them() {
+        let p = Arc::new(Pressure::default());
+        // Quiet: a create never waits and takes no slot.
+        assert!(!p.busy());
+        assert!(p.create_slot().await.is_none());
+        assert_eq!(p.reconcile_gap(), crate::RECONCILE_GAP);
+
+        // A delivery in flight: busy, and only CREATES_WHILE_BUSY slots.
+        let delivery = Busy::new(p.clone());
+        assert!(p.busy());
+        assert_eq!(p.reconcile_gap(), RECONCILE_GAP_WHILE_BUSY);
+        let mut held = Vec::new();
+        for _ in 0..CREATES_WHILE_BUSY {
+            held.push(p.create_slot().await.expect("a free slot"));
+        }
+        let waiting = tokio::spawn({
+            let p = p.clone();
+            async move { p.create_slot().await.is_none() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a fifth create waits while busy");
+
+        // Answered: still busy for the tail, then quiet; the waiter goes
+        // without a slot.
+        drop(delivery);
+        assert!(p.busy());
+        assert!(waiting.await.expect("joins"), "released once quiet");
+        assert!(!p.busy());
+        assert!(p.create_slot().await.is_none());
+    }
+}
