@@ -7,19 +7,19 @@
 //! instances: that is reconcile's job.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hangar_store::{JobEvent, JobOutcome, StoreError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::Scheduler;
 
 const MAX_BATCH: usize = 512;
 
-/// After the last delivery was answered, intake counts as busy this much
-/// longer: deliveries of a burst arrive a few ms apart.
+/// After deliveries last overlapped, intake counts as busy this much
+/// longer: the deliveries of a burst arrive a few ms apart.
 pub(crate) const BUSY_TAIL: Duration = Duration::from_millis(25);
 
 /// Create steps that may run at once while intake is busy.
@@ -40,24 +40,33 @@ pub(crate) const RECONCILE_GAP_WHILE_BUSY: Duration = Duration::from_millis(25);
 /// arriving, at most [`CREATES_WHILE_BUSY`] create steps run and a pool
 /// reconciles at most every [`RECONCILE_GAP_WHILE_BUSY`], so a commit waits
 /// for a few writes at most; the rest start the moment the burst is over.
-/// A lone job is not held back: its create finds a free slot.
+/// A burst is deliveries that overlap (two or more in flight at once, or
+/// within [`BUSY_TAIL`] of that); one delivery after another, however
+/// fast, is not one, so a lone job is never held back.
 #[derive(Debug)]
 pub(crate) struct Pressure {
     /// Deliveries handed to the writer and not answered yet.
     in_flight: AtomicUsize,
-    /// When the last delivery was answered, in µs since `epoch`.
-    last_us: AtomicU64,
+    /// When deliveries last overlapped, in µs since `epoch` (0: never).
+    crowded_us: AtomicU64,
     epoch: Instant,
     creates: Arc<Semaphore>,
+    /// `true` from the first overlap until a watcher saw the tail pass:
+    /// creates waiting for a slot wait on this too, so none polls.
+    burst: watch::Sender<bool>,
+    /// A watcher task is running.
+    watching: AtomicBool,
 }
 
 impl Default for Pressure {
     fn default() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            last_us: AtomicU64::new(0),
+            crowded_us: AtomicU64::new(0),
             epoch: Instant::now(),
             creates: Arc::new(Semaphore::new(CREATES_WHILE_BUSY)),
+            burst: watch::channel(false).0,
+            watching: AtomicBool::new(false),
         }
     }
 }
@@ -71,21 +80,53 @@ impl Pressure {
             + 1
     }
 
-    fn started(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    fn started(self: &Arc<Self>) {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= 1 {
+            self.crowded_us.store(self.now_us(), Ordering::Release);
+            self.burst.send_if_modified(|b| !std::mem::replace(b, true));
+            self.watch();
+        }
+    }
+
+    /// Starts the task that ends the burst once its tail has passed (one
+    /// at a time; it wakes once per tail while the burst lasts).
+    fn watch(self: &Arc<Self>) {
+        if self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let p = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let last = p.crowded_us.load(Ordering::Acquire);
+                let end = p.epoch + Duration::from_micros(last) + BUSY_TAIL;
+                tokio::time::sleep_until(end).await;
+                if !p.busy() {
+                    p.watching.store(false, Ordering::Release);
+                    p.burst.send_replace(false);
+                    // A burst that began meanwhile found `watching` set:
+                    // keep watching for it.
+                    if p.busy() && !p.watching.swap(true, Ordering::AcqRel) {
+                        p.burst.send_replace(true);
+                        continue;
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     fn answered(&self) {
-        self.last_us.store(self.now_us(), Ordering::Release);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) >= 2 {
+            self.crowded_us.store(self.now_us(), Ordering::Release);
+        }
     }
 
-    /// Deliveries are being recorded now, or were within [`BUSY_TAIL`].
+    /// Deliveries overlap now, or did within [`BUSY_TAIL`].
     pub(crate) fn busy(&self) -> bool {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.in_flight.load(Ordering::Acquire) >= 2 {
             return true;
         }
-        let last = self.last_us.load(Ordering::Acquire);
+        let last = self.crowded_us.load(Ordering::Acquire);
         last != 0 && self.now_us().saturating_sub(last) < BUSY_TAIL.as_micros() as u64
     }
 
@@ -102,18 +143,13 @@ impl Pressure {
     /// create slots; held for the whole step. Returns at once (`None`)
     /// when intake is quiet, and stops waiting as soon as it becomes so.
     pub(crate) async fn create_slot(&self) -> Option<OwnedSemaphorePermit> {
-        loop {
-            if !self.busy() {
-                return None;
-            }
-            if let Ok(Ok(permit)) = tokio::time::timeout(
-                Duration::from_millis(5),
-                self.creates.clone().acquire_owned(),
-            )
-            .await
-            {
-                return Some(permit);
-            }
+        if !self.busy() {
+            return None;
+        }
+        let mut burst = self.burst.subscribe();
+        tokio::select! {
+            permit = self.creates.clone().acquire_owned() => permit.ok(),
+            _ = burst.wait_for(|b| !*b) => None,
         }
     }
 }
@@ -222,8 +258,14 @@ mod tests {
         assert!(p.create_slot().await.is_none());
         assert_eq!(p.reconcile_gap(), crate::RECONCILE_GAP);
 
-        // A delivery in flight: busy, and only CREATES_WHILE_BUSY slots.
+        // One delivery at a time is no burst, however many follow.
+        for _ in 0..3 {
+            drop(Busy::new(p.clone()));
+            assert!(!p.busy());
+        }
+        // Two at once are: busy, and only CREATES_WHILE_BUSY slots.
         let delivery = Busy::new(p.clone());
+        let second = Busy::new(p.clone());
         assert!(p.busy());
         assert_eq!(p.reconcile_gap(), RECONCILE_GAP_WHILE_BUSY);
         let mut held = Vec::new();
@@ -239,6 +281,7 @@ mod tests {
 
         // Answered: still busy for the tail, then quiet; the waiter goes
         // without a slot.
+        drop(second);
         drop(delivery);
         assert!(p.busy());
         assert!(waiting.await.expect("joins"), "released once quiet");

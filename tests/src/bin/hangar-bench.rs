@@ -458,7 +458,16 @@ calls_log = "{}"
 "#,
             log.display()
         );
-        let (daemon, api) = start_daemon(dir.path(), &extra).await?;
+        // The 2,000-job burst needs a pool above the default cap of 1,000.
+        let port = free_port();
+        let config = write_config(dir.path(), port, &extra);
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(
+            &config,
+            text.replacen("[server]\n", "[server]\nmax_runners_per_pool = 5000\n", 1),
+        )?;
+        let daemon = Daemon::start(dir.path(), port, &config).await?;
+        let api = Api::init(&daemon.url).await?;
         let gh = hangar_testkit::fake_github::FakeGitHub::start().await;
         api.add_github(&gh.url()).await?;
         let repo = api.add_repo("bench", "sched", SECRET).await?;
