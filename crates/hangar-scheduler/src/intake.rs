@@ -97,9 +97,16 @@ impl Pressure {
         let p = self.clone();
         tokio::spawn(async move {
             loop {
+                if p.in_flight.load(Ordering::Acquire) >= 2 {
+                    // Overlapping now: the tail starts when they stop.
+                    tokio::time::sleep(BUSY_TAIL).await;
+                    continue;
+                }
                 let last = p.crowded_us.load(Ordering::Acquire);
                 let end = p.epoch + Duration::from_micros(last) + BUSY_TAIL;
-                tokio::time::sleep_until(end).await;
+                // Never a busy loop: at least a millisecond between checks.
+                let soonest = Instant::now() + Duration::from_millis(1);
+                tokio::time::sleep_until(end.max(soonest)).await;
                 if !p.busy() {
                     p.watching.store(false, Ordering::Release);
                     p.burst.send_replace(false);
