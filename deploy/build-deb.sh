@@ -2,7 +2,10 @@
 # Builds hangar_<version>_<arch>.deb from built binaries with plain dpkg-deb
 # (no cargo-deb needed): the same layout deploy/install.sh makes, with the
 # unit in /lib/systemd/system and the secrets generated at install time by
-# the postinst, never shipped in the package.
+# the postinst, never shipped in the package. The binaries are the stripped
+# ones of cargo xtask dist; their debug info goes into a second package,
+# hangar-dbg_<version>_<arch>.deb (/usr/lib/debug/usr/bin/*.debug), when the
+# bin dir has the .debug files.
 # Usage: deploy/build-deb.sh [--bin-dir DIR] [--out DIR] [--fast]
 # Build first: cargo xtask dist (stripped binaries in target/dist, the
 # default here when present; else target/release).
@@ -34,6 +37,13 @@ trap 'rm -rf "$stage"' EXIT
 pkg="$stage/hangar"
 
 DESTDIR="$pkg" PREFIX=/usr bash "$here/install.sh" --bin-dir "$bindir" >/dev/null
+# Debug info goes into its own package (below), not the main one.
+dbg="$stage/hangar-dbg"
+if [ -d "$pkg/usr/lib/debug" ]; then
+    install -d -m 0755 "$dbg/usr/lib"
+    mv "$pkg/usr/lib/debug" "$dbg/usr/lib/"
+    rmdir "$pkg/usr/lib" 2>/dev/null || true
+fi
 # Secrets and state belong to the machine, not the package.
 rm -f "$pkg"/etc/hangar/credentials/*
 rm -rf "${pkg:?}/var"
@@ -160,3 +170,24 @@ mkdir -p "$out"
 deb="$out/hangar_${version}_${arch}.deb"
 dpkg-deb --root-owner-group "${compress[@]}" --build "$pkg" "$deb" >/dev/null
 echo "$deb"
+
+if [ -d "$dbg/usr/lib/debug" ]; then
+    install -d -m 0755 "$dbg/DEBIAN"
+    cat > "$dbg/DEBIAN/control" <<EOF
+Package: hangar-dbg
+Version: $version
+Architecture: $arch
+Maintainer: Hangar maintainers <hangar@localhost>
+Installed-Size: $(du -sk "$dbg" | cut -f1)
+Depends: hangar (= $version)
+Section: debug
+Priority: optional
+Homepage: https://localhost/hangar
+Description: debug info for hangard and hangar
+ The DWARF line tables split off the shipped binaries, found by gdb, perf
+ and addr2line through the binaries' .gnu_debuglink.
+EOF
+    dbgdeb="$out/hangar-dbg_${version}_${arch}.deb"
+    dpkg-deb --root-owner-group "${compress[@]}" --build "$dbg" "$dbgdeb" >/dev/null
+    echo "$dbgdeb"
+fi

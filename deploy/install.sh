@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
 # Installs Hangar as a systemd service:
-#   binaries   -> $PREFIX/bin/hangard, $PREFIX/bin/hangar
+#   binaries   -> $PREFIX/bin/hangard, $PREFIX/bin/hangar (stripped, from cargo xtask dist)
+#   debug info -> /usr/lib/debug$PREFIX/bin/{hangard,hangar}.debug (where gdb, perf
+#                 and addr2line look for a .gnu_debuglink; skip with --no-debug)
 #   unit       -> /etc/systemd/system/hangard.service (+ libvirt drop-in with --libvirt)
 #   config     -> /etc/hangar/hangard.toml (deploy/hangard.toml: starts as is; kept if present)
 #   secrets    -> /etc/hangar/credentials/{passphrase,jwt-secret,metrics-token} (generated, 0600, kept if present)
 #   state      -> /var/lib/hangar (empty; systemd's StateDirectory owns it)
 #   user       -> system user "hangar"
-# Usage: deploy/install.sh [--libvirt] [--bin-dir DIR]   (DESTDIR=/tmp/x for a staged install)
-# Build first: cargo build --release -p hangar-daemon -p hangar-cli
+# Usage: deploy/install.sh [--libvirt] [--bin-dir DIR] [--no-debug]   (DESTDIR=/tmp/x for a staged install)
+# Build first: cargo xtask dist   (stripped binaries + .debug files in target/dist;
+# --bin-dir target/release installs the unstripped build instead)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 destdir=${DESTDIR:-}
 prefix=${PREFIX:-/usr}
-bindir="$root/target/release"
+bindir="$root/target/dist"
 libvirt=0
+debug=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --libvirt) libvirt=1 ;;
         --bin-dir) bindir=$2; shift ;;
+        --no-debug) debug=0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 for b in hangard hangar; do
-    [ -x "$bindir/$b" ] || { echo "missing $bindir/$b: cargo build --release -p hangar-daemon -p hangar-cli" >&2; exit 1; }
+    [ -x "$bindir/$b" ] || { echo "missing $bindir/$b: run cargo xtask dist (or give --bin-dir)" >&2; exit 1; }
 done
 
 say() { echo "install: $*"; }
@@ -32,6 +37,17 @@ say() { echo "install: $*"; }
 install -d -m 0755 "$destdir$prefix/bin" "$destdir/etc/systemd/system" "$destdir/etc/hangar" "$destdir$prefix/share/doc/hangar"
 install -m 0755 "$bindir/hangard" "$bindir/hangar" "$destdir$prefix/bin/"
 say "binaries in $destdir$prefix/bin"
+# The debug info cargo xtask dist split off, where a .gnu_debuglink is
+# looked up: /usr/lib/debug + the binary's directory.
+if [ "$debug" = 1 ] && [ -e "$bindir/hangard.debug" ]; then
+    install -d -m 0755 "$destdir/usr/lib/debug$prefix/bin"
+    for b in hangard hangar; do
+        if [ -e "$bindir/$b.debug" ]; then
+            install -m 0644 "$bindir/$b.debug" "$destdir/usr/lib/debug$prefix/bin/"
+        fi
+    done
+    say "debug info in $destdir/usr/lib/debug$prefix/bin"
+fi
 
 sed "s|^ExecStart=/usr/bin/hangard|ExecStart=$prefix/bin/hangard|" "$here/systemd/hangard.service" \
     > "$destdir/etc/systemd/system/hangard.service"

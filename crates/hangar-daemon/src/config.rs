@@ -59,8 +59,10 @@ pub struct ServerSection {
     /// a create or update asking for more is refused.
     #[serde(default = "default_max_runners_per_pool")]
     pub max_runners_per_pool: u32,
-    /// Threads running the async work (HTTP, scheduler, provider calls);
-    /// unset: [`ServerSection::worker_thread_count`] decides.
+    /// Threads running the scheduler's async work (reconciles, provider
+    /// and GitHub calls); the HTTP listener and the intake writer have a
+    /// thread of their own (`front`). Unset:
+    /// [`ServerSection::worker_thread_count`] decides.
     #[serde(default)]
     pub worker_threads: Option<usize>,
     /// TLS on the listener: a PEM certificate chain and its private key,
@@ -70,11 +72,11 @@ pub struct ServerSection {
 }
 
 impl ServerSection {
-    /// The async worker thread count. SQLite runs on threads of its own,
-    /// and the one writer thread is the serial step of webhook intake, so
-    /// by default one CPU is left to it: on 2 CPUs one async worker, with
-    /// no second worker waking up, stealing work and contending with the
-    /// writer for the other core.
+    /// The scheduler runtime's worker thread count. SQLite runs on threads
+    /// of its own, and the one writer thread is the serial step of webhook
+    /// intake, so by default one CPU is left to it: on 2 CPUs one async
+    /// worker, with no second worker waking up, stealing work and
+    /// contending with the writer and the front thread for the CPUs.
     pub fn worker_thread_count(&self) -> usize {
         self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism()

@@ -5,6 +5,7 @@
 //! scheduler, and shutdown waits for both.
 
 pub mod config;
+pub mod front;
 pub mod http;
 pub mod import_garm;
 pub mod tls;
@@ -333,42 +334,54 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
             }
         })),
     };
-    let state = AppState::new(
-        AppDeps {
-            store: store.clone(),
-            scheduler: scheduler.clone(),
-            providers,
-            metrics,
-            urls,
-            forge,
-            actions,
-        },
-        settings,
-        config.jwt_secret()?,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut app = hangar_server::router(state);
-    if !config.metrics.enabled {
-        app = app.route(
-            "/metrics",
-            axum::routing::get(|| async { axum::http::StatusCode::NOT_FOUND }),
-        );
-    }
+    let deps = AppDeps {
+        store: store.clone(),
+        scheduler: scheduler.clone(),
+        providers,
+        metrics,
+        urls,
+        forge,
+        actions,
+    };
+    let jwt_secret = config.jwt_secret()?;
+    let metrics_enabled = config.metrics.enabled;
 
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key)?),
         _ => None,
     };
     reload_on_sighup(tls.clone(), cancel.clone())?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(
-        address = %listener.local_addr()?,
-        tls = tls.is_some(),
-        "listening"
-    );
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let address = listener.local_addr()?;
+    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    // The HTTP listener and the intake writer get a thread and runtime of
+    // their own (`front`): webhooks never wait behind scheduler work.
+    let front = front::Front::start(
+        listener,
+        move || async move {
+            let state = AppState::new(deps, settings, jwt_secret)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut app = hangar_server::router(state);
+            if !metrics_enabled {
+                app = app.route(
+                    "/metrics",
+                    axum::routing::get(|| async { axum::http::StatusCode::NOT_FOUND }),
+                );
+            }
+            Ok(app)
+        },
+        http::Limits {
+            read_timeout: Duration::from_secs(config.server.read_timeout_secs),
+            max_connections: config.server.max_connections,
+            grace,
+        },
+        cancel.clone(),
+        tls.clone(),
+    )
+    .await?;
+    tracing::info!(%address, thread = front::THREAD_NAME, tls = tls.is_some(), "listening");
 
     let sched = {
         let scheduler = scheduler.clone();
@@ -403,29 +416,16 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         );
     }
 
-    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let served = tokio::spawn(http::serve_with(
-        listener,
-        app,
-        http::Limits {
-            read_timeout: Duration::from_secs(config.server.read_timeout_secs),
-            max_connections: config.server.max_connections,
-            grace,
-        },
-        cancel.clone(),
-        http::Connections::default(),
-        tls,
-    ));
     cancel.cancelled().await;
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: finishing open requests and scheduler work");
-    match served.await {
+    match front.stopped().await {
         Ok(http::Stopped::Drained) => {}
         Ok(http::Stopped::GraceExpired) => tracing::warn!(
             grace_s = grace.as_secs(),
             "requests still open after the grace period"
         ),
-        Err(e) => tracing::error!(error = %e, "server task failed"),
+        Err(e) => tracing::error!(error = %e, "server thread failed"),
     }
     if sched.await.is_err() {
         bail!("scheduler task panicked");

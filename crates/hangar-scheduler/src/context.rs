@@ -49,6 +49,8 @@ pub(crate) struct Ctx {
     pub queue: PoolQueue,
     /// Background work: reconciles, creates, deletes, sweeps.
     pub tasks: TaskTracker,
+    /// How busy webhook intake is: the scheduler holds back during a burst.
+    pub intake: Arc<crate::intake::Pressure>,
     /// Instances with a create or delete step under way.
     in_flight: Mutex<HashSet<InstanceName>>,
     /// Wakes the scale set listeners' supervisor (a scale set was created,
@@ -96,6 +98,7 @@ impl Ctx {
             metrics,
             queue: PoolQueue::default(),
             tasks: TaskTracker::new(),
+            intake: Arc::default(),
             in_flight: Mutex::default(),
             scale_sets_changed: tokio::sync::Notify::new(),
             shutdown,

@@ -343,7 +343,9 @@ impl Scheduler {
                 c.metrics
                     .reconcile_seconds
                     .observe(started.elapsed().as_secs_f64());
-                tokio::time::sleep(RECONCILE_GAP).await;
+                // Longer while webhooks are arriving: fewer reserve writes
+                // competing with intake's commits.
+                tokio::time::sleep(c.intake.reconcile_gap()).await;
                 c.queue.finished(pool);
             });
         }

@@ -46,9 +46,20 @@ impl PoolQueue {
     }
 
     /// Wants `pool` reconciled as soon as it is free.
+    ///
+    /// The loop is only notified when this wake can start something: a
+    /// pool already woken has a notification on its way, and a running one
+    /// is started again by [`Self::finished`]. Under a stream of deliveries
+    /// most wakes land in a pool's gap, and each skipped notification is a
+    /// thread wake-up the intake thread does not pay for.
     pub(crate) fn wake(&self, pool: PoolId) {
-        self.state().dirty.insert(pool);
-        self.notify.notify_one();
+        let mut s = self.state();
+        let fresh = s.dirty.insert(pool);
+        let running = s.running.contains(&pool);
+        drop(s);
+        if fresh && !running {
+            self.notify.notify_one();
+        }
     }
 
     pub(crate) fn wake_all(&self) {
@@ -162,6 +173,27 @@ mod tests {
         assert!(q.start_ready(Instant::now()).is_empty());
         q.finished(p);
         assert!(q.is_quiet());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_during_a_run_is_notified_by_its_end_not_at_once() {
+        let q = PoolQueue::default();
+        let p = PoolId::new_random();
+        q.wake(p);
+        q.notified().await;
+        assert_eq!(q.start_ready(Instant::now()), vec![p]);
+        q.wake(p);
+        q.wake(p);
+        // No notification while it runs ...
+        let early = tokio::time::timeout(Duration::from_secs(1), q.notified()).await;
+        assert!(
+            early.is_err(),
+            "a running pool's wake must not wake the loop"
+        );
+        // ... one when it is over, and it starts then.
+        q.finished(p);
+        q.notified().await;
+        assert_eq!(q.start_ready(Instant::now()), vec![p]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -58,6 +58,9 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
     let c = ctx.clone();
     ctx.tasks.spawn(async move {
         let _claim = claim;
+        // During a webhook burst only a few creates run at once, so their
+        // writes do not queue ahead of intake's commits.
+        let _slot = c.intake.create_slot().await;
         let name = inst.name.clone();
         let outcome = create::run(&c, inst, &pool).await;
         settle(&c, &name, &pool, StepKind::Create, outcome).await;

@@ -24,6 +24,17 @@
 //!   after first run + login, and idle with 1 repo + 1 pool once the
 //!   blocking threads have timed out. `HANGAR_BIN_DIR` picks the binaries,
 //!   so older builds can be measured in the same session.
+//! - `scale` ([`scale`]): 10 repositories × 10 pools, 2,000 live
+//!   instances; `scale --quick` for a short run.
+//! - `schedule` ends with the burst-latency case ([`burst_latency`]);
+//!   `HANGAR_BENCH_SCHEDULE=burst-latency` runs only that case.
+
+#[path = "hangar-bench/burst_latency.rs"]
+mod burst_latency;
+#[path = "hangar-bench/load.rs"]
+mod load;
+#[path = "hangar-bench/scale.rs"]
+mod scale;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -447,7 +458,16 @@ calls_log = "{}"
 "#,
             log.display()
         );
-        let (daemon, api) = start_daemon(dir.path(), &extra).await?;
+        // The 2,000-job burst needs a pool above the default cap of 1,000.
+        let port = free_port();
+        let config = write_config(dir.path(), port, &extra);
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(
+            &config,
+            text.replacen("[server]\n", "[server]\nmax_runners_per_pool = 5000\n", 1),
+        )?;
+        let daemon = Daemon::start(dir.path(), port, &config).await?;
+        let api = Api::init(&daemon.url).await?;
         let gh = hangar_testkit::fake_github::FakeGitHub::start().await;
         api.add_github(&gh.url()).await?;
         let repo = api.add_repo("bench", "sched", SECRET).await?;
@@ -570,6 +590,9 @@ async fn schedule(root: &Path) -> anyhow::Result<()> {
     const BURST_200_MS: f64 = 1000.0;
     const FLAT: f64 = 1.5;
 
+    if std::env::var("HANGAR_BENCH_SCHEDULE").as_deref() == Ok("burst-latency") {
+        return burst_latency::run(root).await;
+    }
     let singles = 200;
     let (lat, single_cpu) = single_jobs(root, singles).await?;
     let mut bursts = Vec::new();
@@ -631,7 +654,7 @@ async fn schedule(root: &Path) -> anyhow::Result<()> {
             .join(" / "),
         verdict(ratio <= FLAT)
     );
-    Ok(())
+    burst_latency::run(root).await
 }
 
 /// GitHub routes FakeGitHub counts, in table order.
@@ -1009,6 +1032,7 @@ async fn main() -> anyhow::Result<()> {
         "schedule" => schedule(&root).await,
         "queue" => queue(&root).await,
         "idle-rss" => idle_rss().await,
+        "scale" => scale::run(std::env::args().skip(2).any(|a| a == "--quick")).await,
         "all" => {
             idle_rss().await?;
             webhooks(&root).await?;
