@@ -106,14 +106,14 @@ async fn add_scale_set(w: &World, entity: &str, body: Value) -> Value {
         .unwrap();
     assert!(ss["github_id"].as_i64().is_some(), "{ss}");
     let name = ss["name"].as_str().unwrap().to_owned();
-    w.fa.wait_for(Duration::from_secs(60), |fa| {
-        fa.scale_sets()
-            .iter()
-            .any(|s| s.name == name && s.session_owner.is_some())
-    })
-    .await
-    .then_some(())
-    .unwrap_or_else(|| panic!("no listener session for {name}:\n{}", w.daemon.logs()));
+    let held =
+        w.fa.wait_for(Duration::from_secs(60), |fa| {
+            fa.scale_sets()
+                .iter()
+                .any(|s| s.name == name && s.session_owner.is_some())
+        })
+        .await;
+    assert!(held, "no listener session for {name}:\n{}", w.daemon.logs());
     ss
 }
 

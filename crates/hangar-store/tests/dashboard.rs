@@ -253,7 +253,10 @@ async fn recent_failures_are_instances_that_failed() {
     };
     let healthy = reserve(1).await;
     let failing = reserve(2).await;
-    store.count_failed_create(&failing).await.unwrap();
+    store
+        .count_failed_create(&failing, "provider refused the create")
+        .await
+        .unwrap();
     let failures = store.recent_failures(10).await.unwrap();
     let names: Vec<_> = failures.iter().map(|f| f.name.clone()).collect();
     assert_eq!(names, vec![failing], "not {healthy}");
