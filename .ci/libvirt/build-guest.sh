@@ -7,8 +7,9 @@
 # #cloud-config: the script its one `write_files` entry holds, as `runcmd`
 # would; a bare script with `sh`) and powers off. A fake
 # /opt/actions-runner/run.sh accepts `--jitconfig X`, prints it and the
-# lines the real runner prints once connected, and exits 0, so Hangar's
-# real boot script runs unchanged.
+# lines the real runner prints once connected, waits a minute as a runner
+# waits for its job, and exits 0, so Hangar's real boot script runs
+# unchanged.
 #
 # Usage: build-guest.sh <cache-dir>
 # Produces: <cache-dir>/vmlinuz, <cache-dir>/initrd.img and <cache-dir>/guest.env
@@ -140,6 +141,10 @@ fi
 echo "fake-runner: jitconfig=$2"
 echo "√ Connected to GitHub"
 echo "$(date -u '+%Y-%m-%d %H:%M:%SZ'): Listening for Jobs"
+# A real one-job runner exits only after its job, and the boot script
+# reports that exit (which retires the instance). The test plays GitHub's
+# side of the job meanwhile; the VM is normally destroyed before this ends.
+sleep 60
 echo "fake-runner: job done"
 exit 0
 RUN

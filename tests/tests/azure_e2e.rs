@@ -235,7 +235,11 @@ client_id = "uami-client-id"
             .unwrap(),
     )
     .unwrap();
-    assert!(script.starts_with("#!/bin/sh"), "{script}");
+    assert!(script.starts_with("#cloud-config\n"), "{script}");
+    assert!(
+        script.contains("#!/bin/sh"),
+        "the boot script is in it: {script}"
+    );
     assert!(
         script.contains(&format!(
             "HANGAR_METADATA_URL='{}/api/v1/metadata'",
