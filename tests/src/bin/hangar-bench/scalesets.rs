@@ -154,7 +154,7 @@ pub async fn run(_root: &Path, quick: bool) -> anyhow::Result<()> {
     let (single, l1) = singles(n_single).await?;
     let (bursty, l2) = burst(n_burst).await?;
     println!(
-        "\n## Scale set: JobAvailable → provider create call (FakeActions, in-process instant fake provider, hangard release, a fresh daemon per scenario)\n"
+        "\n## Scale set: JobAvailable → provider create call (FakeActions, in-process instant fake provider, hangard from HANGAR_BIN_DIR: release under `cargo xtask bench`, a fresh daemon per scenario)\n"
     );
     println!("| scenario | jobs | p50 ms | p99 ms | max ms | target (reported, not asserted) |");
     println!("|---|---|---|---|---|---|");
