@@ -8,7 +8,7 @@
 //!   build, not a debug one).
 //! - `cargo xtask try` — the whole flow without GitHub (`try_it`): a fake
 //!   GitHub, `hangard` on the dev config, the README's walkthrough, one job.
-//! - `cargo xtask bench <webhooks|schedule|queue|idle-rss|scale>` — the benchmarks.
+//! - `cargo xtask bench <webhooks|schedule|queue|idle-rss|scale|scalesets>` — the benchmarks.
 //! - `cargo xtask simulate [SCENARIO|all] [--seed N] [--dev]` — the
 //!   deterministic simulation (`crates/hangar-sim`, scenarios in
 //!   `sim/scenarios/`), built in release unless `--dev`; fails when a
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
+            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
                 .into(),
         ),
     };
@@ -590,10 +590,10 @@ fn bench(args: &[String]) -> Result {
     let which = args.first().map(String::as_str).unwrap_or("all");
     if !matches!(
         which,
-        "webhooks" | "schedule" | "queue" | "idle-rss" | "scale" | "all"
+        "webhooks" | "schedule" | "queue" | "idle-rss" | "scale" | "scalesets" | "all"
     ) {
         return Err(format!(
-            "unknown bench {which:?}: use webhooks, schedule, queue, idle-rss, scale [--quick] or all"
+            "unknown bench {which:?}: use webhooks, schedule, queue, idle-rss, scale, scalesets [--quick] or all"
         ));
     }
     step("build release binaries");

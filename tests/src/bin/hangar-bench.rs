@@ -26,6 +26,8 @@
 //!   so older builds can be measured in the same session.
 //! - `scale` ([`scale`]): 10 repositories × 10 pools, 2,000 live
 //!   instances; `scale --quick` for a short run.
+//! - `scalesets` ([`scalesets`]): runner scale set `JobAvailable` → provider
+//!   create, 200 single jobs and a 1,000-job burst; `--quick` for fewer.
 //! - `schedule` ends with the burst-latency case ([`burst_latency`]);
 //!   `HANGAR_BENCH_SCHEDULE=burst-latency` runs only that case.
 
@@ -35,6 +37,8 @@ mod burst_latency;
 mod load;
 #[path = "hangar-bench/scale.rs"]
 mod scale;
+#[path = "hangar-bench/scalesets.rs"]
+mod scalesets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1033,6 +1037,9 @@ async fn main() -> anyhow::Result<()> {
         "queue" => queue(&root).await,
         "idle-rss" => idle_rss().await,
         "scale" => scale::run(std::env::args().skip(2).any(|a| a == "--quick")).await,
+        "scalesets" => {
+            scalesets::run(&root, std::env::args().skip(2).any(|a| a == "--quick")).await
+        }
         "all" => {
             idle_rss().await?;
             webhooks(&root).await?;
