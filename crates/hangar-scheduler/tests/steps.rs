@@ -396,7 +396,11 @@ async fn wakes_of_a_busy_pool_coalesce() {
 /// always fails keeps the instance in `pending_delete` (and retrying).
 #[tokio::test(start_paused = true)]
 async fn a_forced_delete_gives_up_on_a_failing_provider() {
-    let h = Harness::new(config(), spec(4)).await;
+    // An unforced delete gives up only after `delete_attempts`; keep that
+    // out of reach of this test's half hour.
+    let mut c = config();
+    c.delete_attempts = 1000;
+    let h = Harness::new(c, spec(4)).await;
     h.deliver(1, JobAction::Queued, None).await;
     h.deliver(2, JobAction::Queued, None).await;
     h.scheduler.run_until_idle().await;
