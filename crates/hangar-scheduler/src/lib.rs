@@ -248,6 +248,14 @@ impl Scheduler {
             }
             self.step().await;
         }
+        // Listeners first, while GitHub calls still go out: each closes its
+        // message session (the service refuses a new one until it does or
+        // the session expires). A listener whose call hangs is cut short
+        // below with the rest.
+        let mut listeners = listeners;
+        let listeners_done = tokio::time::timeout(Duration::from_secs(10), &mut listeners)
+            .await
+            .is_ok();
         // Pauses between retries, and GitHub calls (with their own retries)
         // in flight, end now; provider calls run to their end, within the
         // grace below.
@@ -256,7 +264,9 @@ impl Scheduler {
             // It stops at `cancel`, or after the call in flight.
             let _ = recovery.await;
         }
-        let _ = listeners.await;
+        if !listeners_done {
+            let _ = listeners.await;
+        }
         ctx.tasks.close();
         let grace = Duration::from_secs(ctx.config.shutdown_grace_secs);
         if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_err() {

@@ -56,6 +56,10 @@ pub struct ScaleSetListener {
     failures: u32,
     /// Whether a session was opened before (a new one is a reconnect).
     connected_before: bool,
+    /// Ends a long poll early (shutdown, the scale set disabled). Only the
+    /// poll is cut short: every other call of a step runs to its end, so a
+    /// session the service opened is always known, and closed, here.
+    stop: CancellationToken,
 }
 
 impl ScaleSetListener {
@@ -66,6 +70,7 @@ impl ScaleSetListener {
             session: None,
             failures: 0,
             connected_before: false,
+            stop: CancellationToken::new(),
         }
     }
 
@@ -125,14 +130,17 @@ impl ScaleSetListener {
         let session = self.session.clone().expect("a session is open");
         let capacity = ss.max_runners.saturating_sub(ss.busy_runners);
         let cred = target.credentials.name.to_string();
-        let polled = ctx
-            .github
-            .queue_call(
+        let polled = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => {
+                return Ok(ListenStep::Stop("the listener was told to stop".into()));
+            }
+            r = ctx.github.queue_call(
                 &cred,
                 "scale_set_get_message",
                 actions.get_message(&session, ss.last_message_id, capacity),
-            )
-            .await;
+            ) => r,
+        };
         let msg = match polled {
             Ok(None) => {
                 self.failures = 0;
@@ -401,7 +409,11 @@ impl ScaleSetListener {
             .await
         {
             Ok(()) => {
-                if let Err(e) = ctx.store.set_scale_set_session(&self.id, None).await {
+                if let Err(e) = ctx
+                    .store
+                    .clear_scale_set_session(&self.id, &session.session_id)
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot forget the closed session");
                 }
                 tracing::info!(scale_set.id = %self.id, "scale set message session closed");
@@ -416,13 +428,15 @@ impl ScaleSetListener {
 /// Runs one listener until `cancel` or until it stops by itself, then
 /// closes its session.
 async fn run_listener(mut l: ScaleSetListener, cancel: CancellationToken) {
+    l.stop = cancel.clone();
     loop {
-        let step = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            s = l.step() => s,
-        };
-        match step {
+        if cancel.is_cancelled() {
+            break;
+        }
+        // Not raced against `cancel`: a step dropped half-way could lose a
+        // session the service just opened. The step ends its long poll at
+        // `cancel` itself.
+        match l.step().await {
             Ok(ListenStep::Stop(why)) => {
                 tracing::info!(scale_set.id = %l.id, reason = %why, "scale set listener stops");
                 break;
@@ -457,6 +471,10 @@ pub(crate) async fn supervise(scheduler: Scheduler, cancel: CancellationToken) {
         return;
     }
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    // Listeners told to stop and still closing their session: a new one for
+    // the same scale set starts only after the old one is done, so the two
+    // never hold sessions at once.
+    let mut stopping: HashMap<String, JoinHandle<()>> = HashMap::new();
     loop {
         match ctx.store.listened_scale_sets().await {
             Ok(sets) => {
@@ -466,16 +484,25 @@ pub(crate) async fn supervise(scheduler: Scheduler, cancel: CancellationToken) {
                     .map(|s| (s.id.as_str(), s))
                     .collect();
                 // Stop the unwanted and forget the finished.
-                running.retain(|id, (stop, task)| {
-                    if !wanted.contains_key(id.as_str()) {
+                let unwanted: Vec<String> = running
+                    .keys()
+                    .filter(|id| !wanted.contains_key(id.as_str()))
+                    .cloned()
+                    .collect();
+                for id in unwanted {
+                    if let Some((stop, task)) = running.remove(&id) {
                         stop.cancel();
-                        return false;
+                        stopping.insert(id, task);
                     }
-                    !task.is_finished()
-                });
+                }
+                running.retain(|_, (_, task)| !task.is_finished());
+                stopping.retain(|_, task| !task.is_finished());
                 for id in wanted.keys() {
                     if running.contains_key(*id) {
                         continue;
+                    }
+                    if let Some(old) = stopping.remove(*id) {
+                        let _ = old.await;
                     }
                     tracing::info!(scale_set.id = %id, "starting scale set listener");
                     let stop = cancel.child_token();
@@ -494,6 +521,9 @@ pub(crate) async fn supervise(scheduler: Scheduler, cancel: CancellationToken) {
     }
     for (_, (stop, task)) in running {
         stop.cancel();
+        let _ = task.await;
+    }
+    for (_, task) in stopping {
         let _ = task.await;
     }
 }

@@ -306,6 +306,19 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a closed session, unless a newer one was recorded since.
+    pub async fn clear_scale_set_session(&self, id: &str, session: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE scale_sets SET session_id = NULL, updated_at = ? WHERE id = ? AND session_id = ?",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(session)
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
     /// The Actions service answered 404 for the scale set: it was deleted
     /// on GitHub. Its listener stops; its pool wants no runners.
     pub async fn mark_scale_set_deleted_on_github(&self, id: &str, why: &str) -> Result<()> {
