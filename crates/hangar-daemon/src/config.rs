@@ -324,7 +324,7 @@ impl Config {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
             bail!("server.public_url must be an http(s) URL, got {u:?}");
         }
-        hangar_store::sqlite_path(&self.database.url)
+        hangar_store::database_kind(&self.database.url)
             .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         if self.server.webhook_body_limit < 1024 {
             bail!("server.webhook_body_limit must be at least 1024 bytes");

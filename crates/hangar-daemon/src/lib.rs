@@ -272,7 +272,8 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let store = open_store(&config).await?;
     let migrations = store.applied_migrations().await?;
     tracing::info!(
-        database = %store.path().display(),
+        database.backend = store.backend_name(),
+        database = %store.path().map(|p| p.display().to_string()).unwrap_or_default(),
         migrations = ?migrations,
         controller.id = %store.controller_id(),
         "database ready"

@@ -106,7 +106,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO credentials (name, description, endpoint_name, auth_type, app_id, installation_id, secret, app_webhook_secret, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(name)
         .bind(&c.description)
@@ -132,7 +132,7 @@ impl Store {
 
     /// The credentials with their secrets opened.
     pub async fn credentials(&self, name: &str) -> Result<Credentials> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM credentials WHERE name = $1")
             .bind(name)
             .fetch_optional(self.r())
             .await?
@@ -141,7 +141,7 @@ impl Store {
     }
 
     pub async fn credentials_summary(&self, name: &str) -> Result<CredentialsSummary> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM credentials WHERE name = $1")
             .bind(name)
             .fetch_optional(self.r())
             .await?
@@ -166,7 +166,7 @@ impl Store {
     ) -> Result<CredentialsSummary> {
         let mut tx = self.w().begin().await?;
         let exists: Option<String> =
-            sqlx::query_scalar("SELECT name FROM credentials WHERE name = ?")
+            sqlx::query_scalar("SELECT name FROM credentials WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -175,7 +175,7 @@ impl Store {
         }
         let now = now_ms();
         if let Some(d) = description {
-            sqlx::query("UPDATE credentials SET description = ?, updated_at = ? WHERE name = ?")
+            sqlx::query("UPDATE credentials SET description = $1, updated_at = $2 WHERE name = $3")
                 .bind(d)
                 .bind(now)
                 .bind(name)
@@ -185,7 +185,7 @@ impl Store {
         if let Some(auth) = auth {
             let (secret, app_id, installation_id) = self.seal_auth(name, auth);
             sqlx::query(
-                "UPDATE credentials SET auth_type = ?, secret = ?, app_id = ?, installation_id = ?, updated_at = ? WHERE name = ?",
+                "UPDATE credentials SET auth_type = $1, secret = $2, app_id = $3, installation_id = $4, updated_at = $5 WHERE name = $6",
             )
             .bind(auth.kind())
             .bind(secret)
@@ -200,7 +200,7 @@ impl Store {
             let sealed =
                 (!hook.is_empty()).then(|| self.sealer().seal_secret(&hook_purpose(name), hook));
             sqlx::query(
-                "UPDATE credentials SET app_webhook_secret = ?, updated_at = ? WHERE name = ?",
+                "UPDATE credentials SET app_webhook_secret = $1, updated_at = $2 WHERE name = $3",
             )
             .bind(sealed)
             .bind(now)
@@ -215,7 +215,7 @@ impl Store {
     pub async fn delete_credentials(&self, name: &str) -> Result<()> {
         let mut tx = self.w().begin().await?;
         let users: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT kind, owner, name FROM entities WHERE credentials_name = ? ORDER BY kind, owner, name",
+            "SELECT kind, owner, name FROM entities WHERE credentials_name = $1 ORDER BY kind, owner, name",
         )
         .bind(name)
         .fetch_all(&mut *tx)
@@ -236,7 +236,7 @@ impl Store {
                 list.join(", ")
             )));
         }
-        let done = sqlx::query("DELETE FROM credentials WHERE name = ?")
+        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;

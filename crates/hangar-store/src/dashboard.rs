@@ -87,7 +87,7 @@ impl Store {
     pub async fn wait_samples(&self, since: DateTime<Utc>) -> Result<Vec<WaitSample>> {
         let rows = sqlx::query(
             "SELECT pool_id, started_at, started_at - queued_at AS wait FROM jobs
-              WHERE started_at >= ? ORDER BY started_at",
+              WHERE started_at >= $1 ORDER BY started_at",
         )
         .bind(since.timestamp_millis())
         .fetch_all(self.r())
@@ -119,7 +119,7 @@ impl Store {
                  OR create_attempts > 1
                  OR (create_attempts > 0 AND status = 'pending_create')
                  OR status_message LIKE 'runner not up%'
-              ORDER BY updated_at DESC LIMIT CAST(? AS INTEGER)",
+              ORDER BY updated_at DESC LIMIT CAST($1 AS INTEGER)",
         )
         .bind(i64::from(limit))
         .fetch_all(self.r())

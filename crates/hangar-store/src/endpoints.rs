@@ -20,7 +20,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO endpoints (name, description, base_url, api_base_url, ca_bundle, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(e.name.as_str())
         .bind(&e.description)
@@ -36,7 +36,7 @@ impl Store {
     }
 
     pub async fn endpoint(&self, name: &str) -> Result<Endpoint> {
-        let row = sqlx::query("SELECT * FROM endpoints WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM endpoints WHERE name = $1")
             .bind(name)
             .fetch_optional(self.r())
             .await?
@@ -54,8 +54,8 @@ impl Store {
     /// Replaces the endpoint's mutable fields (its name is its identity).
     pub async fn update_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
         let done = sqlx::query(
-            "UPDATE endpoints SET description = ?, base_url = ?, api_base_url = ?, ca_bundle = ?, updated_at = ?
-             WHERE name = ?",
+            "UPDATE endpoints SET description = $1, base_url = $2, api_base_url = $3, ca_bundle = $4, updated_at = $5
+             WHERE name = $6",
         )
         .bind(&e.description)
         .bind(&e.base_url)
@@ -77,7 +77,7 @@ impl Store {
     pub async fn delete_endpoint(&self, name: &str) -> Result<()> {
         let mut tx = self.w().begin().await?;
         let users: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM credentials WHERE endpoint_name = ? ORDER BY name",
+            "SELECT name FROM credentials WHERE endpoint_name = $1 ORDER BY name",
         )
         .bind(name)
         .fetch_all(&mut *tx)
@@ -88,7 +88,7 @@ impl Store {
                 users.join(", ")
             )));
         }
-        let done = sqlx::query("DELETE FROM endpoints WHERE name = ?")
+        let done = sqlx::query("DELETE FROM endpoints WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;

@@ -58,7 +58,7 @@ impl Store {
         // The endpoint comes from the credentials; none found leaves it
         // NULL, which the NOT NULL constraint refuses below.
         let endpoint: Option<String> =
-            sqlx::query_scalar("SELECT endpoint_name FROM credentials WHERE name = ?")
+            sqlx::query_scalar("SELECT endpoint_name FROM credentials WHERE name = $1")
                 .bind(new.credentials_name.as_str())
                 .fetch_optional(self.r())
                 .await?;
@@ -70,7 +70,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name, webhook_secret, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id.to_string())
         .bind(kind)
@@ -97,7 +97,7 @@ impl Store {
     }
 
     pub async fn entity(&self, id: EntityId) -> Result<Entity> {
-        let row = sqlx::query("SELECT * FROM entities WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM entities WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.r())
             .await?
@@ -108,7 +108,7 @@ impl Store {
     pub async fn list_entities(&self, kind: Option<EntityKind>) -> Result<Vec<Entity>> {
         let rows = match kind {
             Some(k) => {
-                sqlx::query("SELECT * FROM entities WHERE kind = ? ORDER BY owner, name")
+                sqlx::query("SELECT * FROM entities WHERE kind = $1 ORDER BY owner, name")
                     .bind(k.as_str())
                     .fetch_all(self.r())
                     .await?
@@ -127,7 +127,7 @@ impl Store {
     pub async fn entities_by_scope(&self, scope: &EntityScope) -> Result<Vec<Entity>> {
         let (kind, owner, name) = scope_columns(scope);
         let rows = sqlx::query(
-            "SELECT * FROM entities WHERE kind = ? AND owner = ? AND name = ? ORDER BY endpoint_name",
+            "SELECT * FROM entities WHERE kind = $1 AND owner = $2 AND name = $3 ORDER BY endpoint_name",
         )
         .bind(kind)
         .bind(owner)
@@ -145,7 +145,7 @@ impl Store {
     ) -> Result<Option<Entity>> {
         let (kind, owner, name) = scope_columns(scope);
         let row = sqlx::query(
-            "SELECT * FROM entities WHERE kind = ? AND owner = ? AND name = ? AND endpoint_name = ?",
+            "SELECT * FROM entities WHERE kind = $1 AND owner = $2 AND name = $3 AND endpoint_name = $4",
         )
         .bind(kind)
         .bind(owner)
@@ -168,7 +168,7 @@ impl Store {
             ));
         }
         let mut tx = self.w().begin().await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM entities WHERE id = ?")
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM entities WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?;
@@ -179,7 +179,7 @@ impl Store {
         if let Some(c) = credentials_name {
             let missing = format!("credentials {:?} do not exist", c.as_str());
             let endpoint: String =
-                sqlx::query_scalar("SELECT endpoint_name FROM credentials WHERE name = ?")
+                sqlx::query_scalar("SELECT endpoint_name FROM credentials WHERE name = $1")
                     .bind(c.as_str())
                     .fetch_optional(&mut *tx)
                     .await?
@@ -187,7 +187,7 @@ impl Store {
             // Credentials of another endpoint move the entity there, which
             // its twin on that endpoint (if any) refuses.
             sqlx::query(
-                "UPDATE entities SET credentials_name = ?, endpoint_name = ?, updated_at = ? WHERE id = ?",
+                "UPDATE entities SET credentials_name = $1, endpoint_name = $2, updated_at = $3 WHERE id = $4",
             )
             .bind(c.as_str())
             .bind(&endpoint)
@@ -204,7 +204,7 @@ impl Store {
             })?;
         }
         if let Some(s) = webhook_secret {
-            sqlx::query("UPDATE entities SET webhook_secret = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE entities SET webhook_secret = $1, updated_at = $2 WHERE id = $3")
                 .bind(self.sealer().seal_secret(&hook_purpose(id), s))
                 .bind(now)
                 .bind(id.to_string())
@@ -218,7 +218,7 @@ impl Store {
     pub async fn delete_entity(&self, id: EntityId) -> Result<()> {
         let mut tx = self.w().begin().await?;
         let scale_sets: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM scale_sets WHERE entity_id = ? ORDER BY name")
+            sqlx::query_scalar("SELECT name FROM scale_sets WHERE entity_id = $1 ORDER BY name")
                 .bind(id.to_string())
                 .fetch_all(&mut *tx)
                 .await?;
@@ -230,7 +230,7 @@ impl Store {
             )));
         }
         let pools: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM pools WHERE entity_id = ? ORDER BY id")
+            sqlx::query_scalar("SELECT id FROM pools WHERE entity_id = $1 ORDER BY id")
                 .bind(id.to_string())
                 .fetch_all(&mut *tx)
                 .await?;
@@ -241,7 +241,7 @@ impl Store {
                 pools.join(", ")
             )));
         }
-        let done = sqlx::query("DELETE FROM entities WHERE id = ?")
+        let done = sqlx::query("DELETE FROM entities WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -271,7 +271,7 @@ impl Store {
     }
 
     pub async fn entity_webhook_secret(&self, id: EntityId) -> Result<Secret> {
-        let blob: Vec<u8> = sqlx::query_scalar("SELECT webhook_secret FROM entities WHERE id = ?")
+        let blob: Vec<u8> = sqlx::query_scalar("SELECT webhook_secret FROM entities WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.r())
             .await?

@@ -270,7 +270,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
 
 async fn check_schema(conn: &mut SqliteConnection, path: &Path) -> Result<()> {
     for (table, columns) in REQUIRED {
-        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
             .bind(*table)
             .fetch_all(&mut *conn)
             .await?;
@@ -599,7 +599,7 @@ async fn read_all(
         ),
     ] {
         let present: Option<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = $1")
                 .bind(table)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -682,7 +682,7 @@ impl Store {
         for e in &data.endpoints {
             let done = sqlx::query(
                 "INSERT INTO endpoints (name, description, base_url, api_base_url, ca_bundle, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             )
             .bind(e.name.as_str())
             .bind(&e.description)
@@ -714,7 +714,7 @@ impl Store {
             };
             let done = sqlx::query(
                 "INSERT INTO credentials (name, description, endpoint_name, auth_type, app_id, installation_id, secret, app_webhook_secret, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9) ON CONFLICT DO NOTHING",
             )
             .bind(name)
             .bind(&c.description)
@@ -735,8 +735,8 @@ impl Store {
         for e in &data.entities {
             let (kind, owner, name) = crate::entities::scope_columns(&e.scope);
             let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM entities WHERE id = ? OR (kind = ? AND owner = ? AND name = ?
-                    AND endpoint_name = (SELECT endpoint_name FROM credentials WHERE name = ?))",
+                "SELECT id FROM entities WHERE id = $1 OR (kind = $2 AND owner = $3 AND name = $4
+                    AND endpoint_name = (SELECT endpoint_name FROM credentials WHERE name = $5))",
             )
             .bind(e.id.to_string())
             .bind(kind)
@@ -752,7 +752,7 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name, webhook_secret, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, (SELECT endpoint_name FROM credentials WHERE name = ?), ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, (SELECT endpoint_name FROM credentials WHERE name = $5), $6, $7, $8, $9)",
             )
             .bind(e.id.to_string())
             .bind(kind)
@@ -780,7 +780,7 @@ impl Store {
                 "INSERT INTO pools (id, entity_id, provider_name, image, flavor, tags, os_type, os_arch,
                     min_idle_runners, max_runners, runner_prefix, runner_bootstrap_timeout, extra_specs,
                     runner_group, priority, enabled, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING",
             )
             .bind(p.id.to_string())
             .bind(entity.to_string())
@@ -805,14 +805,14 @@ impl Store {
             bump(&mut counts.pools, done.rows_affected());
         }
         if let Some(id) = data.controller_id {
-            sqlx::query("UPDATE controller SET garm_controller_id = ? WHERE id = 1")
+            sqlx::query("UPDATE controller SET garm_controller_id = $1 WHERE id = 1")
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
             // Hooks garm made post to /webhooks/<garm controller id>: the
             // webhook routes accept the ids listed here.
             sqlx::query(
-                "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES (?, ?)
+                "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES ($1, $2)
                  ON CONFLICT (controller_id) DO NOTHING",
             )
             .bind(id.to_string())

@@ -18,7 +18,7 @@ pub struct DeliveryCursor {
 impl Store {
     /// The cursor of `source` (`entity:<id>` or `app:<credentials>`).
     pub async fn delivery_cursor(&self, source: &str) -> Result<Option<DeliveryCursor>> {
-        let row = sqlx::query("SELECT hook_id, last_seen FROM delivery_cursors WHERE source = ?")
+        let row = sqlx::query("SELECT hook_id, last_seen FROM delivery_cursors WHERE source = $1")
             .bind(source)
             .fetch_optional(self.r())
             .await?;
@@ -32,7 +32,7 @@ impl Store {
     /// the hook changed (a new hook's ids start elsewhere).
     pub async fn set_delivery_cursor(&self, source: &str, cursor: DeliveryCursor) -> Result<()> {
         sqlx::query(
-            "INSERT INTO delivery_cursors (source, hook_id, last_seen, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO delivery_cursors (source, hook_id, last_seen, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (source) DO UPDATE SET
                last_seen = iif(delivery_cursors.hook_id IS excluded.hook_id,
                                max(delivery_cursors.last_seen, excluded.last_seen), excluded.last_seen),
@@ -50,7 +50,7 @@ impl Store {
 
     /// Forgets the cursor of `source` (its hook is gone).
     pub async fn clear_delivery_cursor(&self, source: &str) -> Result<()> {
-        sqlx::query("DELETE FROM delivery_cursors WHERE source = ?")
+        sqlx::query("DELETE FROM delivery_cursors WHERE source = $1")
             .bind(source)
             .execute(self.w())
             .await?;

@@ -249,7 +249,7 @@ impl Store {
     }
 
     pub async fn job(&self, id: JobId, run_attempt: i64) -> Result<Job> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ? AND run_attempt = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND run_attempt = $2")
             .bind(id.0)
             .bind(run_attempt)
             .fetch_optional(self.r())
@@ -281,7 +281,7 @@ impl Store {
     pub async fn unmatched_queued_jobs(&self, limit: u32) -> Result<Vec<Job>> {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE status = 'queued' AND status_rank <= 1 AND pool_id IS NULL
-             ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
+             ORDER BY queued_at LIMIT CAST($1 AS INTEGER)",
         )
         .bind(i64::from(limit))
         .fetch_all(self.r())
@@ -301,8 +301,8 @@ impl Store {
     ) -> Result<Vec<Job>> {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE status_rank <= 1
-               AND coalesce(recheck_at, queued_at + ?) <= ?
-             ORDER BY coalesce(recheck_at, queued_at + ?) LIMIT CAST(? AS INTEGER)",
+               AND coalesce(recheck_at, queued_at + $1) <= $2
+             ORDER BY coalesce(recheck_at, queued_at + $3) LIMIT CAST($4 AS INTEGER)",
         )
         .bind(first_after.num_milliseconds())
         .bind(now.timestamp_millis())
@@ -317,7 +317,7 @@ impl Store {
     /// re-check spacing.
     pub async fn job_queued_since(&self, id: JobId, run_attempt: i64) -> Result<DateTime<Utc>> {
         let at: Option<i64> =
-            sqlx::query_scalar("SELECT queued_at FROM jobs WHERE id = ? AND run_attempt = ?")
+            sqlx::query_scalar("SELECT queued_at FROM jobs WHERE id = $1 AND run_attempt = $2")
                 .bind(id.0)
                 .bind(run_attempt)
                 .fetch_optional(self.r())
@@ -358,8 +358,8 @@ impl Store {
         conclusion: Option<&str>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET status = ?, status_rank = ?, conclusion = coalesce(?, conclusion), updated_at = ?
-             WHERE id = ? AND run_attempt = ? AND status_rank < ?",
+            "UPDATE jobs SET status = $1, status_rank = $2, conclusion = coalesce($3, conclusion), updated_at = $4
+             WHERE id = $5 AND run_attempt = $6 AND status_rank < $7",
         )
         .bind(status.as_str())
         .bind(status_rank(status))
@@ -381,7 +381,7 @@ impl Store {
         next_at: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET checked_at = ?, recheck_at = ? WHERE id = ? AND run_attempt = ?",
+            "UPDATE jobs SET checked_at = $1, recheck_at = $2 WHERE id = $3 AND run_attempt = $4",
         )
         .bind(now_ms())
         .bind(next_at.timestamp_millis())
@@ -395,7 +395,7 @@ impl Store {
     /// Assigns a pool to a job that has none (a pool appeared after it came).
     pub async fn assign_job_pool(&self, id: JobId, run_attempt: i64, pool: PoolId) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET pool_id = ?, updated_at = ? WHERE id = ? AND run_attempt = ? AND pool_id IS NULL",
+            "UPDATE jobs SET pool_id = $1, updated_at = $2 WHERE id = $3 AND run_attempt = $4 AND pool_id IS NULL",
         )
         .bind(pool.to_string())
         .bind(now_ms())
@@ -423,7 +423,7 @@ impl Store {
 
     /// Drops completed jobs older than `before`.
     pub async fn purge_completed_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
-        let n = sqlx::query("DELETE FROM jobs WHERE status = 'completed' AND updated_at < ?")
+        let n = sqlx::query("DELETE FROM jobs WHERE status = 'completed' AND updated_at < $1")
             .bind(before.timestamp_millis())
             .execute(self.w())
             .await?
@@ -434,7 +434,7 @@ impl Store {
     /// When the latest attempt of a job was queued.
     pub async fn job_queued_at(&self, id: JobId) -> Result<Option<DateTime<Utc>>> {
         let at: Option<i64> = sqlx::query_scalar(
-            "SELECT queued_at FROM jobs WHERE id = ? ORDER BY run_attempt DESC LIMIT 1",
+            "SELECT queued_at FROM jobs WHERE id = $1 ORDER BY run_attempt DESC LIMIT 1",
         )
         .bind(id.0)
         .fetch_optional(self.r())

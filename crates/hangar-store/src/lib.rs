@@ -3,7 +3,7 @@
 //! SQLite through sqlx: one writer connection (so writes queue in-process
 //! instead of failing with "database is locked") and a small pool of readers
 //! (WAL lets them run beside the writer). Migrations from the top-level
-//! `migrations/` folder are embedded and run by [`Store::open`]. Every status
+//! `migrations/sqlite/` folder (or `migrations/postgres/`) are embedded and run by [`Store::open`]. Every status
 //! change passes the core transition check inside the transaction that writes
 //! it. Secrets are sealed with [`seal::Sealer`] before they touch the disk.
 //!
@@ -36,10 +36,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use hangar_core::{ControllerId, Secret, TransitionError};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Postgres, Row, Sqlite};
 
 pub use controller::ControllerInfo;
 pub use credentials::CredentialsSummary;
@@ -56,7 +58,152 @@ pub use scale_sets::NewScaleSet;
 pub use seal::{SealError, Sealer};
 pub use users::User;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Runs `$body` with `$c` bound to the backend's pool: `write` (the single
+/// SQLite writer, or the PostgreSQL pool) or `read` (the SQLite readers, or
+/// the PostgreSQL pool); with `both, |$w, $r|`, to each. The body is
+/// compiled once per backend, so the same SQL text runs on both: write it in
+/// the dialect both accept (`$1` placeholders, `TRUE`/`FALSE`, `ON
+/// CONFLICT`, integer results cast to `BIGINT` where PostgreSQL would give
+/// another type). Rows differ by backend: map them inside the body. With a
+/// module name before the closure (`on!(self, write, m, |c| …)`), `m`
+/// names the calling module's [`per_backend!`] items for that backend.
+macro_rules! on {
+    ($store:expr, both, |$w:ident, $r:ident| $body:expr) => {
+        match &$store.inner.backend {
+            $crate::Backend::Sqlite(b) => {
+                let ($w, $r) = (&b.write, &b.read);
+                $body
+            }
+            $crate::Backend::Postgres(p) => {
+                let ($w, $r) = (p, p);
+                $body
+            }
+        }
+    };
+    ($store:expr, both, $m:ident, |$w:ident, $r:ident| $body:expr) => {
+        match &$store.inner.backend {
+            $crate::Backend::Sqlite(b) => {
+                let ($w, $r) = (&b.write, &b.read);
+                #[allow(unused_imports)]
+                use self::on_sqlite as $m;
+                $body
+            }
+            $crate::Backend::Postgres(p) => {
+                let ($w, $r) = (p, p);
+                #[allow(unused_imports)]
+                use self::on_postgres as $m;
+                $body
+            }
+        }
+    };
+    ($store:expr, $side:ident, |$c:ident| $body:expr) => {
+        match &$store.inner.backend {
+            $crate::Backend::Sqlite(b) => {
+                let $c = &b.$side;
+                $body
+            }
+            $crate::Backend::Postgres(p) => {
+                let $c = p;
+                $body
+            }
+        }
+    };
+    ($store:expr, $side:ident, $m:ident, |$c:ident| $body:expr) => {
+        match &$store.inner.backend {
+            $crate::Backend::Sqlite(b) => {
+                let $c = &b.$side;
+                #[allow(unused_imports)]
+                use self::on_sqlite as $m;
+                $body
+            }
+            $crate::Backend::Postgres(p) => {
+                let $c = p;
+                #[allow(unused_imports)]
+                use self::on_postgres as $m;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on;
+
+/// Compiles the items twice, as `on_sqlite` and `on_postgres` submodules of
+/// the calling module, with `Db` and `Conn` naming that backend's database
+/// and connection types: for helpers that take a connection (a
+/// transaction's) and so cannot be written once for both.
+macro_rules! per_backend {
+    ($($item:item)*) => {
+        pub(crate) mod on_sqlite {
+            #![allow(unused_imports, dead_code)]
+            use super::*;
+            pub(crate) type Db = sqlx::Sqlite;
+            pub(crate) type Conn = sqlx::SqliteConnection;
+            $($item)*
+        }
+        pub(crate) mod on_postgres {
+            #![allow(unused_imports, dead_code)]
+            use super::*;
+            pub(crate) type Db = sqlx::Postgres;
+            pub(crate) type Conn = sqlx::PgConnection;
+            $($item)*
+        }
+    };
+}
+pub(crate) use per_backend;
+
+/// A row of either backend, read the same way: the row mappers take
+/// `&impl DbRow` and are written once.
+pub(crate) trait DbRow {
+    fn get<'r, T, I>(&'r self, index: I) -> T
+    where
+        T: sqlx::Decode<'r, Sqlite>
+            + sqlx::Type<Sqlite>
+            + sqlx::Decode<'r, Postgres>
+            + sqlx::Type<Postgres>,
+        I: sqlx::ColumnIndex<SqliteRow> + sqlx::ColumnIndex<PgRow> + std::fmt::Debug;
+
+    #[allow(dead_code)]
+    fn try_get<'r, T, I>(&'r self, index: I) -> Result<T, sqlx::Error>
+    where
+        T: sqlx::Decode<'r, Sqlite>
+            + sqlx::Type<Sqlite>
+            + sqlx::Decode<'r, Postgres>
+            + sqlx::Type<Postgres>,
+        I: sqlx::ColumnIndex<SqliteRow> + sqlx::ColumnIndex<PgRow> + std::fmt::Debug;
+}
+
+macro_rules! db_row {
+    ($row:ty) => {
+        impl DbRow for $row {
+            fn get<'r, T, I>(&'r self, index: I) -> T
+            where
+                T: sqlx::Decode<'r, Sqlite>
+                    + sqlx::Type<Sqlite>
+                    + sqlx::Decode<'r, Postgres>
+                    + sqlx::Type<Postgres>,
+                I: sqlx::ColumnIndex<SqliteRow> + sqlx::ColumnIndex<PgRow> + std::fmt::Debug,
+            {
+                Row::get(self, index)
+            }
+
+            fn try_get<'r, T, I>(&'r self, index: I) -> Result<T, sqlx::Error>
+            where
+                T: sqlx::Decode<'r, Sqlite>
+                    + sqlx::Type<Sqlite>
+                    + sqlx::Decode<'r, Postgres>
+                    + sqlx::Type<Postgres>,
+                I: sqlx::ColumnIndex<SqliteRow> + sqlx::ColumnIndex<PgRow> + std::fmt::Debug,
+            {
+                Row::try_get(self, index)
+            }
+        }
+    };
+}
+db_row!(SqliteRow);
+db_row!(PgRow);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -125,11 +272,43 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    write: SqlitePool,
-    read: SqlitePool,
+    backend: Backend,
     sealer: Sealer,
     controller_id: ControllerId,
+}
+
+/// Where the data lives.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Sqlite(SqliteBackend),
+    Postgres(PgPool),
+}
+
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
+    write: SqlitePool,
+    read: SqlitePool,
     path: PathBuf,
+}
+
+/// Which database a `[database] url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (`postgres://` or `postgresql://`).
+    Postgres,
+}
+
+/// Checks a `[database] url` and says which backend it selects.
+pub fn database_kind(url: &str) -> Result<DatabaseKind> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Invalid(format!("database url is not a valid PostgreSQL URL: {e}"))
+        })?;
+        return Ok(DatabaseKind::Postgres);
+    }
+    sqlite_path(url).map(DatabaseKind::Sqlite)
 }
 
 /// The file path of a `sqlite:` URL.
@@ -139,7 +318,7 @@ pub fn sqlite_path(url: &str) -> Result<PathBuf> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or_else(|| {
             StoreError::Invalid(format!(
-                "database url {url:?} is not supported: use sqlite://PATH"
+                "database url {url:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
             ))
         })?;
     let path = rest.split('?').next().unwrap_or_default();
@@ -158,7 +337,10 @@ impl Store {
     /// passphrase; with the wrong one this fails with
     /// [`StoreError::WrongPassphrase`] before anything is written.
     pub async fn open(opts: &StoreOptions) -> Result<Self> {
-        let path = sqlite_path(&opts.url)?;
+        let path = match database_kind(&opts.url)? {
+            DatabaseKind::Sqlite(path) => path,
+            DatabaseKind::Postgres => return Self::open_postgres(opts).await,
+        };
         let mut sealer = None;
         if path.exists() {
             files::tighten(&path)?;
@@ -207,7 +389,8 @@ impl Store {
         files::tighten(&path)?;
         MIGRATOR.run(&write).await?;
 
-        let (controller_id, sealer) = controller::ensure(&write, &opts.passphrase, sealer).await?;
+        let (controller_id, sealer) =
+            controller::on_sqlite::ensure(&write, &opts.passphrase, sealer).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
             .acquire_timeout(opts.acquire_timeout)
@@ -218,35 +401,75 @@ impl Store {
             .await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                write,
-                read,
+                backend: Backend::Sqlite(SqliteBackend { write, read, path }),
                 sealer,
                 controller_id,
-                path,
             }),
         })
+    }
+
+    /// Opens and migrates a PostgreSQL database. Its passphrase is checked
+    /// first, in a read-only transaction, so a replica started with the
+    /// wrong one refuses before it writes anything (migrations included).
+    async fn open_postgres(opts: &StoreOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(&opts.url)
+            .map_err(|e| StoreError::Invalid(format!("database url: {e}")))?
+            .application_name("hangard")
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.readers.max(1) + 4)
+            .min_connections(1)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        let sealer = check_existing_postgres(&pool, &opts.passphrase).await?;
+        PG_MIGRATOR.run(&pool).await?;
+        let (controller_id, sealer) =
+            controller::on_postgres::ensure(&pool, &opts.passphrase, sealer).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend: Backend::Postgres(pool),
+                sealer,
+                controller_id,
+            }),
+        })
+    }
+
+    /// Which backend this store runs on: `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     pub fn controller_id(&self) -> ControllerId {
         self.inner.controller_id
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The SQLite file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => Some(&b.path),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.inner.read).await?;
+        on!(self, read, |c| sqlx::query("SELECT 1")
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// The applied migration versions, oldest first.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&self.inner.read)
-            .await?;
-        Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
+        let sql = "SELECT version FROM _sqlx_migrations ORDER BY version";
+        Ok(on!(self, read, |c| sqlx::query_scalar(sql)
+            .fetch_all(c)
+            .await)?)
     }
 
     /// Connections checked out or being opened right now: 0 means no query
@@ -254,28 +477,79 @@ impl Store {
     /// simulation, `hangar-sim`) wait for 0 before moving time, so no
     /// query straddles a step.
     pub fn connections_in_use(&self) -> u32 {
-        let busy = |p: &SqlitePool| p.size().saturating_sub(p.num_idle() as u32);
-        busy(&self.inner.write) + busy(&self.inner.read)
+        match &self.inner.backend {
+            Backend::Sqlite(b) => {
+                let busy = |p: &SqlitePool| p.size().saturating_sub(p.num_idle() as u32);
+                busy(&b.write) + busy(&b.read)
+            }
+            Backend::Postgres(p) => p.size().saturating_sub(p.num_idle() as u32),
+        }
     }
 
     /// Waits for in-flight queries and closes every connection (checkpoints
     /// the WAL).
     pub async fn close(&self) {
-        self.inner.read.close().await;
-        self.inner.write.close().await;
+        match &self.inner.backend {
+            Backend::Sqlite(b) => {
+                b.read.close().await;
+                b.write.close().await;
+            }
+            Backend::Postgres(p) => p.close().await,
+        }
     }
 
     fn sealer(&self) -> &Sealer {
         &self.inner.sealer
     }
 
+    /// The SQLite writer. Transitional: code not yet written for both
+    /// backends (through [`on!`]) still calls it, and fails on PostgreSQL.
     fn w(&self) -> &SqlitePool {
-        &self.inner.write
+        match &self.inner.backend {
+            Backend::Sqlite(b) => &b.write,
+            Backend::Postgres(_) => panic!("this store query is not ported to PostgreSQL yet"),
+        }
     }
 
+    /// The SQLite readers. Transitional, as [`Self::w`].
     fn r(&self) -> &SqlitePool {
-        &self.inner.read
+        match &self.inner.backend {
+            Backend::Sqlite(b) => &b.read,
+            Backend::Postgres(_) => panic!("this store query is not ported to PostgreSQL yet"),
+        }
     }
+}
+
+/// Checks the passphrase against a PostgreSQL database that has a
+/// controller row, in a read-only transaction.
+async fn check_existing_postgres(pool: &PgPool, passphrase: &Secret) -> Result<Option<Sealer>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let has_controller: Option<String> =
+        sqlx::query_scalar("SELECT CAST(to_regclass('controller') AS TEXT)")
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut result = None;
+    if has_controller.is_some() {
+        let row = sqlx::query("SELECT kdf_salt, key_check FROM controller WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            let salt: Vec<u8> = Row::get(&row, 0);
+            let check: Vec<u8> = Row::get(&row, 1);
+            let sealer = Sealer::derive(passphrase, &salt)?;
+            if !sealer.verify_key_check(&check) {
+                return Err(StoreError::WrongPassphrase {
+                    path: "(the PostgreSQL database)".into(),
+                });
+            }
+            result = Some(sealer);
+        }
+    }
+    tx.rollback().await?;
+    Ok(result)
 }
 
 /// Checks the passphrase of an existing database without writing to it.
@@ -302,8 +576,8 @@ async fn check_existing(path: &Path, passphrase: &Secret) -> Result<Option<Seale
             .fetch_optional(&mut conn)
             .await?;
         if let Some(row) = row {
-            let salt: Vec<u8> = row.get(0);
-            let check: Vec<u8> = row.get(1);
+            let salt: Vec<u8> = Row::get(&row, 0);
+            let check: Vec<u8> = Row::get(&row, 1);
             let sealer = Sealer::derive(passphrase, &salt)?;
             if !sealer.verify_key_check(&check) {
                 conn.close().await.ok();

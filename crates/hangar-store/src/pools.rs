@@ -31,7 +31,7 @@ pub(crate) async fn insert_pool(
         "INSERT INTO pools (id, entity_id, provider_name, image, flavor, tags, os_type, os_arch,
             min_idle_runners, max_runners, runner_prefix, runner_bootstrap_timeout, extra_specs,
             runner_group, priority, enabled, created_at, updated_at, scale_set)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(id.to_string())
     .bind(entity_id.to_string())
@@ -72,10 +72,10 @@ pub(crate) async fn update_pool_row(
     spec: &PoolSpec,
 ) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE pools SET provider_name = ?, image = ?, flavor = ?, tags = ?, os_type = ?, os_arch = ?,
-            min_idle_runners = ?, max_runners = ?, runner_prefix = ?, runner_bootstrap_timeout = ?,
-            extra_specs = ?, runner_group = ?, priority = ?, enabled = ?, updated_at = ?
-         WHERE id = ?",
+        "UPDATE pools SET provider_name = $1, image = $2, flavor = $3, tags = $4, os_type = $5, os_arch = $6,
+            min_idle_runners = $7, max_runners = $8, runner_prefix = $9, runner_bootstrap_timeout = $10,
+            extra_specs = $11, runner_group = $12, priority = $13, enabled = $14, updated_at = $15
+         WHERE id = $16",
     )
     .bind(spec.provider_name.as_str())
     .bind(&spec.image)
@@ -106,7 +106,7 @@ pub(crate) async fn refuse_live_instances(
     what: &str,
 ) -> Result<()> {
     let live: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM instances WHERE pool_id = ? AND status != 'deleted' ORDER BY name",
+        "SELECT name FROM instances WHERE pool_id = $1 AND status != 'deleted' ORDER BY name",
     )
     .bind(id.to_string())
     .fetch_all(&mut *conn)
@@ -167,7 +167,7 @@ impl Store {
     }
 
     pub async fn pool(&self, id: PoolId) -> Result<Pool> {
-        let row = sqlx::query("SELECT * FROM pools WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM pools WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.r())
             .await?
@@ -194,7 +194,7 @@ impl Store {
     pub async fn list_pools(&self, entity_id: Option<EntityId>) -> Result<Vec<Pool>> {
         let rows = match entity_id {
             Some(e) => {
-                sqlx::query("SELECT * FROM pools WHERE entity_id = ? ORDER BY created_at, id")
+                sqlx::query("SELECT * FROM pools WHERE entity_id = $1 ORDER BY created_at, id")
                     .bind(e.to_string())
                     .fetch_all(self.r())
                     .await?
@@ -226,7 +226,7 @@ impl Store {
 
     /// The pool's breaker (closed, no failures, when it has no row).
     pub async fn pool_breaker(&self, id: PoolId) -> Result<Breaker> {
-        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = ?")
+        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = $1")
             .bind(id.to_string())
             .fetch_optional(self.r())
             .await?;
@@ -255,7 +255,7 @@ impl Store {
         decide: impl FnOnce(&Breaker) -> Breaker,
     ) -> Result<Breaker> {
         let mut tx = self.w().begin().await?;
-        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = ?")
+        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?;
@@ -290,8 +290,8 @@ impl Store {
         lease_until: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE pool_breakers SET next_attempt_at = ?, updated_at = ?
-             WHERE pool_id = ? AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
+            "UPDATE pool_breakers SET next_attempt_at = $1, updated_at = $2
+             WHERE pool_id = $3 AND next_attempt_at IS NOT NULL AND next_attempt_at <= $4",
         )
         .bind(lease_until.timestamp_millis())
         .bind(now_ms())
@@ -314,7 +314,7 @@ impl Store {
     pub async fn delete_pool(&self, id: PoolId) -> Result<()> {
         let mut tx = self.w().begin().await?;
         let owner: Option<String> =
-            sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = ?")
+            sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -324,7 +324,7 @@ impl Store {
             )));
         }
         refuse_live_instances(&mut tx, id, &format!("pool {id}")).await?;
-        let done = sqlx::query("DELETE FROM pools WHERE id = ?")
+        let done = sqlx::query("DELETE FROM pools WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -341,14 +341,14 @@ impl Store {
 /// `pending_create` instance carries besides a provider's or GitHub's
 /// back-off, which their own gates still enforce).
 async fn close_breaker(conn: &mut sqlx::SqliteConnection, id: PoolId) -> Result<()> {
-    let gone = sqlx::query("DELETE FROM pool_breakers WHERE pool_id = ?")
+    let gone = sqlx::query("DELETE FROM pool_breakers WHERE pool_id = $1")
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
     if gone.rows_affected() > 0 {
         sqlx::query(
             "UPDATE instances SET next_attempt_at = NULL
-             WHERE pool_id = ? AND status = 'pending_create' AND next_attempt_at IS NOT NULL",
+             WHERE pool_id = $1 AND status = 'pending_create' AND next_attempt_at IS NOT NULL",
         )
         .bind(id.to_string())
         .execute(&mut *conn)

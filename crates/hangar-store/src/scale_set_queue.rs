@@ -191,7 +191,7 @@ impl Store {
     /// One scale set as [`Self::listened_scale_sets`] gives it; `None` when
     /// it is gone or has no `github_id`.
     pub async fn listened_scale_set(&self, id: &str) -> Result<Option<ListenedScaleSet>> {
-        let row = sqlx::query(concat!(listened!(), " WHERE s.id = ?"))
+        let row = sqlx::query(concat!(listened!(), " WHERE s.id = $1"))
             .bind(id)
             .fetch_optional(self.r())
             .await?;
@@ -226,7 +226,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.w().begin().await?;
         let entity: String = sqlx::query_scalar(
-            "UPDATE pools SET scale_set = 1, updated_at = ? WHERE id = ? RETURNING entity_id",
+            "UPDATE pools SET scale_set = 1, updated_at = $1 WHERE id = $2 RETURNING entity_id",
         )
         .bind(now)
         .bind(pool.to_string())
@@ -235,7 +235,7 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("pool {pool}")))?;
         sqlx::query(
             "INSERT INTO scale_sets (id, entity_id, pool_id, name, github_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(entity)
@@ -261,7 +261,7 @@ impl Store {
     pub async fn scale_set_progress(&self, id: &str) -> Result<Option<ScaleSetProgress>> {
         let row = sqlx::query(
             "SELECT state, last_error, last_message_id, desired_runners, statistics, session_id
-             FROM scale_sets WHERE id = ?",
+             FROM scale_sets WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.r())
@@ -285,7 +285,7 @@ impl Store {
 
     /// The scale set driving `pool`, if it is a scale set's pool.
     pub async fn scale_set_of_pool(&self, pool: PoolId) -> Result<Option<PoolScaleSet>> {
-        let row = sqlx::query("SELECT id, github_id FROM scale_sets WHERE pool_id = ?")
+        let row = sqlx::query("SELECT id, github_id FROM scale_sets WHERE pool_id = $1")
             .bind(pool.to_string())
             .fetch_optional(self.r())
             .await?;
@@ -297,7 +297,7 @@ impl Store {
 
     /// Records the message session the listener opened (`None`: closed).
     pub async fn set_scale_set_session(&self, id: &str, session: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE scale_sets SET session_id = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE scale_sets SET session_id = $1, updated_at = $2 WHERE id = $3")
             .bind(session)
             .bind(now_ms())
             .bind(id)
@@ -309,7 +309,7 @@ impl Store {
     /// Forgets a closed session, unless a newer one was recorded since.
     pub async fn clear_scale_set_session(&self, id: &str, session: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE scale_sets SET session_id = NULL, updated_at = ? WHERE id = ? AND session_id = ?",
+            "UPDATE scale_sets SET session_id = NULL, updated_at = $1 WHERE id = $2 AND session_id = $3",
         )
         .bind(now_ms())
         .bind(id)
@@ -323,8 +323,8 @@ impl Store {
     /// on GitHub. Its listener stops; its pool wants no runners.
     pub async fn mark_scale_set_deleted_on_github(&self, id: &str, why: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE scale_sets SET state = 'deleted_on_github', last_error = ?,
-                desired_runners = 0, session_id = NULL, updated_at = ? WHERE id = ?",
+            "UPDATE scale_sets SET state = 'deleted_on_github', last_error = $1,
+                desired_runners = 0, session_id = NULL, updated_at = $2 WHERE id = $3",
         )
         .bind(why)
         .bind(now_ms())
@@ -340,7 +340,7 @@ impl Store {
     pub async fn scale_set_desired(&self, pool: PoolId) -> Result<Option<u32>> {
         let row = sqlx::query(
             "SELECT CASE WHEN state = 'active' THEN desired_runners ELSE 0 END
-             FROM scale_sets WHERE pool_id = ?",
+             FROM scale_sets WHERE pool_id = $1",
         )
         .bind(pool.to_string())
         .fetch_optional(self.r())
@@ -364,7 +364,7 @@ impl Store {
         let mut tx = self.w().begin().await?;
         let row = sqlx::query(
             "SELECT s.pool_id, s.last_message_id, s.desired_runners, p.min_idle_runners, p.max_runners
-             FROM scale_sets s JOIN pools p ON p.id = s.pool_id WHERE s.id = ?",
+             FROM scale_sets s JOIN pools p ON p.id = s.pool_id WHERE s.id = $1",
         )
         .bind(scale_set_id)
         .fetch_optional(&mut *tx)
@@ -430,8 +430,8 @@ impl Store {
         }
         for id in acquired {
             sqlx::query(
-                "UPDATE scale_set_jobs SET status = 'acquired', status_rank = 1, updated_at = ?
-                 WHERE scale_set_id = ? AND runner_request_id = ? AND status_rank < 1",
+                "UPDATE scale_set_jobs SET status = 'acquired', status_rank = 1, updated_at = $1
+                 WHERE scale_set_id = $2 AND runner_request_id = $3 AND status_rank < 1",
             )
             .bind(now)
             .bind(scale_set_id)
@@ -452,8 +452,8 @@ impl Store {
             None => None,
         };
         sqlx::query(
-            "UPDATE scale_sets SET last_message_id = ?, statistics = coalesce(?, statistics),
-                desired_runners = ?, updated_at = ? WHERE id = ?",
+            "UPDATE scale_sets SET last_message_id = $1, statistics = coalesce($2, statistics),
+                desired_runners = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(msg.message_id)
         .bind(stats)
@@ -483,7 +483,7 @@ impl Store {
         let mut tx = self.w().begin().await?;
         let row = sqlx::query(
             "SELECT p.min_idle_runners, p.max_runners FROM scale_sets s
-             JOIN pools p ON p.id = s.pool_id WHERE s.id = ?",
+             JOIN pools p ON p.id = s.pool_id WHERE s.id = $1",
         )
         .bind(scale_set_id)
         .fetch_optional(&mut *tx)
@@ -495,7 +495,7 @@ impl Store {
             stats,
         );
         sqlx::query(
-            "UPDATE scale_sets SET statistics = ?, desired_runners = ?, updated_at = ? WHERE id = ?",
+            "UPDATE scale_sets SET statistics = $1, desired_runners = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(serde_json::to_string(stats).map_err(corrupt)?)
         .bind(i64::from(desired))
@@ -541,7 +541,7 @@ impl Store {
     /// The request ids of a scale set's jobs and their status (tests, tools).
     pub async fn scale_set_job_statuses(&self, scale_set_id: &str) -> Result<Vec<(i64, String)>> {
         let rows = sqlx::query(
-            "SELECT runner_request_id, status FROM scale_set_jobs WHERE scale_set_id = ?
+            "SELECT runner_request_id, status FROM scale_set_jobs WHERE scale_set_id = $1
              ORDER BY runner_request_id",
         )
         .bind(scale_set_id)
@@ -553,7 +553,7 @@ impl Store {
     /// Forgets completed scale set jobs last changed before `before`.
     pub async fn purge_completed_scale_set_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
         Ok(
-            sqlx::query("DELETE FROM scale_set_jobs WHERE status_rank = 4 AND updated_at < ?")
+            sqlx::query("DELETE FROM scale_set_jobs WHERE status_rank = 4 AND updated_at < $1")
                 .bind(before.timestamp_millis())
                 .execute(self.w())
                 .await?

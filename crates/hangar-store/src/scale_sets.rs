@@ -70,7 +70,7 @@ async fn refuse_taken_name(
     except: Option<ScaleSetId>,
 ) -> Result<()> {
     let taken: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM scale_sets WHERE entity_id = ? AND lower(name) = lower(?) AND id != ?",
+        "SELECT id FROM scale_sets WHERE entity_id = $1 AND lower(name) = lower($2) AND id != $3",
     )
     .bind(entity_id.to_string())
     .bind(spec.name.as_str())
@@ -99,7 +99,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO scale_sets (id, entity_id, pool_id, name, runner_group, github_id,
                 runner_group_id, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)",
         )
         .bind(id.to_string())
         .bind(new.entity_id.to_string())
@@ -124,7 +124,7 @@ impl Store {
     }
 
     pub async fn scale_set(&self, id: ScaleSetId) -> Result<ScaleSet> {
-        let row = sqlx::query("SELECT * FROM scale_sets WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM scale_sets WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.r())
             .await?
@@ -136,7 +136,7 @@ impl Store {
 
     /// The scale set a pool carries, if it is a scale set's pool.
     pub async fn scale_set_by_pool(&self, pool_id: PoolId) -> Result<Option<ScaleSet>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = ?")
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = $1")
             .bind(pool_id.to_string())
             .fetch_optional(self.r())
             .await?;
@@ -201,7 +201,7 @@ impl Store {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.w().begin().await?;
-        let row = sqlx::query("SELECT pool_id, entity_id FROM scale_sets WHERE id = ?")
+        let row = sqlx::query("SELECT pool_id, entity_id FROM scale_sets WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
@@ -210,7 +210,7 @@ impl Store {
         let entity_id: EntityId = row.get::<String, _>("entity_id").parse().map_err(corrupt)?;
         refuse_taken_name(&mut tx, entity_id, spec, Some(id)).await?;
         sqlx::query(
-            "UPDATE scale_sets SET name = ?, runner_group = ?, updated_at = ? WHERE id = ?",
+            "UPDATE scale_sets SET name = $1, runner_group = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(spec.name.as_str())
         .bind(&spec.runner_group)
@@ -224,7 +224,7 @@ impl Store {
                 "scale set {id} has no pool {pool_id}"
             )));
         }
-        sqlx::query("DELETE FROM pool_breakers WHERE pool_id = ?")
+        sqlx::query("DELETE FROM pool_breakers WHERE pool_id = $1")
             .bind(pool_id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -245,18 +245,18 @@ impl Store {
     /// queue's job rows and the pool's history go with them).
     pub async fn delete_scale_set(&self, id: ScaleSetId) -> Result<()> {
         let mut tx = self.w().begin().await?;
-        let pool_id: String = sqlx::query_scalar("SELECT pool_id FROM scale_sets WHERE id = ?")
+        let pool_id: String = sqlx::query_scalar("SELECT pool_id FROM scale_sets WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
         let pool_id: PoolId = pool_id.parse().map_err(corrupt)?;
         refuse_live_instances(&mut tx, pool_id, &format!("scale set {id}")).await?;
-        sqlx::query("DELETE FROM scale_sets WHERE id = ?")
+        sqlx::query("DELETE FROM scale_sets WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM pools WHERE id = ?")
+        sqlx::query("DELETE FROM pools WHERE id = $1")
             .bind(pool_id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -272,7 +272,7 @@ impl Store {
         runner_group_id: Option<i64>,
     ) -> Result<ScaleSet> {
         let done = sqlx::query(
-            "UPDATE scale_sets SET github_id = ?, runner_group_id = ?, updated_at = ? WHERE id = ?",
+            "UPDATE scale_sets SET github_id = $1, runner_group_id = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(github_id)
         .bind(runner_group_id)
@@ -295,7 +295,7 @@ impl Store {
         last_error: Option<&str>,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE scale_sets SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            "UPDATE scale_sets SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(state.as_str())
         .bind(last_error)

@@ -64,7 +64,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO users (id, username, email, full_name, password_hash, is_admin, token_generation, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 1, 0, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, 1, 0, $6, $7)",
         )
         .bind(id.to_string())
         .bind(username)
@@ -81,7 +81,7 @@ impl Store {
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(self.r())
             .await?;
@@ -89,7 +89,7 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: Uuid) -> Result<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.r())
             .await?
@@ -101,8 +101,8 @@ impl Store {
     /// issued before is refused from now on.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<User> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = ?, token_generation = token_generation + 1, updated_at = ?
-             WHERE username = ?",
+            "UPDATE users SET password_hash = $1, token_generation = token_generation + 1, updated_at = $2
+             WHERE username = $3",
         )
         .bind(password_hash)
         .bind(now_ms())

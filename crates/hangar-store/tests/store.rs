@@ -1133,7 +1133,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     use sqlx::Connection as _;
     let dir = tempfile::tempdir().unwrap();
     let old = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
     for m in ["0001_init.sql", "0002_jobs_pool_queued_index.sql"] {
         std::fs::copy(root.join(m), old.path().join(m)).unwrap();
     }

@@ -111,7 +111,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             instance_columns!(),
-            " FROM instances WHERE name = ?"
+            " FROM instances WHERE name = $1"
         ))
         .bind(name.as_str())
         .fetch_optional(self.r())
@@ -149,7 +149,7 @@ impl Store {
     /// provider after a few failed deletes. Not a status change.
     pub async fn set_force_delete(&self, name: &InstanceName) -> Result<()> {
         let done =
-            sqlx::query("UPDATE instances SET force_delete = 1, updated_at = ? WHERE name = ?")
+            sqlx::query("UPDATE instances SET force_delete = 1, updated_at = $1 WHERE name = $2")
                 .bind(now_ms())
                 .bind(name.as_str())
                 .execute(self.w())
@@ -164,8 +164,8 @@ impl Store {
     /// whether the delete is forced.
     pub async fn record_delete_failure(&self, name: &InstanceName) -> Result<(u32, bool)> {
         let row = sqlx::query(
-            "UPDATE instances SET delete_attempts = delete_attempts + 1, updated_at = ?
-             WHERE name = ? RETURNING delete_attempts, force_delete",
+            "UPDATE instances SET delete_attempts = delete_attempts + 1, updated_at = $1
+             WHERE name = $2 RETURNING delete_attempts, force_delete",
         )
         .bind(now_ms())
         .bind(name.as_str())
@@ -183,8 +183,8 @@ impl Store {
     /// instance waits. Not a status change.
     pub async fn count_failed_create(&self, name: &InstanceName, why: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE instances SET create_attempts = create_attempts + 1, status_message = ?,
-             updated_at = ? WHERE name = ? AND status = 'pending_create'",
+            "UPDATE instances SET create_attempts = create_attempts + 1, status_message = $1,
+             updated_at = $2 WHERE name = $3 AND status = 'pending_create'",
         )
         .bind(why)
         .bind(now_ms())
@@ -199,8 +199,8 @@ impl Store {
     /// deleted keeps the message it ended with.
     pub async fn set_status_message(&self, name: &InstanceName, message: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE instances SET status_message = ?, updated_at = ?
-             WHERE name = ? AND status != 'deleted'",
+            "UPDATE instances SET status_message = $1, updated_at = $2
+             WHERE name = $3 AND status != 'deleted'",
         )
         .bind(message)
         .bind(now_ms())
@@ -213,7 +213,7 @@ impl Store {
     /// Records the GitHub runner id (registration-token instances learn it
     /// from the runner list).
     pub async fn set_instance_runner_id(&self, name: &InstanceName, runner_id: i64) -> Result<()> {
-        sqlx::query("UPDATE instances SET runner_id = ?, updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE instances SET runner_id = $1, updated_at = $2 WHERE name = $3")
             .bind(runner_id)
             .bind(now_ms())
             .bind(name.as_str())
@@ -274,7 +274,7 @@ impl Store {
     /// Forgets `deleted` instances older than `before`.
     pub async fn purge_deleted_instances(&self, before: DateTime<Utc>) -> Result<u64> {
         Ok(
-            sqlx::query("DELETE FROM instances WHERE status = 'deleted' AND deleted_at < ?")
+            sqlx::query("DELETE FROM instances WHERE status = 'deleted' AND deleted_at < $1")
                 .bind(before.timestamp_millis())
                 .execute(self.w())
                 .await?

@@ -11,7 +11,7 @@ use crate::{Result, Store, StoreError, map_constraint, now_ms};
 /// The room left in a pool (0 when it is disabled), read inside the
 /// reserving transaction.
 async fn room(conn: &mut sqlx::SqliteConnection, pool_id: PoolId) -> Result<i64> {
-    let pool = sqlx::query("SELECT max_runners, enabled FROM pools WHERE id = ?")
+    let pool = sqlx::query("SELECT max_runners, enabled FROM pools WHERE id = $1")
         .bind(pool_id.to_string())
         .fetch_optional(&mut *conn)
         .await?
@@ -22,7 +22,7 @@ async fn room(conn: &mut sqlx::SqliteConnection, pool_id: PoolId) -> Result<i64>
         return Ok(0);
     }
     let live: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM instances WHERE pool_id = ? AND status != 'deleted'",
+        "SELECT COUNT(*) FROM instances WHERE pool_id = $1 AND status != 'deleted'",
     )
     .bind(pool_id.to_string())
     .fetch_one(&mut *conn)
@@ -43,7 +43,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
-             VALUES (?, ?, ?, 'pending_create', 'pending', ?, ?, ?)",
+             VALUES ($1, $2, $3, 'pending_create', 'pending', $4, $5, $6)",
         )
         .bind(new.name.as_str())
         .bind(new.pool_id.to_string())
@@ -78,9 +78,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let jobs: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE pool_id = ? AND status = 'queued' AND status_rank <= 1
+            "SELECT id FROM jobs WHERE pool_id = $1 AND status = 'queued' AND status_rank <= 1
                AND id NOT IN (SELECT job_id FROM instances WHERE job_id IS NOT NULL AND status != 'deleted')
-             ORDER BY queued_at LIMIT CAST(? AS INTEGER)",
+             ORDER BY queued_at LIMIT CAST($2 AS INTEGER)",
         )
         .bind(pool_id.to_string())
         .bind(room as i64)
@@ -90,7 +90,7 @@ impl Store {
         for (i, name) in names.iter().take(room).enumerate() {
             sqlx::query(
                 "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
-                 VALUES (?, ?, ?, 'pending_create', 'pending', ?, ?, ?)",
+                 VALUES ($1, $2, $3, 'pending_create', 'pending', $4, $5, $6)",
             )
             .bind(name.as_str())
             .bind(pool_id.to_string())

@@ -25,8 +25,8 @@ impl Store {
     ) -> Result<()> {
         let sealed = self.sealer().seal_secret(&jit_purpose(name), jit_config);
         let done = sqlx::query(
-            "UPDATE instances SET runner_id = ?, jit_config = ?, jit_files_taken = 0, updated_at = ?
-             WHERE name = ?",
+            "UPDATE instances SET runner_id = $1, jit_config = $2, jit_files_taken = 0, updated_at = $3
+             WHERE name = $4",
         )
         .bind(runner_id)
         .bind(sealed)
@@ -47,7 +47,7 @@ impl Store {
             "SELECT ",
             super::instance_columns!(),
             ", jit_config IS NOT NULL AS has_jit, jit_fetched_at IS NOT NULL AS fetched
-             FROM instances WHERE token_hash = ?"
+             FROM instances WHERE token_hash = $1"
         ))
         .bind(&token_hash[..])
         .fetch_optional(self.r())
@@ -67,7 +67,7 @@ impl Store {
     pub async fn take_jit_config(&self, name: &InstanceName) -> Result<Secret> {
         let mut tx = self.w().begin().await?;
         let row = sqlx::query(
-            "SELECT jit_config, jit_fetched_at, jit_files_taken FROM instances WHERE name = ?",
+            "SELECT jit_config, jit_fetched_at, jit_files_taken FROM instances WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&mut *tx)
@@ -89,7 +89,7 @@ impl Store {
         let sealed = sealed
             .ok_or_else(|| StoreError::NotFound(format!("a JIT config for instance {name}")))?;
         let secret = self.sealer().open_secret(&jit_purpose(name), &sealed)?;
-        sqlx::query("UPDATE instances SET jit_config = NULL, jit_fetched_at = ?, jit_files_taken = ?, updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE instances SET jit_config = NULL, jit_fetched_at = $1, jit_files_taken = $2, updated_at = $3 WHERE name = $4")
             .bind(now_ms())
             .bind(i64::from(JitFile::all_bits()))
             .bind(now_ms())
@@ -107,7 +107,7 @@ impl Store {
     pub async fn take_jit_file(&self, name: &InstanceName, file: JitFile) -> Result<Vec<u8>> {
         let mut tx = self.w().begin().await?;
         let row = sqlx::query(
-            "SELECT jit_config, jit_fetched_at, jit_files_taken FROM instances WHERE name = ?",
+            "SELECT jit_config, jit_fetched_at, jit_files_taken FROM instances WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&mut *tx)
@@ -152,8 +152,8 @@ impl Store {
     /// when it could not get a token after all.
     pub async fn claim_registration_token(&self, name: &InstanceName) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE instances SET registration_token_at = ?, updated_at = ?
-             WHERE name = ? AND registration_token_at IS NULL",
+            "UPDATE instances SET registration_token_at = $1, updated_at = $2
+             WHERE name = $3 AND registration_token_at IS NULL",
         )
         .bind(now_ms())
         .bind(now_ms())
@@ -170,7 +170,7 @@ impl Store {
 
     /// Undoes [`Store::claim_registration_token`].
     pub async fn release_registration_token(&self, name: &InstanceName) -> Result<()> {
-        sqlx::query("UPDATE instances SET registration_token_at = NULL WHERE name = ?")
+        sqlx::query("UPDATE instances SET registration_token_at = NULL WHERE name = $1")
             .bind(name.as_str())
             .execute(self.w())
             .await?;
@@ -187,9 +187,9 @@ impl Store {
         agent_id: Option<i64>,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE instances SET os_name = coalesce(?, os_name), os_version = coalesce(?, os_version),
-                runner_id = coalesce(runner_id, ?), updated_at = ?
-             WHERE name = ?",
+            "UPDATE instances SET os_name = coalesce($1, os_name), os_version = coalesce($2, os_version),
+                runner_id = coalesce(runner_id, $3), updated_at = $4
+             WHERE name = $5",
         )
         .bind(os_name)
         .bind(os_version)

@@ -42,7 +42,7 @@ async fn apply(
     change: Change<'_>,
     now: i64,
 ) -> Result<Instance> {
-    let row = sqlx::query("SELECT status, runner_status FROM instances WHERE name = ?")
+    let row = sqlx::query("SELECT status, runner_status FROM instances WHERE name = $1")
         .bind(name.as_str())
         .fetch_optional(&mut *conn)
         .await?
@@ -191,8 +191,8 @@ impl Store {
     /// Records the process a create runs in (while it is `creating`).
     pub async fn set_create_process(&self, name: &InstanceName, p: CallProcess) -> Result<()> {
         sqlx::query(
-            "UPDATE instances SET create_pid = ?, create_pid_start = ?
-             WHERE name = ? AND status = 'creating'",
+            "UPDATE instances SET create_pid = $1, create_pid_start = $2
+             WHERE name = $3 AND status = 'creating'",
         )
         .bind(i64::from(p.pid))
         .bind(i64::try_from(p.start_ticks).map_err(corrupt)?)
@@ -208,7 +208,7 @@ impl Store {
         name: &InstanceName,
         at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        sqlx::query("UPDATE instances SET next_attempt_at = ?, updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE instances SET next_attempt_at = $1, updated_at = $2 WHERE name = $3")
             .bind(at.map(|t| t.timestamp_millis()))
             .bind(now_ms())
             .bind(name.as_str())
@@ -220,7 +220,7 @@ impl Store {
     /// When the next attempt may happen (`None`: now).
     pub async fn next_attempt(&self, name: &InstanceName) -> Result<Option<DateTime<Utc>>> {
         let at: Option<i64> =
-            sqlx::query_scalar("SELECT next_attempt_at FROM instances WHERE name = ?")
+            sqlx::query_scalar("SELECT next_attempt_at FROM instances WHERE name = $1")
                 .bind(name.as_str())
                 .fetch_optional(self.r())
                 .await?

@@ -138,8 +138,8 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             super::instance_columns!(),
-            " FROM instances WHERE pool_id = ? AND status = 'running' AND runner_status = 'idle'
-             ORDER BY created_at, name LIMIT CAST(? AS INTEGER)"
+            " FROM instances WHERE pool_id = $1 AND status = 'running' AND runner_status = 'idle'
+             ORDER BY created_at, name LIMIT CAST($2 AS INTEGER)"
         ))
         .bind(pool_id.to_string())
         .bind(i64::from(limit))
