@@ -2,8 +2,10 @@
 //!
 //! It fetches the JIT config from Hangar's metadata endpoint with the
 //! instance token, reports `installing` and `idle` through the status
-//! callback, and — when the JIT config was issued by FakeGitHub — tells
-//! FakeGitHub that the runner is online, so FakeGitHub can hand it a job.
+//! callback (or `failed` when it got no JIT config), and — when the JIT
+//! config was issued by FakeGitHub (or FakeActions) — tells it that the
+//! runner is online, so it can hand the runner a job. It fails where the
+//! boot script fails and goes on where the script goes on.
 
 use hangar_core::provider::BootstrapParams;
 use serde::{Deserialize, Serialize};
@@ -144,10 +146,17 @@ async fn send(
     }
 }
 
-/// Runs the bootstrap of one instance.
-pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
-    let client = reqwest::Client::new();
-    callback(&client, b, "installing", "simulated boot").await?;
+/// A status callback whose failure does not stop the boot, as in the boot
+/// script (`callback … || log "callback $1 failed"`): the runner goes on
+/// whether or not Hangar heard (say, hangard was killed mid-request).
+async fn report(client: &reqwest::Client, b: &BootstrapParams, status: &str, message: &str) {
+    if let Err(e) = callback(client, b, status, message).await {
+        tracing::warn!(error = %e, "simulated runner: callback failed; going on");
+    }
+}
+
+/// Fetches the JIT config once.
+async fn jit_config(client: &reqwest::Client, b: &BootstrapParams) -> Result<String, BootError> {
     let url = format!("{}/jit-config", b.metadata_url.trim_end_matches('/'));
     let step = format!("GET {url}");
     let resp = send(|| client.get(&url).bearer_auth(b.instance_token.expose()))
@@ -158,8 +167,24 @@ pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
         let body = resp.text().await.unwrap_or_default();
         return Err(BootError::Refused { step, status, body });
     }
-    let jit = resp.text().await.map_err(unreachable(step))?;
-    callback(&client, b, "idle", "simulated runner started").await?;
+    resp.text().await.map_err(unreachable(step))
+}
+
+/// Runs the bootstrap of one instance, step for step as the boot script
+/// does: `installing`, the JIT config (without it the script reports
+/// `failed` and powers off, so Hangar replaces the instance at once),
+/// `idle`; a callback that fails is logged and the boot goes on.
+pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
+    let client = reqwest::Client::new();
+    report(&client, b, "installing", "simulated boot").await;
+    let jit = match jit_config(&client, b).await {
+        Ok(j) => j,
+        Err(e) => {
+            report(&client, b, "failed", "could not fetch the JIT config").await;
+            return Err(e);
+        }
+    };
+    report(&client, b, "idle", "simulated runner started").await;
     let Some(fake) = FakeJitConfig::decode(&jit) else {
         return Ok(BootOutcome::Idle);
     };
