@@ -304,6 +304,54 @@ fn scaleset_commands_against_hangard_and_the_fake_actions_service() {
     );
     assert_eq!(fa.scale_sets()[0].name, "lab-jammy");
 
+    // The same organization under a second endpoint of the same GitHub:
+    // its scale set of that name is the one already driven — a 409 that
+    // says by which, exit code 1, and nothing made.
+    h.ok(&[
+        "endpoint",
+        "add",
+        "--name",
+        "fake-again",
+        "--base-url",
+        &fake,
+        "--api-base-url",
+        &fake,
+    ]);
+    h.ok(&[
+        "credentials",
+        "add",
+        "--name",
+        "fc2",
+        "--endpoint",
+        "fake-again",
+        "--auth-type",
+        "pat",
+        "--pat-oauth-token",
+        "ghp_fake",
+    ]);
+    let twin = h.json(&["org", "add", "--credentials", "fc2", "--name", "octo"]);
+    let twin = twin["id"].as_str().unwrap();
+    let err = h.fails(&[
+        "scaleset",
+        "add",
+        "--org",
+        twin,
+        "--name",
+        "lab-jammy",
+        "--provider-name",
+        "fake",
+        "--image",
+        "i",
+        "--flavor",
+        "f",
+        "--runner-group",
+        "lab",
+    ]);
+    assert!(err.contains("already driven by"), "{err}");
+    assert!(err.contains(&id) && err.contains("details:"), "{err}");
+    assert_eq!(h.json(&["scaleset", "ls"]).as_array().unwrap().len(), 1);
+    assert_eq!(fa.scale_sets().len(), 1);
+
     let gone = h.ok(&["scaleset", "rm", "lab-jammy"]);
     assert!(gone.contains("deleted"), "{gone}");
     assert!(fa.scale_sets().is_empty());

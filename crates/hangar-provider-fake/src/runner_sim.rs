@@ -2,8 +2,10 @@
 //!
 //! It fetches the JIT config from Hangar's metadata endpoint with the
 //! instance token, reports `installing` and `idle` through the status
-//! callback, and — when the JIT config was issued by FakeGitHub — tells
-//! FakeGitHub that the runner is online, so FakeGitHub can hand it a job.
+//! callback (or `failed` when it got no JIT config), and — when the JIT
+//! config was issued by FakeGitHub (or FakeActions) — tells it that the
+//! runner is online, so it can hand the runner a job. It fails where the
+//! boot script fails and goes on where the script goes on.
 
 use hangar_core::provider::BootstrapParams;
 use serde::{Deserialize, Serialize};
@@ -144,10 +146,17 @@ async fn send(
     }
 }
 
-/// Runs the bootstrap of one instance.
-pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
-    let client = reqwest::Client::new();
-    callback(&client, b, "installing", "simulated boot").await?;
+/// A status callback whose failure does not stop the boot, as in the boot
+/// script (`callback … || log "callback $1 failed"`): the runner goes on
+/// whether or not Hangar heard (say, hangard was killed mid-request).
+async fn report(client: &reqwest::Client, b: &BootstrapParams, status: &str, message: &str) {
+    if let Err(e) = callback(client, b, status, message).await {
+        tracing::warn!(error = %e, "simulated runner: callback failed; going on");
+    }
+}
+
+/// Fetches the JIT config once.
+async fn jit_config(client: &reqwest::Client, b: &BootstrapParams) -> Result<String, BootError> {
     let url = format!("{}/jit-config", b.metadata_url.trim_end_matches('/'));
     let step = format!("GET {url}");
     let resp = send(|| client.get(&url).bearer_auth(b.instance_token.expose()))
@@ -158,8 +167,24 @@ pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
         let body = resp.text().await.unwrap_or_default();
         return Err(BootError::Refused { step, status, body });
     }
-    let jit = resp.text().await.map_err(unreachable(step))?;
-    callback(&client, b, "idle", "simulated runner started").await?;
+    resp.text().await.map_err(unreachable(step))
+}
+
+/// Runs the bootstrap of one instance, step for step as the boot script
+/// does: `installing`, the JIT config (without it the script reports
+/// `failed` and powers off, so Hangar replaces the instance at once),
+/// `idle`; a callback that fails is logged and the boot goes on.
+pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
+    let client = reqwest::Client::new();
+    report(&client, b, "installing", "simulated boot").await;
+    let jit = match jit_config(&client, b).await {
+        Ok(j) => j,
+        Err(e) => {
+            report(&client, b, "failed", "could not fetch the JIT config").await;
+            return Err(e);
+        }
+    };
+    report(&client, b, "idle", "simulated runner started").await;
     let Some(fake) = FakeJitConfig::decode(&jit) else {
         return Ok(BootOutcome::Idle);
     };
@@ -189,6 +214,141 @@ pub async fn boot(b: &BootstrapParams) -> Result<BootOutcome, BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback hangard (and runner service) that answers every request
+    /// with 200, except those `cut` picks, whose connection it closes
+    /// without an answer (hangard killed mid-request). Records each
+    /// request as `METHOD path [callback status]`, and serves `jit` as the
+    /// JIT config.
+    async fn server(
+        jit: impl Fn(&str) -> String + Send + Sync + 'static,
+        cut: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (jit, cut, record) = (Arc::new(jit), Arc::new(cut), seen.clone());
+        let base = url.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                let line = head.lines().next().unwrap_or("").to_owned();
+                let mut parts = line.split(' ');
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let status = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["status"].as_str().map(|s| format!(" {s}")))
+                    .unwrap_or_default();
+                let what = format!("{method} {path}{status}");
+                record.lock().unwrap().push(what.clone());
+                if cut(&what) {
+                    drop(sock);
+                    continue;
+                }
+                let answer = if path.ends_with("/jit-config") {
+                    jit(&base)
+                } else {
+                    String::new()
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    fn params(url: &str) -> BootstrapParams {
+        BootstrapParams {
+            repo_url: "https://github.com/octo/app".into(),
+            metadata_url: format!("{url}/api/v1/metadata/"),
+            callback_url: format!("{url}/api/v1/callbacks/status"),
+            instance_token: hangar_core::Secret::new("tok"),
+            jit_config_enabled: true,
+            runner_group: None,
+            tools: vec![],
+            ca_cert_bundle: None,
+            proxy: Default::default(),
+        }
+    }
+
+    /// hangard killed while the VM fetched its JIT config: the boot script
+    /// gives up and reports `failed` (to the restarted hangard), so the
+    /// instance is replaced at once — the simulator does the same.
+    #[tokio::test]
+    async fn a_jit_config_cut_off_is_reported_failed() {
+        let (url, seen) = server(|_| String::new(), |w| w.starts_with("GET ")).await;
+        let e = boot(&params(&url)).await.unwrap_err();
+        assert!(matches!(e, BootError::Unreachable { .. }), "{e}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "POST /api/v1/callbacks/status installing",
+                "GET /api/v1/metadata/jit-config",
+                "POST /api/v1/callbacks/status failed",
+            ]
+        );
+    }
+
+    /// hangard killed while the runner reported `idle`: the runner is up
+    /// regardless, as in the boot script, and comes online at the service.
+    #[tokio::test]
+    async fn a_cut_off_status_callback_does_not_stop_the_runner() {
+        let jit = |base: &str| {
+            FakeJitConfig {
+                fake_github_url: base.to_owned(),
+                runner_id: 7,
+                runner_name: "hangar-x".into(),
+            }
+            .encode()
+        };
+        let (url, seen) = server(jit, |w| w.ends_with(" idle")).await;
+        let out = boot(&params(&url)).await.unwrap();
+        assert_eq!(out, BootOutcome::OnlineAtFakeGitHub { runner_id: 7 });
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "POST /api/v1/callbacks/status installing",
+                "GET /api/v1/metadata/jit-config",
+                "POST /api/v1/callbacks/status idle",
+                "POST /_fake/runners/7/online",
+            ]
+        );
+    }
 
     #[test]
     fn fake_jit_round_trip() {

@@ -38,7 +38,9 @@ pub struct SchedulerConfig {
     /// GitHub calls at once per set of credentials.
     pub github_concurrency: usize,
     /// Seconds a running instance may be missing from the provider's list
-    /// before it counts as lost (covers list/create races).
+    /// before it counts as lost (covers list/create races). A scale set
+    /// runner unchanged this long is looked up on the Actions service, at
+    /// most once per this many seconds, and retired when it is gone there.
     pub lost_instance_grace_secs: u64,
     /// Seconds to let in-flight provider calls finish on shutdown (retry
     /// pauses and GitHub calls stop at once).

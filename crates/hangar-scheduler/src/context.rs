@@ -2,7 +2,7 @@
 //! GitHub (through its call wrapper), the providers, settings, metrics, the
 //! pool queue and the set of instances with a step under way.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -53,6 +53,9 @@ pub(crate) struct Ctx {
     pub intake: Arc<crate::intake::Pressure>,
     /// Instances with a create or delete step under way.
     in_flight: Mutex<HashSet<InstanceName>>,
+    /// When the sweep last asked the Actions service for each scale set
+    /// runner (so each is asked at most once per lost-instance grace).
+    pub scale_set_runner_checks: Mutex<HashMap<InstanceName, DateTime<Utc>>>,
     /// Wakes the scale set listeners' supervisor (a scale set was created,
     /// changed or deleted).
     pub scale_sets_changed: tokio::sync::Notify,
@@ -100,6 +103,7 @@ impl Ctx {
             tasks: TaskTracker::new(),
             intake: Arc::default(),
             in_flight: Mutex::default(),
+            scale_set_runner_checks: Mutex::default(),
             scale_sets_changed: tokio::sync::Notify::new(),
             shutdown,
         }

@@ -33,7 +33,8 @@ pub struct SweepReport {
     pub lost_instances: u32,
     /// GitHub runners with this controller's label and no live instance.
     pub stray_runners_deleted: u32,
-    /// Instances whose runner vanished from GitHub.
+    /// Instances whose runner vanished from GitHub (a scale set's: from
+    /// the Actions service).
     pub runners_gone: u32,
     /// Long-queued jobs re-checked against GitHub, and how many were closed.
     pub jobs_rechecked: u32,
@@ -57,6 +58,9 @@ pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError>
     }
     if let Err(e) = sweep_github_runners(ctx, &mut r).await {
         tracing::warn!(error = %e, "GitHub runner sweep failed");
+    }
+    if let Err(e) = sweep_scale_set_runners(ctx, &mut r).await {
+        tracing::warn!(error = %e, "scale set runner sweep failed");
     }
     if let Err(e) = sweep_jobs(ctx, &mut r).await {
         tracing::warn!(error = %e, "job sweep failed");
@@ -319,9 +323,8 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
         }
         let registered: HashSet<i64> = runners.iter().map(|rn| rn.id).collect();
         for inst in live.iter().filter(|i| entity_pools.contains(&i.pool_id)) {
-            // A scale set's runners are the Actions service's: the delete
-            // step removes them there, and they leave its queue's jobs,
-            // not this listing, when done.
+            // A scale set's runners are the Actions service's, not this
+            // listing's: `sweep_scale_set_runners` asks the service.
             if scale_set_pools.contains(&inst.pool_id) {
                 continue;
             }
@@ -353,6 +356,113 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
             }
         }
     }
+    Ok(())
+}
+
+/// Scale set runners the Actions service no longer has: the runner the
+/// instance registered (its JIT config) was removed there — it ran its job
+/// and left while no `JobCompleted` reached us, or it was deleted — so the
+/// instance serves nothing and only blocks a replacement that would take
+/// the scale set's waiting jobs (they are assigned to the scale set, not
+/// to a runner). Its VM the provider lost is `sweep_providers`' and a
+/// runner that never comes up is the bootstrap timeout's, as in any pool.
+///
+/// One `GET …/agents?agentName=` per running instance, each at most once
+/// per `lost_instance_grace_secs`, and only once the instance has been
+/// unchanged that long (a runner is registered before its VM is asked
+/// for, so a young one is never mistaken for a lost one).
+async fn sweep_scale_set_runners(
+    ctx: &Arc<Ctx>,
+    r: &mut SweepReport,
+) -> Result<(), SchedulerError> {
+    if ctx.github.actions().is_none() {
+        return Ok(());
+    }
+    let store = &ctx.store;
+    let grace = chrono::Duration::seconds(ctx.config.lost_instance_grace_secs as i64);
+    let now = ctx.now();
+    let mut live_names = HashSet::new();
+    for ss in store.listened_scale_sets().await? {
+        let insts = store
+            .list_instances(&InstanceFilter {
+                pool_id: Some(ss.pool_id),
+                ..Default::default()
+            })
+            .await?;
+        live_names.extend(insts.iter().map(|i| i.name.clone()));
+        let due: Vec<&hangar_core::Instance> = insts
+            .iter()
+            .filter(|i| {
+                i.status == InstanceStatus::Running
+                    && !matches!(
+                        i.runner_status,
+                        RunnerStatus::Terminated | RunnerStatus::Failed
+                    )
+                    && now - i.updated_at > grace
+                    && !ctx.is_in_flight(&i.name)
+            })
+            .filter(|i| {
+                let checks = ctx
+                    .scale_set_runner_checks
+                    .lock()
+                    .expect("scale set runner checks");
+                checks.get(&i.name).is_none_or(|at| now - *at > grace)
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let target = match ctx.github.target(ss.entity_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(entity.id = %ss.entity_id, error = %e, "cannot load entity");
+                continue;
+            }
+        };
+        for inst in due {
+            let found = ctx
+                .github
+                .scale_set_runner_by_name(&target, inst.name.as_str())
+                .await;
+            match found {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    // Asked while the instance may have moved on (the
+                    // listener retired it): the transition tables decide.
+                    tracing::warn!(instance.name = %inst.name, scale_set.id = %ss.id, "runner gone from the Actions service; retiring instance");
+                    if ignore_moved(
+                        store
+                            .transition(
+                                &inst.name,
+                                Change::Status(
+                                    InstanceStatus::PendingDelete,
+                                    Some("runner gone from the Actions service"),
+                                ),
+                            )
+                            .await,
+                    )?
+                    .is_some()
+                    {
+                        r.runners_gone += 1;
+                        ctx.queue.wake(inst.pool_id);
+                    }
+                }
+                Err(e) => {
+                    // Asked again next sweep; the rest of this scale set too.
+                    tracing::warn!(scale_set.id = %ss.id, error = %e, "cannot ask the Actions service for a runner");
+                    break;
+                }
+            }
+            ctx.scale_set_runner_checks
+                .lock()
+                .expect("scale set runner checks")
+                .insert(inst.name.clone(), now);
+        }
+    }
+    ctx.scale_set_runner_checks
+        .lock()
+        .expect("scale set runner checks")
+        .retain(|name, _| live_names.contains(name));
     Ok(())
 }
 

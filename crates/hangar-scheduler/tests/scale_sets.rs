@@ -451,3 +451,150 @@ async fn the_run_loop_starts_and_stops_listeners() {
     assert_eq!(s.progress().await.session_id, None);
     assert_eq!(s.h.actions.calls("create_session"), 2);
 }
+
+/// The runner reports in, as the boot script does once it listens.
+async fn runner_idle(s: &Set, inst: &Instance) {
+    s.h.store
+        .transition(
+            &inst.name,
+            hangar_store::Change::Runner(RunnerStatus::Idle, None),
+        )
+        .await
+        .unwrap();
+}
+
+/// One job through the scale set: it is assigned and gets one runner,
+/// which reports idle. Returns the job's request id and that instance.
+async fn one_assigned_job(s: &Set, l: &mut hangar_scheduler::ScaleSetListener) -> (i64, Instance) {
+    let rid = s.h.actions.queue_job(s.gid);
+    s.drain(l).await;
+    s.h.scheduler.run_until_idle().await;
+    assert!(s.statuses().await.contains(&(rid, "assigned".to_owned())));
+    let inst = s.live().await.pop().expect("a runner for the job");
+    assert_eq!(inst.status, InstanceStatus::Running);
+    runner_idle(s, &inst).await;
+    (rid, inst)
+}
+
+/// The job waiting on the scale set is served by the runner that replaced
+/// `gone`: it takes the job, completes it, and is deleted in turn.
+async fn served_by_a_replacement(
+    s: &Set,
+    l: &mut hangar_scheduler::ScaleSetListener,
+    rid: i64,
+    gone: &Instance,
+) {
+    s.h.scheduler.run_until_idle().await;
+    let old = s.h.store.instance(&gone.name).await.unwrap();
+    assert_eq!(old.status, InstanceStatus::Deleted, "{old:#?}");
+    let live = s.live().await;
+    assert_eq!(live.len(), 1, "one replacement: {live:#?}");
+    let new = &live[0];
+    assert_ne!(new.name, gone.name);
+    assert!(
+        s.h.actions.start_job(new.name.as_str()),
+        "the job still waits for a runner of the scale set"
+    );
+    s.drain(l).await;
+    assert!(s.h.actions.complete_job(new.name.as_str()));
+    s.drain(l).await;
+    s.h.scheduler.run_until_idle().await;
+    assert!(
+        s.statuses().await.contains(&(rid, "completed".to_owned())),
+        "{:?}",
+        s.statuses().await
+    );
+    assert!(s.live().await.is_empty(), "{:#?}", s.live().await);
+    assert!(s.h.provider.instances().is_empty(), "no VM left");
+    assert!(s.h.actions.runners().is_empty(), "no runner left");
+}
+
+/// A runner the Actions service no longer has (removed there, or it left
+/// without a `JobCompleted` reaching us) serves nothing: past the
+/// lost-instance grace the sweep asks the service, retires the instance,
+/// and the job assigned to the scale set gets a new runner. A runner the
+/// service still has is left alone, and asked about at most once per grace.
+#[tokio::test(start_paused = true)]
+async fn a_runner_gone_from_the_actions_service_is_retired_and_its_job_served() {
+    let s = scale_set(2, 0).await;
+    let mut l = s.h.scheduler.scale_set_listener(&s.id);
+    let (rid, inst) = one_assigned_job(&s, &mut l).await;
+
+    // Registered and young: nothing to ask yet, nothing retired.
+    let r = s.h.scheduler.sweep().await.unwrap();
+    assert_eq!(r.runners_gone, 0);
+    assert_eq!(
+        s.h.actions.calls("get_runner_by_name"),
+        0,
+        "too young to ask"
+    );
+    let grace = std::time::Duration::from_secs(s.h.config.lost_instance_grace_secs + 1);
+    s.h.after(grace).await;
+    let r = s.h.scheduler.sweep().await.unwrap();
+    assert_eq!(r.runners_gone, 0, "still registered: left alone");
+    assert_eq!(s.h.actions.calls("get_runner_by_name"), 1);
+    s.h.scheduler.sweep().await.unwrap();
+    assert_eq!(s.h.actions.calls("get_runner_by_name"), 1, "once per grace");
+
+    assert!(s.h.actions.drop_runner(inst.name.as_str()));
+    s.h.after(grace).await;
+    let r = s.h.scheduler.sweep().await.unwrap();
+    assert_eq!(r.runners_gone, 1, "{r:?}");
+    let retired = s.h.store.instance(&inst.name).await.unwrap();
+    assert_eq!(retired.status, InstanceStatus::PendingDelete);
+    assert_eq!(
+        retired.status_message.as_deref(),
+        Some("runner gone from the Actions service")
+    );
+    served_by_a_replacement(&s, &mut l, rid, &inst).await;
+}
+
+/// A runner whose VM the provider lost (killed, crashed host) is retired by
+/// the sweep as in any pool, and the job assigned to the scale set gets a
+/// new runner.
+#[tokio::test(start_paused = true)]
+async fn a_runner_whose_vm_vanished_is_retired_and_its_job_served() {
+    let s = scale_set(2, 0).await;
+    let mut l = s.h.scheduler.scale_set_listener(&s.id);
+    let (rid, inst) = one_assigned_job(&s, &mut l).await;
+    assert!(s.h.provider.lose(inst.name.as_str()));
+    s.h.after(std::time::Duration::from_secs(
+        s.h.config.lost_instance_grace_secs + 1,
+    ))
+    .await;
+    let r = s.h.scheduler.sweep().await.unwrap();
+    assert_eq!(r.lost_instances, 1, "{r:?}");
+    served_by_a_replacement(&s, &mut l, rid, &inst).await;
+}
+
+/// A runner that never comes up (its VM never reports in) is retired at
+/// the pool's bootstrap timeout, its registration removed from the
+/// service, and the job assigned to the scale set gets a new runner.
+#[tokio::test(start_paused = true)]
+async fn a_runner_that_never_comes_up_is_retired_at_the_bootstrap_timeout() {
+    let s = scale_set(2, 0).await;
+    let mut l = s.h.scheduler.scale_set_listener(&s.id);
+    let rid = s.h.actions.queue_job(s.gid);
+    s.drain(&mut l).await;
+    s.h.scheduler.run_until_idle().await;
+    let inst = s.live().await.pop().expect("a runner for the job");
+    assert_eq!(inst.runner_status, RunnerStatus::Pending);
+    let timeout = u64::from(s.h.pool.spec.runner_bootstrap_timeout) * 60;
+    s.h.after(std::time::Duration::from_secs(timeout + 1)).await;
+    let old = s.h.store.instance(&inst.name).await.unwrap();
+    assert_eq!(old.status, InstanceStatus::Deleted, "{old:#?}");
+    assert!(
+        old.status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("bootstrap timeout")),
+        "{old:#?}"
+    );
+    assert!(
+        s.h.actions
+            .runners()
+            .iter()
+            .all(|r| r.name != inst.name.as_str()),
+        "its registration is removed"
+    );
+    served_by_a_replacement(&s, &mut l, rid, &inst).await;
+}

@@ -307,6 +307,72 @@ async fn a_scale_set_already_on_github_is_adopted_not_duplicated() {
     assert_eq!(w.fa.scale_sets().len(), 1);
 }
 
+/// A GitHub scale set that another Hangar scale set drives already (it
+/// was renamed on GitHub, so a create finds it under the new name) is not
+/// adopted twice: 409 naming the other one, nothing stored, nothing
+/// changed on GitHub — on create and on an update that makes it again.
+#[tokio::test]
+async fn a_github_scale_set_driven_by_another_is_a_conflict() {
+    let w = world().await;
+    let path = format!("/api/v1/organizations/{}/scalesets", w.org);
+    let (s, first) = call(&w, "POST", &path, Some(body("lab"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let gid = first["github_id"].as_i64().unwrap();
+    let target = w.store.forge_target(w.org).await.unwrap();
+    let config = GitHubConfig::default();
+    let client = ActionsClient::new(config.clone(), Arc::new(GitHubForge::new(config)));
+    let renamed = ScaleSetRequest {
+        name: "lab-renamed".into(),
+        runner_group_id: 1,
+        labels: Vec::new(),
+        disable_update: false,
+    };
+    client
+        .update_scale_set(&target, gid, &renamed)
+        .await
+        .unwrap();
+
+    let (s, e) = call(&w, "POST", &path, Some(body("lab-renamed"))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains(&gid.to_string()) && msg.contains(first["id"].as_str().unwrap()),
+        "{e}"
+    );
+    assert!(e["details"].as_str().is_some(), "{e}");
+    assert_eq!(w.store.list_scale_sets(None).await.unwrap().len(), 1);
+    let remote = w.fa.scale_sets();
+    assert_eq!(remote.len(), 1, "nothing made or removed on GitHub");
+    assert_eq!(
+        (remote[0].id, remote[0].name.as_str()),
+        (gid, "lab-renamed")
+    );
+
+    // A scale set gone from GitHub, updated to that name: its update would
+    // adopt the same one. Refused; its settings stay as they were.
+    let (s, other) = call(&w, "POST", &path, Some(body("other"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{other}");
+    let oid = other["id"].as_str().unwrap();
+    w.fa.delete_scale_set("other");
+    w.store
+        .mark_scale_set_deleted_on_github(oid, "404 from GitHub")
+        .await
+        .unwrap();
+    let (s, e) = call(
+        &w,
+        "PUT",
+        &format!("/api/v1/scalesets/{oid}"),
+        Some(json!({"name": "lab-renamed", "max_runners": 3})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (_, shown) = call(&w, "GET", &format!("/api/v1/scalesets/{oid}"), None).await;
+    assert_eq!(shown["name"], "other", "{shown}");
+    assert_eq!(shown["max_runners"], 4, "{shown}");
+    assert_eq!(shown["state"], "deleted_on_github", "{shown}");
+    assert_eq!(w.fa.scale_sets().len(), 1);
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_before_github_and_nothing_is_stored() {
     let w = world().await;

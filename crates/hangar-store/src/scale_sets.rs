@@ -83,7 +83,58 @@ async fn refuse_taken_name(
     }
 }
 
+/// The scale set row (other than `except`) that already drives GitHub's
+/// scale set `github_id` as seen by `entity_id`: the same id on the same
+/// scope (kind, owner, name) of a GitHub reached at the same API URL —
+/// the entity itself, or its twin under another endpoint of that GitHub.
+/// Ids are only compared within a scope: the Actions service numbers
+/// scale sets per tenant, so another organisation may have the same id.
+async fn adopted_by(
+    conn: &mut sqlx::SqliteConnection,
+    github_id: i64,
+    entity_id: EntityId,
+    except: Option<ScaleSetId>,
+) -> Result<Option<(String, String)>> {
+    let row = sqlx::query(
+        "SELECT s.id, s.name FROM scale_sets s
+           JOIN entities e ON e.id = s.entity_id
+           JOIN endpoints p ON p.name = e.endpoint_name
+           JOIN entities me ON me.id = $2
+           JOIN endpoints mp ON mp.name = me.endpoint_name
+          WHERE s.github_id = $1 AND s.id != $3
+            AND e.kind = me.kind AND lower(e.owner) = lower(me.owner)
+            AND lower(e.name) = lower(me.name)
+            AND lower(rtrim(p.api_base_url, '/')) = lower(rtrim(mp.api_base_url, '/'))
+          LIMIT 1",
+    )
+    .bind(github_id)
+    .bind(entity_id.to_string())
+    .bind(except.map(|e| e.to_string()).unwrap_or_default())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+fn adopted_conflict(github_id: i64, (id, name): (String, String)) -> StoreError {
+    StoreError::Conflict(format!(
+        "GitHub scale set {github_id} is already driven by scale set {name:?} ({id})"
+    ))
+}
+
 impl Store {
+    /// The scale set (id, name) that already drives GitHub's scale set
+    /// `github_id` for `entity_id`'s scope, other than `except`: a second
+    /// row adopting it would run a second listener on one queue.
+    pub async fn scale_set_adopting(
+        &self,
+        github_id: i64,
+        entity_id: EntityId,
+        except: Option<ScaleSetId>,
+    ) -> Result<Option<(String, String)>> {
+        let mut conn = self.r().acquire().await?;
+        adopted_by(&mut conn, github_id, entity_id, except).await
+    }
+
     /// Stores a scale set and its pool (tagged with the scale set's name,
     /// `scale_set = 1`) in one transaction.
     pub async fn create_scale_set(&self, new: &NewScaleSet) -> Result<ScaleSet> {
@@ -95,6 +146,11 @@ impl Store {
         let now = now_ms();
         let mut tx = self.w().begin().await?;
         refuse_taken_name(&mut tx, new.entity_id, &new.spec, None).await?;
+        if let Some(gid) = new.github_id
+            && let Some(other) = adopted_by(&mut tx, gid, new.entity_id, None).await?
+        {
+            return Err(adopted_conflict(gid, other));
+        }
         insert_pool(&mut tx, pool_id, new.entity_id, &new.spec.pool_spec(), true).await?;
         sqlx::query(
             "INSERT INTO scale_sets (id, entity_id, pool_id, name, runner_group, github_id,
@@ -271,18 +327,28 @@ impl Store {
         github_id: Option<i64>,
         runner_group_id: Option<i64>,
     ) -> Result<ScaleSet> {
-        let done = sqlx::query(
+        let mut tx = self.w().begin().await?;
+        let entity: String = sqlx::query_scalar("SELECT entity_id FROM scale_sets WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+        if let Some(gid) = github_id
+            && let Some(other) =
+                adopted_by(&mut tx, gid, entity.parse().map_err(corrupt)?, Some(id)).await?
+        {
+            return Err(adopted_conflict(gid, other));
+        }
+        sqlx::query(
             "UPDATE scale_sets SET github_id = $1, runner_group_id = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(github_id)
         .bind(runner_group_id)
         .bind(now_ms())
         .bind(id.to_string())
-        .execute(self.w())
+        .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("scale set {id}")));
-        }
+        tx.commit().await?;
         self.scale_set(id).await
     }
 

@@ -48,11 +48,14 @@ fn spec(name: &str, max: u32) -> ScaleSetSpec {
     )
 }
 
+/// A scale set as the API stores it once made on GitHub, under an id of
+/// its own there.
 fn new(entity: EntityId, name: &str) -> NewScaleSet {
+    static NEXT_GITHUB_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(7);
     NewScaleSet {
         entity_id: entity,
         spec: spec(name, 4),
-        github_id: Some(7),
+        github_id: Some(NEXT_GITHUB_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         runner_group_id: Some(1),
     }
 }
@@ -340,4 +343,109 @@ async fn deletes_refuse_while_machines_live_and_then_take_both_rows() {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.list_scale_sets(None).await.unwrap(), vec![s]);
+}
+
+/// One GitHub scale set is driven by one row: a second row adopting its id
+/// — in the same entity (renamed on GitHub behind Hangar's back), or in
+/// the same scope registered under a second endpoint of the same GitHub —
+/// is a conflict and stores nothing; another scope may have the same id
+/// (the service numbers scale sets per tenant).
+#[tokio::test]
+async fn a_github_scale_set_is_adopted_by_one_row_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (entity, _) = seed(&store).await;
+    let first = store
+        .create_scale_set(&new(entity.id, "lab"))
+        .await
+        .unwrap();
+    let gid = first.github_id.unwrap();
+    let before = store.list_pools(None).await.unwrap().len();
+
+    let mut again = new(entity.id, "renamed-on-github");
+    again.github_id = Some(gid);
+    let e = store.create_scale_set(&again).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains(&gid.to_string()) && m.contains("lab")),
+        "{e}"
+    );
+    assert_eq!(store.list_scale_sets(None).await.unwrap().len(), 1);
+    assert_eq!(store.list_pools(None).await.unwrap().len(), before);
+    assert_eq!(
+        store
+            .scale_set_adopting(gid, entity.id, None)
+            .await
+            .unwrap()
+            .map(|(id, _)| id),
+        Some(first.id.to_string())
+    );
+    assert_eq!(
+        store
+            .scale_set_adopting(gid, entity.id, Some(first.id))
+            .await
+            .unwrap(),
+        None,
+        "a row does not conflict with itself"
+    );
+
+    // Recording the id on another row is refused too, and changes nothing.
+    let mut unmade = new(entity.id, "unmade");
+    unmade.github_id = None;
+    let other = store.create_scale_set(&unmade).await.unwrap();
+    let e = store
+        .set_scale_set_github(other.id, Some(gid), Some(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert_eq!(store.scale_set(other.id).await.unwrap().github_id, None);
+    // Its own id again is fine.
+    store
+        .set_scale_set_github(first.id, Some(gid), Some(2))
+        .await
+        .unwrap();
+
+    // The same organisation under a second endpoint of the same GitHub.
+    store
+        .create_endpoint(&sample::endpoint(
+            "github-again",
+            "https://github.com",
+            "https://API.github.com/",
+        ))
+        .await
+        .unwrap();
+    store
+        .create_credentials(&sample::pat("gh2", "github-again", "ghp_y"))
+        .await
+        .unwrap();
+    let twin = store
+        .create_entity(&NewEntity {
+            scope: EntityScope::Organization {
+                name: "ACME".into(),
+            },
+            credentials_name: ResourceName::parse("gh2").unwrap(),
+            webhook_secret: Secret::new("s"),
+        })
+        .await
+        .unwrap();
+    let mut twin_set = new(twin.id, "lab");
+    twin_set.github_id = Some(gid);
+    assert!(matches!(
+        store.create_scale_set(&twin_set).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Another organisation's scale set may carry the same number.
+    let other_org = store
+        .create_entity(&NewEntity {
+            scope: EntityScope::Organization {
+                name: "globex".into(),
+            },
+            credentials_name: ResourceName::parse("gh").unwrap(),
+            webhook_secret: Secret::new("s"),
+        })
+        .await
+        .unwrap();
+    let mut elsewhere = new(other_org.id, "lab");
+    elsewhere.github_id = Some(gid);
+    store.create_scale_set(&elsewhere).await.unwrap();
 }

@@ -269,6 +269,22 @@ impl MemoryActions {
         rid
     }
 
+    /// The runner leaves the service behind Hangar's back (an admin removed
+    /// it, or the service dropped it): `false` when there is no idle one
+    /// by that name. A job assigned to the scale set stays assigned to the
+    /// scale set, for whichever of its runners comes next.
+    pub fn drop_runner(&self, name: &str) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let Some(id) = s.runners.values().find(|r| r.name == name).map(|r| r.id) else {
+            return false;
+        };
+        if s.busy.contains(&id) {
+            return false;
+        }
+        s.runners.remove(&id);
+        true
+    }
+
     /// The runner named `runner` takes the oldest job assigned to its scale
     /// set (JobStarted). `false` when there is none to take.
     pub fn start_job(&self, runner: &str) -> bool {

@@ -165,6 +165,28 @@ async fn find_or_create(
     Ok((remote, true))
 }
 
+/// The 409 for a GitHub scale set that another scale set row drives
+/// already: two rows would run two listeners on one queue.
+async fn adopted_elsewhere(
+    s: &AppState,
+    github_id: i64,
+    entity: EntityId,
+    except: Option<ScaleSetId>,
+) -> ApiResult<Option<ApiError>> {
+    Ok(s.store
+        .scale_set_adopting(github_id, entity, except)
+        .await?
+        .map(|(id, name)| {
+            ApiError::conflict(format!(
+                "GitHub scale set {github_id} is already driven by scale set {name:?} ({id})"
+            ))
+            .with_details(
+                "one GitHub scale set is driven by one Hangar scale set only: \
+                 delete the other one first, or choose a name GitHub has no scale set under",
+            )
+        }))
+}
+
 /// Core validation, the size limit, then the provider's.
 async fn validate(s: &AppState, spec: &ScaleSetSpec, resized: bool) -> ApiResult<()> {
     spec.validate().map_err(bad)?;
@@ -226,6 +248,9 @@ async fn create_for(
     }
     let target = s.store.forge_target(entity).await?;
     let (remote, made) = find_or_create(s, &target, &spec).await?;
+    if !made && let Some(conflict) = adopted_elsewhere(s, remote.id, entity, None).await? {
+        return Err(conflict);
+    }
     let stored = s
         .store
         .create_scale_set(&NewScaleSet {
@@ -346,6 +371,17 @@ async fn update_set(
         }
         Some(_) => None,
     };
+    // A scale set found on GitHub by name may be one another row drives
+    // already (renamed there, or the same scope under a second endpoint):
+    // refused before anything is stored, GitHub put back as it was.
+    if let Some((r, _)) = &remote
+        && let Some(conflict) = adopted_elsewhere(s, r.id, old.entity_id, Some(id)).await?
+    {
+        if let Some((r, undo)) = remote {
+            undo.run(s, &target, r.id).await;
+        }
+        return Err(conflict);
+    }
 
     let stored = async {
         let mut set = s.store.update_scale_set(id, &spec).await?;
