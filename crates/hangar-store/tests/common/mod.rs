@@ -251,3 +251,105 @@ fn the_database_name_is_replaced_and_the_query_kept() {
     );
     assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
 }
+
+/// Every table of a PostgreSQL test database as text, rows sorted, bytes
+/// as `encode(…, 'escape')` (printable bytes stay as they are): to compare
+/// a database before and after, or to look for a plain-text secret.
+pub async fn dump(db: &TestDb) -> String {
+    assert!(db.is_postgres(), "dump reads PostgreSQL");
+    let mut c = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+          WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let mut out = String::new();
+    for table in tables {
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(column_name AS TEXT), CAST(data_type AS TEXT)
+               FROM information_schema.columns
+              WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+        )
+        .bind(&table)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let exprs: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| {
+                let text = if ty == "bytea" {
+                    format!("encode(\"{name}\", 'escape')")
+                } else {
+                    format!("CAST(\"{name}\" AS TEXT)")
+                };
+                format!("COALESCE({text}, 'NULL')")
+            })
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        out.push_str(&format!("== {table} ({})\n", names.join(", ")));
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT concat_ws(' | ', {}) FROM \"{table}\" ORDER BY 1",
+            exprs.join(", ")
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        for row in rows {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    c.close().await.ok();
+    out
+}
+
+/// A connection of the test's own beside the store's, to put rows into
+/// states the store's API would not (the same SQL on both backends).
+pub enum Raw {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+/// A parameter of [`Raw::execute`].
+pub enum Arg<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+}
+
+impl Raw {
+    pub async fn connect(db: &TestDb) -> Self {
+        use sqlx::ConnectOptions as _;
+        match db.sqlite_file() {
+            Some(file) => Raw::Sqlite(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(file)
+                    .connect()
+                    .await
+                    .unwrap(),
+            ),
+            None => Raw::Postgres(sqlx::PgConnection::connect(&db.url()).await.unwrap()),
+        }
+    }
+
+    /// Runs `sql` (`$1…` placeholders) with `args`; returns the rows changed.
+    pub async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> u64 {
+        macro_rules! run {
+            ($conn:expr) => {{
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                for a in args {
+                    q = match a {
+                        Arg::Text(t) => q.bind(*t),
+                        Arg::Int(i) => q.bind(*i),
+                    };
+                }
+                q.execute($conn).await.unwrap().rows_affected()
+            }};
+        }
+        match self {
+            Raw::Sqlite(c) => run!(c),
+            Raw::Postgres(c) => run!(c),
+        }
+    }
+}
