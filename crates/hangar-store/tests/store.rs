@@ -1207,6 +1207,80 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     assert_eq!(job.conclusion.as_deref(), Some("success"));
 }
 
+/// PostgreSQL's migrations 3 and 7 move data as SQLite's rebuilds do: a
+/// database left by migrations 1 and 2, with a job seen queued and in
+/// progress, keeps what was seen on the job row (`actions_seen`), and its
+/// entity learns its credentials' endpoint and becomes unique per endpoint.
+#[tokio::test]
+async fn postgres_migrations_carry_old_rows_forward() {
+    use sqlx::Connection as _;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let old = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
+    for m in ["0001_init.sql", "0002_jobs_pool_queued_index.sql"] {
+        std::fs::copy(root.join(m), old.path().join(m)).unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    let old_migrations = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    old_migrations.run(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO endpoints (name, base_url, api_base_url, created_at, updated_at)
+         VALUES ('gh', 'https://github.com', 'https://api.github.com', 1, 1),
+                ('ghes', 'https://ghes.example', 'https://ghes.example/api/v3', 1, 1);
+         INSERT INTO credentials (name, endpoint_name, auth_type, secret, created_at, updated_at)
+         VALUES ('gh', 'gh', 'pat', '\\x00', 1, 1), ('ghes', 'ghes', 'pat', '\\x00', 1, 1);
+         INSERT INTO entities (id, kind, owner, name, credentials_name, webhook_secret, created_at, updated_at)
+         VALUES ('e1', 'repository', 'octo', 'app', 'gh', '\\x00', 1, 1);
+         INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, labels, repository,
+             runner_name, queued_at, created_at, updated_at)
+         VALUES (5, 1, 'e1', 'in_progress', 2, '[\"linux\"]', 'octo/app', 'hangar-1', 1, 1, 1),
+                (6, 1, 'e1', 'queued', 1, '[]', 'octo/app', NULL, 1, 1, 1);
+         INSERT INTO job_events VALUES (5, 1, 'queued', 1), (5, 1, 'in_progress', 2), (6, 1, 'queued', 1);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let store = open(&db).await;
+    assert_eq!(
+        store.applied_migrations().await.unwrap(),
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    );
+    store.close().await;
+    let seen: Vec<(i64, i64)> = sqlx::query_as("SELECT id, actions_seen FROM jobs ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(seen, [(5, 2 | 4), (6, 2)], "queued 2, in_progress 4");
+    let endpoint: String = sqlx::query_scalar("SELECT endpoint_name FROM entities WHERE id = 'e1'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(endpoint, "gh");
+    // Unique per endpoint now, ignoring case as before.
+    let insert = "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name,
+        webhook_secret, created_at, updated_at) VALUES ($1, 'repository', 'OCTO', 'App', $2, $2, '\\x00', 1, 1)";
+    sqlx::query(insert)
+        .bind("e2")
+        .bind("ghes")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let dup = sqlx::query(insert)
+        .bind("e3")
+        .bind("gh")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&dup, sqlx::Error::Database(d) if d.is_unique_violation()),
+        "{dup}"
+    );
+    conn.close().await.unwrap();
+}
+
 /// The SQL that narrows reconcile's reads (`instances_needing_work` and
 /// `pool_state.instance_work`) selects exactly the instances core's step
 /// rule has a step for, and its usage counts are core's `is_spare` and
