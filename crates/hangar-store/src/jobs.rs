@@ -413,7 +413,8 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("job {id} attempt {run_attempt}")))
     }
 
-    /// Which of these (job, attempt) pairs are recorded at all.
+    /// Which of these (job, attempt) pairs are recorded at all, in key
+    /// order (per chunk of 200).
     pub async fn known_jobs(&self, keys: &[(JobId, i64)]) -> Result<Vec<(JobId, i64)>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(200) {
@@ -429,7 +430,7 @@ impl Store {
                         .push_bind_unseparated(*attempt)
                         .push_unseparated(")");
                 }
-                q.push(")");
+                q.push(") ORDER BY id, run_attempt");
                 for r in q.build().fetch_all(c).await? {
                     out.push((JobId(r.get(0)), r.get(1)));
                 }

@@ -3,70 +3,12 @@
 //! replicas would) leave each job once, with the status its latest action
 //! gives, and each delivery recorded by exactly one of them.
 
+mod common;
+
+use common::TestDb;
 use hangar_core::*;
 use hangar_store::*;
 use hangar_testkit::sample;
-
-const PASS: &str = "a test passphrase that is long enough!";
-
-/// A fresh store: a SQLite file, or with `HANGAR_TEST_POSTGRES_URL` set, a
-/// new database on that server (dropped by the guard).
-struct TestDb {
-    store: Store,
-    _dir: tempfile::TempDir,
-    postgres: Option<(String, String)>,
-}
-
-impl TestDb {
-    async fn open(sqlite: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let server = std::env::var("HANGAR_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty());
-        let (url, postgres) = match server {
-            Some(server) if !sqlite => {
-                let name = format!("hangar_job_intake_{}", uuid::Uuid::new_v4().simple());
-                admin(&server, &format!("CREATE DATABASE {name}")).await;
-                let url = match server.rsplit_once('/') {
-                    Some((base, _)) => format!("{base}/{name}"),
-                    None => panic!("HANGAR_TEST_POSTGRES_URL has no database part"),
-                };
-                (url, Some((server, name)))
-            }
-            _ => (
-                format!("sqlite://{}", dir.path().join("hangar.db").display()),
-                None,
-            ),
-        };
-        let store = Store::open(&StoreOptions::new(url, Secret::new(PASS)))
-            .await
-            .expect("store opens");
-        Self {
-            store,
-            _dir: dir,
-            postgres,
-        }
-    }
-
-    async fn close(self) {
-        self.store.close().await;
-        if let Some((server, name)) = &self.postgres {
-            admin(server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
-        }
-    }
-}
-
-async fn admin(server: &str, sql: &str) {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(server)
-        .await
-        .expect("HANGAR_TEST_POSTGRES_URL answers");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.ok();
-}
 
 async fn seed(store: &Store) -> Entity {
     store.create_endpoint(&sample::github_com()).await.unwrap();
@@ -113,10 +55,10 @@ fn batch(entity: EntityId, base: i64, jobs: i64) -> Vec<JobEvent> {
         JobAction::Completed,
     ];
     let mut out = Vec::new();
-    for step in 0..3 {
+    for (step, action) in actions.into_iter().enumerate() {
         for n in 0..jobs {
             if step <= (n % 3) as usize {
-                out.push(event(entity, base + n, actions[step]));
+                out.push(event(entity, base + n, action));
             }
         }
     }
@@ -131,9 +73,8 @@ fn expected_status(n: i64) -> JobStatus {
     }
 }
 
-async fn same_batch_from_concurrent_tasks(sqlite: bool) {
-    let db = TestDb::open(sqlite).await;
-    let store = db.store.clone();
+async fn the_same_deliveries_from_concurrent_tasks_are_recorded_once(db: TestDb) {
+    let store = db.open().await;
     let entity = seed(&store).await;
     const JOBS: i64 = 40;
     const TASKS: usize = 4;
@@ -196,17 +137,7 @@ async fn same_batch_from_concurrent_tasks(sqlite: bool) {
             }
         }
     }
-    db.close().await;
+    store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_same_deliveries_from_concurrent_tasks_are_recorded_once_on_sqlite() {
-    same_batch_from_concurrent_tasks(true).await;
-}
-
-/// Runs against PostgreSQL when `HANGAR_TEST_POSTGRES_URL` is set (else on
-/// SQLite again).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_same_deliveries_from_concurrent_tasks_are_recorded_once_on_postgres() {
-    same_batch_from_concurrent_tasks(false).await;
-}
+on_both_backends!(the_same_deliveries_from_concurrent_tasks_are_recorded_once);
