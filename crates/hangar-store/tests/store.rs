@@ -1207,6 +1207,80 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     assert_eq!(job.conclusion.as_deref(), Some("success"));
 }
 
+/// PostgreSQL's migrations 3 and 7 move data as SQLite's rebuilds do: a
+/// database left by migrations 1 and 2, with a job seen queued and in
+/// progress, keeps what was seen on the job row (`actions_seen`), and its
+/// entity learns its credentials' endpoint and becomes unique per endpoint.
+#[tokio::test]
+async fn postgres_migrations_carry_old_rows_forward() {
+    use sqlx::Connection as _;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let old = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
+    for m in ["0001_init.sql", "0002_jobs_pool_queued_index.sql"] {
+        std::fs::copy(root.join(m), old.path().join(m)).unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    let old_migrations = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    old_migrations.run(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO endpoints (name, base_url, api_base_url, created_at, updated_at)
+         VALUES ('gh', 'https://github.com', 'https://api.github.com', 1, 1),
+                ('ghes', 'https://ghes.example', 'https://ghes.example/api/v3', 1, 1);
+         INSERT INTO credentials (name, endpoint_name, auth_type, secret, created_at, updated_at)
+         VALUES ('gh', 'gh', 'pat', '\\x00', 1, 1), ('ghes', 'ghes', 'pat', '\\x00', 1, 1);
+         INSERT INTO entities (id, kind, owner, name, credentials_name, webhook_secret, created_at, updated_at)
+         VALUES ('e1', 'repository', 'octo', 'app', 'gh', '\\x00', 1, 1);
+         INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank, labels, repository,
+             runner_name, queued_at, created_at, updated_at)
+         VALUES (5, 1, 'e1', 'in_progress', 2, '[\"linux\"]', 'octo/app', 'hangar-1', 1, 1, 1),
+                (6, 1, 'e1', 'queued', 1, '[]', 'octo/app', NULL, 1, 1, 1);
+         INSERT INTO job_events VALUES (5, 1, 'queued', 1), (5, 1, 'in_progress', 2), (6, 1, 'queued', 1);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let store = open(&db).await;
+    assert_eq!(
+        store.applied_migrations().await.unwrap(),
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    );
+    store.close().await;
+    let seen: Vec<(i64, i64)> = sqlx::query_as("SELECT id, actions_seen FROM jobs ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(seen, [(5, 2 | 4), (6, 2)], "queued 2, in_progress 4");
+    let endpoint: String = sqlx::query_scalar("SELECT endpoint_name FROM entities WHERE id = 'e1'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(endpoint, "gh");
+    // Unique per endpoint now, ignoring case as before.
+    let insert = "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name,
+        webhook_secret, created_at, updated_at) VALUES ($1, 'repository', 'OCTO', 'App', $2, $2, '\\x00', 1, 1)";
+    sqlx::query(insert)
+        .bind("e2")
+        .bind("ghes")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let dup = sqlx::query(insert)
+        .bind("e3")
+        .bind("gh")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&dup, sqlx::Error::Database(d) if d.is_unique_violation()),
+        "{dup}"
+    );
+    conn.close().await.unwrap();
+}
+
 /// The SQL that narrows reconcile's reads (`instances_needing_work` and
 /// `pool_state.instance_work`) selects exactly the instances core's step
 /// rule has a step for, and its usage counts are core's `is_spare` and
@@ -1454,6 +1528,107 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
         .unwrap();
 }
 
+/// The first admin is made once, even by several callers at once (several
+/// replicas on PostgreSQL); names match ignoring case, as on SQLite; a new
+/// password bumps the token generation.
+async fn the_first_admin_is_made_once_and_names_ignore_case(db: TestDb) {
+    let store = open(&db).await;
+    assert!(!store.has_admin().await.unwrap());
+    assert_eq!(store.first_admin_name().await.unwrap(), None);
+    let tries: Vec<_> = (0..4)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_first_admin(
+                        &format!("Admin{n}"),
+                        None,
+                        Some("The Admin"),
+                        "$argon2id$x",
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(user) => made.push(user),
+            Err(StoreError::Conflict(m)) => assert!(m.contains("already exists"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "exactly one first admin: {made:?}");
+    let admin = &made[0];
+    assert!(admin.is_admin);
+    assert_eq!(admin.token_generation, 0);
+    assert!(store.has_admin().await.unwrap());
+    assert_eq!(
+        store.first_admin_name().await.unwrap().as_deref(),
+        Some(admin.username.as_str())
+    );
+    let shouted = admin.username.to_uppercase();
+    assert_eq!(
+        store.user_by_name(&shouted).await.unwrap().as_ref(),
+        Some(admin),
+        "user names ignore case"
+    );
+    let changed = store.set_password(&shouted, "$argon2id$y").await.unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$y");
+    assert_eq!(changed.token_generation, 1);
+    assert_eq!(store.user_by_id(admin.id).await.unwrap(), changed);
+    assert!(matches!(
+        store.set_password("nobody", "$argon2id$z").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn endpoints_are_created_updated_listed_and_deleted(db: TestDb) {
+    let store = open(&db).await;
+    let gh = store.create_endpoint(&sample::github_com()).await.unwrap();
+    assert_eq!(gh, sample::github_com());
+    let e = store
+        .create_endpoint(&sample::github_com())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("already exists")),
+        "{e}"
+    );
+    let mut ghes = sample::github_com();
+    ghes.name = ResourceName::parse("ghes").unwrap();
+    ghes.base_url = "https://ghes.example".into();
+    ghes.api_base_url = "https://ghes.example/api/v3".into();
+    store.create_endpoint(&ghes).await.unwrap();
+    ghes.description = "the company's".into();
+    ghes.ca_bundle = Some("-----BEGIN CERTIFICATE-----".into());
+    assert_eq!(store.update_endpoint(&ghes).await.unwrap(), ghes);
+    let names: Vec<_> = store
+        .list_endpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["ghes", "github.com"]);
+    let mut unknown = ghes.clone();
+    unknown.name = ResourceName::parse("nope").unwrap();
+    assert!(matches!(
+        store.update_endpoint(&unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_endpoint("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.delete_endpoint("ghes").await.unwrap();
+    assert!(matches!(
+        store.endpoint("ghes").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.list_endpoints().await.unwrap(), vec![gh]);
+}
+
 async fn delivery_cursors_only_move_forward_per_hook(db: TestDb) {
     let store = open(&db).await;
     assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
@@ -1530,6 +1705,8 @@ async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found(db: TestDb
 }
 
 on_both_backends!(
+    the_first_admin_is_made_once_and_names_ignore_case,
+    endpoints_are_created_updated_listed_and_deleted,
     creates_folder_and_file_and_keeps_data_across_restarts,
     short_passphrase_is_refused,
     no_secret_is_stored_in_plain_text,
