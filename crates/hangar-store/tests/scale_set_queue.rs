@@ -204,7 +204,101 @@ async fn started_and_completed_jobs_move_the_runner_in_the_same_transaction(db: 
     );
 }
 
+/// Several connections (on PostgreSQL, as several replicas' listeners
+/// would after a failover) apply messages to one scale set at once: each
+/// message id is applied once, and the last applied id never goes back.
+async fn concurrent_applies_apply_each_message_once(db: TestDb) {
+    let (store, _pool, id) = setup(&db, 10, 0).await;
+    let same = msg(
+        2,
+        1,
+        vec![
+            ScaleSetJobEvent::Available { job: job(10) },
+            ScaleSetJobEvent::Assigned { job: job(10) },
+        ],
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (store, id, m) = (store.clone(), id.clone(), same.clone());
+        tasks.push(tokio::spawn(async move {
+            store.apply_scale_set_message(&id, &m, &[10]).await.unwrap()
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        if t.await.unwrap() != AppliedMessage::AlreadyApplied {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1, "one of the six applies the message");
+
+    // Newer ids from several tasks, in no particular order: whichever
+    // lands last, the scale set ends at the highest.
+    let mut tasks = Vec::new();
+    for message_id in [5, 3, 7, 4, 6, 3, 7] {
+        let (store, id) = (store.clone(), id.clone());
+        let m = msg(
+            message_id,
+            message_id,
+            vec![ScaleSetJobEvent::Available {
+                job: job(100 + message_id),
+            }],
+        );
+        tasks.push(tokio::spawn(async move {
+            (
+                message_id,
+                store.apply_scale_set_message(&id, &m, &[]).await.unwrap(),
+            )
+        }));
+    }
+    let mut applied_ids = Vec::new();
+    for t in tasks {
+        let (message_id, out) = t.await.unwrap();
+        if out != AppliedMessage::AlreadyApplied {
+            applied_ids.push(message_id);
+        }
+    }
+    let mut unique = applied_ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), applied_ids.len(), "no id applied twice");
+    assert!(applied_ids.contains(&7));
+    let p = store.scale_set_progress(&id).await.unwrap().unwrap();
+    assert_eq!(p.last_message_id, 7);
+    assert_eq!(p.desired_runners, 7, "the counters of message 7");
+    store.close().await;
+}
+
+/// Concurrent creates of one scale set's pool each serve a different
+/// waiting request, and no request is served twice.
+async fn each_waiting_request_is_served_once(db: TestDb) {
+    let (store, pool, id) = setup(&db, 10, 0).await;
+    let events = (1..=3)
+        .map(|rid| ScaleSetJobEvent::Assigned { job: job(rid) })
+        .collect();
+    store
+        .apply_scale_set_message(&id, &msg(1, 3, events), &[])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.serve_scale_set_job(pool.id).await.unwrap()
+        }));
+    }
+    let mut served = 0;
+    for t in tasks {
+        served += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(served, 3, "three waiting requests, each served once");
+    assert_eq!(store.serve_scale_set_job(pool.id).await.unwrap(), None);
+    store.close().await;
+}
+
 on_both_backends!(
     status_moves_forward_only_and_old_messages_change_nothing,
     started_and_completed_jobs_move_the_runner_in_the_same_transaction,
+    concurrent_applies_apply_each_message_once,
+    each_waiting_request_is_served_once,
 );

@@ -66,7 +66,7 @@ async fn a_scale_set_is_stored_with_its_pool_and_read_back(db: TestDb) {
     let s = store.create_scale_set(&n).await.unwrap();
     assert_eq!(s.spec, n.spec);
     assert_eq!(s.entity_id, entity.id);
-    assert_eq!((s.github_id, s.runner_group_id), (Some(7), Some(1)));
+    assert_eq!((s.github_id, s.runner_group_id), (n.github_id, Some(1)));
     assert_eq!(s.state, ScaleSetState::Active);
     assert_eq!((s.last_message_id, s.desired_runners), (0, 0));
     assert_eq!(s.statistics, None);
