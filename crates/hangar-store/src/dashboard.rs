@@ -5,10 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::{InstanceName, InstanceStatus, Job, JobStatus, PoolId, RunnerStatus};
-use sqlx::Row;
 
 use crate::jobs::job_from_row;
-use crate::{Result, Store, corrupt, to_dt};
+use crate::{DbRow, Result, Store, corrupt, on, to_dt};
 
 /// Jobs waiting for a runner in one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,47 +63,47 @@ impl Store {
     /// Queued jobs per pool with the oldest one's queue time (jobs no pool
     /// matched are left out).
     pub async fn pool_queues(&self) -> Result<Vec<PoolQueue>> {
-        let rows = sqlx::query(
-            "SELECT pool_id, COUNT(*) AS n, MIN(queued_at) AS oldest FROM jobs
+        let sql = "SELECT pool_id, COUNT(*) AS n, MIN(queued_at) AS oldest FROM jobs
               WHERE status_rank <= 1 AND status = 'queued' AND pool_id IS NOT NULL
-              GROUP BY pool_id",
-        )
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PoolQueue {
-                    pool_id: r.get::<String, _>("pool_id").parse().map_err(corrupt)?,
-                    queued: r.get::<i64, _>("n") as u32,
-                    oldest_queued_at: to_dt(r.get("oldest")),
+              GROUP BY pool_id";
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql).fetch_all(c).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(PoolQueue {
+                        pool_id: r.get::<String, _>("pool_id").parse().map_err(corrupt)?,
+                        queued: r.get::<i64, _>("n") as u32,
+                        oldest_queued_at: to_dt(r.get("oldest")),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The waits of jobs whose runner took them at or after `since`,
     /// oldest first.
     pub async fn wait_samples(&self, since: DateTime<Utc>) -> Result<Vec<WaitSample>> {
-        let rows = sqlx::query(
-            "SELECT pool_id, started_at, started_at - queued_at AS wait FROM jobs
-              WHERE started_at >= $1 ORDER BY started_at",
-        )
-        .bind(since.timestamp_millis())
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(WaitSample {
-                    pool_id: r
-                        .get::<Option<String>, _>("pool_id")
-                        .map(|p| p.parse())
-                        .transpose()
-                        .map_err(corrupt)?,
-                    started_at: to_dt(r.get("started_at")),
-                    wait_ms: r.get::<i64, _>("wait").max(0),
+        let sql = "SELECT pool_id, started_at, started_at - queued_at AS wait FROM jobs
+              WHERE started_at >= $1 ORDER BY started_at";
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql)
+                .bind(since.timestamp_millis())
+                .fetch_all(c)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(WaitSample {
+                        pool_id: r
+                            .get::<Option<String>, _>("pool_id")
+                            .map(|p| p.parse())
+                            .transpose()
+                            .map_err(corrupt)?,
+                        started_at: to_dt(r.get("started_at")),
+                        wait_ms: r.get::<i64, _>("wait").max(0),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Instances that failed (a create retried or waiting for its retry, a
@@ -112,68 +111,80 @@ impl Store {
     /// deleted ones included. `create_attempts` counts every create, the
     /// one that worked too.
     pub async fn recent_failures(&self, limit: u32) -> Result<Vec<FailureRow>> {
-        let rows = sqlx::query(
-            "SELECT name, pool_id, status, runner_status, status_message, create_attempts,
+        let sql = "SELECT name, pool_id, status, runner_status, status_message, create_attempts,
                     delete_attempts, updated_at FROM instances
               WHERE status = 'error' OR runner_status = 'failed' OR delete_attempts > 0
                  OR create_attempts > 1
                  OR (create_attempts > 0 AND status = 'pending_create')
                  OR status_message LIKE 'runner not up%'
-              ORDER BY updated_at DESC LIMIT CAST($1 AS INTEGER)",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FailureRow {
-                    name: InstanceName::parse(r.get::<&str, _>("name")).map_err(corrupt)?,
-                    pool_id: r.get::<String, _>("pool_id").parse().map_err(corrupt)?,
-                    status: r.get::<String, _>("status").parse().map_err(corrupt)?,
-                    runner_status: r
-                        .get::<String, _>("runner_status")
-                        .parse()
-                        .map_err(corrupt)?,
-                    message: r.get("status_message"),
-                    create_attempts: r.get::<i64, _>("create_attempts") as u32,
-                    delete_attempts: r.get::<i64, _>("delete_attempts") as u32,
-                    at: to_dt(r.get("updated_at")),
+              ORDER BY updated_at DESC LIMIT CAST($1 AS INTEGER)";
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(c).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(FailureRow {
+                        name: InstanceName::parse(r.get::<&str, _>("name")).map_err(corrupt)?,
+                        pool_id: r.get::<String, _>("pool_id").parse().map_err(corrupt)?,
+                        status: r.get::<String, _>("status").parse().map_err(corrupt)?,
+                        runner_status: r
+                            .get::<String, _>("runner_status")
+                            .parse()
+                            .map_err(corrupt)?,
+                        message: r.get("status_message"),
+                        create_attempts: r.get::<i64, _>("create_attempts") as u32,
+                        delete_attempts: r.get::<i64, _>("delete_attempts") as u32,
+                        at: to_dt(r.get("updated_at")),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Jobs with their queue, start and finish times, newest first.
     pub async fn jobs_with_times(&self, f: &JobTimesFilter) -> Result<Vec<JobTimes>> {
-        let mut q = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE 1 = 1");
-        if let Some(s) = f.status {
-            q.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(r) = f.repository.as_deref().filter(|r| !r.is_empty()) {
-            q.push(" AND instr(lower(repository), lower(")
-                .push_bind(r.to_owned())
-                .push(")) > 0");
-        }
-        if let Some(l) = f.label.as_deref().filter(|l| !l.is_empty()) {
-            q.push(" AND EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE lower(value) = lower(")
+        // Where the dialects differ: the position of a substring, and the
+        // elements of a JSON array (labels are stored as JSON text).
+        let (find, labels) = match self.backend_name() {
+            "postgres" => (
+                "strpos",
+                "json_array_elements_text(CAST(jobs.labels AS JSON)) AS l(value)",
+            ),
+            _ => ("instr", "json_each(jobs.labels)"),
+        };
+        on!(self, read, |c| {
+            let mut q = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE 1 = 1");
+            if let Some(s) = f.status {
+                q.push(" AND status = ").push_bind(s.as_str());
+            }
+            if let Some(r) = f.repository.as_deref().filter(|r| !r.is_empty()) {
+                q.push(format_args!(" AND {find}(lower(repository), lower("))
+                    .push_bind(r.to_owned())
+                    .push(")) > 0");
+            }
+            if let Some(l) = f.label.as_deref().filter(|l| !l.is_empty()) {
+                q.push(format_args!(
+                    " AND EXISTS (SELECT 1 FROM {labels} WHERE lower(value) = lower("
+                ))
                 .push_bind(l.to_owned())
                 .push("))");
-        }
-        q.push(" ORDER BY updated_at DESC, id DESC LIMIT CAST(")
-            .push_bind(i64::from(f.limit.max(1)))
-            .push(" AS INTEGER)");
-        let rows = q.build().fetch_all(self.r()).await?;
-        rows.iter()
-            .map(|r| {
-                let job = job_from_row(r)?;
-                let finished_at = (job.status == JobStatus::Completed).then_some(job.updated_at);
-                Ok(JobTimes {
-                    queued_at: to_dt(r.get("queued_at")),
-                    started_at: r.get::<Option<i64>, _>("started_at").map(to_dt),
-                    finished_at,
-                    job,
+            }
+            q.push(" ORDER BY updated_at DESC, id DESC LIMIT CAST(")
+                .push_bind(i64::from(f.limit.max(1)))
+                .push(" AS INTEGER)");
+            let rows = q.build().fetch_all(c).await?;
+            rows.iter()
+                .map(|r| {
+                    let job = job_from_row(r)?;
+                    let finished_at =
+                        (job.status == JobStatus::Completed).then_some(job.updated_at);
+                    Ok(JobTimes {
+                        queued_at: to_dt(r.get("queued_at")),
+                        started_at: r.get::<Option<i64>, _>("started_at").map(to_dt),
+                        finished_at,
+                        job,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 }

@@ -165,7 +165,7 @@ where
     Ok(q.fetch_all(exec).await?)
 }
 
-pub(crate) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
+pub(crate) fn job_from_row(row: &impl crate::DbRow) -> Result<Job> {
     let entity_id: String = row.get("entity_id");
     let pool_id: Option<String> = row.get("pool_id");
     Ok(Job {

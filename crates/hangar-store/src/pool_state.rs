@@ -2,12 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::{Pool, PoolId};
-use sqlx::Row;
 
 use crate::instances::{PoolUsage, needs_step_from_where, usage_from_row, usage_select};
 use crate::jobs::PoolDemand;
 use crate::pools::pool_from_row;
-use crate::{Result, Store};
+use crate::{DbRow, Result, Store, on};
 
 /// One pool as reconcile sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,49 +50,54 @@ impl Store {
     ) -> Result<Option<PoolState>> {
         // The LIMIT is `hangar_core::policy::demand_cap` over the pool's row
         // and its usage (a test holds the two together).
-        let row = sqlx::query(concat!(
+        let sql = concat!(
             "WITH u AS (",
             usage_select!(),
-            "), cap AS (SELECT min(p.max_runners + p.min_idle_runners + u.spare + u.idle + 1, 4294967295) AS n
-                         FROM pools p, u WHERE p.id = ?1)
+            "), cap AS (SELECT CASE WHEN p.max_runners + p.min_idle_runners + u.spare + u.idle + 1 < 4294967295
+                                   THEN p.max_runners + p.min_idle_runners + u.spare + u.idle + 1
+                                   ELSE 4294967295 END AS n
+                         FROM pools p, u WHERE p.id = $1)
              SELECT p.*, u.*,
-               (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = ?1 AND status = 'queued' AND status_rank <= 1
-                  LIMIT (SELECT n FROM cap))) AS queued,
+               (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE pool_id = $1 AND status = 'queued' AND status_rank <= 1
+                  LIMIT (SELECT n FROM cap)) AS q) AS queued,
                (SELECT COUNT(*) FROM (SELECT 1 FROM jobs
-                  WHERE pool_id = ?1 AND status = 'queued' AND status_rank <= 1 AND queued_at > ?3
-                  LIMIT (SELECT n FROM cap))) AS queued_young,
+                  WHERE pool_id = $1 AND status = 'queued' AND status_rank <= 1 AND queued_at > $3
+                  LIMIT (SELECT n FROM cap)) AS q) AS queued_young,
                EXISTS (SELECT 1 ",
-            needs_step_from_where!("?2 - p.runner_bootstrap_timeout * 60000"),
+            needs_step_from_where!("$2 - p.runner_bootstrap_timeout * 60000"),
             ") AS instance_work,
-               (SELECT CASE WHEN s.state = 'active' THEN s.desired_runners ELSE 0 END
-                  FROM scale_sets s WHERE s.pool_id = ?1) AS ss_desired,
-               CASE WHEN p.scale_set = 1 THEN (SELECT COUNT(*) FROM instances
-                  WHERE pool_id = ?1 AND status IN ('pending_create', 'creating', 'running', 'error')
-                    AND runner_status IN ('pending', 'installing', 'idle', 'active')) ELSE 0 END AS ss_serving
-             FROM pools p, u WHERE p.id = ?1"
-        ))
-        .bind(pool_id.to_string())
-        .bind(now.timestamp_millis())
-        .bind(young_after.timestamp_millis())
-        .fetch_optional(self.r())
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(PoolState {
-            pool: pool_from_row(&row)?,
-            usage: usage_from_row(&row),
-            demand: PoolDemand {
-                queued: row.get::<i64, _>("queued") as u32,
-                queued_young: row.get::<i64, _>("queued_young") as u32,
-            },
-            instance_work: row.get("instance_work"),
-            scale_set: row
-                .get::<Option<i64>, _>("ss_desired")
-                .map(|d| ScaleSetDemand {
-                    desired: d.max(0) as u32,
-                    serving: row.get::<i64, _>("ss_serving") as u32,
-                }),
-        }))
+               (SELECT CAST(CASE WHEN s.state = 'active' THEN s.desired_runners ELSE 0 END AS BIGINT)
+                  FROM scale_sets s WHERE s.pool_id = $1) AS ss_desired,
+               CAST(CASE WHEN p.scale_set THEN (SELECT COUNT(*) FROM instances
+                  WHERE pool_id = $1 AND status IN ('pending_create', 'creating', 'running', 'error')
+                    AND runner_status IN ('pending', 'installing', 'idle', 'active')) ELSE 0 END AS BIGINT) AS ss_serving
+             FROM pools p, u WHERE p.id = $1"
+        );
+        on!(self, read, |c| {
+            let row = sqlx::query(sql)
+                .bind(pool_id.to_string())
+                .bind(now.timestamp_millis())
+                .bind(young_after.timestamp_millis())
+                .fetch_optional(c)
+                .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            Ok(Some(PoolState {
+                pool: pool_from_row(&row)?,
+                usage: usage_from_row(&row),
+                demand: PoolDemand {
+                    queued: row.get::<i64, _>("queued") as u32,
+                    queued_young: row.get::<i64, _>("queued_young") as u32,
+                },
+                instance_work: row.get("instance_work"),
+                scale_set: row
+                    .get::<Option<i64>, _>("ss_desired")
+                    .map(|d| ScaleSetDemand {
+                        desired: d.max(0) as u32,
+                        serving: row.get::<i64, _>("ss_serving") as u32,
+                    }),
+            }))
+        })
     }
 }

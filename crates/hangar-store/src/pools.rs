@@ -5,11 +5,13 @@
 use chrono::{DateTime, Utc};
 use hangar_core::policy::Breaker;
 use hangar_core::{EntityId, Labels, Pool, PoolId, PoolSpec, ResourceName, RunnerPrefix};
-use sqlx::Row;
 
-use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+use crate::instances::locking;
+use crate::{
+    DbRow, Result, Store, StoreError, corrupt, map_constraint, now_ms, on, per_backend, to_dt,
+};
 
-fn breaker_from_row(row: &sqlx::sqlite::SqliteRow) -> Breaker {
+fn breaker_from_row(row: &impl DbRow) -> Breaker {
     Breaker {
         consecutive_failures: row.get::<i64, _>("consecutive_failures") as u32,
         last_error: row.get("last_error"),
@@ -17,10 +19,11 @@ fn breaker_from_row(row: &sqlx::sqlite::SqliteRow) -> Breaker {
     }
 }
 
+per_backend! {
 /// A pool's row, in `conn`'s transaction; `scale_set` marks the pool of a
 /// scale set (hidden from pool listings and webhook matching).
 pub(crate) async fn insert_pool(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     id: PoolId,
     entity_id: EntityId,
     spec: &PoolSpec,
@@ -67,7 +70,7 @@ pub(crate) async fn insert_pool(
 /// Rewrites a pool's settings in `conn`'s transaction; `false` when there
 /// is no such pool.
 pub(crate) async fn update_pool_row(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     id: PoolId,
     spec: &PoolSpec,
 ) -> Result<bool> {
@@ -101,10 +104,14 @@ pub(crate) async fn update_pool_row(
 /// Refuses (409) while the pool has instances that are not deleted: a
 /// pool, or a scale set, goes only once its machines are gone.
 pub(crate) async fn refuse_live_instances(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     id: PoolId,
     what: &str,
 ) -> Result<()> {
+    // The pool's row is held first (until the caller's transaction ends):
+    // a reservation holds it while it adds an instance, so none can slip
+    // in between this check and the caller's delete.
+    hold_pool(conn, id).await?;
     let live: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM instances WHERE pool_id = $1 AND status != 'deleted' ORDER BY name",
     )
@@ -123,7 +130,44 @@ pub(crate) async fn refuse_live_instances(
     )))
 }
 
-pub(crate) fn pool_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Pool> {
+/// Forgets the pool's breaker and lets its creates that waited for the
+/// breaker start at once (their wait is the only `next_attempt_at` a
+/// `pending_create` instance carries besides a provider's or GitHub's
+/// back-off, which their own gates still enforce).
+pub(super) async fn close_breaker(conn: &mut Conn, id: PoolId) -> Result<()> {
+    let gone = sqlx::query("DELETE FROM pool_breakers WHERE pool_id = $1")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if gone.rows_affected() > 0 {
+        sqlx::query(
+            "UPDATE instances SET next_attempt_at = NULL
+             WHERE pool_id = $1 AND status = 'pending_create' AND next_attempt_at IS NOT NULL",
+        )
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Locks the pool's row on PostgreSQL until the caller's transaction
+/// ends (nothing on SQLite, whose one writer runs one transaction at a
+/// time): the deciders of one pool (breaker, reservations) queue there.
+pub(super) async fn hold_pool(conn: &mut Conn, id: PoolId) -> Result<()> {
+    sqlx::query(locking!("SELECT id FROM pools WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(())
+}
+}
+
+/// Transitional: `scale_sets` still runs on the SQLite writer only.
+#[allow(unused_imports)]
+pub(crate) use on_sqlite::{insert_pool, refuse_live_instances, update_pool_row};
+
+pub(crate) fn pool_from_row(row: &impl DbRow) -> Result<Pool> {
     let id: String = row.get("id");
     let entity_id: String = row.get("entity_id");
     let tags: Labels = serde_json::from_str(row.get("tags")).map_err(corrupt)?;
@@ -160,52 +204,58 @@ impl Store {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let id = PoolId::new_random();
-        let mut conn = self.w().acquire().await?;
-        insert_pool(&mut conn, id, entity_id, spec, false).await?;
-        drop(conn);
+        on!(self, write, m, |c| {
+            let mut conn = c.acquire().await?;
+            m::insert_pool(&mut conn, id, entity_id, spec, false).await?;
+        });
         self.pool(id).await
     }
 
     pub async fn pool(&self, id: PoolId) -> Result<Pool> {
-        let row = sqlx::query("SELECT * FROM pools WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.r())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pool {id}")))?;
-        pool_from_row(&row)
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM pools WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("pool {id}")))?;
+            pool_from_row(&row)
+        })
     }
 
     /// The pools webhooks serve (every pool but scale sets'), or those of
     /// one entity: what `/pools` lists and what a job's labels are matched
     /// against.
     pub async fn list_webhook_pools(&self, entity_id: Option<EntityId>) -> Result<Vec<Pool>> {
-        let rows = sqlx::query(
-            "SELECT * FROM pools WHERE scale_set = 0 AND (?1 IS NULL OR entity_id = ?1)
-             ORDER BY created_at, id",
-        )
-        .bind(entity_id.map(|e| e.to_string()))
-        .fetch_all(self.r())
-        .await?;
-        rows.iter().map(pool_from_row).collect()
+        let sql = "SELECT * FROM pools WHERE scale_set = FALSE AND ($1 IS NULL OR entity_id = $1)
+             ORDER BY created_at, id";
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql)
+                .bind(entity_id.map(|e| e.to_string()))
+                .fetch_all(c)
+                .await?;
+            rows.iter().map(pool_from_row).collect()
+        })
     }
 
     /// All pools, or the pools of one entity, scale sets' included: what
     /// the engine reconciles and sweeps.
     pub async fn list_pools(&self, entity_id: Option<EntityId>) -> Result<Vec<Pool>> {
-        let rows = match entity_id {
-            Some(e) => {
-                sqlx::query("SELECT * FROM pools WHERE entity_id = $1 ORDER BY created_at, id")
-                    .bind(e.to_string())
-                    .fetch_all(self.r())
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM pools ORDER BY created_at, id")
-                    .fetch_all(self.r())
-                    .await?
-            }
-        };
-        rows.iter().map(pool_from_row).collect()
+        on!(self, read, |c| {
+            let rows = match entity_id {
+                Some(e) => {
+                    sqlx::query("SELECT * FROM pools WHERE entity_id = $1 ORDER BY created_at, id")
+                        .bind(e.to_string())
+                        .fetch_all(c)
+                        .await?
+                }
+                None => {
+                    sqlx::query("SELECT * FROM pools ORDER BY created_at, id")
+                        .fetch_all(c)
+                        .await?
+                }
+            };
+            rows.iter().map(pool_from_row).collect()
+        })
     }
 
     /// Replaces a pool's spec (the caller merged and validated it) and
@@ -213,71 +263,81 @@ impl Store {
     pub async fn update_pool(&self, id: PoolId, spec: &PoolSpec) -> Result<Pool> {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut tx = self.w().begin().await?;
-        let done = update_pool_row(&mut tx, id, spec).await?;
-        if !done {
-            return Err(StoreError::NotFound(format!("pool {id}")));
-        }
-        // The operator changed the pool: whatever failed may work now.
-        close_breaker(&mut tx, id).await?;
-        tx.commit().await?;
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let done = m::update_pool_row(&mut tx, id, spec).await?;
+            if !done {
+                return Err(StoreError::NotFound(format!("pool {id}")));
+            }
+            // The operator changed the pool: whatever failed may work now.
+            m::close_breaker(&mut tx, id).await?;
+            tx.commit().await?;
+        });
         self.pool(id).await
     }
 
     /// The pool's breaker (closed, no failures, when it has no row).
     pub async fn pool_breaker(&self, id: PoolId) -> Result<Breaker> {
-        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.r())
-            .await?;
-        Ok(row.as_ref().map(breaker_from_row).unwrap_or_default())
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(c)
+                .await?;
+            Ok(row.as_ref().map(breaker_from_row).unwrap_or_default())
+        })
     }
 
     /// Every pool with failures since its last successful create.
     pub async fn pool_breakers(&self) -> Result<Vec<(PoolId, Breaker)>> {
-        let rows = sqlx::query("SELECT * FROM pool_breakers")
-            .fetch_all(self.r())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let p: String = r.get("pool_id");
-                Ok((p.parse().map_err(corrupt)?, breaker_from_row(r)))
-            })
-            .collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query("SELECT * FROM pool_breakers")
+                .fetch_all(c)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let p: String = r.get("pool_id");
+                    Ok((p.parse().map_err(corrupt)?, breaker_from_row(r)))
+                })
+                .collect()
+        })
     }
 
     /// Records a failed create: `decide` turns the stored breaker into the
-    /// new one (core's rule), read and written in one transaction so
-    /// concurrent failures all count. Returns the new breaker.
+    /// new one (core's rule), read and written in one transaction holding
+    /// the pool, so concurrent failures (from any connection or replica)
+    /// all count. Returns the new breaker.
     pub async fn record_pool_failure(
         &self,
         id: PoolId,
         decide: impl FnOnce(&Breaker) -> Breaker,
     ) -> Result<Breaker> {
-        let mut tx = self.w().begin().await?;
-        let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = $1")
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            m::hold_pool(&mut tx, id).await?;
+            let row = sqlx::query("SELECT * FROM pool_breakers WHERE pool_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let old = row.as_ref().map(breaker_from_row).unwrap_or_default();
+            let new = decide(&old);
+            let now = now_ms();
+            sqlx::query(
+                "INSERT INTO pool_breakers (pool_id, consecutive_failures, last_error, last_failure_at, next_attempt_at, updated_at)
+                 SELECT $1, $2, $3, $4, $5, $4 WHERE EXISTS (SELECT 1 FROM pools WHERE id = $1)
+                 ON CONFLICT (pool_id) DO UPDATE SET consecutive_failures = excluded.consecutive_failures,
+                    last_error = excluded.last_error, last_failure_at = excluded.last_failure_at,
+                    next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
+            )
             .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+            .bind(i64::from(new.consecutive_failures))
+            .bind(&new.last_error)
+            .bind(now)
+            .bind(new.next_attempt_at.map(|t| t.timestamp_millis()))
+            .execute(&mut *tx)
             .await?;
-        let old = row.as_ref().map(breaker_from_row).unwrap_or_default();
-        let new = decide(&old);
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO pool_breakers (pool_id, consecutive_failures, last_error, last_failure_at, next_attempt_at, updated_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?4 WHERE EXISTS (SELECT 1 FROM pools WHERE id = ?1)
-             ON CONFLICT (pool_id) DO UPDATE SET consecutive_failures = excluded.consecutive_failures,
-                last_error = excluded.last_error, last_failure_at = excluded.last_failure_at,
-                next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
-        )
-        .bind(id.to_string())
-        .bind(i64::from(new.consecutive_failures))
-        .bind(&new.last_error)
-        .bind(now)
-        .bind(new.next_attempt_at.map(|t| t.timestamp_millis()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(new)
+            tx.commit().await?;
+            Ok(new)
+        })
     }
 
     /// Claims the one probe of an open breaker whose back-off is over: moves
@@ -289,70 +349,57 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE pool_breakers SET next_attempt_at = $1, updated_at = $2
-             WHERE pool_id = $3 AND next_attempt_at IS NOT NULL AND next_attempt_at <= $4",
-        )
-        .bind(lease_until.timestamp_millis())
-        .bind(now_ms())
-        .bind(id.to_string())
-        .bind(now.timestamp_millis())
-        .execute(self.w())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        // One conditional UPDATE: on PostgreSQL a second claimer waits for
+        // the first one's row lock and then re-checks the condition.
+        let sql = "UPDATE pool_breakers SET next_attempt_at = $1, updated_at = $2
+             WHERE pool_id = $3 AND next_attempt_at IS NOT NULL AND next_attempt_at <= $4";
+        let done = on!(self, write, |c| sqlx::query(sql)
+            .bind(lease_until.timestamp_millis())
+            .bind(now_ms())
+            .bind(id.to_string())
+            .bind(now.timestamp_millis())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// A create of the pool succeeded: the breaker closes, and the pool's
     /// creates that waited for it may start now.
     pub async fn close_pool_breaker(&self, id: PoolId) -> Result<()> {
-        let mut tx = self.w().begin().await?;
-        close_breaker(&mut tx, id).await?;
-        tx.commit().await.map_err(Into::into)
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            m::close_breaker(&mut tx, id).await?;
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Deletes a pool that has no live instances (history rows go with it).
     pub async fn delete_pool(&self, id: PoolId) -> Result<()> {
-        let mut tx = self.w().begin().await?;
-        let owner: Option<String> =
-            sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = $1")
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(owner) = owner {
+                return Err(StoreError::Conflict(format!(
+                    "pool {id} carries scale set {owner}; delete the scale set instead"
+                )));
+            }
+            m::refuse_live_instances(&mut tx, id, &format!("pool {id}")).await?;
+            let done = sqlx::query("DELETE FROM pools WHERE id = $1")
                 .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(owner) = owner {
-            return Err(StoreError::Conflict(format!(
-                "pool {id} carries scale set {owner}; delete the scale set instead"
-            )));
-        }
-        refuse_live_instances(&mut tx, id, &format!("pool {id}")).await?;
-        let done = sqlx::query("DELETE FROM pools WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("pool {id}")));
-        }
-        tx.commit().await?;
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done == 0 {
+                return Err(StoreError::NotFound(format!("pool {id}")));
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
-}
-
-/// Forgets the pool's breaker and lets its creates that waited for the
-/// breaker start at once (their wait is the only `next_attempt_at` a
-/// `pending_create` instance carries besides a provider's or GitHub's
-/// back-off, which their own gates still enforce).
-async fn close_breaker(conn: &mut sqlx::SqliteConnection, id: PoolId) -> Result<()> {
-    let gone = sqlx::query("DELETE FROM pool_breakers WHERE pool_id = $1")
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    if gone.rows_affected() > 0 {
-        sqlx::query(
-            "UPDATE instances SET next_attempt_at = NULL
-             WHERE pool_id = $1 AND status = 'pending_create' AND next_attempt_at IS NOT NULL",
-        )
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }

@@ -1,23 +1,19 @@
-//! The dashboard's reads against a real SQLite file: queues per pool, the
+//! The dashboard's reads against a real database (SQLite and PostgreSQL): queues per pool, the
 //! queued → runner wait recorded when a job moves to `in_progress`, jobs
 //! filtered by repository and label with their times, recent failures.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
 use hangar_core::*;
 use hangar_store::*;
 use hangar_testkit::sample;
 
-const PASS: &str = "a test passphrase that is long enough!";
+use common::TestDb;
 
-async fn open(dir: &Path) -> Store {
-    Store::open(&StoreOptions::new(
-        format!("sqlite://{}", dir.join("data/hangar.db").display()),
-        Secret::new(PASS),
-    ))
-    .await
-    .expect("store opens")
+async fn open(db: &TestDb) -> Store {
+    db.open().await
 }
 
 async fn seed(store: &Store) -> (EntityId, PoolId) {
@@ -71,10 +67,8 @@ fn event(
     }
 }
 
-#[tokio::test]
-async fn waits_and_run_times_come_from_the_deliveries() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn waits_and_run_times_come_from_the_deliveries(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let p = Some(pool);
     let before = clock::now();
@@ -230,10 +224,8 @@ async fn waits_and_run_times_come_from_the_deliveries() {
     assert_eq!(queues[0].queued, 1, "job 1 left the queue");
 }
 
-#[tokio::test]
-async fn recent_failures_are_instances_that_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn recent_failures_are_instances_that_failed(db: TestDb) {
+    let store = open(&db).await;
     let (_, pool) = seed(&store).await;
     let reserve = |n: u32| {
         let store = store.clone();
@@ -263,3 +255,8 @@ async fn recent_failures_are_instances_that_failed() {
     assert_eq!(failures[0].create_attempts, 1);
     assert_eq!(failures[0].pool_id, pool);
 }
+
+on_both_backends!(
+    waits_and_run_times_come_from_the_deliveries,
+    recent_failures_are_instances_that_failed,
+);

@@ -1,19 +1,21 @@
-//! Property tests of the store against a real SQLite file: random change
+//! Property tests of the store against a real database (a SQLite file, and
+//! a PostgreSQL database where `HANGAR_TEST_POSTGRES_URL` is set): random change
 //! sequences through `Store::transition` agree with core's tables (and a
 //! refused change leaves the row untouched), and random interleavings of
 //! concurrent reservations and deletions across pools never exceed
 //! `max_runners`. Case counts are modest; `PROPTEST_CASES=N` runs N.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::TestDb;
 use hangar_core::{
     EntityId, EntityScope, Instance, InstanceName, InstanceStatus as I, JobId, PoolId,
     ResourceName, RunnerStatus as R, Secret,
 };
-use hangar_store::{
-    Change, InstanceFilter, NewEntity, NewInstance, Store, StoreError, StoreOptions,
-};
+use hangar_store::{Change, InstanceFilter, NewEntity, NewInstance, Store, StoreError};
 use hangar_testkit::sample;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
@@ -43,13 +45,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A store in `dir` with one repository entity. Commits skip the fsync:
-/// these properties are about what is committed, not about power loss.
-async fn open(dir: &std::path::Path) -> (Store, EntityId) {
-    let mut opts = StoreOptions::new(
-        format!("sqlite://{}", dir.join("hangar.db").display()),
-        Secret::new("a test passphrase that is long enough!"),
-    );
+/// The test's database on `backend`, or `None` when PostgreSQL is skipped.
+fn test_db(rt: &tokio::runtime::Runtime, backend: &str) -> Option<TestDb> {
+    match backend {
+        "sqlite" => Some(TestDb::sqlite()),
+        _ => rt.block_on(TestDb::postgres()),
+    }
+}
+
+/// A store in `db` with one repository entity. SQLite commits skip the
+/// fsync: these properties are about what is committed, not about power
+/// loss.
+async fn open(db: &TestDb) -> (Store, EntityId) {
+    let mut opts = db.options();
     opts.synchronous_full = false;
     let store = Store::open(&opts).await.unwrap();
     store.create_endpoint(&sample::github_com()).await.unwrap();
@@ -200,10 +208,21 @@ fn path_to_deleted(from: I) -> Vec<I> {
 }
 
 #[test]
-fn transitions_agree_with_the_core_tables() {
+fn transitions_agree_with_the_core_tables_on_sqlite() {
+    transitions_agree_with_the_core_tables("sqlite");
+}
+
+#[test]
+fn transitions_agree_with_the_core_tables_on_postgres() {
+    transitions_agree_with_the_core_tables("postgres");
+}
+
+fn transitions_agree_with_the_core_tables(backend: &str) {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (store, entity) = rt.block_on(open(dir.path()));
+    let Some(db) = test_db(&rt, backend) else {
+        return;
+    };
+    let (store, entity) = rt.block_on(open(&db));
     let pool = rt
         .block_on(store.create_pool(entity, &sample::pool_spec("fake", "self-hosted", 1_000_000)))
         .unwrap();
@@ -342,10 +361,21 @@ async fn run_op(store: Store, pool: PoolId, op: Op) -> (usize, usize) {
 }
 
 #[test]
-fn concurrent_reservations_and_deletions_never_exceed_max_runners() {
+fn concurrent_reservations_and_deletions_never_exceed_max_runners_on_sqlite() {
+    concurrent_reservations_and_deletions_never_exceed_max_runners("sqlite");
+}
+
+#[test]
+fn concurrent_reservations_and_deletions_never_exceed_max_runners_on_postgres() {
+    concurrent_reservations_and_deletions_never_exceed_max_runners("postgres");
+}
+
+fn concurrent_reservations_and_deletions_never_exceed_max_runners(backend: &str) {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (store, entity) = rt.block_on(open(dir.path()));
+    let Some(db) = test_db(&rt, backend) else {
+        return;
+    };
+    let (store, entity) = rt.block_on(open(&db));
     let pools = (
         prop::collection::vec((0u32..5, prop::bool::weighted(0.85)), 1..=3),
         prop::collection::vec(op(), 1..32),

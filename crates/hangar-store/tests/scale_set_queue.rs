@@ -1,20 +1,18 @@
-//! A scale set's queue messages applied to a real SQLite file: one
+//! A scale set's queue messages applied to a real database (SQLite and
+//! PostgreSQL): one
 //! transaction per message, job status only forward, duplicates and
 //! redeliveries harmless, demand from the counters, runners moved through
 //! the transition tables.
 
+mod common;
+
+use common::TestDb;
 use hangar_core::*;
 use hangar_store::*;
 use hangar_testkit::sample;
 
-async fn setup(max: u32, min_idle: u32) -> (tempfile::TempDir, Store, Pool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreOptions::new(
-        format!("sqlite://{}", dir.path().join("hangar.db").display()),
-        Secret::new("a test passphrase that is long enough!"),
-    ))
-    .await
-    .unwrap();
+async fn setup(db: &TestDb, max: u32, min_idle: u32) -> (Store, Pool, String) {
+    let store = db.open().await;
     store.create_endpoint(&sample::github_com()).await.unwrap();
     store
         .create_credentials(&sample::pat("gh", "github.com", "ghp_x"))
@@ -38,7 +36,7 @@ async fn setup(max: u32, min_idle: u32) -> (tempfile::TempDir, Store, Pool, Stri
         .attach_scale_set(pool.id, "ss", Some(7))
         .await
         .unwrap();
-    (dir, store, pool, id)
+    (store, pool, id)
 }
 
 fn job(rid: i64) -> ScaleSetJob {
@@ -68,9 +66,8 @@ fn msg(id: i64, assigned: i64, events: Vec<ScaleSetJobEvent>) -> ScaleSetMessage
     }
 }
 
-#[tokio::test]
-async fn status_moves_forward_only_and_old_messages_change_nothing() {
-    let (_d, store, pool, id) = setup(3, 1).await;
+async fn status_moves_forward_only_and_old_messages_change_nothing(db: TestDb) {
+    let (store, pool, id) = setup(&db, 3, 1).await;
     let out = store
         .apply_scale_set_message(
             &id,
@@ -125,9 +122,8 @@ async fn status_moves_forward_only_and_old_messages_change_nothing() {
     assert_eq!(store.scale_set_desired(pool.id).await.unwrap(), Some(3));
 }
 
-#[tokio::test]
-async fn started_and_completed_jobs_move_the_runner_in_the_same_transaction() {
-    let (_d, store, pool, id) = setup(3, 0).await;
+async fn started_and_completed_jobs_move_the_runner_in_the_same_transaction(db: TestDb) {
+    let (store, pool, id) = setup(&db, 3, 0).await;
     let name = InstanceName::parse("hangar-ss1").unwrap();
     store
         .reserve_instance(&NewInstance {
@@ -207,3 +203,8 @@ async fn started_and_completed_jobs_move_the_runner_in_the_same_transaction() {
         "nothing twice"
     );
 }
+
+on_both_backends!(
+    status_moves_forward_only_and_old_messages_change_nothing,
+    started_and_completed_jobs_move_the_runner_in_the_same_transaction,
+);

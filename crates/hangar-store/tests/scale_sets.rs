@@ -1,21 +1,18 @@
-//! Scale sets against a real SQLite file: each drives exactly one pool,
+//! Scale sets against a real database (SQLite and PostgreSQL): each drives exactly one pool,
 //! written with it; pool listings for webhooks never show that pool while
 //! the engine's listing does; deletes refuse while machines live.
 
-use std::path::Path;
+mod common;
 
 use hangar_core::policy::Breaker;
 use hangar_core::*;
 use hangar_store::*;
 use hangar_testkit::sample;
 
-async fn open(dir: &Path) -> Store {
-    Store::open(&StoreOptions::new(
-        format!("sqlite://{}", dir.join("hangar.db").display()),
-        Secret::new("a test passphrase that is long enough!"),
-    ))
-    .await
-    .expect("store opens")
+use common::TestDb;
+
+async fn open(db: &TestDb) -> Store {
+    db.open().await
 }
 
 async fn seed(store: &Store) -> (Entity, Pool) {
@@ -57,10 +54,8 @@ fn new(entity: EntityId, name: &str) -> NewScaleSet {
     }
 }
 
-#[tokio::test]
-async fn a_scale_set_is_stored_with_its_pool_and_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_scale_set_is_stored_with_its_pool_and_read_back(db: TestDb) {
+    let store = open(&db).await;
     let (entity, webhook_pool) = seed(&store).await;
 
     let mut n = new(entity.id, "lab-ubuntu");
@@ -131,14 +126,12 @@ async fn a_scale_set_is_stored_with_its_pool_and_read_back() {
 
     // It survives a restart.
     store.close().await;
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     assert_eq!(store.scale_set(s.id).await.unwrap(), s);
 }
 
-#[tokio::test]
-async fn names_are_unique_per_entity_ignoring_case_and_a_refusal_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn names_are_unique_per_entity_ignoring_case_and_a_refusal_stores_nothing(db: TestDb) {
+    let store = open(&db).await;
     let (entity, _) = seed(&store).await;
     let s = store
         .create_scale_set(&new(entity.id, "lab"))
@@ -175,10 +168,8 @@ async fn names_are_unique_per_entity_ignoring_case_and_a_refusal_stores_nothing(
     assert_eq!(store.list_scale_sets(None).await.unwrap(), vec![s]);
 }
 
-#[tokio::test]
-async fn an_update_rewrites_both_rows_and_keeps_github_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn an_update_rewrites_both_rows_and_keeps_github_state(db: TestDb) {
+    let store = open(&db).await;
     let (entity, _) = seed(&store).await;
     let s = store
         .create_scale_set(&new(entity.id, "lab"))
@@ -230,10 +221,8 @@ async fn an_update_rewrites_both_rows_and_keeps_github_state() {
     assert!(matches!(e, StoreError::NotFound(_)), "{e}");
 }
 
-#[tokio::test]
-async fn github_ids_and_state_are_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn github_ids_and_state_are_recorded(db: TestDb) {
+    let store = open(&db).await;
     let (entity, _) = seed(&store).await;
     let mut n = new(entity.id, "lab");
     n.github_id = None;
@@ -276,10 +265,8 @@ async fn github_ids_and_state_are_recorded() {
     ));
 }
 
-#[tokio::test]
-async fn deletes_refuse_while_machines_live_and_then_take_both_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn deletes_refuse_while_machines_live_and_then_take_both_rows(db: TestDb) {
+    let store = open(&db).await;
     let (entity, _) = seed(&store).await;
     let s = store
         .create_scale_set(&new(entity.id, "lab"))
@@ -341,3 +328,11 @@ async fn deletes_refuse_while_machines_live_and_then_take_both_rows() {
     ));
     assert_eq!(store.list_scale_sets(None).await.unwrap(), vec![s]);
 }
+
+on_both_backends!(
+    a_scale_set_is_stored_with_its_pool_and_read_back,
+    names_are_unique_per_entity_ignoring_case_and_a_refusal_stores_nothing,
+    an_update_rewrites_both_rows_and_keeps_github_state,
+    github_ids_and_state_are_recorded,
+    deletes_refuse_while_machines_live_and_then_take_both_rows,
+);

@@ -1,24 +1,18 @@
 //! The store against real SQLite files: opening, sealing, conflicts, the
 //! state machines, capacity and job intake.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{PASS, TestDb};
 use hangar_core::*;
 use hangar_store::*;
 use hangar_testkit::sample;
 use sha2::Digest as _;
 
-const PASS: &str = "a test passphrase that is long enough!";
-
-fn opts(dir: &Path) -> StoreOptions {
-    StoreOptions::new(
-        format!("sqlite://{}", dir.join("data/hangar.db").display()),
-        Secret::new(PASS),
-    )
-}
-
-async fn open(dir: &Path) -> Store {
-    Store::open(&opts(dir)).await.expect("store opens")
+async fn open(db: &TestDb) -> Store {
+    db.open().await
 }
 
 fn db_file(dir: &Path) -> PathBuf {
@@ -64,11 +58,11 @@ fn token_hash(n: usize) -> [u8; 32] {
     h
 }
 
-#[tokio::test]
-async fn creates_folder_and_file_and_keeps_data_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    assert!(db_file(dir.path()).exists());
+async fn creates_folder_and_file_and_keeps_data_across_restarts(db: TestDb) {
+    let store = open(&db).await;
+    if let Some(file) = db.sqlite_file() {
+        assert!(file.exists());
+    }
     assert_eq!(
         store.applied_migrations().await.unwrap(),
         vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
@@ -77,7 +71,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts() {
     let (entity, pool) = seed(&store).await;
     store.close().await;
 
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     assert_eq!(store.controller_id(), id, "controller id is stable");
     assert_eq!(store.entity(entity.id).await.unwrap(), entity);
     assert_eq!(store.pool(pool.id).await.unwrap().spec, pool.spec);
@@ -98,28 +92,29 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn database_files_are_private_to_the_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let db = TestDb::sqlite();
+    let dir = db.dir().unwrap();
+    let store = open(&db).await;
     seed(&store).await;
-    let [db, wal, shm] = files::database_files(&db_file(dir.path()));
+    let [file, wal, shm] = files::database_files(&db_file(dir));
     // While the store is open, SQLite keeps all three in WAL mode.
-    for f in [&db, &wal, &shm] {
+    for f in [&file, &wal, &shm] {
         assert_eq!(mode(f), 0o600, "{} is private", f.display());
     }
-    assert_eq!(mode(&dir.path().join("data")), 0o700, "the folder it made");
+    assert_eq!(mode(&dir.join("data")), 0o700, "the folder it made");
     store.close().await;
 
     // A database left readable by others (an older hangard, a copy) is
     // tightened when opened.
     use std::os::unix::fs::PermissionsExt as _;
-    for f in [&db, &wal, &shm] {
+    for f in [&file, &wal, &shm] {
         if f.exists() {
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     store.ping().await.unwrap();
-    for f in [&db, &wal, &shm] {
+    for f in [&file, &wal, &shm] {
         assert_eq!(mode(f), 0o600, "{} tightened on open", f.display());
     }
     store.close().await;
@@ -131,27 +126,23 @@ fn sha(path: &Path) -> Vec<u8> {
 
 #[tokio::test]
 async fn wrong_passphrase_refuses_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let db = TestDb::sqlite();
+    let dir = db.dir().unwrap();
+    let store = open(&db).await;
     seed(&store).await;
     store.close().await;
-    let before = sha(&db_file(dir.path()));
-    let listing_before: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+    let before = sha(&db_file(dir));
+    let listing_before: Vec<_> = std::fs::read_dir(dir.join("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
 
-    let mut wrong = opts(dir.path());
-    wrong.passphrase = Secret::new("another passphrase, also long enough");
+    let wrong = db.options_with("another passphrase, also long enough");
     let err = Store::open(&wrong).await.unwrap_err();
     assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
     assert!(err.to_string().contains("different passphrase"), "{err}");
-    assert_eq!(
-        sha(&db_file(dir.path())),
-        before,
-        "database bytes unchanged"
-    );
-    let listing_after: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+    assert_eq!(sha(&db_file(dir)), before, "database bytes unchanged");
+    let listing_after: Vec<_> = std::fs::read_dir(dir.join("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -162,22 +153,44 @@ async fn wrong_passphrase_refuses_and_changes_nothing() {
     );
 
     // The right passphrase still works afterwards.
-    open(dir.path()).await;
+    open(&db).await;
 }
 
+/// On PostgreSQL (a replica started with another passphrase than the
+/// others): refused before migrating or writing anything, every table
+/// (the migrations applied and the controller row included) as it was.
 #[tokio::test]
-async fn short_passphrase_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = opts(dir.path());
-    o.passphrase = Secret::new("short");
+async fn wrong_passphrase_on_postgres_refuses_and_changes_nothing() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = open(&db).await;
+    let (entity, _) = seed(&store).await;
+    let before = common::dump(&db).await;
+    assert!(before.contains("== _sqlx_migrations"), "{before}");
+    assert!(before.contains("== controller"), "{before}");
+
+    let wrong = db.options_with("another passphrase, also long enough");
+    let err = Store::open(&wrong).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+    assert!(err.to_string().contains("different passphrase"), "{err}");
+    assert_eq!(common::dump(&db).await, before, "database unchanged");
+
+    // The replica that has the right one carries on, and so does a new one.
+    assert_eq!(store.entity(entity.id).await.unwrap(), entity);
+    store.close().await;
+    let again = open(&db).await;
+    assert_eq!(again.entity(entity.id).await.unwrap(), entity);
+}
+
+async fn short_passphrase_is_refused(db: TestDb) {
+    let o = db.options_with("short");
     let err = Store::open(&o).await.unwrap_err();
     assert!(err.to_string().contains("at least 32"), "{err}");
 }
 
-#[tokio::test]
-async fn no_secret_is_stored_in_plain_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn no_secret_is_stored_in_plain_text(db: TestDb) {
+    let store = open(&db).await;
     let (_, pool) = seed(&store).await;
     let inst = store
         .reserve_instance(&new_instance(pool.id, 1))
@@ -195,8 +208,18 @@ async fn no_secret_is_stored_in_plain_text() {
         "JITCONFIGSECRETBLOB",
         PASS,
     ];
+    let Some(dir) = db.dir() else {
+        // Every table as text, bytes as escaped strings: what an operator
+        // (or a backup) would see.
+        let dump = common::dump(&db).await;
+        assert!(dump.contains("credentials"), "dump ran");
+        for s in secrets {
+            assert!(!dump.contains(s), "{s} in the PostgreSQL tables");
+        }
+        return;
+    };
     // Raw bytes of every file of the database.
-    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+    for entry in std::fs::read_dir(dir.join("data")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         for s in secrets {
             assert!(
@@ -207,7 +230,7 @@ async fn no_secret_is_stored_in_plain_text() {
     }
     // And what an operator would look at.
     if let Ok(out) = std::process::Command::new("sqlite3")
-        .arg(db_file(dir.path()))
+        .arg(db_file(dir))
         .arg(".dump")
         .output()
     {
@@ -221,10 +244,8 @@ async fn no_secret_is_stored_in_plain_text() {
     }
 }
 
-#[tokio::test]
-async fn conflicts_say_what_is_in_the_way() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn conflicts_say_what_is_in_the_way(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
 
     let e = store.delete_endpoint("github.com").await.unwrap_err();
@@ -291,10 +312,8 @@ async fn conflicts_say_what_is_in_the_way() {
     assert!(store.pool(pool.id).await.is_ok());
 }
 
-#[tokio::test]
-async fn status_changes_follow_the_core_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn status_changes_follow_the_core_tables(db: TestDb) {
+    let store = open(&db).await;
     let (_, pool) = seed(&store).await;
     let inst = store
         .reserve_instance(&new_instance(pool.id, 1))
@@ -385,10 +404,8 @@ async fn status_changes_follow_the_core_tables() {
     store.delete_pool(pool.id).await.unwrap();
 }
 
-#[tokio::test]
-async fn concurrent_reservations_never_exceed_max_runners() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn concurrent_reservations_never_exceed_max_runners(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await; // max 3
     let other = store.create_pool(entity.id, &spec(5)).await.unwrap();
     let mut tasks = Vec::new();
@@ -439,10 +456,8 @@ async fn concurrent_reservations_never_exceed_max_runners() {
     );
 }
 
-#[tokio::test]
-async fn jit_config_is_handed_out_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn jit_config_is_handed_out_once(db: TestDb) {
+    let store = open(&db).await;
     let (_, pool) = seed(&store).await;
     let new = new_instance(pool.id, 1);
     let inst = store.reserve_instance(&new).await.unwrap().unwrap();
@@ -483,10 +498,8 @@ async fn jit_config_is_handed_out_once() {
     assert!(store.instance_by_token(&[0u8; 32]).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn jit_files_and_registration_tokens_are_handed_out_once_per_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn jit_files_and_registration_tokens_are_handed_out_once_per_attempt(db: TestDb) {
+    let store = open(&db).await;
     let (_, pool) = seed(&store).await;
     let inst = store
         .reserve_instance(&new_instance(pool.id, 1))
@@ -587,10 +600,8 @@ fn event(store_entity: EntityId, id: i64, action: JobAction, pool: Option<PoolId
     }
 }
 
-#[tokio::test]
-async fn job_events_deduplicate_and_only_move_forward() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn job_events_deduplicate_and_only_move_forward(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let big = 29_679_449_555_i64; // above 2^31
     let p = Some(pool.id);
@@ -694,10 +705,8 @@ async fn job_events_deduplicate_and_only_move_forward() {
 
 /// `pool_state` counts the queue up to `demand_cap` only, and says when an
 /// instance needs a step, exactly when the instance queries have rows.
-#[tokio::test]
-async fn pool_state_caps_demand_and_sees_instance_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn pool_state_caps_demand_and_sees_instance_work(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await; // max 3, min idle 0
     let events: Vec<JobEvent> = (0..20)
         .map(|i| event(entity.id, 500 + i, JobAction::Queued, Some(pool.id)))
@@ -799,10 +808,8 @@ async fn pool_state_caps_demand_and_sees_instance_work() {
     );
 }
 
-#[tokio::test]
-async fn batch_reservation_hands_out_jobs_and_respects_max() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn batch_reservation_hands_out_jobs_and_respects_max(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await; // max 3
     let events: Vec<JobEvent> = (1..=5)
         .map(|i| event(entity.id, 100 + i, JobAction::Queued, Some(pool.id)))
@@ -923,11 +930,9 @@ async fn batch_reservation_hands_out_jobs_and_respects_max() {
 /// A pool's breaker: failures counted in one transaction each, the probe
 /// claimed by one create only, closed by a success or a pool update, and
 /// kept across a reopen of the database.
-#[tokio::test]
-async fn pool_breakers_count_claim_close_and_persist() {
+async fn pool_breakers_count_claim_close_and_persist(db: TestDb) {
     use hangar_core::policy::{Breaker, BreakerRules};
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     let (_entity, pool) = seed(&store).await;
     assert_eq!(
         store.pool_breaker(pool.id).await.unwrap(),
@@ -950,7 +955,7 @@ async fn pool_breakers_count_claim_close_and_persist() {
     assert_eq!(b.last_error.as_deref(), Some("exit 1"));
     let due = b.next_attempt_at.expect("open at the threshold");
     drop(store);
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     assert_eq!(
         store.pool_breaker(pool.id).await.unwrap(),
         b,
@@ -996,10 +1001,8 @@ async fn pool_breakers_count_claim_close_and_persist() {
 
 /// One batch holding a job's whole life, out-of-order and repeated events,
 /// and other jobs: every event gets the outcome it would get alone, in order.
-#[tokio::test]
-async fn one_batch_applies_its_events_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn one_batch_applies_its_events_in_order(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let p = Some(pool.id);
     let (a, b, c) = (i64::MAX - 7, 4_000_000_001_i64, 17_i64);
@@ -1060,10 +1063,8 @@ async fn one_batch_applies_its_events_in_order() {
 /// A batch larger than one statement: duplicates and a job's later events
 /// fall in other statements of the same transaction and still see the
 /// earlier ones.
-#[tokio::test]
-async fn a_batch_over_several_statements_keeps_its_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_batch_over_several_statements_keeps_its_order(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let p = Some(pool.id);
     let n = ROWS_PER_STATEMENT as i64 * 2 + 5;
@@ -1098,10 +1099,8 @@ async fn a_batch_over_several_statements_keeps_its_order() {
 
 /// A job the scheduler already moved on (e.g. found completed on GitHub):
 /// the webhook that reports the same status later is stale, not news.
-#[tokio::test]
-async fn a_delivery_for_a_status_already_reached_is_stale() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_delivery_for_a_status_already_reached_is_stale(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let p = Some(pool.id);
     store
@@ -1131,7 +1130,8 @@ async fn a_delivery_for_a_status_already_reached_is_stale() {
 #[tokio::test]
 async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     use sqlx::Connection as _;
-    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite();
+    let dir = db.dir().unwrap();
     let old = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
     for m in ["0001_init.sql", "0002_jobs_pool_queued_index.sql"] {
@@ -1139,8 +1139,8 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     }
     // The schema as migrations 1 and 2 left it, with one job seen queued
     // and in progress.
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", db_file(dir.path()).display());
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", db_file(dir).display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let old_migrations = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
     old_migrations.run(&mut conn).await.unwrap();
@@ -1178,7 +1178,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
         .unwrap();
     conn.close().await.unwrap();
 
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
         vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
@@ -1211,11 +1211,9 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
 /// `pool_state.instance_work`) selects exactly the instances core's step
 /// rule has a step for, and its usage counts are core's `is_spare` and
 /// `is_idle`, over every status pair, job state and age.
-#[tokio::test]
-async fn the_needs_step_query_matches_the_core_rule() {
-    use sqlx::ConnectOptions as _;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn the_needs_step_query_matches_the_core_rule(db: TestDb) {
+    use common::{Arg, Raw};
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let name = InstanceName::parse("hangar-tie").unwrap();
     store
@@ -1226,11 +1224,7 @@ async fn the_needs_step_query_matches_the_core_rule() {
         .record_job_events(&[event(entity.id, 77, JobAction::Queued, Some(pool.id))])
         .await
         .unwrap();
-    let mut raw = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db_file(dir.path()))
-        .connect()
-        .await
-        .unwrap();
+    let mut raw = Raw::connect(&db).await;
     let now = chrono::Utc::now();
     let cutoff = now - chrono::Duration::minutes(20);
     let rules = policy::StepRules {
@@ -1248,27 +1242,29 @@ async fn the_needs_step_query_matches_the_core_rule() {
         for runner in RunnerStatus::ALL {
             for created in [now - chrono::Duration::hours(1), now] {
                 for job in jobs {
-                    sqlx::query(
-                        "UPDATE instances SET status = ?, runner_status = ?, created_at = ? WHERE name = ?",
+                    raw.execute(
+                        "UPDATE instances SET status = $1, runner_status = $2, created_at = $3 WHERE name = $4",
+                        &[
+                            Arg::Text(Some(status.as_str())),
+                            Arg::Text(Some(runner.as_str())),
+                            Arg::Int(created.timestamp_millis()),
+                            Arg::Text(Some(name.as_str())),
+                        ],
                     )
-                    .bind(status.as_str())
-                    .bind(runner.as_str())
-                    .bind(created.timestamp_millis())
-                    .bind(name.as_str())
-                    .execute(&mut raw)
-                    .await
-                    .unwrap();
+                    .await;
                     let (job_status, rank, runner_name) = match job {
                         Some((s, r)) => (s, r, Some(name.as_str())),
                         None => (JobStatus::Queued, 1, None),
                     };
-                    sqlx::query("UPDATE jobs SET status = ?, status_rank = ?, runner_name = ? WHERE id = 77")
-                        .bind(job_status.as_str())
-                        .bind(rank)
-                        .bind(runner_name)
-                        .execute(&mut raw)
-                        .await
-                        .unwrap();
+                    raw.execute(
+                        "UPDATE jobs SET status = $1, status_rank = $2, runner_name = $3 WHERE id = 77",
+                        &[
+                            Arg::Text(Some(job_status.as_str())),
+                            Arg::Int(rank),
+                            Arg::Text(runner_name),
+                        ],
+                    )
+                    .await;
                     let inst = store.instance(&name).await.unwrap();
                     let view = policy::InstanceView {
                         instance: inst,
@@ -1327,10 +1323,8 @@ async fn add_ghes(store: &Store) {
 
 /// The same repository may be registered once per endpoint, as in garm;
 /// twice on one endpoint is the usual conflict.
-#[tokio::test]
-async fn one_scope_is_registered_once_per_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn one_scope_is_registered_once_per_endpoint(db: TestDb) {
+    let store = open(&db).await;
     let (first, _) = seed(&store).await;
     add_ghes(&store).await;
     let scope = EntityScope::Repository {
@@ -1392,15 +1386,16 @@ async fn one_scope_is_registered_once_per_endpoint() {
 #[tokio::test]
 async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
     use sqlx::Connection as _;
-    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite();
+    let dir = db.dir().unwrap();
     let (entity, pool) = {
-        let store = open(dir.path()).await;
+        let store = open(&db).await;
         let seeded = seed(&store).await;
         store.close().await;
         seeded
     };
     // Put the table back as migrations 1–6 left it, and forget migration 7.
-    let url = format!("sqlite://{}", db_file(dir.path()).display());
+    let url = format!("sqlite://{}", db_file(dir).display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(
         "PRAGMA foreign_keys = OFF;
@@ -1429,7 +1424,7 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
     .unwrap();
     conn.close().await.unwrap();
 
-    let store = open(dir.path()).await;
+    let store = open(&db).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
         vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
@@ -1459,10 +1454,8 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn delivery_cursors_only_move_forward_per_hook() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn delivery_cursors_only_move_forward_per_hook(db: TestDb) {
+    let store = open(&db).await;
     assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
     let c = |hook_id, last_seen| DeliveryCursor { hook_id, last_seen };
     store
@@ -1491,10 +1484,8 @@ async fn delivery_cursors_only_move_forward_per_hook() {
     assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found(db: TestDb) {
+    let store = open(&db).await;
     let (entity, pool) = seed(&store).await;
     let events: Vec<JobEvent> = (1..=3)
         .map(|i| event(entity.id, i, JobAction::Queued, Some(pool.id)))
@@ -1537,3 +1528,25 @@ async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found() {
         .unwrap();
     assert_eq!(known, vec![(JobId(1), 1), (JobId(3), 1)]);
 }
+
+on_both_backends!(
+    creates_folder_and_file_and_keeps_data_across_restarts,
+    short_passphrase_is_refused,
+    no_secret_is_stored_in_plain_text,
+    conflicts_say_what_is_in_the_way,
+    status_changes_follow_the_core_tables,
+    concurrent_reservations_never_exceed_max_runners,
+    jit_config_is_handed_out_once,
+    jit_files_and_registration_tokens_are_handed_out_once_per_attempt,
+    job_events_deduplicate_and_only_move_forward,
+    pool_state_caps_demand_and_sees_instance_work,
+    batch_reservation_hands_out_jobs_and_respects_max,
+    pool_breakers_count_claim_close_and_persist,
+    one_batch_applies_its_events_in_order,
+    a_batch_over_several_statements_keeps_its_order,
+    a_delivery_for_a_status_already_reached_is_stale,
+    the_needs_step_query_matches_the_core_rule,
+    one_scope_is_registered_once_per_endpoint,
+    delivery_cursors_only_move_forward_per_hook,
+    rechecks_fall_due_by_their_own_time_and_known_jobs_are_found,
+);

@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, PoolId, RunnerStatus};
-use sqlx::Row;
 
-use crate::{Result, Store, StoreError, corrupt, now_ms, to_dt};
+use crate::{DbRow, Result, Store, StoreError, corrupt, now_ms, on, to_dt};
 
 macro_rules! instance_columns {
     () => {
@@ -20,8 +19,38 @@ mod transition;
 mod work;
 
 pub use transition::Change;
-pub(crate) use transition::apply_if_legal;
 pub(crate) use work::{needs_step_from_where, usage_counts, usage_select};
+
+/// `$sql` with a row lock on PostgreSQL (` FOR NO KEY UPDATE`: it
+/// serialises the deciders of one row across connections and replicas but,
+/// unlike `FOR UPDATE`, does not hold up inserts whose foreign key points at
+/// the row); `$sql` as it is on SQLite, whose single writer connection
+/// already serialises every read-then-write. Use it inside a
+/// [`crate::per_backend!`] block (it reads that block's `Db`).
+macro_rules! locking {
+    ($sql:expr) => {
+        if <Db as sqlx::Database>::NAME == <sqlx::Postgres as sqlx::Database>::NAME {
+            concat!($sql, " FOR NO KEY UPDATE")
+        } else {
+            $sql
+        }
+    };
+}
+pub(crate) use locking;
+
+/// The status door, for other modules' transactions on either backend.
+pub(crate) mod on_sqlite {
+    #[allow(unused_imports)]
+    pub(crate) use super::transition::on_sqlite::apply_if_legal;
+}
+/// The status door, for other modules' transactions on either backend.
+pub(crate) mod on_postgres {
+    #[allow(unused_imports)]
+    pub(crate) use super::transition::on_postgres::apply_if_legal;
+}
+/// Transitional: `scale_set_queue` still runs on the SQLite writer only.
+#[allow(unused_imports)]
+pub(crate) use on_sqlite::apply_if_legal;
 
 /// A reservation request.
 #[derive(Debug, Clone)]
@@ -53,7 +82,7 @@ pub struct PoolUsage {
     pub active: u32,
 }
 
-pub(crate) fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> PoolUsage {
+pub(crate) fn usage_from_row(row: &impl DbRow) -> PoolUsage {
     let n = |c: &str| row.get::<i64, _>(c) as u32;
     PoolUsage {
         live: n("live"),
@@ -78,7 +107,7 @@ fn jit_purpose(name: &InstanceName) -> String {
     format!("instances.jit_config:{name}")
 }
 
-pub(crate) fn instance_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Instance> {
+pub(crate) fn instance_from_row(row: &impl DbRow) -> Result<Instance> {
     let name: String = row.get("name");
     let pool_id: String = row.get("pool_id");
     Ok(Instance {
@@ -108,53 +137,64 @@ fn not_found(name: &InstanceName) -> StoreError {
 
 impl Store {
     pub async fn instance(&self, name: &InstanceName) -> Result<Instance> {
-        let row = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT ",
             instance_columns!(),
             " FROM instances WHERE name = $1"
-        ))
-        .bind(name.as_str())
-        .fetch_optional(self.r())
-        .await?
-        .ok_or_else(|| not_found(name))?;
-        instance_from_row(&row)
+        );
+        on!(self, read, |c| {
+            let row = sqlx::query(sql)
+                .bind(name.as_str())
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| not_found(name))?;
+            instance_from_row(&row)
+        })
     }
 
     pub async fn list_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>> {
-        let mut q = sqlx::QueryBuilder::new(concat!(
-            "SELECT ",
-            instance_columns!(),
-            " FROM instances WHERE 1 = 1"
-        ));
-        if let Some(p) = f.pool_id {
-            q.push(" AND pool_id = ").push_bind(p.to_string());
-        }
-        if let Some(statuses) = &f.statuses {
-            q.push(" AND status IN (");
-            let mut sep = q.separated(", ");
-            for s in statuses {
-                sep.push_bind(s.as_str());
+        on!(self, read, |c| {
+            let mut q = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                instance_columns!(),
+                " FROM instances WHERE 1 = 1"
+            ));
+            if let Some(p) = f.pool_id {
+                q.push(" AND pool_id = ").push_bind(p.to_string());
             }
-            q.push(")");
-        } else if !f.include_deleted {
-            q.push(" AND status != 'deleted'");
-        }
-        q.push(" ORDER BY created_at, name");
-        let rows = q.build().fetch_all(self.r()).await?;
-        rows.iter().map(instance_from_row).collect()
+            if let Some(statuses) = &f.statuses {
+                if statuses.is_empty() {
+                    // `IN ()` is SQLite's only: no status, no instance.
+                    q.push(" AND 1 = 0");
+                } else {
+                    q.push(" AND status IN (");
+                    let mut sep = q.separated(", ");
+                    for s in statuses {
+                        sep.push_bind(s.as_str());
+                    }
+                    q.push(")");
+                }
+            } else if !f.include_deleted {
+                q.push(" AND status != 'deleted'");
+            }
+            q.push(" ORDER BY created_at, name");
+            let rows = q.build().fetch_all(c).await?;
+            rows.iter().map(instance_from_row).collect()
+        })
     }
 
     /// Marks the instance for a forced delete (`runner rm
     /// --force-remove-runner`): the delete step stops waiting for the
     /// provider after a few failed deletes. Not a status change.
     pub async fn set_force_delete(&self, name: &InstanceName) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE instances SET force_delete = 1, updated_at = $1 WHERE name = $2")
-                .bind(now_ms())
-                .bind(name.as_str())
-                .execute(self.w())
-                .await?;
-        if done.rows_affected() == 0 {
+        let sql = "UPDATE instances SET force_delete = TRUE, updated_at = $1 WHERE name = $2";
+        let done = on!(self, write, |c| sqlx::query(sql)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 0 {
             return Err(not_found(name));
         }
         Ok(())
@@ -163,16 +203,15 @@ impl Store {
     /// Counts a failed provider delete; returns the failures so far and
     /// whether the delete is forced.
     pub async fn record_delete_failure(&self, name: &InstanceName) -> Result<(u32, bool)> {
-        let row = sqlx::query(
-            "UPDATE instances SET delete_attempts = delete_attempts + 1, updated_at = $1
-             WHERE name = $2 RETURNING delete_attempts, force_delete",
-        )
-        .bind(now_ms())
-        .bind(name.as_str())
-        .fetch_optional(self.w())
-        .await?
-        .ok_or_else(|| not_found(name))?;
-        Ok((row.get::<i64, _>(0) as u32, row.get::<i64, _>(1) != 0))
+        let sql = "UPDATE instances SET delete_attempts = delete_attempts + 1, updated_at = $1
+             WHERE name = $2 RETURNING delete_attempts, force_delete";
+        let got = on!(self, write, |c| sqlx::query(sql)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .fetch_optional(c)
+            .await?
+            .map(|row| (row.get::<i64, _>(0) as u32, row.get::<bool, _>(1))));
+        got.ok_or_else(|| not_found(name))
     }
 
     /// Counts a create attempt that failed before the provider was called
@@ -182,15 +221,15 @@ impl Store {
     /// its reason as the status message, so the operator sees why the
     /// instance waits. Not a status change.
     pub async fn count_failed_create(&self, name: &InstanceName, why: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE instances SET create_attempts = create_attempts + 1, status_message = $1,
-             updated_at = $2 WHERE name = $3 AND status = 'pending_create'",
-        )
-        .bind(why)
-        .bind(now_ms())
-        .bind(name.as_str())
-        .execute(self.w())
-        .await?;
+        let sql = "UPDATE instances SET create_attempts = create_attempts + 1, status_message = $1,
+             updated_at = $2 WHERE name = $3 AND status = 'pending_create'";
+        on!(self, write, |c| sqlx::query(sql)
+            .bind(why)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -198,64 +237,66 @@ impl Store {
     /// its create is paused). Not a status change; an instance already
     /// deleted keeps the message it ended with.
     pub async fn set_status_message(&self, name: &InstanceName, message: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE instances SET status_message = $1, updated_at = $2
-             WHERE name = $3 AND status != 'deleted'",
-        )
-        .bind(message)
-        .bind(now_ms())
-        .bind(name.as_str())
-        .execute(self.w())
-        .await?;
+        let sql = "UPDATE instances SET status_message = $1, updated_at = $2
+             WHERE name = $3 AND status != 'deleted'";
+        on!(self, write, |c| sqlx::query(sql)
+            .bind(message)
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// Records the GitHub runner id (registration-token instances learn it
     /// from the runner list).
     pub async fn set_instance_runner_id(&self, name: &InstanceName, runner_id: i64) -> Result<()> {
-        sqlx::query("UPDATE instances SET runner_id = $1, updated_at = $2 WHERE name = $3")
+        let sql = "UPDATE instances SET runner_id = $1, updated_at = $2 WHERE name = $3";
+        on!(self, write, |c| sqlx::query(sql)
             .bind(runner_id)
             .bind(now_ms())
             .bind(name.as_str())
-            .execute(self.w())
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// Capacity use of every pool that has instances.
     pub async fn pool_usage(&self) -> Result<Vec<(PoolId, PoolUsage)>> {
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT pool_id, ",
             usage_counts!(),
             " FROM instances WHERE status != 'deleted' GROUP BY pool_id"
-        ))
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let p: String = r.get("pool_id");
-                Ok((p.parse().map_err(corrupt)?, usage_from_row(r)))
-            })
-            .collect()
+        );
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql).fetch_all(c).await?;
+            rows.iter()
+                .map(|r| {
+                    let p: String = r.get("pool_id");
+                    Ok((p.parse().map_err(corrupt)?, usage_from_row(r)))
+                })
+                .collect()
+        })
     }
 
     pub async fn instance_counts(&self) -> Result<InstanceCounts> {
-        let rows = sqlx::query(
-            "SELECT pool_id, status, runner_status, COUNT(*) FROM instances GROUP BY pool_id, status, runner_status",
-        )
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let p: String = r.get(0);
-                Ok((
-                    p.parse().map_err(corrupt)?,
-                    r.get::<String, _>(1).parse().map_err(corrupt)?,
-                    r.get::<String, _>(2).parse().map_err(corrupt)?,
-                    r.get::<i64, _>(3) as u64,
-                ))
-            })
-            .collect()
+        let sql = "SELECT pool_id, status, runner_status, COUNT(*) FROM instances GROUP BY pool_id, status, runner_status";
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql).fetch_all(c).await?;
+            rows.iter()
+                .map(|r| {
+                    let p: String = r.get(0);
+                    Ok((
+                        p.parse().map_err(corrupt)?,
+                        r.get::<String, _>(1).parse().map_err(corrupt)?,
+                        r.get::<String, _>(2).parse().map_err(corrupt)?,
+                        r.get::<i64, _>(3) as u64,
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// The live instance whose runner has this name (runner name = instance
@@ -273,13 +314,12 @@ impl Store {
 
     /// Forgets `deleted` instances older than `before`.
     pub async fn purge_deleted_instances(&self, before: DateTime<Utc>) -> Result<u64> {
-        Ok(
-            sqlx::query("DELETE FROM instances WHERE status = 'deleted' AND deleted_at < $1")
-                .bind(before.timestamp_millis())
-                .execute(self.w())
-                .await?
-                .rows_affected(),
-        )
+        let sql = "DELETE FROM instances WHERE status = 'deleted' AND deleted_at < $1";
+        Ok(on!(self, write, |c| sqlx::query(sql)
+            .bind(before.timestamp_millis())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?)
     }
 
     /// The pools of the named instances (unknown names are skipped): whom
@@ -288,16 +328,18 @@ impl Store {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q =
-            sqlx::QueryBuilder::new("SELECT DISTINCT pool_id FROM instances WHERE name IN (");
-        let mut sep = q.separated(", ");
-        for n in names {
-            sep.push_bind(*n);
-        }
-        q.push(")");
-        let rows = q.build().fetch_all(self.r()).await?;
-        rows.iter()
-            .map(|r| r.get::<String, _>(0).parse().map_err(corrupt))
-            .collect()
+        on!(self, read, |c| {
+            let mut q =
+                sqlx::QueryBuilder::new("SELECT DISTINCT pool_id FROM instances WHERE name IN (");
+            let mut sep = q.separated(", ");
+            for n in names {
+                sep.push_bind(*n);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(c).await?;
+            rows.iter()
+                .map(|r| r.get::<String, _>(0).parse().map_err(corrupt))
+                .collect()
+        })
     }
 }

@@ -1,17 +1,24 @@
 //! Capacity reservation: new instances are recorded only while the pool has
-//! room, in one transaction on the single writer, so concurrent
-//! reservations can never exceed `max_runners`.
+//! room, deciding and writing in one transaction that holds the pool: on
+//! SQLite through the single writer, on PostgreSQL by locking the pool's
+//! row, so reservations from any number of connections and replicas never
+//! exceed `max_runners` together.
 
 use hangar_core::{Instance, InstanceName, PoolId};
-use sqlx::Row;
 
-use super::{NewInstance, instance_from_row};
-use crate::{Result, Store, StoreError, map_constraint, now_ms};
+use super::{NewInstance, instance_from_row, locking};
+use crate::{DbRow, Result, Store, StoreError, map_constraint, now_ms, on, per_backend};
 
+const INSERT: &str = "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
+     VALUES ($1, $2, $3, 'pending_create', 'pending', $4, $5, $6)";
+
+per_backend! {
 /// The room left in a pool (0 when it is disabled), read inside the
-/// reserving transaction.
-async fn room(conn: &mut sqlx::SqliteConnection, pool_id: PoolId) -> Result<i64> {
-    let pool = sqlx::query("SELECT max_runners, enabled FROM pools WHERE id = $1")
+/// reserving transaction. On PostgreSQL it locks the pool's row until that
+/// transaction ends: a second reserver waits here, then counts what the
+/// first one committed.
+pub(super) async fn room(conn: &mut Conn, pool_id: PoolId) -> Result<i64> {
+    let pool = sqlx::query(locking!("SELECT max_runners, enabled FROM pools WHERE id = $1"))
         .bind(pool_id.to_string())
         .fetch_optional(&mut *conn)
         .await?
@@ -30,31 +37,51 @@ async fn room(conn: &mut sqlx::SqliteConnection, pool_id: PoolId) -> Result<i64>
     Ok((max - live).max(0))
 }
 
+/// Records one `pending_create` instance in the caller's transaction.
+pub(super) async fn insert(
+    conn: &mut Conn,
+    name: &InstanceName,
+    pool_id: PoolId,
+    provider_name: &str,
+    job_id: Option<i64>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(INSERT)
+        .bind(name.as_str())
+        .bind(pool_id.to_string())
+        .bind(provider_name)
+        .bind(job_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map_constraint(e, &format!("instance {name} already exists"), "pool does not exist"))?;
+    Ok(())
+}
+}
+
 impl Store {
     /// Records a new instance in `pending_create` if the pool has room.
     /// Returns `None` when the pool is at `max_runners` or disabled. Runs in
-    /// one transaction on the single writer, so concurrent reservations can
+    /// one transaction holding the pool, so concurrent reservations can
     /// never exceed the limit.
     pub async fn reserve_instance(&self, new: &NewInstance) -> Result<Option<Instance>> {
-        let mut tx = self.w().begin().await?;
-        if room(&mut tx, new.pool_id).await? == 0 {
-            return Ok(None);
-        }
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
-             VALUES ($1, $2, $3, 'pending_create', 'pending', $4, $5, $6)",
-        )
-        .bind(new.name.as_str())
-        .bind(new.pool_id.to_string())
-        .bind(&new.provider_name)
-        .bind(new.job_id.map(|j| j.0))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_constraint(e, &format!("instance {} already exists", new.name), "pool does not exist"))?;
-        tx.commit().await?;
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            if m::room(&mut tx, new.pool_id).await? == 0 {
+                return Ok(None);
+            }
+            m::insert(
+                &mut tx,
+                &new.name,
+                new.pool_id,
+                &new.provider_name,
+                new.job_id.map(|j| j.0),
+                now_ms(),
+            )
+            .await?;
+            tx.commit().await?;
+        });
         self.instance(&new.name).await.map(Some)
     }
 
@@ -70,50 +97,50 @@ impl Store {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.w().begin().await?;
-        let room = usize::try_from(room(&mut tx, pool_id).await?)
-            .unwrap_or(0)
-            .min(names.len());
-        if room == 0 {
-            return Ok(Vec::new());
-        }
-        let jobs: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE pool_id = $1 AND status = 'queued' AND status_rank <= 1
-               AND id NOT IN (SELECT job_id FROM instances WHERE job_id IS NOT NULL AND status != 'deleted')
-             ORDER BY queued_at LIMIT CAST($2 AS INTEGER)",
-        )
-        .bind(pool_id.to_string())
-        .bind(room as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        let now = now_ms();
-        for (i, name) in names.iter().take(room).enumerate() {
-            sqlx::query(
-                "INSERT INTO instances (name, pool_id, provider_name, status, runner_status, job_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, 'pending_create', 'pending', $4, $5, $6)",
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let room = usize::try_from(m::room(&mut tx, pool_id).await?)
+                .unwrap_or(0)
+                .min(names.len());
+            if room == 0 {
+                return Ok(Vec::new());
+            }
+            // The pool's row is held, so no other reservation hands out
+            // these jobs meanwhile.
+            let jobs: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE pool_id = $1 AND status = 'queued' AND status_rank <= 1
+                   AND id NOT IN (SELECT job_id FROM instances WHERE job_id IS NOT NULL AND status != 'deleted')
+                 ORDER BY queued_at LIMIT CAST($2 AS INTEGER)",
             )
-            .bind(name.as_str())
             .bind(pool_id.to_string())
-            .bind(provider_name)
-            .bind(jobs.get(i).copied())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_constraint(e, &format!("instance {name} already exists"), "pool does not exist"))?;
-        }
-        let mut q = sqlx::QueryBuilder::new(concat!(
-            "SELECT ",
-            super::instance_columns!(),
-            " FROM instances WHERE name IN ("
-        ));
-        let mut sep = q.separated(", ");
-        for name in names.iter().take(room) {
-            sep.push_bind(name.as_str());
-        }
-        q.push(") ORDER BY created_at, name");
-        let rows = q.build().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        rows.iter().map(instance_from_row).collect()
+            .bind(room as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            let now = now_ms();
+            for (i, name) in names.iter().take(room).enumerate() {
+                m::insert(
+                    &mut tx,
+                    name,
+                    pool_id,
+                    provider_name,
+                    jobs.get(i).copied(),
+                    now,
+                )
+                .await?;
+            }
+            let mut q = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                super::instance_columns!(),
+                " FROM instances WHERE name IN ("
+            ));
+            let mut sep = q.separated(", ");
+            for name in names.iter().take(room) {
+                sep.push_bind(name.as_str());
+            }
+            q.push(") ORDER BY created_at, name");
+            let rows = q.build().fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows.iter().map(instance_from_row).collect()
+        })
     }
 }

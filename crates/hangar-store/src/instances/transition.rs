@@ -1,16 +1,18 @@
 //! The one door for instance status changes: [`Store::transition`] reads
 //! the current statuses, checks the move against core's transition tables
-//! and writes it, in one transaction. Every status move goes through it,
+//! and writes it, in one transaction (on PostgreSQL holding the instance's
+//! row from the read to the commit, so two connections or replicas cannot
+//! both move it from the same status). Every status move goes through it,
 //! restart recovery included; nothing else writes `status` or
 //! `runner_status`.
 
 use chrono::{DateTime, Utc};
 use hangar_core::provider::CallProcess;
 use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, RunnerStatus};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::QueryBuilder;
 
-use super::{instance_from_row, not_found};
-use crate::{Result, Store, corrupt, now_ms, to_dt};
+use super::{instance_from_row, locking, not_found};
+use crate::{DbRow, Result, Store, corrupt, now_ms, on, per_backend, to_dt};
 
 /// A status change of one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,24 +36,25 @@ pub enum Change<'a> {
     },
 }
 
+per_backend! {
 /// Applies `change` inside the caller's transaction; returns the instance
 /// as written.
-async fn apply(
-    conn: &mut SqliteConnection,
+pub(super) async fn apply(
+    conn: &mut Conn,
     name: &InstanceName,
     change: Change<'_>,
     now: i64,
 ) -> Result<Instance> {
-    let row = sqlx::query("SELECT status, runner_status FROM instances WHERE name = $1")
+    let row = sqlx::query(locking!("SELECT status, runner_status FROM instances WHERE name = $1"))
         .bind(name.as_str())
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| not_found(name))?;
     let status: InstanceStatus = row.get::<String, _>(0).parse().map_err(corrupt)?;
     let runner: RunnerStatus = row.get::<String, _>(1).parse().map_err(corrupt)?;
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE instances SET updated_at = ");
+    let mut q: QueryBuilder<Db> = QueryBuilder::new("UPDATE instances SET updated_at = ");
     q.push_bind(now);
-    let message = |q: &mut QueryBuilder<Sqlite>, m: Option<&str>| {
+    let message = |q: &mut QueryBuilder<Db>, m: Option<&str>| {
         if let Some(m) = m {
             q.push(", status_message = ").push_bind(m.to_owned());
         }
@@ -105,7 +108,7 @@ async fn apply(
     }
     q.push(" WHERE name = ")
         .push_bind(name.as_str().to_owned())
-        .push(concat!(" RETURNING ", super::instance_columns!()));
+        .push(concat!(" RETURNING ", crate::instances::instance_columns!()));
     let row = q.build().fetch_one(&mut *conn).await?;
     instance_from_row(&row)
 }
@@ -113,7 +116,7 @@ async fn apply(
 /// [`apply`], when core's tables allow the change from where the instance
 /// is now; `None` (nothing written) when they do not.
 pub(crate) async fn apply_if_legal(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     name: &InstanceName,
     change: Change<'_>,
     now: i64,
@@ -124,15 +127,18 @@ pub(crate) async fn apply_if_legal(
         Err(e) => Err(e),
     }
 }
+}
 
 impl Store {
     /// Makes one status change, if core's tables allow it from where the
     /// instance is now (else [`crate::StoreError::Transition`]).
     pub async fn transition(&self, name: &InstanceName, change: Change<'_>) -> Result<Instance> {
-        let mut tx = self.w().begin().await?;
-        let inst = apply(&mut tx, name, change, now_ms()).await?;
-        tx.commit().await?;
-        Ok(inst)
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let inst = m::apply(&mut tx, name, change, now_ms()).await?;
+            tx.commit().await?;
+            Ok(inst)
+        })
     }
 
     /// After a restart, no delete is under way any more: instances caught
@@ -142,63 +148,71 @@ impl Store {
     /// the scheduler settles each first ([`Store::interrupted_creates`]).
     /// Returns how many were moved.
     pub async fn recover_interrupted(&self) -> Result<u64> {
-        let mut tx = self.w().begin().await?;
-        let rows = sqlx::query("SELECT name FROM instances WHERE status = 'deleting'")
-            .fetch_all(&mut *tx)
-            .await?;
-        let now = now_ms();
-        for r in &rows {
-            let name = InstanceName::parse(r.get(0)).map_err(corrupt)?;
-            apply(
-                &mut tx,
-                &name,
-                Change::Status(InstanceStatus::PendingDelete, None),
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let rows = sqlx::query("SELECT name FROM instances WHERE status = 'deleting'")
+                .fetch_all(&mut *tx)
+                .await?;
+            let now = now_ms();
+            let mut moved = 0;
+            for r in &rows {
+                let name = InstanceName::parse(r.get(0)).map_err(corrupt)?;
+                // Rechecked under the row's lock: skipped when another
+                // connection moved it meanwhile.
+                let done = m::apply_if_legal(
+                    &mut tx,
+                    &name,
+                    Change::Status(InstanceStatus::PendingDelete, None),
+                    now,
+                )
+                .await?;
+                moved += u64::from(done.is_some());
+            }
+            tx.commit().await?;
+            Ok(moved)
+        })
     }
 
     /// Instances in `creating` with the process their create ran in, when
     /// it ran in one of its own and it was recorded.
     pub async fn interrupted_creates(&self) -> Result<Vec<(Instance, Option<CallProcess>)>> {
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT ",
             super::instance_columns!(),
             ", create_pid, create_pid_start FROM instances WHERE status = 'creating' ORDER BY created_at, name"
-        ))
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let process = match (
-                    r.get::<Option<i64>, _>("create_pid"),
-                    r.get::<Option<i64>, _>("create_pid_start"),
-                ) {
-                    (Some(pid), Some(start)) => Some(CallProcess {
-                        pid: u32::try_from(pid).map_err(corrupt)?,
-                        start_ticks: u64::try_from(start).map_err(corrupt)?,
-                    }),
-                    _ => None,
-                };
-                Ok((instance_from_row(r)?, process))
-            })
-            .collect()
+        );
+        on!(self, read, |c| {
+            let rows = sqlx::query(sql).fetch_all(c).await?;
+            rows.iter()
+                .map(|r| {
+                    let process = match (
+                        r.get::<Option<i64>, _>("create_pid"),
+                        r.get::<Option<i64>, _>("create_pid_start"),
+                    ) {
+                        (Some(pid), Some(start)) => Some(CallProcess {
+                            pid: u32::try_from(pid).map_err(corrupt)?,
+                            start_ticks: u64::try_from(start).map_err(corrupt)?,
+                        }),
+                        _ => None,
+                    };
+                    Ok((instance_from_row(r)?, process))
+                })
+                .collect()
+        })
     }
 
     /// Records the process a create runs in (while it is `creating`).
     pub async fn set_create_process(&self, name: &InstanceName, p: CallProcess) -> Result<()> {
-        sqlx::query(
-            "UPDATE instances SET create_pid = $1, create_pid_start = $2
-             WHERE name = $3 AND status = 'creating'",
-        )
-        .bind(i64::from(p.pid))
-        .bind(i64::try_from(p.start_ticks).map_err(corrupt)?)
-        .bind(name.as_str())
-        .execute(self.w())
-        .await?;
+        let sql = "UPDATE instances SET create_pid = $1, create_pid_start = $2
+             WHERE name = $3 AND status = 'creating'";
+        let start = i64::try_from(p.start_ticks).map_err(corrupt)?;
+        on!(self, write, |c| sqlx::query(sql)
+            .bind(i64::from(p.pid))
+            .bind(start)
+            .bind(name.as_str())
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -208,23 +222,24 @@ impl Store {
         name: &InstanceName,
         at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        sqlx::query("UPDATE instances SET next_attempt_at = $1, updated_at = $2 WHERE name = $3")
+        let sql = "UPDATE instances SET next_attempt_at = $1, updated_at = $2 WHERE name = $3";
+        on!(self, write, |c| sqlx::query(sql)
             .bind(at.map(|t| t.timestamp_millis()))
             .bind(now_ms())
             .bind(name.as_str())
-            .execute(self.w())
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// When the next attempt may happen (`None`: now).
     pub async fn next_attempt(&self, name: &InstanceName) -> Result<Option<DateTime<Utc>>> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT next_attempt_at FROM instances WHERE name = $1")
-                .bind(name.as_str())
-                .fetch_optional(self.r())
-                .await?
-                .ok_or_else(|| not_found(name))?;
-        Ok(at.map(to_dt))
+        let sql = "SELECT next_attempt_at FROM instances WHERE name = $1";
+        let at: Option<Option<i64>> = on!(self, read, |c| sqlx::query_scalar(sql)
+            .bind(name.as_str())
+            .fetch_optional(c)
+            .await)?;
+        Ok(at.ok_or_else(|| not_found(name))?.map(to_dt))
     }
 }
