@@ -3,9 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::{Credentials, CredentialsAuth, ResourceName, Secret};
-use sqlx::Row;
-
-use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+use crate::{DbRow, Result, Store, StoreError, corrupt, map_constraint, now_ms, on, to_dt};
 
 /// Credentials without their secrets, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +27,7 @@ pub(crate) fn hook_purpose(name: &str) -> String {
     format!("credentials.app_webhook_secret:{name}")
 }
 
-fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CredentialsSummary> {
+fn summary_from_row(row: &impl DbRow) -> Result<CredentialsSummary> {
     let hook: Option<Vec<u8>> = row.get("app_webhook_secret");
     Ok(CredentialsSummary {
         name: ResourceName::parse(row.get("name")).map_err(corrupt)?,
@@ -45,7 +43,7 @@ fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CredentialsSummary>
 }
 
 impl Store {
-    fn credentials_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Credentials> {
+    fn credentials_from_row(&self, row: &impl DbRow) -> Result<Credentials> {
         let name: String = row.get("name");
         let secret = self
             .sealer()
@@ -104,22 +102,23 @@ impl Store {
             .as_ref()
             .map(|s| self.sealer().seal_secret(&hook_purpose(name), s));
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO credentials (name, description, endpoint_name, auth_type, app_id, installation_id, secret, app_webhook_secret, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(name)
-        .bind(&c.description)
-        .bind(c.endpoint.as_str())
-        .bind(c.auth.kind())
-        .bind(app_id)
-        .bind(installation_id)
-        .bind(secret)
-        .bind(hook)
-        .bind(now)
-        .bind(now)
-        .execute(self.w())
-        .await
+        let sql = "INSERT INTO credentials (name, description, endpoint_name, auth_type, app_id,
+                installation_id, secret, app_webhook_secret, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        on!(self, write, |w| sqlx::query(sql)
+            .bind(name)
+            .bind(&c.description)
+            .bind(c.endpoint.as_str())
+            .bind(c.auth.kind())
+            .bind(app_id)
+            .bind(installation_id)
+            .bind(secret)
+            .bind(hook)
+            .bind(now)
+            .bind(now)
+            .execute(w)
+            .await
+            .map(|_| ()))
         .map_err(|e| {
             map_constraint(
                 e,
@@ -132,28 +131,34 @@ impl Store {
 
     /// The credentials with their secrets opened.
     pub async fn credentials(&self, name: &str) -> Result<Credentials> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.r())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("credentials {name:?}")))?;
-        self.credentials_from_row(&row)
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM credentials WHERE name = $1")
+                .bind(name)
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("credentials {name:?}")))?;
+            self.credentials_from_row(&row)
+        })
     }
 
     pub async fn credentials_summary(&self, name: &str) -> Result<CredentialsSummary> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.r())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("credentials {name:?}")))?;
-        summary_from_row(&row)
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM credentials WHERE name = $1")
+                .bind(name)
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("credentials {name:?}")))?;
+            summary_from_row(&row)
+        })
     }
 
     pub async fn list_credentials(&self) -> Result<Vec<CredentialsSummary>> {
-        let rows = sqlx::query("SELECT * FROM credentials ORDER BY name")
-            .fetch_all(self.r())
-            .await?;
-        rows.iter().map(summary_from_row).collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query("SELECT * FROM credentials ORDER BY name")
+                .fetch_all(c)
+                .await?;
+            rows.iter().map(summary_from_row).collect()
+        })
     }
 
     /// Updates what is given. `app_webhook_secret: Some(empty)` removes it.
@@ -164,110 +169,125 @@ impl Store {
         auth: Option<&CredentialsAuth>,
         app_webhook_secret: Option<&Secret>,
     ) -> Result<CredentialsSummary> {
-        let mut tx = self.w().begin().await?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT name FROM credentials WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("credentials {name:?}")));
-        }
-        let now = now_ms();
-        if let Some(d) = description {
-            sqlx::query("UPDATE credentials SET description = $1, updated_at = $2 WHERE name = $3")
-                .bind(d)
+        on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT name FROM credentials WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!("credentials {name:?}")));
+            }
+            let now = now_ms();
+            if let Some(d) = description {
+                sqlx::query("UPDATE credentials SET description = $1, updated_at = $2 WHERE name = $3")
+                    .bind(d)
+                    .bind(now)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(auth) = auth {
+                let (secret, app_id, installation_id) = self.seal_auth(name, auth);
+                sqlx::query(
+                    "UPDATE credentials SET auth_type = $1, secret = $2, app_id = $3, installation_id = $4, updated_at = $5 WHERE name = $6",
+                )
+                .bind(auth.kind())
+                .bind(secret)
+                .bind(app_id)
+                .bind(installation_id)
                 .bind(now)
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-        }
-        if let Some(auth) = auth {
-            let (secret, app_id, installation_id) = self.seal_auth(name, auth);
-            sqlx::query(
-                "UPDATE credentials SET auth_type = $1, secret = $2, app_id = $3, installation_id = $4, updated_at = $5 WHERE name = $6",
-            )
-            .bind(auth.kind())
-            .bind(secret)
-            .bind(app_id)
-            .bind(installation_id)
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(hook) = app_webhook_secret {
-            let sealed =
-                (!hook.is_empty()).then(|| self.sealer().seal_secret(&hook_purpose(name), hook));
-            sqlx::query(
-                "UPDATE credentials SET app_webhook_secret = $1, updated_at = $2 WHERE name = $3",
-            )
-            .bind(sealed)
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+            }
+            if let Some(hook) = app_webhook_secret {
+                let sealed =
+                    (!hook.is_empty()).then(|| self.sealer().seal_secret(&hook_purpose(name), hook));
+                sqlx::query(
+                    "UPDATE credentials SET app_webhook_secret = $1, updated_at = $2 WHERE name = $3",
+                )
+                .bind(sealed)
+                .bind(now)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         self.credentials_summary(name).await
     }
 
     pub async fn delete_credentials(&self, name: &str) -> Result<()> {
-        let mut tx = self.w().begin().await?;
-        let users: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT kind, owner, name FROM entities WHERE credentials_name = $1 ORDER BY kind, owner, name",
-        )
-        .bind(name)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !users.is_empty() {
-            let list: Vec<String> = users
-                .iter()
-                .map(|(k, o, n)| {
-                    if o.is_empty() {
-                        format!("{k} {n}")
-                    } else {
-                        format!("{k} {o}/{n}")
-                    }
-                })
-                .collect();
-            return Err(StoreError::Conflict(format!(
-                "credentials {name:?} are in use by {}; delete those first",
-                list.join(", ")
-            )));
-        }
-        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
+        on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            let users: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT kind, owner, name FROM entities WHERE credentials_name = $1 ORDER BY kind, owner, name",
+            )
             .bind(name)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("credentials {name:?}")));
-        }
-        tx.commit().await?;
+            if !users.is_empty() {
+                let list: Vec<String> = users
+                    .iter()
+                    .map(|(k, o, n)| {
+                        if o.is_empty() {
+                            format!("{k} {n}")
+                        } else {
+                            format!("{k} {o}/{n}")
+                        }
+                    })
+                    .collect();
+                return Err(StoreError::Conflict(format!(
+                    "credentials {name:?} are in use by {}; delete those first",
+                    list.join(", ")
+                )));
+            }
+            // An entity made since the check above (another replica)
+            // holds them by foreign key.
+            let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    map_constraint(
+                        e,
+                        "credentials name taken",
+                        &format!("credentials {name:?} are in use; delete what uses them first"),
+                    )
+                })?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("credentials {name:?}")));
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Every GitHub App's webhook secret, with its app id, for verifying
     /// deliveries to the App's single hook.
     pub async fn app_webhook_secrets(&self) -> Result<Vec<(ResourceName, i64, Secret)>> {
-        let rows = sqlx::query(
-            "SELECT name, app_id, app_webhook_secret FROM credentials
-             WHERE auth_type = 'app' AND app_webhook_secret IS NOT NULL",
-        )
-        .fetch_all(self.r())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.get(0);
-                let secret = self
-                    .sealer()
-                    .open_secret(&hook_purpose(&name), &row.get::<Vec<u8>, _>(2))?;
-                Ok((
-                    ResourceName::parse(&name).map_err(corrupt)?,
-                    row.get(1),
-                    secret,
-                ))
-            })
-            .collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query(
+                "SELECT name, app_id, app_webhook_secret FROM credentials
+                 WHERE auth_type = 'app' AND app_webhook_secret IS NOT NULL",
+            )
+            .fetch_all(c)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let name: String = row.get(0);
+                    let secret = self
+                        .sealer()
+                        .open_secret(&hook_purpose(&name), &row.get::<Vec<u8>, _>(2))?;
+                    Ok((
+                        ResourceName::parse(&name).map_err(corrupt)?,
+                        row.get(1),
+                        secret,
+                    ))
+                })
+                .collect()
+        })
     }
 }

@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
-use crate::{Result, Store, StoreError, corrupt, now_ms};
+use crate::{Result, Store, StoreError, corrupt, now_ms, on};
 
 /// Why a garm secret did not open.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -678,149 +678,151 @@ impl Store {
     pub async fn import_garm(&self, data: &GarmData) -> Result<ImportCounts> {
         let mut counts = ImportCounts::default();
         let now = now_ms();
-        let mut tx = self.w().begin().await?;
-        for e in &data.endpoints {
-            let done = sqlx::query(
-                "INSERT INTO endpoints (name, description, base_url, api_base_url, ca_bundle, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(e.name.as_str())
-            .bind(&e.description)
-            .bind(&e.base_url)
-            .bind(&e.api_base_url)
-            .bind(&e.ca_bundle)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            bump(&mut counts.endpoints, done.rows_affected());
-        }
-        for c in &data.credentials {
-            let name = c.name.as_str();
-            let purpose = crate::credentials::secret_purpose(name);
-            let (secret, app_id, installation_id) = match &c.auth {
-                CredentialsAuth::Pat { token } => {
-                    (self.sealer().seal_secret(&purpose, token), None, None)
-                }
-                CredentialsAuth::App {
-                    app_id,
-                    installation_id,
-                    private_key,
-                } => (
-                    self.sealer().seal_secret(&purpose, private_key),
-                    Some(*app_id),
-                    Some(*installation_id),
-                ),
-            };
-            let done = sqlx::query(
-                "INSERT INTO credentials (name, description, endpoint_name, auth_type, app_id, installation_id, secret, app_webhook_secret, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9) ON CONFLICT DO NOTHING",
-            )
-            .bind(name)
-            .bind(&c.description)
-            .bind(c.endpoint.as_str())
-            .bind(c.auth.kind())
-            .bind(app_id)
-            .bind(installation_id)
-            .bind(secret)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            bump(&mut counts.credentials, done.rows_affected());
-        }
-        // garm entity id → the id it has here (its own, or an entity of the
-        // same scope on the same endpoint registered before the import).
-        let mut entity_ids = std::collections::HashMap::new();
-        for e in &data.entities {
-            let (kind, owner, name) = crate::entities::scope_columns(&e.scope);
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM entities WHERE id = $1 OR (kind = $2 AND owner = $3 AND name = $4
-                    AND endpoint_name = (SELECT endpoint_name FROM credentials WHERE name = $5))",
-            )
-            .bind(e.id.to_string())
-            .bind(kind)
-            .bind(owner)
-            .bind(name)
-            .bind(e.credentials_name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = existing {
-                entity_ids.insert(e.id, id.parse::<EntityId>().map_err(corrupt)?);
-                counts.entities.1 += 1;
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name, webhook_secret, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, (SELECT endpoint_name FROM credentials WHERE name = $5), $6, $7, $8, $9)",
-            )
-            .bind(e.id.to_string())
-            .bind(kind)
-            .bind(owner)
-            .bind(name)
-            .bind(e.credentials_name.as_str())
-            .bind(e.credentials_name.as_str())
-            .bind(
-                self.sealer()
-                    .seal_secret(&crate::entities::hook_purpose(e.id), &e.webhook_secret),
-            )
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            entity_ids.insert(e.id, e.id);
-            counts.entities.0 += 1;
-        }
-        for p in &data.pools {
-            let Some(entity) = entity_ids.get(&p.entity_id) else {
-                continue;
-            };
-            let s = &p.spec;
-            let done = sqlx::query(
-                "INSERT INTO pools (id, entity_id, provider_name, image, flavor, tags, os_type, os_arch,
-                    min_idle_runners, max_runners, runner_prefix, runner_bootstrap_timeout, extra_specs,
-                    runner_group, priority, enabled, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING",
-            )
-            .bind(p.id.to_string())
-            .bind(entity.to_string())
-            .bind(s.provider_name.as_str())
-            .bind(&s.image)
-            .bind(&s.flavor)
-            .bind(serde_json::to_string(&s.tags).map_err(corrupt)?)
-            .bind(s.os_type.as_str())
-            .bind(s.os_arch.as_str())
-            .bind(i64::from(s.min_idle_runners))
-            .bind(i64::from(s.max_runners))
-            .bind(s.runner_prefix.as_str())
-            .bind(i64::from(s.runner_bootstrap_timeout))
-            .bind(serde_json::to_string(&s.extra_specs).map_err(corrupt)?)
-            .bind(&s.runner_group)
-            .bind(i64::from(s.priority))
-            .bind(s.enabled)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            bump(&mut counts.pools, done.rows_affected());
-        }
-        if let Some(id) = data.controller_id {
-            sqlx::query("UPDATE controller SET garm_controller_id = $1 WHERE id = 1")
-                .bind(id.to_string())
+        on!(self, write, |w| {
+            let mut tx = w.begin().await?;
+            for e in &data.endpoints {
+                let done = sqlx::query(
+                    "INSERT INTO endpoints (name, description, base_url, api_base_url, ca_bundle, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(e.name.as_str())
+                .bind(&e.description)
+                .bind(&e.base_url)
+                .bind(&e.api_base_url)
+                .bind(&e.ca_bundle)
+                .bind(now)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            // Hooks garm made post to /webhooks/<garm controller id>: the
-            // webhook routes accept the ids listed here.
-            sqlx::query(
-                "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES ($1, $2)
-                 ON CONFLICT (controller_id) DO NOTHING",
-            )
-            .bind(id.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+                bump(&mut counts.endpoints, done.rows_affected());
+            }
+            for c in &data.credentials {
+                let name = c.name.as_str();
+                let purpose = crate::credentials::secret_purpose(name);
+                let (secret, app_id, installation_id) = match &c.auth {
+                    CredentialsAuth::Pat { token } => {
+                        (self.sealer().seal_secret(&purpose, token), None, None)
+                    }
+                    CredentialsAuth::App {
+                        app_id,
+                        installation_id,
+                        private_key,
+                    } => (
+                        self.sealer().seal_secret(&purpose, private_key),
+                        Some(*app_id),
+                        Some(*installation_id),
+                    ),
+                };
+                let done = sqlx::query(
+                    "INSERT INTO credentials (name, description, endpoint_name, auth_type, app_id, installation_id, secret, app_webhook_secret, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(&c.description)
+                .bind(c.endpoint.as_str())
+                .bind(c.auth.kind())
+                .bind(app_id)
+                .bind(installation_id)
+                .bind(secret)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                bump(&mut counts.credentials, done.rows_affected());
+            }
+            // garm entity id → the id it has here (its own, or an entity of the
+            // same scope on the same endpoint registered before the import).
+            let mut entity_ids = std::collections::HashMap::new();
+            for e in &data.entities {
+                let (kind, owner, name) = crate::entities::scope_columns(&e.scope);
+                let existing: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM entities WHERE id = $1 OR (kind = $2 AND owner = $3 AND name = $4
+                        AND endpoint_name = (SELECT endpoint_name FROM credentials WHERE name = $5))",
+                )
+                .bind(e.id.to_string())
+                .bind(kind)
+                .bind(owner)
+                .bind(name)
+                .bind(e.credentials_name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = existing {
+                    entity_ids.insert(e.id, id.parse::<EntityId>().map_err(corrupt)?);
+                    counts.entities.1 += 1;
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO entities (id, kind, owner, name, endpoint_name, credentials_name, webhook_secret, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, (SELECT endpoint_name FROM credentials WHERE name = $5), $6, $7, $8, $9)",
+                )
+                .bind(e.id.to_string())
+                .bind(kind)
+                .bind(owner)
+                .bind(name)
+                .bind(e.credentials_name.as_str())
+                .bind(e.credentials_name.as_str())
+                .bind(
+                    self.sealer()
+                        .seal_secret(&crate::entities::hook_purpose(e.id), &e.webhook_secret),
+                )
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                entity_ids.insert(e.id, e.id);
+                counts.entities.0 += 1;
+            }
+            for p in &data.pools {
+                let Some(entity) = entity_ids.get(&p.entity_id) else {
+                    continue;
+                };
+                let s = &p.spec;
+                let done = sqlx::query(
+                    "INSERT INTO pools (id, entity_id, provider_name, image, flavor, tags, os_type, os_arch,
+                        min_idle_runners, max_runners, runner_prefix, runner_bootstrap_timeout, extra_specs,
+                        runner_group, priority, enabled, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING",
+                )
+                .bind(p.id.to_string())
+                .bind(entity.to_string())
+                .bind(s.provider_name.as_str())
+                .bind(&s.image)
+                .bind(&s.flavor)
+                .bind(serde_json::to_string(&s.tags).map_err(corrupt)?)
+                .bind(s.os_type.as_str())
+                .bind(s.os_arch.as_str())
+                .bind(i64::from(s.min_idle_runners))
+                .bind(i64::from(s.max_runners))
+                .bind(s.runner_prefix.as_str())
+                .bind(i64::from(s.runner_bootstrap_timeout))
+                .bind(serde_json::to_string(&s.extra_specs).map_err(corrupt)?)
+                .bind(&s.runner_group)
+                .bind(i64::from(s.priority))
+                .bind(s.enabled)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                bump(&mut counts.pools, done.rows_affected());
+            }
+            if let Some(id) = data.controller_id {
+                sqlx::query("UPDATE controller SET garm_controller_id = $1 WHERE id = 1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                // Hooks garm made post to /webhooks/<garm controller id>: the
+                // webhook routes accept the ids listed here.
+                sqlx::query(
+                    "INSERT INTO garm_controller_ids (controller_id, created_at) VALUES ($1, $2)
+                     ON CONFLICT (controller_id) DO NOTHING",
+                )
+                .bind(id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(counts)
     }
 
@@ -829,10 +831,10 @@ impl Store {
     /// `/webhooks/<this id>`, and garm's runners carry the label
     /// `runner-controller-id:<this id>`.
     pub async fn garm_controller_id(&self) -> Result<Option<ControllerId>> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT garm_controller_id FROM controller WHERE id = 1")
-                .fetch_one(self.r())
-                .await?;
+        let sql = "SELECT garm_controller_id FROM controller WHERE id = 1";
+        let id: Option<String> = on!(self, read, |c| sqlx::query_scalar(sql)
+            .fetch_one(c)
+            .await)?;
         id.map(|s| s.parse().map_err(corrupt)).transpose()
     }
 }

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use hangar_core::{EntityId, Job, JobAction, JobId, JobStatus, Labels, PoolId};
 use std::collections::HashMap;
 
-use sqlx::Row;
+use sqlx::Connection;
 
-use crate::{Result, Store, StoreError, corrupt, now_ms, to_dt};
+use crate::{DbRow, Result, Store, StoreError, corrupt, now_ms, on, per_backend, to_dt};
 
 /// One `workflow_job` delivery, already verified and parsed.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ fn action_bit(a: JobAction) -> i64 {
 
 /// What the upsert returns for each delivery it applied.
 #[derive(sqlx::FromRow)]
-struct Applied {
+pub(crate) struct Applied {
     id: i64,
     run_attempt: i64,
     last_action: String,
@@ -93,19 +93,30 @@ struct Applied {
 }
 
 /// The upsert of `rows` deliveries, built once per batch size: building it
-/// per batch cost about a fifth of the intake writer's CPU.
+/// per batch cost about a fifth of the intake writer's CPU. The same text
+/// runs on both backends (`$N` placeholders, numbered per row).
 fn upsert_sql(rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         (0..=ROWS_PER_STATEMENT)
             .map(|n| {
-                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)";
-                format!("{UPSERT_HEAD}{}{UPSERT_TAIL}", vec![row; n].join(", "))
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let params: Vec<String> = (1..=UPSERT_PARAMS)
+                            .map(|p| format!("${}", r * UPSERT_PARAMS + p))
+                            .collect();
+                        format!("({}, TRUE)", params.join(", "))
+                    })
+                    .collect();
+                format!("{UPSERT_HEAD}{}{UPSERT_TAIL}", values.join(", "))
             })
             .collect()
     });
     &all[rows]
 }
+
+/// Parameters bound per delivery in [`upsert_sql`].
+const UPSERT_PARAMS: usize = 17;
 
 const UPSERT_HEAD: &str = "INSERT INTO jobs (id, run_attempt, entity_id, status, status_rank,
     conclusion, labels, repository, workflow_run_id, name, runner_name, pool_id, queued_at,
@@ -117,30 +128,66 @@ const UPSERT_TAIL: &str = " ON CONFLICT (id, run_attempt) DO UPDATE SET
     actions_seen = jobs.actions_seen | excluded.actions_seen,
     last_action = excluded.last_action,
     last_action_moved = excluded.status_rank > jobs.status_rank,
-    status = iif(excluded.status_rank > jobs.status_rank, excluded.status, jobs.status),
-    status_rank = max(excluded.status_rank, jobs.status_rank),
-    conclusion = iif(excluded.status_rank > jobs.status_rank,
-        coalesce(excluded.conclusion, jobs.conclusion), jobs.conclusion),
-    runner_name = iif(excluded.status_rank > jobs.status_rank,
-        coalesce(excluded.runner_name, jobs.runner_name), jobs.runner_name),
-    pool_id = iif(excluded.status_rank > jobs.status_rank,
-        coalesce(jobs.pool_id, excluded.pool_id), jobs.pool_id),
-    queued_at = iif(excluded.status_rank > jobs.status_rank AND excluded.status = 'queued',
-        excluded.queued_at, jobs.queued_at),
-    updated_at = iif(excluded.status_rank > jobs.status_rank,
-        excluded.updated_at, jobs.updated_at),
-    started_at = iif(excluded.status_rank > jobs.status_rank AND excluded.status = 'in_progress',
-        excluded.updated_at, jobs.started_at)
-  WHERE jobs.actions_seen & excluded.actions_seen = 0
+    status = CASE WHEN excluded.status_rank > jobs.status_rank
+        THEN excluded.status ELSE jobs.status END,
+    status_rank = CASE WHEN excluded.status_rank > jobs.status_rank
+        THEN excluded.status_rank ELSE jobs.status_rank END,
+    conclusion = CASE WHEN excluded.status_rank > jobs.status_rank
+        THEN COALESCE(excluded.conclusion, jobs.conclusion) ELSE jobs.conclusion END,
+    runner_name = CASE WHEN excluded.status_rank > jobs.status_rank
+        THEN COALESCE(excluded.runner_name, jobs.runner_name) ELSE jobs.runner_name END,
+    pool_id = CASE WHEN excluded.status_rank > jobs.status_rank
+        THEN COALESCE(jobs.pool_id, excluded.pool_id) ELSE jobs.pool_id END,
+    queued_at = CASE WHEN excluded.status_rank > jobs.status_rank AND excluded.status = 'queued'
+        THEN excluded.queued_at ELSE jobs.queued_at END,
+    updated_at = CASE WHEN excluded.status_rank > jobs.status_rank
+        THEN excluded.updated_at ELSE jobs.updated_at END,
+    started_at = CASE WHEN excluded.status_rank > jobs.status_rank AND excluded.status = 'in_progress'
+        THEN excluded.updated_at ELSE jobs.started_at END
+  WHERE (jobs.actions_seen & excluded.actions_seen) = 0
   RETURNING id, run_attempt, last_action, last_action_moved, pool_id";
 
-/// Upserts `events` (in order, at most [`ROWS_PER_STATEMENT`]) into `jobs`;
-/// returns the rows it applied.
-async fn upsert_events<'e, E>(exec: E, events: &[JobEvent], now: i64) -> Result<Vec<Applied>>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    let mut q = sqlx::query_as::<_, Applied>(upsert_sql(events.len()));
+/// Splits `events` into the statements PostgreSQL runs them as. Its
+/// `ON CONFLICT DO UPDATE` may not touch one row twice in a statement, so a
+/// job that comes again starts the next statement (which sees the one
+/// before, as SQLite's rows do within one). Events are first put in key
+/// order, stably (a job's own events keep their order): every transaction
+/// then locks job rows in ascending order, so two replicas taking
+/// overlapping batches wait for each other instead of deadlocking.
+fn postgres_statements(events: &[JobEvent]) -> Vec<Vec<&JobEvent>> {
+    let mut sorted: Vec<&JobEvent> = events.iter().collect();
+    sorted.sort_by_key(|e| (e.job_id.0, e.run_attempt));
+    let mut out: Vec<Vec<&JobEvent>> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for ev in sorted {
+        let key = (ev.job_id.0, ev.run_attempt);
+        let full = out.last().is_none_or(|s| s.len() >= ROWS_PER_STATEMENT);
+        if full || keys.contains(&key) {
+            out.push(Vec::new());
+            keys.clear();
+        }
+        keys.insert(key);
+        out.last_mut().expect("a statement was started").push(ev);
+    }
+    out
+}
+
+/// Whether PostgreSQL gave up on a transaction that can simply be run
+/// again: a deadlock (40P01) or a serialization failure (40001).
+fn is_retryable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(db))
+        if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+per_backend! {
+/// Upserts `events` (in order, at most [`ROWS_PER_STATEMENT`]) into `jobs`
+/// on `conn`; returns the rows it applied.
+pub(crate) async fn upsert_events(
+    conn: &mut Conn,
+    events: &[&JobEvent],
+    now: i64,
+) -> Result<Vec<Applied>> {
+    let mut q = sqlx::query_as::<Db, Applied>(upsert_sql(events.len()));
     for ev in events {
         let status = ev.action.status();
         q = q
@@ -162,10 +209,11 @@ where
             .bind(action_bit(ev.action))
             .bind(ev.action.as_str());
     }
-    Ok(q.fetch_all(exec).await?)
+    Ok(q.fetch_all(&mut *conn).await?)
+}
 }
 
-pub(crate) fn job_from_row(row: &impl crate::DbRow) -> Result<Job> {
+pub(crate) fn job_from_row(row: &impl DbRow) -> Result<Job> {
     let entity_id: String = row.get("entity_id");
     let pool_id: Option<String> = row.get("pool_id");
     Ok(Job {
@@ -202,16 +250,47 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut applied = Vec::with_capacity(events.len());
-        if events.len() <= ROWS_PER_STATEMENT {
-            applied = upsert_events(self.w(), events, now).await?;
-        } else {
-            let mut tx = self.w().begin().await?;
-            for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                applied.extend(upsert_events(&mut *tx, chunk, now).await?);
+        let applied = match &self.inner.backend {
+            crate::Backend::Sqlite(b) => {
+                let mut conn = b.write.acquire().await?;
+                let events: Vec<&JobEvent> = events.iter().collect();
+                if events.len() <= ROWS_PER_STATEMENT {
+                    on_sqlite::upsert_events(&mut conn, &events, now).await?
+                } else {
+                    let mut applied = Vec::with_capacity(events.len());
+                    let mut tx = conn.begin().await?;
+                    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                        applied.extend(on_sqlite::upsert_events(&mut tx, chunk, now).await?);
+                    }
+                    tx.commit().await?;
+                    applied
+                }
             }
-            tx.commit().await?;
-        }
+            crate::Backend::Postgres(p) => {
+                let statements = postgres_statements(events);
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let result: Result<Vec<Applied>> = async {
+                        let mut applied = Vec::with_capacity(events.len());
+                        let mut tx = p.begin().await?;
+                        for statement in &statements {
+                            applied
+                                .extend(on_postgres::upsert_events(&mut tx, statement, now).await?);
+                        }
+                        tx.commit().await?;
+                        Ok(applied)
+                    }
+                    .await;
+                    match result {
+                        Err(e) if attempt < 5 && is_retryable(&e) => {
+                            tracing::debug!(attempt, error = %e, "job intake transaction retried");
+                        }
+                        other => break other?,
+                    }
+                }
+            }
+        };
         // A returned row is a new delivery: its (job, attempt, action) names
         // it alone, as the first of equal events in a batch is the new one
         // and every later one is skipped by the upsert.
@@ -249,44 +328,50 @@ impl Store {
     }
 
     pub async fn job(&self, id: JobId, run_attempt: i64) -> Result<Job> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND run_attempt = $2")
-            .bind(id.0)
-            .bind(run_attempt)
-            .fetch_optional(self.r())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("job {id} attempt {run_attempt}")))?;
-        job_from_row(&row)
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND run_attempt = $2")
+                .bind(id.0)
+                .bind(run_attempt)
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("job {id} attempt {run_attempt}")))?;
+            job_from_row(&row)
+        })
     }
 
     /// Jobs, newest first.
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
-        let mut q = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE 1 = 1");
-        if let Some(s) = f.status {
-            q.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(p) = f.pool_id {
-            q.push(" AND pool_id = ").push_bind(p.to_string());
-        }
-        if let Some(e) = f.entity_id {
-            q.push(" AND entity_id = ").push_bind(e.to_string());
-        }
-        q.push(" ORDER BY updated_at DESC, id DESC");
-        q.push(" LIMIT ")
-            .push_bind(i64::from(f.limit.unwrap_or(1000)));
-        let rows = q.build().fetch_all(self.r()).await?;
-        rows.iter().map(job_from_row).collect()
+        on!(self, read, |c| {
+            let mut q = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE 1 = 1");
+            if let Some(s) = f.status {
+                q.push(" AND status = ").push_bind(s.as_str());
+            }
+            if let Some(p) = f.pool_id {
+                q.push(" AND pool_id = ").push_bind(p.to_string());
+            }
+            if let Some(e) = f.entity_id {
+                q.push(" AND entity_id = ").push_bind(e.to_string());
+            }
+            q.push(" ORDER BY updated_at DESC, id DESC");
+            q.push(" LIMIT ")
+                .push_bind(i64::from(f.limit.unwrap_or(1000)));
+            let rows = q.build().fetch_all(c).await?;
+            rows.iter().map(job_from_row).collect()
+        })
     }
 
     /// Queued jobs with no pool (nothing matched when they arrived).
     pub async fn unmatched_queued_jobs(&self, limit: u32) -> Result<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE status = 'queued' AND status_rank <= 1 AND pool_id IS NULL
-             ORDER BY queued_at LIMIT CAST($1 AS INTEGER)",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(self.r())
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query(
+                "SELECT * FROM jobs WHERE status = 'queued' AND status_rank <= 1 AND pool_id IS NULL
+                 ORDER BY queued_at LIMIT CAST($1 AS INTEGER)",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await?;
+            rows.iter().map(job_from_row).collect()
+        })
     }
 
     /// Queued (or waiting) jobs whose re-check is due at `now`, most
@@ -299,29 +384,31 @@ impl Store {
         first_after: chrono::Duration,
         limit: u32,
     ) -> Result<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE status_rank <= 1
-               AND coalesce(recheck_at, queued_at + $1) <= $2
-             ORDER BY coalesce(recheck_at, queued_at + $3) LIMIT CAST($4 AS INTEGER)",
-        )
-        .bind(first_after.num_milliseconds())
-        .bind(now.timestamp_millis())
-        .bind(first_after.num_milliseconds())
-        .bind(i64::from(limit))
-        .fetch_all(self.r())
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query(
+                "SELECT * FROM jobs WHERE status_rank <= 1
+                   AND COALESCE(recheck_at, queued_at + $1) <= $2
+                 ORDER BY COALESCE(recheck_at, queued_at + $3) LIMIT CAST($4 AS INTEGER)",
+            )
+            .bind(first_after.num_milliseconds())
+            .bind(now.timestamp_millis())
+            .bind(first_after.num_milliseconds())
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await?;
+            rows.iter().map(job_from_row).collect()
+        })
     }
 
     /// When a job was queued (its first delivery or recovery), for the
     /// re-check spacing.
     pub async fn job_queued_since(&self, id: JobId, run_attempt: i64) -> Result<DateTime<Utc>> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT queued_at FROM jobs WHERE id = $1 AND run_attempt = $2")
-                .bind(id.0)
-                .bind(run_attempt)
-                .fetch_optional(self.r())
-                .await?;
+        let sql = "SELECT queued_at FROM jobs WHERE id = $1 AND run_attempt = $2";
+        let at: Option<i64> = on!(self, read, |c| sqlx::query_scalar(sql)
+            .bind(id.0)
+            .bind(run_attempt)
+            .fetch_optional(c)
+            .await)?;
         at.map(to_dt)
             .ok_or_else(|| StoreError::NotFound(format!("job {id} attempt {run_attempt}")))
     }
@@ -330,21 +417,23 @@ impl Store {
     pub async fn known_jobs(&self, keys: &[(JobId, i64)]) -> Result<Vec<(JobId, i64)>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT id, run_attempt FROM jobs WHERE (id, run_attempt) IN (VALUES ",
-            );
-            let mut sep = q.separated(", ");
-            for (id, attempt) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(id.0)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*attempt)
-                    .push_unseparated(")");
-            }
-            q.push(")");
-            for r in q.build().fetch_all(self.r()).await? {
-                out.push((JobId(r.get(0)), r.get(1)));
-            }
+            on!(self, read, |c| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT id, run_attempt FROM jobs WHERE (id, run_attempt) IN (VALUES ",
+                );
+                let mut sep = q.separated(", ");
+                for (id, attempt) in chunk {
+                    sep.push("(")
+                        .push_bind_unseparated(id.0)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*attempt)
+                        .push_unseparated(")");
+                }
+                q.push(")");
+                for r in q.build().fetch_all(c).await? {
+                    out.push((JobId(r.get(0)), r.get(1)));
+                }
+            });
         }
         Ok(out)
     }
@@ -357,20 +446,21 @@ impl Store {
         status: JobStatus,
         conclusion: Option<&str>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = $1, status_rank = $2, conclusion = coalesce($3, conclusion), updated_at = $4
-             WHERE id = $5 AND run_attempt = $6 AND status_rank < $7",
-        )
-        .bind(status.as_str())
-        .bind(status_rank(status))
-        .bind(conclusion)
-        .bind(now_ms())
-        .bind(id.0)
-        .bind(run_attempt)
-        .bind(status_rank(status))
-        .execute(self.w())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let sql = "UPDATE jobs SET status = $1, status_rank = $2,
+                conclusion = COALESCE($3, conclusion), updated_at = $4
+             WHERE id = $5 AND run_attempt = $6 AND status_rank < $7";
+        let done = on!(self, write, |c| sqlx::query(sql)
+            .bind(status.as_str())
+            .bind(status_rank(status))
+            .bind(conclusion)
+            .bind(now_ms())
+            .bind(id.0)
+            .bind(run_attempt)
+            .bind(status_rank(status))
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
     }
 
     /// Records a re-check and when the next one is due.
@@ -380,65 +470,68 @@ impl Store {
         run_attempt: i64,
         next_at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET checked_at = $1, recheck_at = $2 WHERE id = $3 AND run_attempt = $4",
-        )
-        .bind(now_ms())
-        .bind(next_at.timestamp_millis())
-        .bind(id.0)
-        .bind(run_attempt)
-        .execute(self.w())
-        .await?;
+        let sql =
+            "UPDATE jobs SET checked_at = $1, recheck_at = $2 WHERE id = $3 AND run_attempt = $4";
+        on!(self, write, |c| sqlx::query(sql)
+            .bind(now_ms())
+            .bind(next_at.timestamp_millis())
+            .bind(id.0)
+            .bind(run_attempt)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// Assigns a pool to a job that has none (a pool appeared after it came).
     pub async fn assign_job_pool(&self, id: JobId, run_attempt: i64, pool: PoolId) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET pool_id = $1, updated_at = $2 WHERE id = $3 AND run_attempt = $4 AND pool_id IS NULL",
-        )
-        .bind(pool.to_string())
-        .bind(now_ms())
-        .bind(id.0)
-        .bind(run_attempt)
-        .execute(self.w())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let sql = "UPDATE jobs SET pool_id = $1, updated_at = $2
+             WHERE id = $3 AND run_attempt = $4 AND pool_id IS NULL";
+        let done = on!(self, write, |c| sqlx::query(sql)
+            .bind(pool.to_string())
+            .bind(now_ms())
+            .bind(id.0)
+            .bind(run_attempt)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
     }
 
     /// Job counts by status (for metrics and `controller show`).
     pub async fn job_counts(&self) -> Result<Vec<(JobStatus, u64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .fetch_all(self.r())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get::<String, _>(0).parse().map_err(corrupt)?,
-                    r.get::<i64, _>(1) as u64,
-                ))
-            })
-            .collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+                .fetch_all(c)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.get::<String, _>(0).parse().map_err(corrupt)?,
+                        r.get::<i64, _>(1) as u64,
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// Drops completed jobs older than `before`.
     pub async fn purge_completed_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
-        let n = sqlx::query("DELETE FROM jobs WHERE status = 'completed' AND updated_at < $1")
+        let sql = "DELETE FROM jobs WHERE status = 'completed' AND updated_at < $1";
+        Ok(on!(self, write, |c| sqlx::query(sql)
             .bind(before.timestamp_millis())
-            .execute(self.w())
-            .await?
-            .rows_affected();
-        Ok(n)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?)
     }
 
     /// When the latest attempt of a job was queued.
     pub async fn job_queued_at(&self, id: JobId) -> Result<Option<DateTime<Utc>>> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT queued_at FROM jobs WHERE id = $1 ORDER BY run_attempt DESC LIMIT 1",
-        )
-        .bind(id.0)
-        .fetch_optional(self.r())
-        .await?;
+        let sql = "SELECT queued_at FROM jobs WHERE id = $1 ORDER BY run_attempt DESC LIMIT 1";
+        let at: Option<i64> = on!(self, read, |c| sqlx::query_scalar(sql)
+            .bind(id.0)
+            .fetch_optional(c)
+            .await)?;
         Ok(at.map(to_dt))
     }
 }

@@ -14,10 +14,9 @@ use hangar_core::{
     EntityId, InstanceName, InstanceStatus, PoolId, RunnerStatus, ScaleSetJobEvent,
     ScaleSetMessage, ScaleSetStatistics,
 };
-use sqlx::{Row, SqliteConnection};
-
-use crate::instances::{Change, apply_if_legal};
-use crate::{Result, Store, StoreError, corrupt, now_ms, to_dt};
+use crate::instances::Change;
+use crate::scale_sets::Deps;
+use crate::{DbRow, Result, Store, StoreError, corrupt, now_ms, on, per_backend, to_dt};
 
 /// A scale set as its listener sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +98,7 @@ macro_rules! listened {
     };
 }
 
-fn listened_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Option<ListenedScaleSet>> {
+fn listened_from_row(row: &impl DbRow) -> Result<Option<ListenedScaleSet>> {
     let Some(github_id) = row.get::<Option<i64>, _>("github_id") else {
         return Ok(None);
     };
@@ -122,25 +121,27 @@ fn listened_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Option<ListenedSca
     }))
 }
 
+per_backend! {
 /// Moves the pool's runners as their scale set jobs say: a started job's
 /// runner is active, a completed job's runner is retired (its delete step
 /// follows, as for a webhook's `completed`). Driven from the pool's live
 /// instances, so it costs what the pool holds, not the job history; each
 /// move goes through the transition tables, and one the instance is not
 /// ready for (still `creating`) is left for the next pass.
-async fn settle_runners(
-    conn: &mut SqliteConnection,
+pub(crate) async fn settle_runners(
+    conn: &mut Conn,
     scale_set_id: &str,
     pool_id: &str,
     now: i64,
 ) -> Result<(u32, u32)> {
     let rows = sqlx::query(
         "SELECT i.name, MAX(j.status_rank) AS rank
-         FROM instances i JOIN scale_set_jobs j ON j.runner_name = i.name AND j.scale_set_id = ?2
-         WHERE i.pool_id = ?1 AND i.status != 'deleted' AND j.status_rank >= 3
+         FROM instances i JOIN scale_set_jobs j ON j.runner_name = i.name AND j.scale_set_id = $2
+         WHERE i.pool_id = $1 AND i.status != 'deleted' AND j.status_rank >= 3
            AND ((i.runner_status IN ('pending', 'installing', 'idle'))
              OR (j.status_rank = 4 AND i.status IN ('pending_create', 'running', 'error')))
-         GROUP BY i.name",
+         GROUP BY i.name
+         ORDER BY i.name",
     )
     .bind(pool_id)
     .bind(scale_set_id)
@@ -152,14 +153,14 @@ async fn settle_runners(
         let rank: i64 = r.get("rank");
         // A runner that ran its job is active, even when the completion
         // arrives in the same message.
-        if apply_if_legal(conn, &name, Change::Runner(RunnerStatus::Active, None), now)
+        if <Db as Deps>::apply_if_legal(conn, &name, Change::Runner(RunnerStatus::Active, None), now)
             .await?
             .is_some()
         {
             active += 1;
         }
         if rank == 4
-            && apply_if_legal(
+            && <Db as Deps>::apply_if_legal(
                 conn,
                 &name,
                 Change::Status(InstanceStatus::PendingDelete, Some("job completed")),
@@ -174,42 +175,226 @@ async fn settle_runners(
     Ok((active, retired))
 }
 
+/// [`Store::apply_scale_set_message`] in `conn`'s transaction. The scale
+/// set's row is read with a lock on PostgreSQL (`FOR NO KEY UPDATE`), so
+/// of two connections applying the same message one waits for the other,
+/// then sees its `last_message_id` and changes nothing.
+pub(crate) async fn apply_message(
+    conn: &mut Conn,
+    scale_set_id: &str,
+    msg: &ScaleSetMessage,
+    acquired: &[i64],
+) -> Result<AppliedMessage> {
+    let sql = if <Db as Deps>::POSTGRES {
+        "SELECT s.pool_id, s.last_message_id, s.desired_runners, p.min_idle_runners, p.max_runners
+         FROM scale_sets s JOIN pools p ON p.id = s.pool_id WHERE s.id = $1
+         FOR NO KEY UPDATE OF s"
+    } else {
+        "SELECT s.pool_id, s.last_message_id, s.desired_runners, p.min_idle_runners, p.max_runners
+         FROM scale_sets s JOIN pools p ON p.id = s.pool_id WHERE s.id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(scale_set_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scale set {scale_set_id}")))?;
+    let pool: String = row.get("pool_id");
+    let pool_id: PoolId = pool.parse().map_err(corrupt)?;
+    if msg.message_id <= row.get::<i64, _>("last_message_id") {
+        return Ok(AppliedMessage::AlreadyApplied);
+    }
+    let now = now_ms();
+    for e in &msg.events {
+        let job = e.job();
+        let (rank, status) = rank(e);
+        let (runner_name, runner_id, result) = match e {
+            ScaleSetJobEvent::Started {
+                runner_id,
+                runner_name,
+                ..
+            } => (Some(runner_name.as_str()), Some(*runner_id), None),
+            ScaleSetJobEvent::Completed {
+                runner_id,
+                runner_name,
+                result,
+                ..
+            } => (
+                Some(runner_name.as_str()).filter(|n| !n.is_empty()),
+                Some(*runner_id).filter(|id| *id != 0),
+                Some(result.as_str()),
+            ),
+            _ => (None, None, None),
+        };
+        let labels = serde_json::to_string(&job.request_labels).map_err(corrupt)?;
+        sqlx::query(
+            "INSERT INTO scale_set_jobs (scale_set_id, runner_request_id, job_id, repository,
+                name, workflow_run_id, labels, status, status_rank, result, runner_name,
+                runner_id, queued_at, seen_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14)
+             ON CONFLICT (scale_set_id, runner_request_id) DO UPDATE SET
+                status = CASE WHEN excluded.status_rank > scale_set_jobs.status_rank
+                    THEN excluded.status ELSE scale_set_jobs.status END,
+                status_rank = CASE WHEN excluded.status_rank > scale_set_jobs.status_rank
+                    THEN excluded.status_rank ELSE scale_set_jobs.status_rank END,
+                result = COALESCE(excluded.result, scale_set_jobs.result),
+                runner_name = COALESCE(excluded.runner_name, scale_set_jobs.runner_name),
+                runner_id = COALESCE(excluded.runner_id, scale_set_jobs.runner_id),
+                updated_at = excluded.updated_at",
+        )
+        .bind(scale_set_id)
+        .bind(job.runner_request_id)
+        .bind(&job.job_id)
+        .bind(&job.repository)
+        .bind(job.job_display_name.as_deref())
+        .bind(job.workflow_run_id)
+        .bind(labels)
+        .bind(status)
+        .bind(rank)
+        .bind(result)
+        .bind(runner_name)
+        .bind(runner_id)
+        .bind(job.queue_time.map(|t| t.timestamp_millis()))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for id in acquired {
+        sqlx::query(
+            "UPDATE scale_set_jobs SET status = 'acquired', status_rank = 1, updated_at = $1
+             WHERE scale_set_id = $2 AND runner_request_id = $3 AND status_rank < 1",
+        )
+        .bind(now)
+        .bind(scale_set_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let desired = match &msg.statistics {
+        Some(s) => desired_runners(
+            row.get::<i64, _>("min_idle_runners") as u32,
+            row.get::<i64, _>("max_runners") as u32,
+            s,
+        ),
+        None => row.get::<i64, _>("desired_runners") as u32,
+    };
+    let stats = match &msg.statistics {
+        Some(s) => Some(serde_json::to_string(s).map_err(corrupt)?),
+        None => None,
+    };
+    sqlx::query(
+        "UPDATE scale_sets SET last_message_id = $1, statistics = COALESCE($2, statistics),
+            desired_runners = $3, updated_at = $4 WHERE id = $5",
+    )
+    .bind(msg.message_id)
+    .bind(stats)
+    .bind(i64::from(desired))
+    .bind(now)
+    .bind(scale_set_id)
+    .execute(&mut *conn)
+    .await?;
+    let (marked_active, retired) = settle_runners(conn, scale_set_id, &pool, now).await?;
+    Ok(AppliedMessage::Applied {
+        pool_id,
+        desired_runners: desired,
+        marked_active,
+        retired,
+    })
+}
+
+/// [`Store::set_scale_set_statistics`] in `conn`'s transaction (the scale
+/// set's row locked on PostgreSQL, as [`apply_message`] locks it).
+pub(crate) async fn set_statistics(
+    conn: &mut Conn,
+    scale_set_id: &str,
+    stats: &ScaleSetStatistics,
+) -> Result<u32> {
+    let sql = if <Db as Deps>::POSTGRES {
+        "SELECT p.min_idle_runners, p.max_runners FROM scale_sets s
+         JOIN pools p ON p.id = s.pool_id WHERE s.id = $1 FOR NO KEY UPDATE OF s"
+    } else {
+        "SELECT p.min_idle_runners, p.max_runners FROM scale_sets s
+         JOIN pools p ON p.id = s.pool_id WHERE s.id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(scale_set_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scale set {scale_set_id}")))?;
+    let desired = desired_runners(
+        row.get::<i64, _>(0) as u32,
+        row.get::<i64, _>(1) as u32,
+        stats,
+    );
+    sqlx::query(
+        "UPDATE scale_sets SET statistics = $1, desired_runners = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(serde_json::to_string(stats).map_err(corrupt)?)
+    .bind(i64::from(desired))
+    .bind(now_ms())
+    .bind(scale_set_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(desired)
+}
+}
+
+/// Marks the oldest runner request of a pool's scale set that no create
+/// serves yet. SQLite picks it by rowid (its single writer serialises
+/// this); PostgreSQL by key, skipping a request another connection is
+/// marking right now, and re-checks `served_at` so no request is served
+/// twice.
+const SERVE_SQLITE: &str = "UPDATE scale_set_jobs SET served_at = $1
+     WHERE rowid = (SELECT j.rowid FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
+         WHERE s.pool_id = $2 AND j.served_at IS NULL AND j.status_rank BETWEEN 1 AND 2
+         ORDER BY j.seen_at, j.runner_request_id LIMIT 1)
+     RETURNING seen_at";
+const SERVE_POSTGRES: &str = "UPDATE scale_set_jobs SET served_at = $1
+     WHERE (scale_set_id, runner_request_id) = (
+         SELECT j.scale_set_id, j.runner_request_id
+         FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
+         WHERE s.pool_id = $2 AND j.served_at IS NULL AND j.status_rank BETWEEN 1 AND 2
+         ORDER BY j.seen_at, j.runner_request_id LIMIT 1
+         FOR UPDATE OF j SKIP LOCKED)
+       AND served_at IS NULL
+     RETURNING seen_at";
+
 impl Store {
     /// Every scale set that exists on GitHub (has a `github_id`), with
     /// whether its listener should run.
     pub async fn listened_scale_sets(&self) -> Result<Vec<ListenedScaleSet>> {
-        let rows = sqlx::query(concat!(listened!(), " ORDER BY s.created_at, s.id"))
-            .fetch_all(self.r())
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.extend(listened_from_row(r)?);
-        }
-        Ok(out)
+        on!(self, read, |c| {
+            let rows = sqlx::query(concat!(listened!(), " ORDER BY s.created_at, s.id"))
+                .fetch_all(c)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.extend(listened_from_row(r)?);
+            }
+            Ok(out)
+        })
     }
 
     /// One scale set as [`Self::listened_scale_sets`] gives it; `None` when
     /// it is gone or has no `github_id`.
     pub async fn listened_scale_set(&self, id: &str) -> Result<Option<ListenedScaleSet>> {
-        let row = sqlx::query(concat!(listened!(), " WHERE s.id = $1"))
-            .bind(id)
-            .fetch_optional(self.r())
-            .await?;
-        match row {
-            Some(r) => listened_from_row(&r),
-            None => Ok(None),
-        }
+        on!(self, read, |c| {
+            let row = sqlx::query(concat!(listened!(), " WHERE s.id = $1"))
+                .bind(id)
+                .fetch_optional(c)
+                .await?;
+            match row {
+                Some(r) => listened_from_row(&r),
+                None => Ok(None),
+            }
+        })
     }
 
     /// The pools that scale sets drive (never matched to a webhook's job;
     /// their runners are not listed by the REST runners API's labels).
     pub async fn scale_set_pool_ids(&self) -> Result<HashSet<PoolId>> {
-        let rows = sqlx::query("SELECT id FROM pools WHERE scale_set = 1")
-            .fetch_all(self.r())
-            .await?;
-        rows.iter()
-            .map(|r| r.get::<String, _>(0).parse().map_err(corrupt))
-            .collect()
+        let sql = "SELECT id FROM pools WHERE scale_set = TRUE";
+        let ids: Vec<String> = on!(self, read, |c| sqlx::query_scalar(sql).fetch_all(c).await)?;
+        ids.iter().map(|id| id.parse().map_err(corrupt)).collect()
     }
 
     /// Makes an existing pool the one a scale set drives and records the
@@ -224,113 +409,122 @@ impl Store {
     ) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let mut tx = self.w().begin().await?;
-        let entity: String = sqlx::query_scalar(
-            "UPDATE pools SET scale_set = 1, updated_at = $1 WHERE id = $2 RETURNING entity_id",
-        )
-        .bind(now)
-        .bind(pool.to_string())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("pool {pool}")))?;
-        sqlx::query(
-            "INSERT INTO scale_sets (id, entity_id, pool_id, name, github_id, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&id)
-        .bind(entity)
-        .bind(pool.to_string())
-        .bind(name)
-        .bind(github_id)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            crate::map_constraint(
-                e,
-                "the pool or the name has a scale set already",
-                "no such entity",
+        on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            let entity: String = sqlx::query_scalar(
+                "UPDATE pools SET scale_set = TRUE, updated_at = $1 WHERE id = $2 RETURNING entity_id",
             )
-        })?;
-        tx.commit().await?;
+            .bind(now)
+            .bind(pool.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pool {pool}")))?;
+            sqlx::query(
+                "INSERT INTO scale_sets (id, entity_id, pool_id, name, github_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&id)
+            .bind(entity)
+            .bind(pool.to_string())
+            .bind(name)
+            .bind(github_id)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                crate::map_constraint(
+                    e,
+                    "the pool or the name has a scale set already",
+                    "no such entity",
+                )
+            })?;
+            tx.commit().await?;
+        });
         Ok(id)
     }
 
     /// Where a scale set's queue stands; `None` when it is gone.
     pub async fn scale_set_progress(&self, id: &str) -> Result<Option<ScaleSetProgress>> {
-        let row = sqlx::query(
-            "SELECT state, last_error, last_message_id, desired_runners, statistics, session_id
-             FROM scale_sets WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.r())
-        .await?;
-        let Some(r) = row else {
-            return Ok(None);
-        };
-        let statistics = match r.get::<Option<String>, _>("statistics") {
-            Some(s) => Some(serde_json::from_str(&s).map_err(corrupt)?),
-            None => None,
-        };
-        Ok(Some(ScaleSetProgress {
-            state: r.get("state"),
-            last_error: r.get("last_error"),
-            last_message_id: r.get("last_message_id"),
-            desired_runners: r.get::<i64, _>("desired_runners").max(0) as u32,
-            statistics,
-            session_id: r.get("session_id"),
-        }))
+        on!(self, read, |c| {
+            let row = sqlx::query(
+                "SELECT state, last_error, last_message_id, desired_runners, statistics, session_id
+                 FROM scale_sets WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(c)
+            .await?;
+            let Some(r) = row else {
+                return Ok(None);
+            };
+            let statistics = match r.get::<Option<String>, _>("statistics") {
+                Some(s) => Some(serde_json::from_str(&s).map_err(corrupt)?),
+                None => None,
+            };
+            Ok(Some(ScaleSetProgress {
+                state: r.get("state"),
+                last_error: r.get("last_error"),
+                last_message_id: r.get("last_message_id"),
+                desired_runners: r.get::<i64, _>("desired_runners").max(0) as u32,
+                statistics,
+                session_id: r.get("session_id"),
+            }))
+        })
     }
 
     /// The scale set driving `pool`, if it is a scale set's pool.
     pub async fn scale_set_of_pool(&self, pool: PoolId) -> Result<Option<PoolScaleSet>> {
-        let row = sqlx::query("SELECT id, github_id FROM scale_sets WHERE pool_id = $1")
-            .bind(pool.to_string())
-            .fetch_optional(self.r())
-            .await?;
-        Ok(row.map(|r| PoolScaleSet {
-            id: r.get(0),
-            github_id: r.get(1),
-        }))
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT id, github_id FROM scale_sets WHERE pool_id = $1")
+                .bind(pool.to_string())
+                .fetch_optional(c)
+                .await?;
+            Ok(row.map(|r| PoolScaleSet {
+                id: r.get(0),
+                github_id: r.get(1),
+            }))
+        })
     }
 
     /// Records the message session the listener opened (`None`: closed).
     pub async fn set_scale_set_session(&self, id: &str, session: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE scale_sets SET session_id = $1, updated_at = $2 WHERE id = $3")
+        let sql = "UPDATE scale_sets SET session_id = $1, updated_at = $2 WHERE id = $3";
+        on!(self, write, |c| sqlx::query(sql)
             .bind(session)
             .bind(now_ms())
             .bind(id)
-            .execute(self.w())
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// Forgets a closed session, unless a newer one was recorded since.
     pub async fn clear_scale_set_session(&self, id: &str, session: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE scale_sets SET session_id = NULL, updated_at = $1 WHERE id = $2 AND session_id = $3",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .bind(session)
-        .execute(self.w())
-        .await?;
+        let sql = "UPDATE scale_sets SET session_id = NULL, updated_at = $1
+             WHERE id = $2 AND session_id = $3";
+        on!(self, write, |c| sqlx::query(sql)
+            .bind(now_ms())
+            .bind(id)
+            .bind(session)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// The Actions service answered 404 for the scale set: it was deleted
     /// on GitHub. Its listener stops; its pool wants no runners.
     pub async fn mark_scale_set_deleted_on_github(&self, id: &str, why: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE scale_sets SET state = 'deleted_on_github', last_error = $1,
-                desired_runners = 0, session_id = NULL, updated_at = $2 WHERE id = $3",
-        )
-        .bind(why)
-        .bind(now_ms())
-        .bind(id)
-        .execute(self.w())
-        .await?;
+        let sql = "UPDATE scale_sets SET state = 'deleted_on_github', last_error = $1,
+                desired_runners = 0, session_id = NULL, updated_at = $2 WHERE id = $3";
+        on!(self, write, |c| sqlx::query(sql)
+            .bind(why)
+            .bind(now_ms())
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -338,14 +532,13 @@ impl Store {
     /// message's `desired_runners`); `None` when `pool` is not a scale
     /// set's, 0 when its scale set is not active.
     pub async fn scale_set_desired(&self, pool: PoolId) -> Result<Option<u32>> {
-        let row = sqlx::query(
-            "SELECT CASE WHEN state = 'active' THEN desired_runners ELSE 0 END
-             FROM scale_sets WHERE pool_id = $1",
-        )
-        .bind(pool.to_string())
-        .fetch_optional(self.r())
-        .await?;
-        Ok(row.map(|r| r.get::<i64, _>(0).max(0) as u32))
+        let sql = "SELECT CAST(CASE WHEN state = 'active' THEN desired_runners ELSE 0 END AS BIGINT)
+             FROM scale_sets WHERE pool_id = $1";
+        let desired: Option<i64> = on!(self, read, |c| sqlx::query_scalar(sql)
+            .bind(pool.to_string())
+            .fetch_optional(c)
+            .await)?;
+        Ok(desired.map(|d| d.max(0) as u32))
     }
 
     /// Applies one queue message in one transaction: upserts a row per
@@ -361,114 +554,13 @@ impl Store {
         msg: &ScaleSetMessage,
         acquired: &[i64],
     ) -> Result<AppliedMessage> {
-        let mut tx = self.w().begin().await?;
-        let row = sqlx::query(
-            "SELECT s.pool_id, s.last_message_id, s.desired_runners, p.min_idle_runners, p.max_runners
-             FROM scale_sets s JOIN pools p ON p.id = s.pool_id WHERE s.id = $1",
-        )
-        .bind(scale_set_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("scale set {scale_set_id}")))?;
-        let pool: String = row.get("pool_id");
-        let pool_id: PoolId = pool.parse().map_err(corrupt)?;
-        if msg.message_id <= row.get::<i64, _>("last_message_id") {
-            return Ok(AppliedMessage::AlreadyApplied);
-        }
-        let now = now_ms();
-        for e in &msg.events {
-            let job = e.job();
-            let (rank, status) = rank(e);
-            let (runner_name, runner_id, result) = match e {
-                ScaleSetJobEvent::Started {
-                    runner_id,
-                    runner_name,
-                    ..
-                } => (Some(runner_name.as_str()), Some(*runner_id), None),
-                ScaleSetJobEvent::Completed {
-                    runner_id,
-                    runner_name,
-                    result,
-                    ..
-                } => (
-                    Some(runner_name.as_str()).filter(|n| !n.is_empty()),
-                    Some(*runner_id).filter(|id| *id != 0),
-                    Some(result.as_str()),
-                ),
-                _ => (None, None, None),
-            };
-            let labels = serde_json::to_string(&job.request_labels).map_err(corrupt)?;
-            sqlx::query(
-                "INSERT INTO scale_set_jobs (scale_set_id, runner_request_id, job_id, repository,
-                    name, workflow_run_id, labels, status, status_rank, result, runner_name,
-                    runner_id, queued_at, seen_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?14)
-                 ON CONFLICT (scale_set_id, runner_request_id) DO UPDATE SET
-                    status = CASE WHEN excluded.status_rank > status_rank THEN excluded.status ELSE status END,
-                    status_rank = max(status_rank, excluded.status_rank),
-                    result = coalesce(excluded.result, result),
-                    runner_name = coalesce(excluded.runner_name, runner_name),
-                    runner_id = coalesce(excluded.runner_id, runner_id),
-                    updated_at = excluded.updated_at",
-            )
-            .bind(scale_set_id)
-            .bind(job.runner_request_id)
-            .bind(&job.job_id)
-            .bind(&job.repository)
-            .bind(job.job_display_name.as_deref())
-            .bind(job.workflow_run_id)
-            .bind(labels)
-            .bind(status)
-            .bind(rank)
-            .bind(result)
-            .bind(runner_name)
-            .bind(runner_id)
-            .bind(job.queue_time.map(|t| t.timestamp_millis()))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for id in acquired {
-            sqlx::query(
-                "UPDATE scale_set_jobs SET status = 'acquired', status_rank = 1, updated_at = $1
-                 WHERE scale_set_id = $2 AND runner_request_id = $3 AND status_rank < 1",
-            )
-            .bind(now)
-            .bind(scale_set_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let desired = match &msg.statistics {
-            Some(s) => desired_runners(
-                row.get::<i64, _>("min_idle_runners") as u32,
-                row.get::<i64, _>("max_runners") as u32,
-                s,
-            ),
-            None => row.get::<i64, _>("desired_runners") as u32,
-        };
-        let stats = match &msg.statistics {
-            Some(s) => Some(serde_json::to_string(s).map_err(corrupt)?),
-            None => None,
-        };
-        sqlx::query(
-            "UPDATE scale_sets SET last_message_id = $1, statistics = coalesce($2, statistics),
-                desired_runners = $3, updated_at = $4 WHERE id = $5",
-        )
-        .bind(msg.message_id)
-        .bind(stats)
-        .bind(i64::from(desired))
-        .bind(now)
-        .bind(scale_set_id)
-        .execute(&mut *tx)
-        .await?;
-        let (marked_active, retired) = settle_runners(&mut tx, scale_set_id, &pool, now).await?;
-        tx.commit().await?;
-        Ok(AppliedMessage::Applied {
-            pool_id,
-            desired_runners: desired,
-            marked_active,
-            retired,
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let applied = m::apply_message(&mut tx, scale_set_id, msg, acquired).await?;
+            if applied != AppliedMessage::AlreadyApplied {
+                tx.commit().await?;
+            }
+            Ok(applied)
         })
     }
 
@@ -480,31 +572,12 @@ impl Store {
         scale_set_id: &str,
         stats: &ScaleSetStatistics,
     ) -> Result<u32> {
-        let mut tx = self.w().begin().await?;
-        let row = sqlx::query(
-            "SELECT p.min_idle_runners, p.max_runners FROM scale_sets s
-             JOIN pools p ON p.id = s.pool_id WHERE s.id = $1",
-        )
-        .bind(scale_set_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("scale set {scale_set_id}")))?;
-        let desired = desired_runners(
-            row.get::<i64, _>(0) as u32,
-            row.get::<i64, _>(1) as u32,
-            stats,
-        );
-        sqlx::query(
-            "UPDATE scale_sets SET statistics = $1, desired_runners = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(serde_json::to_string(stats).map_err(corrupt)?)
-        .bind(i64::from(desired))
-        .bind(now_ms())
-        .bind(scale_set_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(desired)
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let desired = m::set_statistics(&mut tx, scale_set_id, stats).await?;
+            tx.commit().await?;
+            Ok(desired)
+        })
     }
 
     /// What the scale set's jobs say about its pool's runners, applied
@@ -514,50 +587,47 @@ impl Store {
         let Some(ss) = self.scale_set_of_pool(pool).await? else {
             return Ok((0, 0));
         };
-        let mut tx = self.w().begin().await?;
-        let r = settle_runners(&mut tx, &ss.id, &pool.to_string(), now_ms()).await?;
-        tx.commit().await?;
-        Ok(r)
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let r = m::settle_runners(&mut tx, &ss.id, &pool.to_string(), now_ms()).await?;
+            tx.commit().await?;
+            Ok(r)
+        })
     }
 
     /// A create of the scale set's pool is starting: the oldest runner
     /// request still waiting for a runner is served by it. Returns when
     /// that request was first seen (for the JobAvailable → create latency).
     pub async fn serve_scale_set_job(&self, pool: PoolId) -> Result<Option<DateTime<Utc>>> {
-        let seen: Option<i64> = sqlx::query_scalar(
-            "UPDATE scale_set_jobs SET served_at = ?1
-             WHERE rowid = (SELECT j.rowid FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
-                 WHERE s.pool_id = ?2 AND j.served_at IS NULL AND j.status_rank BETWEEN 1 AND 2
-                 ORDER BY j.seen_at, j.runner_request_id LIMIT 1)
-             RETURNING seen_at",
-        )
-        .bind(now_ms())
-        .bind(pool.to_string())
-        .fetch_optional(self.w())
-        .await?;
+        let sql = match self.backend_name() {
+            "postgres" => SERVE_POSTGRES,
+            _ => SERVE_SQLITE,
+        };
+        let seen: Option<i64> = on!(self, write, |c| sqlx::query_scalar(sql)
+            .bind(now_ms())
+            .bind(pool.to_string())
+            .fetch_optional(c)
+            .await)?;
         Ok(seen.map(to_dt))
     }
 
     /// The request ids of a scale set's jobs and their status (tests, tools).
     pub async fn scale_set_job_statuses(&self, scale_set_id: &str) -> Result<Vec<(i64, String)>> {
-        let rows = sqlx::query(
-            "SELECT runner_request_id, status FROM scale_set_jobs WHERE scale_set_id = $1
-             ORDER BY runner_request_id",
-        )
-        .bind(scale_set_id)
-        .fetch_all(self.r())
-        .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let sql = "SELECT runner_request_id, status FROM scale_set_jobs WHERE scale_set_id = $1
+             ORDER BY runner_request_id";
+        Ok(on!(self, read, |c| sqlx::query_as(sql)
+            .bind(scale_set_id)
+            .fetch_all(c)
+            .await)?)
     }
 
     /// Forgets completed scale set jobs last changed before `before`.
     pub async fn purge_completed_scale_set_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
-        Ok(
-            sqlx::query("DELETE FROM scale_set_jobs WHERE status_rank = 4 AND updated_at < $1")
-                .bind(before.timestamp_millis())
-                .execute(self.w())
-                .await?
-                .rows_affected(),
-        )
+        let sql = "DELETE FROM scale_set_jobs WHERE status_rank = 4 AND updated_at < $1";
+        Ok(on!(self, write, |c| sqlx::query(sql)
+            .bind(before.timestamp_millis())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?)
     }
 }

@@ -3,15 +3,132 @@
 //! set never exists without its pool nor its pool without it.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use hangar_core::{
-    EntityId, Label, Pool, PoolId, ScaleSet, ScaleSetId, ScaleSetSpec, ScaleSetState,
-    ScaleSetStatistics,
+    EntityId, Instance, InstanceName, Label, Pool, PoolId, PoolSpec, ScaleSet, ScaleSetId,
+    ScaleSetSpec, ScaleSetState, ScaleSetStatistics,
 };
-use sqlx::Row;
 
-use crate::pools::{insert_pool, pool_from_row, refuse_live_instances, update_pool_row};
-use crate::{Result, Store, StoreError, corrupt, map_constraint, now_ms, to_dt};
+use crate::instances::Change;
+use crate::pools::pool_from_row;
+use crate::{
+    DbRow, Result, Store, StoreError, corrupt, map_constraint, now_ms, on, per_backend, to_dt,
+};
+
+/// What scale sets need from the pools and instances modules, named once
+/// for both backends: code in a [`per_backend!`] block calls
+/// `<Db as Deps>::insert_pool(…)` and gets that backend's helper. Every
+/// call into those modules' per-backend helpers is here.
+pub(crate) trait Deps: sqlx::Database {
+    /// Whether this is PostgreSQL (row locks with `FOR … UPDATE`).
+    const POSTGRES: bool;
+
+    fn insert_pool<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        entity_id: EntityId,
+        spec: &'a PoolSpec,
+        scale_set: bool,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    fn update_pool_row<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        spec: &'a PoolSpec,
+    ) -> impl Future<Output = Result<bool>> + Send + 'a;
+
+    fn refuse_live_instances<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        what: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    fn apply_if_legal<'a>(
+        conn: &'a mut Self::Connection,
+        name: &'a InstanceName,
+        change: Change<'a>,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a;
+}
+
+impl Deps for sqlx::Sqlite {
+    const POSTGRES: bool = false;
+
+    fn insert_pool<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        entity_id: EntityId,
+        spec: &'a PoolSpec,
+        scale_set: bool,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        crate::pools::on_sqlite::insert_pool(conn, id, entity_id, spec, scale_set)
+    }
+
+    fn update_pool_row<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        spec: &'a PoolSpec,
+    ) -> impl Future<Output = Result<bool>> + Send + 'a {
+        crate::pools::on_sqlite::update_pool_row(conn, id, spec)
+    }
+
+    fn refuse_live_instances<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        what: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        crate::pools::on_sqlite::refuse_live_instances(conn, id, what)
+    }
+
+    fn apply_if_legal<'a>(
+        conn: &'a mut Self::Connection,
+        name: &'a InstanceName,
+        change: Change<'a>,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
+        crate::instances::on_sqlite::apply_if_legal(conn, name, change, now)
+    }
+}
+
+impl Deps for sqlx::Postgres {
+    const POSTGRES: bool = true;
+
+    fn insert_pool<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        entity_id: EntityId,
+        spec: &'a PoolSpec,
+        scale_set: bool,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        crate::pools::on_postgres::insert_pool(conn, id, entity_id, spec, scale_set)
+    }
+
+    fn update_pool_row<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        spec: &'a PoolSpec,
+    ) -> impl Future<Output = Result<bool>> + Send + 'a {
+        crate::pools::on_postgres::update_pool_row(conn, id, spec)
+    }
+
+    fn refuse_live_instances<'a>(
+        conn: &'a mut Self::Connection,
+        id: PoolId,
+        what: &'a str,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        crate::pools::on_postgres::refuse_live_instances(conn, id, what)
+    }
+
+    fn apply_if_legal<'a>(
+        conn: &'a mut Self::Connection,
+        name: &'a InstanceName,
+        change: Change<'a>,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
+        crate::instances::on_postgres::apply_if_legal(conn, name, change, now)
+    }
+}
 
 /// A scale set to store. `github_id` and `runner_group_id` are known when
 /// it was made (or found) on GitHub first, as the API does.
@@ -23,7 +140,7 @@ pub struct NewScaleSet {
     pub runner_group_id: Option<i64>,
 }
 
-fn scale_set_from_rows(row: &sqlx::sqlite::SqliteRow, pool: &Pool) -> Result<ScaleSet> {
+fn scale_set_from_rows(row: &impl DbRow, pool: &Pool) -> Result<ScaleSet> {
     let id: String = row.get("id");
     let entity_id: String = row.get("entity_id");
     let name = Label::parse(row.get("name")).map_err(corrupt)?;
@@ -61,10 +178,11 @@ fn unique_name(spec: &ScaleSetSpec, entity_id: EntityId) -> String {
     )
 }
 
+per_backend! {
 /// Names are labels, which GitHub compares case-insensitively: `Lab` and
 /// `lab` would be one `runs-on` value, so one entity may not have both.
 async fn refuse_taken_name(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     entity_id: EntityId,
     spec: &ScaleSetSpec,
     except: Option<ScaleSetId>,
@@ -83,6 +201,117 @@ async fn refuse_taken_name(
     }
 }
 
+/// The rows of [`Store::create_scale_set`], in `conn`'s transaction.
+pub(crate) async fn create(
+    conn: &mut Conn,
+    id: ScaleSetId,
+    pool_id: PoolId,
+    new: &NewScaleSet,
+    now: i64,
+) -> Result<()> {
+    refuse_taken_name(conn, new.entity_id, &new.spec, None).await?;
+    <Db as Deps>::insert_pool(conn, pool_id, new.entity_id, &new.spec.pool_spec(), true).await?;
+    sqlx::query(
+        "INSERT INTO scale_sets (id, entity_id, pool_id, name, runner_group, github_id,
+            runner_group_id, state, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)",
+    )
+    .bind(id.to_string())
+    .bind(new.entity_id.to_string())
+    .bind(pool_id.to_string())
+    .bind(new.spec.name.as_str())
+    .bind(&new.spec.runner_group)
+    .bind(new.github_id)
+    .bind(new.runner_group_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        map_constraint(
+            e,
+            &unique_name(&new.spec, new.entity_id),
+            &format!("entity {} does not exist", new.entity_id),
+        )
+    })?;
+    Ok(())
+}
+
+/// The writes of [`Store::update_scale_set`], in `conn`'s transaction.
+/// On PostgreSQL the scale set's row is locked first, so two updates of
+/// one scale set (from two replicas) take turns.
+pub(crate) async fn update(conn: &mut Conn, id: ScaleSetId, spec: &ScaleSetSpec) -> Result<()> {
+    let sql = if <Db as Deps>::POSTGRES {
+        "SELECT pool_id, entity_id FROM scale_sets WHERE id = $1 FOR NO KEY UPDATE"
+    } else {
+        "SELECT pool_id, entity_id FROM scale_sets WHERE id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+    let pool_id: PoolId = row.get::<String, _>("pool_id").parse().map_err(corrupt)?;
+    let entity_id: EntityId = row.get::<String, _>("entity_id").parse().map_err(corrupt)?;
+    refuse_taken_name(conn, entity_id, spec, Some(id)).await?;
+    sqlx::query(
+        "UPDATE scale_sets SET name = $1, runner_group = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(spec.name.as_str())
+    .bind(&spec.runner_group)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_constraint(e, &unique_name(spec, entity_id), "scale set's entity"))?;
+    if !<Db as Deps>::update_pool_row(conn, pool_id, &spec.pool_spec()).await? {
+        return Err(StoreError::Corrupt(format!(
+            "scale set {id} has no pool {pool_id}"
+        )));
+    }
+    sqlx::query("DELETE FROM pool_breakers WHERE pool_id = $1")
+        .bind(pool_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Refuses (409) while the pool has live instances.
+pub(crate) async fn refuse_live(conn: &mut Conn, pool_id: PoolId, what: &str) -> Result<()> {
+    <Db as Deps>::refuse_live_instances(conn, pool_id, what).await
+}
+
+/// The deletes of [`Store::delete_scale_set`], in `conn`'s transaction.
+pub(crate) async fn delete(conn: &mut Conn, id: ScaleSetId) -> Result<()> {
+    let pool_id: String = sqlx::query_scalar("SELECT pool_id FROM scale_sets WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+    let pool_id: PoolId = pool_id.parse().map_err(corrupt)?;
+    if <Db as Deps>::POSTGRES {
+        // Deleting the pool deletes its instances (ON DELETE CASCADE): the
+        // pool's row is locked before they are counted, so a reservation
+        // on another connection either came first and is seen, or waits
+        // and finds no pool.
+        sqlx::query("SELECT id FROM pools WHERE id = $1 FOR UPDATE")
+            .bind(pool_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    <Db as Deps>::refuse_live_instances(conn, pool_id, &format!("scale set {id}")).await?;
+    sqlx::query("DELETE FROM scale_sets WHERE id = $1")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM pools WHERE id = $1")
+        .bind(pool_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+}
+
 impl Store {
     /// Stores a scale set and its pool (tagged with the scale set's name,
     /// `scale_set = 1`) in one transaction.
@@ -93,53 +322,35 @@ impl Store {
         let id = ScaleSetId::new_random();
         let pool_id = PoolId::new_random();
         let now = now_ms();
-        let mut tx = self.w().begin().await?;
-        refuse_taken_name(&mut tx, new.entity_id, &new.spec, None).await?;
-        insert_pool(&mut tx, pool_id, new.entity_id, &new.spec.pool_spec(), true).await?;
-        sqlx::query(
-            "INSERT INTO scale_sets (id, entity_id, pool_id, name, runner_group, github_id,
-                runner_group_id, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)",
-        )
-        .bind(id.to_string())
-        .bind(new.entity_id.to_string())
-        .bind(pool_id.to_string())
-        .bind(new.spec.name.as_str())
-        .bind(&new.spec.runner_group)
-        .bind(new.github_id)
-        .bind(new.runner_group_id)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            map_constraint(
-                e,
-                &unique_name(&new.spec, new.entity_id),
-                &format!("entity {} does not exist", new.entity_id),
-            )
-        })?;
-        tx.commit().await?;
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            m::create(&mut tx, id, pool_id, new, now).await?;
+            tx.commit().await?;
+        });
         self.scale_set(id).await
     }
 
     pub async fn scale_set(&self, id: ScaleSetId) -> Result<ScaleSet> {
-        let row = sqlx::query("SELECT * FROM scale_sets WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.r())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
-        let pool_id: String = row.get("pool_id");
-        let pool = self.pool(pool_id.parse().map_err(corrupt)?).await?;
-        scale_set_from_rows(&row, &pool)
+        let sql = "SELECT * FROM scale_sets WHERE id = $1";
+        on!(self, read, |c| {
+            let row = sqlx::query(sql)
+                .bind(id.to_string())
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
+            let pool_id: String = row.get("pool_id");
+            let pool = self.pool(pool_id.parse().map_err(corrupt)?).await?;
+            scale_set_from_rows(&row, &pool)
+        })
     }
 
     /// The scale set a pool carries, if it is a scale set's pool.
     pub async fn scale_set_by_pool(&self, pool_id: PoolId) -> Result<Option<ScaleSet>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM scale_sets WHERE pool_id = $1")
+        let sql = "SELECT id FROM scale_sets WHERE pool_id = $1";
+        let id: Option<String> = on!(self, read, |c| sqlx::query_scalar(sql)
             .bind(pool_id.to_string())
-            .fetch_optional(self.r())
-            .await?;
+            .fetch_optional(c)
+            .await)?;
         match id {
             Some(id) => Ok(Some(self.scale_set(id.parse().map_err(corrupt)?).await?)),
             None => Ok(None),
@@ -163,35 +374,38 @@ impl Store {
     /// All scale sets, or those of one entity, oldest first.
     pub async fn list_scale_sets(&self, entity_id: Option<EntityId>) -> Result<Vec<ScaleSet>> {
         let entity = entity_id.map(|e| e.to_string());
-        let rows = sqlx::query(
-            "SELECT * FROM scale_sets WHERE ?1 IS NULL OR entity_id = ?1 ORDER BY created_at, id",
-        )
-        .bind(&entity)
-        .fetch_all(self.r())
-        .await?;
-        let pools = sqlx::query(
-            "SELECT * FROM pools WHERE scale_set = 1 AND (?1 IS NULL OR entity_id = ?1)",
-        )
-        .bind(&entity)
-        .fetch_all(self.r())
-        .await?;
-        let mut pools: HashMap<PoolId, Pool> = pools
-            .iter()
-            .map(|r| pool_from_row(r).map(|p| (p.id, p)))
-            .collect::<Result<_>>()?;
-        rows.iter()
-            .filter_map(|row| {
-                let pool_id: String = row.get("pool_id");
-                let pool_id: PoolId = match pool_id.parse() {
-                    Ok(p) => p,
-                    Err(e) => return Some(Err(corrupt(e))),
-                };
-                // A scale set made between the two reads has no pool in
-                // the second: it shows on the next listing.
-                let pool = pools.remove(&pool_id)?;
-                Some(scale_set_from_rows(row, &pool))
-            })
-            .collect()
+        on!(self, read, |c| {
+            let rows = sqlx::query(
+                "SELECT * FROM scale_sets WHERE $1 IS NULL OR entity_id = $1
+                 ORDER BY created_at, id",
+            )
+            .bind(&entity)
+            .fetch_all(c)
+            .await?;
+            let pools = sqlx::query(
+                "SELECT * FROM pools WHERE scale_set = TRUE AND ($1 IS NULL OR entity_id = $1)",
+            )
+            .bind(&entity)
+            .fetch_all(c)
+            .await?;
+            let mut pools: HashMap<PoolId, Pool> = pools
+                .iter()
+                .map(|r| pool_from_row(r).map(|p| (p.id, p)))
+                .collect::<Result<_>>()?;
+            rows.iter()
+                .filter_map(|row| {
+                    let pool_id: String = row.get("pool_id");
+                    let pool_id: PoolId = match pool_id.parse() {
+                        Ok(p) => p,
+                        Err(e) => return Some(Err(corrupt(e))),
+                    };
+                    // A scale set made between the two reads has no pool in
+                    // the second: it shows on the next listing.
+                    let pool = pools.remove(&pool_id)?;
+                    Some(scale_set_from_rows(row, &pool))
+                })
+                .collect()
+        })
     }
 
     /// Replaces a scale set's spec (the caller merged and validated it):
@@ -200,35 +414,11 @@ impl Store {
     pub async fn update_scale_set(&self, id: ScaleSetId, spec: &ScaleSetSpec) -> Result<ScaleSet> {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut tx = self.w().begin().await?;
-        let row = sqlx::query("SELECT pool_id, entity_id FROM scale_sets WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
-        let pool_id: PoolId = row.get::<String, _>("pool_id").parse().map_err(corrupt)?;
-        let entity_id: EntityId = row.get::<String, _>("entity_id").parse().map_err(corrupt)?;
-        refuse_taken_name(&mut tx, entity_id, spec, Some(id)).await?;
-        sqlx::query(
-            "UPDATE scale_sets SET name = $1, runner_group = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(spec.name.as_str())
-        .bind(&spec.runner_group)
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_constraint(e, &unique_name(spec, entity_id), "scale set's entity"))?;
-        if !update_pool_row(&mut tx, pool_id, &spec.pool_spec()).await? {
-            return Err(StoreError::Corrupt(format!(
-                "scale set {id} has no pool {pool_id}"
-            )));
-        }
-        sqlx::query("DELETE FROM pool_breakers WHERE pool_id = $1")
-            .bind(pool_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            m::update(&mut tx, id, spec).await?;
+            tx.commit().await?;
+        });
         self.scale_set(id).await
     }
 
@@ -237,30 +427,21 @@ impl Store {
     /// API can refuse before it deletes anything on GitHub.
     pub async fn scale_set_deletable(&self, id: ScaleSetId) -> Result<()> {
         let s = self.scale_set(id).await?;
-        let mut conn = self.r().acquire().await?;
-        refuse_live_instances(&mut conn, s.pool_id, &format!("scale set {id}")).await
+        let what = format!("scale set {id}");
+        on!(self, read, m, |c| {
+            let mut conn = c.acquire().await?;
+            m::refuse_live(&mut conn, s.pool_id, &what).await
+        })
     }
 
     /// Deletes a scale set without live instances, then its pool (its
     /// queue's job rows and the pool's history go with them).
     pub async fn delete_scale_set(&self, id: ScaleSetId) -> Result<()> {
-        let mut tx = self.w().begin().await?;
-        let pool_id: String = sqlx::query_scalar("SELECT pool_id FROM scale_sets WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("scale set {id}")))?;
-        let pool_id: PoolId = pool_id.parse().map_err(corrupt)?;
-        refuse_live_instances(&mut tx, pool_id, &format!("scale set {id}")).await?;
-        sqlx::query("DELETE FROM scale_sets WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM pools WHERE id = $1")
-            .bind(pool_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            m::delete(&mut tx, id).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -271,16 +452,17 @@ impl Store {
         github_id: Option<i64>,
         runner_group_id: Option<i64>,
     ) -> Result<ScaleSet> {
-        let done = sqlx::query(
-            "UPDATE scale_sets SET github_id = $1, runner_group_id = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(github_id)
-        .bind(runner_group_id)
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(self.w())
-        .await?;
-        if done.rows_affected() == 0 {
+        let sql = "UPDATE scale_sets SET github_id = $1, runner_group_id = $2, updated_at = $3
+             WHERE id = $4";
+        let done = on!(self, write, |c| sqlx::query(sql)
+            .bind(github_id)
+            .bind(runner_group_id)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 0 {
             return Err(StoreError::NotFound(format!("scale set {id}")));
         }
         self.scale_set(id).await
@@ -294,16 +476,16 @@ impl Store {
         state: ScaleSetState,
         last_error: Option<&str>,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE scale_sets SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(state.as_str())
-        .bind(last_error)
-        .bind(now_ms())
-        .bind(id.to_string())
-        .execute(self.w())
-        .await?;
-        if done.rows_affected() == 0 {
+        let sql = "UPDATE scale_sets SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4";
+        let done = on!(self, write, |c| sqlx::query(sql)
+            .bind(state.as_str())
+            .bind(last_error)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 0 {
             return Err(StoreError::NotFound(format!("scale set {id}")));
         }
         Ok(())
