@@ -1,9 +1,9 @@
 //! GitHub credentials (PAT or App). The token or private key and the App's
 //! webhook secret are sealed; listings never include them.
 
+use crate::{DbRow, Result, Store, StoreError, corrupt, map_constraint, now_ms, on, to_dt};
 use chrono::{DateTime, Utc};
 use hangar_core::{Credentials, CredentialsAuth, ResourceName, Secret};
-use crate::{DbRow, Result, Store, StoreError, corrupt, map_constraint, now_ms, on, to_dt};
 
 /// Credentials without their secrets, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,12 +181,14 @@ impl Store {
             }
             let now = now_ms();
             if let Some(d) = description {
-                sqlx::query("UPDATE credentials SET description = $1, updated_at = $2 WHERE name = $3")
-                    .bind(d)
-                    .bind(now)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE credentials SET description = $1, updated_at = $2 WHERE name = $3",
+                )
+                .bind(d)
+                .bind(now)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
             }
             if let Some(auth) = auth {
                 let (secret, app_id, installation_id) = self.seal_auth(name, auth);
@@ -203,8 +205,8 @@ impl Store {
                 .await?;
             }
             if let Some(hook) = app_webhook_secret {
-                let sealed =
-                    (!hook.is_empty()).then(|| self.sealer().seal_secret(&hook_purpose(name), hook));
+                let sealed = (!hook.is_empty())
+                    .then(|| self.sealer().seal_secret(&hook_purpose(name), hook));
                 sqlx::query(
                     "UPDATE credentials SET app_webhook_secret = $1, updated_at = $2 WHERE name = $3",
                 )

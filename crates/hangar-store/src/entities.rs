@@ -1,8 +1,8 @@
 //! Repositories, organizations and enterprises, with their sealed webhook
 //! secrets.
 
-use hangar_core::{Entity, EntityId, EntityKind, EntityScope, ForgeTarget, ResourceName, Secret};
 use crate::{DbRow, Result, Store, StoreError, corrupt, map_constraint, now_ms, on, to_dt};
+use hangar_core::{Entity, EntityId, EntityKind, EntityScope, ForgeTarget, ResourceName, Secret};
 
 #[derive(Debug, Clone)]
 pub struct NewEntity {
@@ -92,7 +92,10 @@ impl Store {
                     "{kind} {} is already registered on endpoint {endpoint:?}",
                     new.scope.display_name()
                 ),
-                &format!("credentials {:?} do not exist", new.credentials_name.as_str()),
+                &format!(
+                    "credentials {:?} do not exist",
+                    new.credentials_name.as_str()
+                ),
             )
         })?;
         self.entity(id).await
@@ -179,10 +182,11 @@ impl Store {
         }
         on!(self, write, |c| {
             let mut tx = c.begin().await?;
-            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM entities WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT id FROM entities WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if exists.is_none() {
                 return Err(StoreError::NotFound(format!("entity {id}")));
             }
@@ -215,12 +219,14 @@ impl Store {
                 })?;
             }
             if let Some(s) = webhook_secret {
-                sqlx::query("UPDATE entities SET webhook_secret = $1, updated_at = $2 WHERE id = $3")
-                    .bind(self.sealer().seal_secret(&hook_purpose(id), s))
-                    .bind(now)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE entities SET webhook_secret = $1, updated_at = $2 WHERE id = $3",
+                )
+                .bind(self.sealer().seal_secret(&hook_purpose(id), s))
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
         });
@@ -230,11 +236,12 @@ impl Store {
     pub async fn delete_entity(&self, id: EntityId) -> Result<()> {
         on!(self, write, |c| {
             let mut tx = c.begin().await?;
-            let scale_sets: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM scale_sets WHERE entity_id = $1 ORDER BY name")
-                    .bind(id.to_string())
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let scale_sets: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM scale_sets WHERE entity_id = $1 ORDER BY name",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
             if !scale_sets.is_empty() {
                 return Err(StoreError::Conflict(format!(
                     "entity {id} still has {} scale set(s) ({}); delete them first",

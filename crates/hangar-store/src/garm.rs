@@ -832,9 +832,7 @@ impl Store {
     /// `runner-controller-id:<this id>`.
     pub async fn garm_controller_id(&self) -> Result<Option<ControllerId>> {
         let sql = "SELECT garm_controller_id FROM controller WHERE id = 1";
-        let id: Option<String> = on!(self, read, |c| sqlx::query_scalar(sql)
-            .fetch_one(c)
-            .await)?;
+        let id: Option<String> = on!(self, read, |c| sqlx::query_scalar(sql).fetch_one(c).await)?;
         id.map(|s| s.parse().map_err(corrupt)).transpose()
     }
 }

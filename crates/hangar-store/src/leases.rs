@@ -36,6 +36,62 @@ pub struct Fence {
     pub token: i64,
 }
 
+/// A fence for one pool's work: what [`fenced`] runs a future under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolFence {
+    pub pool_id: PoolId,
+    pub fence: Fence,
+}
+
+tokio::task_local! {
+    static CURRENT: PoolFence;
+}
+
+/// Runs `fut` (a scheduler step of one pool) under `fence`: the writes it
+/// makes on the provider's or GitHub's behalf (reservations, status
+/// changes, JIT configs) check in their own transaction that the pool's
+/// lease is still held under that token, and fail with
+/// [`StoreError::Fenced`] when it is not. `None` runs it unfenced (SQLite:
+/// one replica holds every pool). Work the future spawns is not covered:
+/// the spawner passes [`current_fence`] on.
+pub async fn fenced<F: std::future::Future>(fence: Option<PoolFence>, fut: F) -> F::Output {
+    match fence {
+        Some(f) => CURRENT.scope(f, fut).await,
+        None => fut.await,
+    }
+}
+
+/// The fence the current task runs under, if any.
+pub fn current_fence() -> Option<PoolFence> {
+    CURRENT.try_with(|f| *f).ok()
+}
+
+/// A connection whose transaction can check the current task's fence.
+pub(crate) trait FenceConn {
+    /// Refuses unless the fence the task runs under (if any) still holds
+    /// its pool; on PostgreSQL the lease row stays share-locked until the
+    /// transaction ends, so a takeover waits for this write to commit.
+    async fn check_current_fence(&mut self) -> Result<()>;
+}
+
+impl FenceConn for sqlx::SqliteConnection {
+    async fn check_current_fence(&mut self) -> Result<()> {
+        match current_fence() {
+            Some(f) => on_sqlite::check_fence(self, f.pool_id, &f.fence).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl FenceConn for sqlx::PgConnection {
+    async fn check_current_fence(&mut self) -> Result<()> {
+        match current_fence() {
+            Some(f) => on_postgres::check_fence(self, f.pool_id, &f.fence).await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// What a renewal found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Renewal {

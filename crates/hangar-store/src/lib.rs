@@ -51,7 +51,7 @@ pub use entities::NewEntity;
 pub use hooks::DeliveryCursor;
 pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
-pub use leases::{Fence, Lease, LeaseRow, Renewal, fair_share};
+pub use leases::{Fence, Lease, LeaseRow, PoolFence, Renewal, current_fence, fair_share, fenced};
 pub use pool_state::{PoolState, ScaleSetDemand};
 pub use scale_set_queue::{
     AppliedMessage, ListenedScaleSet, PoolScaleSet, ScaleSetProgress, desired_runners,

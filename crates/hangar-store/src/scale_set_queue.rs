@@ -9,14 +9,14 @@
 
 use std::collections::HashSet;
 
+use crate::instances::Change;
+use crate::scale_sets::Deps;
+use crate::{DbRow, Result, Store, StoreError, corrupt, now_ms, on, per_backend, to_dt};
 use chrono::{DateTime, Utc};
 use hangar_core::{
     EntityId, InstanceName, InstanceStatus, PoolId, RunnerStatus, ScaleSetJobEvent,
     ScaleSetMessage, ScaleSetStatistics,
 };
-use crate::instances::Change;
-use crate::scale_sets::Deps;
-use crate::{DbRow, Result, Store, StoreError, corrupt, now_ms, on, per_backend, to_dt};
 
 /// A scale set as its listener sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,7 +532,8 @@ impl Store {
     /// message's `desired_runners`); `None` when `pool` is not a scale
     /// set's, 0 when its scale set is not active.
     pub async fn scale_set_desired(&self, pool: PoolId) -> Result<Option<u32>> {
-        let sql = "SELECT CAST(CASE WHEN state = 'active' THEN desired_runners ELSE 0 END AS BIGINT)
+        let sql =
+            "SELECT CAST(CASE WHEN state = 'active' THEN desired_runners ELSE 0 END AS BIGINT)
              FROM scale_sets WHERE pool_id = $1";
         let desired: Option<i64> = on!(self, read, |c| sqlx::query_scalar(sql)
             .bind(pool.to_string())

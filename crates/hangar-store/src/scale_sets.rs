@@ -476,7 +476,8 @@ impl Store {
         state: ScaleSetState,
         last_error: Option<&str>,
     ) -> Result<()> {
-        let sql = "UPDATE scale_sets SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4";
+        let sql =
+            "UPDATE scale_sets SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4";
         let done = on!(self, write, |c| sqlx::query(sql)
             .bind(state.as_str())
             .bind(last_error)

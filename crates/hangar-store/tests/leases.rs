@@ -7,8 +7,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hangar_core::{PoolId, ReplicaId, Secret};
-use hangar_store::{Fence, Lease, Store, StoreError, StoreOptions};
+use hangar_core::{InstanceName, InstanceStatus, PoolId, ReplicaId, Secret};
+use hangar_store::{
+    Change, Fence, Lease, NewInstance, PoolFence, Store, StoreError, StoreOptions, fenced,
+};
 use sqlx::{ConnectOptions, Connection};
 
 const PASS: &str = "a test passphrase that is long enough!";
@@ -247,6 +249,61 @@ async fn a_lapsed_lease_is_taken_under_a_new_token_and_the_old_holder_is_fenced(
         assert!(matches!(e, StoreError::Fenced(_)), "{what}: {e}");
         let row = store.pool_lease(ids[0]).await.unwrap().unwrap();
         assert_eq!((row.holder, row.token), (Some(bb), 2), "{what}");
+
+        // The writes a step makes for the pool, run under A's old fence,
+        // are refused and change nothing; under B's they are made.
+        let stale = Some(PoolFence {
+            pool_id: ids[0],
+            fence: fence(a, &held[0]),
+        });
+        let current = Some(PoolFence {
+            pool_id: ids[0],
+            fence: fence(bb, &taken[0]),
+        });
+        let new = NewInstance {
+            name: InstanceName::parse("hangar-fenced-1").unwrap(),
+            pool_id: ids[0],
+            provider_name: "fake".into(),
+            job_id: None,
+        };
+        let e = fenced(stale, store.reserve_instance(&new))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Fenced(_)), "{what}: {e}");
+        assert!(store.instance(&new.name).await.is_err(), "{what}");
+        let inst = fenced(current, store.reserve_instance(&new))
+            .await
+            .unwrap()
+            .expect("room for one");
+        let names = [InstanceName::parse("hangar-fenced-2").unwrap()];
+        let e = fenced(stale, store.reserve_instances(ids[0], "fake", &names))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Fenced(_)), "{what}: {e}");
+        let to_delete = Change::Status(InstanceStatus::PendingDelete, None);
+        let e = fenced(stale, store.transition(&inst.name, to_delete))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Fenced(_)), "{what}: {e}");
+        let e = fenced(
+            stale,
+            store.set_instance_jit(&inst.name, 7, &Secret::new("jit")),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, StoreError::Fenced(_)), "{what}: {e}");
+        let still = store.instance(&inst.name).await.unwrap();
+        assert_eq!(still.status, InstanceStatus::PendingCreate, "{what}");
+        assert_eq!(still.runner_id, None, "{what}");
+        let moved = fenced(current, store.transition(&inst.name, to_delete))
+            .await
+            .unwrap();
+        assert_eq!(moved.status, InstanceStatus::PendingDelete, "{what}");
+        // Unfenced writes (the admin API, an instance's callbacks) pass.
+        store
+            .transition(&inst.name, Change::Status(InstanceStatus::Deleting, None))
+            .await
+            .unwrap();
         b.finish().await;
     }
 }
