@@ -99,6 +99,9 @@ pub struct Renewal {
     pub held: Vec<Lease>,
     /// Pools at most per replica: ceil(pools / live replicas).
     pub fair_share: usize,
+    /// The first pool by id: its holder also runs the work that spans
+    /// pools (the sweep, lost-delivery recovery).
+    pub first_pool: Option<PoolId>,
 }
 
 /// A lease as stored (tests and the cluster's status).
@@ -216,17 +219,20 @@ impl Store {
             let held = rows.iter().map(lease_of).collect::<Result<Vec<_>>>()?;
             let row = sqlx::query(
                 "SELECT (SELECT COUNT(*) FROM pools), \
-                 (SELECT COUNT(*) FROM replicas WHERE expires_at > $1)",
+                 (SELECT COUNT(*) FROM replicas WHERE expires_at > $1), \
+                 (SELECT MIN(id) FROM pools)",
             )
             .bind(now)
             .fetch_one(&mut *conn)
             .await?;
             let pools: i64 = row.get(0);
             let live: i64 = row.get(1);
+            let first: Option<String> = row.get(2);
             let share = fair_share(pools, live);
             Ok(Renewal {
                 held,
                 fair_share: share,
+                first_pool: first.map(|p| p.parse()).transpose().map_err(corrupt)?,
             })
         })
     }
@@ -397,5 +403,60 @@ mod tests {
         assert_eq!(fair_share(5, 2), 3);
         assert_eq!(fair_share(6, 3), 2);
         assert_eq!(fair_share(7, 0), 7);
+    }
+}
+
+/// The channel intake's wakes travel on between replicas.
+const WAKE_CHANNEL: &str = "hangar_wake";
+
+/// Wakes from other replicas' intake (PostgreSQL `LISTEN hangar_wake`).
+#[derive(Debug)]
+pub struct WakeListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl WakeListener {
+    /// The next pool woken by any replica. A dropped connection is opened
+    /// again (wakes sent meanwhile are lost; the scheduler's timer and the
+    /// lease passes wake every pool anyway).
+    pub async fn recv(&mut self) -> Result<PoolId> {
+        loop {
+            let n = self.listener.recv().await?;
+            match n.payload().parse() {
+                Ok(pool) => return Ok(pool),
+                Err(_) => tracing::warn!(payload = n.payload(), "ignoring a malformed wake"),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Tells every replica listening that these pools have work (after the
+    /// deliveries naming them were committed). Nothing on SQLite, where
+    /// the one replica wakes its own queue.
+    pub async fn notify_wakes(&self, pools: &[PoolId]) -> Result<()> {
+        let crate::Backend::Postgres(pg) = &self.inner.backend else {
+            return Ok(());
+        };
+        if pools.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = pools.iter().map(ToString::to_string).collect();
+        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+            .bind(WAKE_CHANNEL)
+            .bind(ids)
+            .execute(pg)
+            .await?;
+        Ok(())
+    }
+
+    /// Listens for other replicas' wakes; `None` on SQLite.
+    pub async fn wake_listener(&self) -> Result<Option<WakeListener>> {
+        let crate::Backend::Postgres(pg) = &self.inner.backend else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pg).await?;
+        listener.listen(WAKE_CHANNEL).await?;
+        Ok(Some(WakeListener { listener }))
     }
 }
