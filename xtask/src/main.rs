@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask ci` — what CI runs (`.ci/run`): installs the system
 //!   packages the build and the tests need, prepares libvirt for the
-//!   real-VM test, then fmt --check, clippy -D warnings, build, test.
+//!   real-VM test, then fmt --check, clippy -D warnings, build, test; the
+//!   tests run with a throwaway PostgreSQL server (`postgres`) so the
+//!   store's suite runs on both backends.
 //! - `cargo xtask dev [--release] [CONFIG]` — installs what is missing and
 //!   runs `hangard` with `config/hangard.toml` (`--release`: the release
 //!   build, not a debug one).
@@ -15,6 +17,8 @@
 //!   scenario misses one of its goals.
 //! - `cargo xtask faults [--short] [--release] [--seed N] [SCENARIO…]` — the
 //!   fault suite against the real `hangard` (a short run is part of `ci`).
+//! - `cargo xtask store-tests [ARGS…]` — the store's tests on SQLite and on
+//!   a throwaway PostgreSQL server (`cargo test -p hangar-store ARGS…`).
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
 //! - `cargo xtask fuzz [TARGET] [--secs N]` — the long libFuzzer run of the
@@ -25,6 +29,7 @@
 //! library is installed.
 
 mod fuzz;
+mod postgres;
 mod tidy;
 mod try_it;
 
@@ -44,11 +49,12 @@ fn main() -> ExitCode {
         Some("dist") => dist(),
         Some("faults") => faults(&args[1..]),
         Some("tidy") => tidy::run(&root()),
+        Some("store-tests") => store_tests(&args[1..]),
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…]>"
+            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…] | store-tests [ARGS…]>"
                 .into(),
         ),
     };
@@ -463,13 +469,18 @@ fn ci() -> Result {
     step("build binaries (end-to-end tests run them)");
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     deb_check()?;
+    // Stopped when dropped: right after the tests, pass or fail.
+    let pg = postgres::start()?;
     step("tests");
     let mut test = cargo();
-    test.args(["test", "--workspace", "--no-fail-fast"]);
+    test.args(["test", "--workspace", "--no-fail-fast"])
+        .env("HANGAR_TEST_POSTGRES_URL", &pg.url);
     for (k, v) in libvirt_env.unwrap_or_default() {
         test.env(k, v);
     }
-    run(&mut test)?;
+    let tested = run(&mut test);
+    drop(pg);
+    tested?;
     step("simulation (sim/scenarios/smoke.toml)");
     run(Command::new(root().join("target/debug/hangar-sim"))
         .arg("smoke")
@@ -478,6 +489,19 @@ fn ci() -> Result {
     run_faults(&root().join("target/debug"), &["--short".to_owned()])?;
     eprintln!("\nci: all green");
     Ok(())
+}
+
+/// `cargo xtask store-tests [ARGS…]`: the store's suite on both backends,
+/// with a PostgreSQL server of its own, stopped afterwards.
+fn store_tests(args: &[String]) -> Result {
+    let pg = postgres::start()?;
+    step("store tests on SQLite and PostgreSQL");
+    let tested = run(cargo()
+        .args(["test", "-p", "hangar-store", "--no-fail-fast"])
+        .args(args)
+        .env("HANGAR_TEST_POSTGRES_URL", &pg.url));
+    drop(pg);
+    tested
 }
 
 /// `cargo xtask dev [--release] [CONFIG]`: `hangard` on the dev config;

@@ -2,9 +2,7 @@
 //! deliveries, the hook's id (found by its URL) and the newest delivery
 //! already looked at, so each pass reads only newer deliveries.
 
-use sqlx::Row;
-
-use crate::{Result, Store, now_ms};
+use crate::{DbRow, Result, Store, now_ms, on};
 
 /// Recovery's place in one hook's deliveries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,42 +16,54 @@ pub struct DeliveryCursor {
 impl Store {
     /// The cursor of `source` (`entity:<id>` or `app:<credentials>`).
     pub async fn delivery_cursor(&self, source: &str) -> Result<Option<DeliveryCursor>> {
-        let row = sqlx::query("SELECT hook_id, last_seen FROM delivery_cursors WHERE source = $1")
-            .bind(source)
-            .fetch_optional(self.r())
-            .await?;
-        Ok(row.map(|r| DeliveryCursor {
-            hook_id: r.get(0),
-            last_seen: r.get(1),
-        }))
+        on!(self, read, |c| {
+            let row =
+                sqlx::query("SELECT hook_id, last_seen FROM delivery_cursors WHERE source = $1")
+                    .bind(source)
+                    .fetch_optional(c)
+                    .await?;
+            Ok(row.map(|r| DeliveryCursor {
+                hook_id: r.get(0),
+                last_seen: r.get(1),
+            }))
+        })
     }
 
     /// Records the cursor of `source`. The mark never moves back unless
     /// the hook changed (a new hook's ids start elsewhere).
     pub async fn set_delivery_cursor(&self, source: &str, cursor: DeliveryCursor) -> Result<()> {
-        sqlx::query(
+        let now = now_ms();
+        on!(self, write, |c| {
+            sqlx::query(
             "INSERT INTO delivery_cursors (source, hook_id, last_seen, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (source) DO UPDATE SET
-               last_seen = iif(delivery_cursors.hook_id IS excluded.hook_id,
-                               max(delivery_cursors.last_seen, excluded.last_seen), excluded.last_seen),
+               last_seen = CASE
+                 WHEN delivery_cursors.hook_id IS NOT DISTINCT FROM excluded.hook_id
+                  AND delivery_cursors.last_seen > excluded.last_seen
+                 THEN delivery_cursors.last_seen ELSE excluded.last_seen END,
                hook_id = excluded.hook_id,
                updated_at = excluded.updated_at",
         )
         .bind(source)
         .bind(cursor.hook_id)
         .bind(cursor.last_seen)
-        .bind(now_ms())
-        .execute(self.w())
-        .await?;
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ())
+        })?;
         Ok(())
     }
 
     /// Forgets the cursor of `source` (its hook is gone).
     pub async fn clear_delivery_cursor(&self, source: &str) -> Result<()> {
-        sqlx::query("DELETE FROM delivery_cursors WHERE source = $1")
-            .bind(source)
-            .execute(self.w())
-            .await?;
+        on!(self, write, |c| sqlx::query(
+            "DELETE FROM delivery_cursors WHERE source = $1"
+        )
+        .bind(source)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 }

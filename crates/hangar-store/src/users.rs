@@ -2,10 +2,9 @@
 //! the token generation lets a password reset invalidate every old token.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use uuid::Uuid;
 
-use crate::{Result, Store, StoreError, map_constraint, now_ms, to_dt};
+use crate::{DbRow, Result, Store, StoreError, map_constraint, now_ms, on, to_dt};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -20,7 +19,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
+fn user_from_row(row: &impl DbRow) -> Result<User> {
     let id: String = row.get("id");
     Ok(User {
         id: id.parse().map_err(crate::corrupt)?,
@@ -36,9 +35,8 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
 
 impl Store {
     pub async fn has_admin(&self) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_admin = 1")
-            .fetch_one(self.r())
-            .await?;
+        let sql = "SELECT COUNT(*) FROM users WHERE is_admin = TRUE";
+        let n: i64 = on!(self, read, |c| sqlx::query_scalar(sql).fetch_one(c).await)?;
         Ok(n > 0)
     }
 
@@ -51,65 +49,82 @@ impl Store {
         full_name: Option<&str>,
         password_hash: &str,
     ) -> Result<User> {
-        let mut tx = self.w().begin().await?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_admin = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        if n > 0 {
-            return Err(StoreError::Conflict(
-                "an admin user already exists; log in instead".into(),
-            ));
-        }
         let id = Uuid::new_v4();
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO users (id, username, email, full_name, password_hash, is_admin, token_generation, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 1, 0, $6, $7)",
-        )
-        .bind(id.to_string())
-        .bind(username)
-        .bind(email)
-        .bind(full_name)
-        .bind(password_hash)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_constraint(e, "that username is taken", ""))?;
-        tx.commit().await?;
+        on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            // On PostgreSQL two replicas may both find no admin: the lock
+            // makes the second wait for the first's commit and see it.
+            if self.backend_name() == "postgres" {
+                sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_admin = TRUE")
+                .fetch_one(&mut *tx)
+                .await?;
+            if n > 0 {
+                return Err(StoreError::Conflict(
+                    "an admin user already exists; log in instead".into(),
+                ));
+            }
+            sqlx::query(
+                "INSERT INTO users (id, username, email, full_name, password_hash, is_admin, token_generation, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, TRUE, 0, $6, $7)",
+            )
+            .bind(id.to_string())
+            .bind(username)
+            .bind(email)
+            .bind(full_name)
+            .bind(password_hash)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_constraint(e, "that username is taken", ""))?;
+            tx.commit().await?;
+        });
         self.user_by_id(id).await
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(self.r())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(c)
+                .await?;
+            row.as_ref().map(user_from_row).transpose()
+        })
     }
 
     pub async fn user_by_id(&self, id: Uuid) -> Result<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.r())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
-        user_from_row(&row)
+        on!(self, read, |c| {
+            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(c)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+            user_from_row(&row)
+        })
     }
 
     /// Replaces the password and bumps the token generation, so every token
     /// issued before is refused from now on.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<User> {
-        let done = sqlx::query(
+        let now = now_ms();
+        let changed = on!(self, write, |c| {
+            sqlx::query(
             "UPDATE users SET password_hash = $1, token_generation = token_generation + 1, updated_at = $2
              WHERE username = $3",
         )
         .bind(password_hash)
-        .bind(now_ms())
+        .bind(now)
         .bind(username)
-        .execute(self.w())
-        .await?;
-        if done.rows_affected() == 0 {
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        if changed == 0 {
             return Err(StoreError::NotFound(format!("user {username:?}")));
         }
         self.user_by_name(username)
@@ -119,10 +134,9 @@ impl Store {
 
     /// The first admin's name, for `hangard admin reset-password`.
     pub async fn first_admin_name(&self) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT username FROM users WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
-        )
-        .fetch_optional(self.r())
-        .await?)
+        let sql = "SELECT username FROM users WHERE is_admin = TRUE ORDER BY created_at LIMIT 1";
+        Ok(on!(self, read, |c| sqlx::query_scalar(sql)
+            .fetch_optional(c)
+            .await)?)
     }
 }

@@ -123,7 +123,7 @@ async fn sqlite_shape(db: &TestDb) -> Shape {
         if IGNORED_TABLES.contains(&table.as_str()) {
             continue;
         }
-        shape.insert(format!("{table}"), "table".into());
+        shape.insert(table.clone(), "table".into());
         let nocase = nocase_columns(&sql);
         let columns = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
             .fetch_all(&mut c)

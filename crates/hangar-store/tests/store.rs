@@ -1454,6 +1454,107 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
         .unwrap();
 }
 
+/// The first admin is made once, even by several callers at once (several
+/// replicas on PostgreSQL); names match ignoring case, as on SQLite; a new
+/// password bumps the token generation.
+async fn the_first_admin_is_made_once_and_names_ignore_case(db: TestDb) {
+    let store = open(&db).await;
+    assert!(!store.has_admin().await.unwrap());
+    assert_eq!(store.first_admin_name().await.unwrap(), None);
+    let tries: Vec<_> = (0..4)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_first_admin(
+                        &format!("Admin{n}"),
+                        None,
+                        Some("The Admin"),
+                        "$argon2id$x",
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(user) => made.push(user),
+            Err(StoreError::Conflict(m)) => assert!(m.contains("already exists"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "exactly one first admin: {made:?}");
+    let admin = &made[0];
+    assert!(admin.is_admin);
+    assert_eq!(admin.token_generation, 0);
+    assert!(store.has_admin().await.unwrap());
+    assert_eq!(
+        store.first_admin_name().await.unwrap().as_deref(),
+        Some(admin.username.as_str())
+    );
+    let shouted = admin.username.to_uppercase();
+    assert_eq!(
+        store.user_by_name(&shouted).await.unwrap().as_ref(),
+        Some(admin),
+        "user names ignore case"
+    );
+    let changed = store.set_password(&shouted, "$argon2id$y").await.unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$y");
+    assert_eq!(changed.token_generation, 1);
+    assert_eq!(store.user_by_id(admin.id).await.unwrap(), changed);
+    assert!(matches!(
+        store.set_password("nobody", "$argon2id$z").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn endpoints_are_created_updated_listed_and_deleted(db: TestDb) {
+    let store = open(&db).await;
+    let gh = store.create_endpoint(&sample::github_com()).await.unwrap();
+    assert_eq!(gh, sample::github_com());
+    let e = store
+        .create_endpoint(&sample::github_com())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("already exists")),
+        "{e}"
+    );
+    let mut ghes = sample::github_com();
+    ghes.name = ResourceName::parse("ghes").unwrap();
+    ghes.base_url = "https://ghes.example".into();
+    ghes.api_base_url = "https://ghes.example/api/v3".into();
+    store.create_endpoint(&ghes).await.unwrap();
+    ghes.description = "the company's".into();
+    ghes.ca_bundle = Some("-----BEGIN CERTIFICATE-----".into());
+    assert_eq!(store.update_endpoint(&ghes).await.unwrap(), ghes);
+    let names: Vec<_> = store
+        .list_endpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["ghes", "github.com"]);
+    let mut unknown = ghes.clone();
+    unknown.name = ResourceName::parse("nope").unwrap();
+    assert!(matches!(
+        store.update_endpoint(&unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_endpoint("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.delete_endpoint("ghes").await.unwrap();
+    assert!(matches!(
+        store.endpoint("ghes").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.list_endpoints().await.unwrap(), vec![gh]);
+}
+
 async fn delivery_cursors_only_move_forward_per_hook(db: TestDb) {
     let store = open(&db).await;
     assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
@@ -1530,6 +1631,8 @@ async fn rechecks_fall_due_by_their_own_time_and_known_jobs_are_found(db: TestDb
 }
 
 on_both_backends!(
+    the_first_admin_is_made_once_and_names_ignore_case,
+    endpoints_are_created_updated_listed_and_deleted,
     creates_folder_and_file_and_keeps_data_across_restarts,
     short_passphrase_is_refused,
     no_secret_is_stored_in_plain_text,

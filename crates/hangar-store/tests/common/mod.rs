@@ -72,9 +72,7 @@ impl TestDb {
     /// A fresh PostgreSQL database, or `None` when the variable is unset
     /// outside CI (after saying so loudly). Panics in CI without it.
     pub async fn postgres() -> Option<Self> {
-        let Some(admin_url) = postgres_url() else {
-            return None;
-        };
+        let admin_url = postgres_url()?;
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "hangar_test_{}_{}_{}",
