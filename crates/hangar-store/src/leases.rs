@@ -193,7 +193,7 @@ impl Store {
     pub async fn renew_leases(&self, me: ReplicaId, ttl: Duration) -> Result<Renewal> {
         on!(self, write, m, |c| {
             let mut conn = c.acquire().await?;
-            let now = m::db_now(&mut *conn).await?;
+            let now = m::db_now(&mut conn).await?;
             let until = now.saturating_add(ms(ttl));
             sqlx::query(
                 "INSERT INTO replicas (id, started_at, heartbeat_at, expires_at) \
@@ -250,7 +250,7 @@ impl Store {
     ) -> Result<Vec<Lease>> {
         on!(self, write, m, |c| {
             let mut conn = c.acquire().await?;
-            let now = m::db_now(&mut *conn).await?;
+            let now = m::db_now(&mut conn).await?;
             let rows = sqlx::query(
                 "SELECT p.id, l.holder, l.expires_at FROM pools p \
                  LEFT JOIN pool_leases l ON l.pool_id = p.id \
@@ -284,7 +284,7 @@ impl Store {
             let mut taken = Vec::new();
             let candidates = fresh.into_iter().take(room).chain(stale);
             for pool in candidates {
-                let now = m::db_now(&mut *conn).await?;
+                let now = m::db_now(&mut conn).await?;
                 let row = sqlx::query(
                     "INSERT INTO pool_leases (pool_id, holder, token, expires_at) \
                      VALUES ($1, $2, 1, $3) \
@@ -317,7 +317,7 @@ impl Store {
     pub async fn release_lease(&self, me: ReplicaId, pool: PoolId) -> Result<bool> {
         on!(self, write, m, |c| {
             let mut conn = c.acquire().await?;
-            let now = m::db_now(&mut *conn).await?;
+            let now = m::db_now(&mut conn).await?;
             sqlx::query(
                 "UPDATE pool_leases SET expires_at = $1 \
                  WHERE pool_id = $2 AND holder = $3 AND expires_at > $1",
@@ -337,7 +337,7 @@ impl Store {
     pub async fn retire_replica(&self, me: ReplicaId) -> Result<()> {
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
-            let now = m::db_now(&mut *tx).await?;
+            let now = m::db_now(&mut tx).await?;
             sqlx::query(
                 "UPDATE pool_leases SET expires_at = $1 WHERE holder = $2 AND expires_at > $1",
             )
@@ -380,7 +380,7 @@ impl Store {
     pub async fn check_fence(&self, pool: PoolId, fence: &Fence) -> Result<()> {
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
-            m::check_fence(&mut *tx, pool, fence).await?;
+            m::check_fence(&mut tx, pool, fence).await?;
             tx.commit().await?;
             Ok(())
         })

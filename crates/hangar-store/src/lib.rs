@@ -507,23 +507,6 @@ impl Store {
     fn sealer(&self) -> &Sealer {
         &self.inner.sealer
     }
-
-    /// The SQLite writer. Transitional: code not yet written for both
-    /// backends (through [`on!`]) still calls it, and fails on PostgreSQL.
-    fn w(&self) -> &SqlitePool {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => &b.write,
-            Backend::Postgres(_) => panic!("this store query is not ported to PostgreSQL yet"),
-        }
-    }
-
-    /// The SQLite readers. Transitional, as [`Self::w`].
-    fn r(&self) -> &SqlitePool {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => &b.read,
-            Backend::Postgres(_) => panic!("this store query is not ported to PostgreSQL yet"),
-        }
-    }
 }
 
 /// Checks the passphrase against a PostgreSQL database that has a
