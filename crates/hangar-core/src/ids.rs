@@ -60,6 +60,11 @@ uuid_id!(
     /// A runner scale set (its jobs come from GitHub's message queue).
     ScaleSetId
 );
+uuid_id!(
+    /// One running `hangard` process of a cluster sharing a database: it
+    /// holds pools' leases (a new id every start).
+    ReplicaId
+);
 
 /// A GitHub workflow job id. GitHub's ids exceed 2^31, so this is an `i64`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

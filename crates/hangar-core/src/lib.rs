@@ -35,7 +35,8 @@ pub use forge::{
     DeliveryPage, Forge, ForgeDelivery, ForgeError, ForgeJobStatus, ForgeTarget, HookRef,
 };
 pub use ids::{
-    ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ResourceName, ScaleSetId,
+    ControllerId, EntityId, InstanceName, JobId, NameError, PoolId, ReplicaId, ResourceName,
+    ScaleSetId,
 };
 pub use instance::{Instance, InstanceStatus, RunnerStatus, TransitionError};
 pub use jit::{JitFile, JitFileError};

@@ -66,6 +66,12 @@ pub struct SchedulerConfig {
     /// with the provider's last error and the orphan sweep removes the VM
     /// if it still exists.
     pub delete_attempts: u32,
+    /// Milliseconds a pool's lease lasts (several replicas on PostgreSQL;
+    /// SQLite's one replica holds every pool and ignores it). The holder
+    /// renews every third of it and stops acting on a pool a sixth of it
+    /// before the lease it last confirmed lapses; another replica takes a
+    /// dead one's pools within about `lease_ttl_ms` plus a third of it.
+    pub lease_ttl_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -90,6 +96,7 @@ impl Default for SchedulerConfig {
             breaker_base_secs: 10,
             breaker_max_secs: 300,
             delete_attempts: 10,
+            lease_ttl_ms: 6_000,
         }
     }
 }
@@ -186,7 +193,15 @@ impl SchedulerConfig {
         }
     }
 
+    /// How long a pool's lease lasts.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease_ttl_ms < 600 {
+            return Err(ConfigError::LeaseTtl);
+        }
         if self.breaker_threshold == 0 {
             return Err(ConfigError::BreakerThreshold);
         }
@@ -236,4 +251,6 @@ pub enum ConfigError {
     BreakerBackoff,
     #[error("scheduler.delete_attempts must be at least 1")]
     NoDeleteAttempts,
+    #[error("scheduler.lease_ttl_ms must be at least 600")]
+    LeaseTtl,
 }

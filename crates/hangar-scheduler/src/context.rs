@@ -47,6 +47,8 @@ pub(crate) struct Ctx {
     pub urls: SharedUrls,
     pub metrics: Arc<Metrics>,
     pub queue: PoolQueue,
+    /// The pools this replica may act on (every pool on SQLite).
+    pub leases: crate::lease::Leases,
     /// Background work: reconciles, creates, deletes, sweeps.
     pub tasks: TaskTracker,
     /// How busy webhook intake is: the scheduler holds back during a burst.
@@ -92,7 +94,9 @@ impl Ctx {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
+        let leases = crate::lease::Leases::new(&store, config.lease_ttl());
         Self {
+            leases,
             store,
             github,
             providers,

@@ -225,8 +225,28 @@ pub(crate) async fn commit(
     events: Vec<JobEvent>,
 ) -> Result<Vec<JobOutcome>, StoreError> {
     let outcomes = scheduler.ctx.store.record_job_events(&events).await?;
+    let mut elsewhere = Vec::new();
     for (event, outcome) in events.into_iter().zip(&outcomes) {
+        if let JobOutcome::Recorded {
+            pool_id: Some(pool),
+            ..
+        } = outcome
+            && !scheduler.ctx.leases.holds(*pool)
+            && !elsewhere.contains(pool)
+        {
+            elsewhere.push(*pool);
+        }
         scheduler.job_recorded(event, *outcome);
+    }
+    // Several replicas: the pools another replica runs are woken there
+    // (PostgreSQL NOTIFY, after the commit), without holding up the reply.
+    if !elsewhere.is_empty() {
+        let store = scheduler.ctx.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.notify_wakes(&elsewhere).await {
+                tracing::warn!(error = %e, "cannot wake other replicas; their timers pick the jobs up");
+            }
+        });
     }
     Ok(outcomes)
 }

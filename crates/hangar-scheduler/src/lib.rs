@@ -18,6 +18,7 @@ mod create;
 mod delete;
 mod github;
 mod intake;
+mod lease;
 pub mod metrics;
 pub mod providers;
 mod queue;
@@ -42,6 +43,7 @@ pub use context::SharedUrls;
 pub use delete::FORCED_DELETE_TRIES;
 pub use hangar_core::Urls;
 pub use intake::{Intake, IntakeError};
+pub use lease::LeasePass;
 pub use metrics::Metrics;
 pub use providers::{ProviderEntry, Providers};
 pub use queue::RECONCILE_GAP;
@@ -209,7 +211,20 @@ impl Scheduler {
     /// flight.
     pub async fn run(&self, cancel: CancellationToken) {
         let ctx = &self.ctx;
-        self.recover_interrupted().await;
+        // Several replicas: each pool's interrupted work is settled by
+        // whichever replica takes its lease ([`Self::lease_pass`]), never
+        // here, where another replica may be working on it.
+        let leases = ctx.leases.shared().then(|| {
+            let (s, cancel) = (self.clone(), cancel.clone());
+            tokio::spawn(async move { s.keep_leases(cancel).await })
+        });
+        if leases.is_none() {
+            self.recover_interrupted().await;
+        }
+        let wakes = leases.as_ref().map(|_| {
+            let (s, cancel) = (self.clone(), cancel.clone());
+            tokio::spawn(async move { s.hear_wakes(cancel).await })
+        });
         self.wake_all();
         // Not one of `ctx.tasks`: it runs for as long as the loop does, and
         // those tasks are what `settle` waits for.
@@ -232,8 +247,11 @@ impl Scheduler {
                 () = sleep_until(deadline) => {}
                 _ = tick.tick() => {
                     self.wake_all();
-                    // One sweep at a time; a slow one is skipped, not queued.
-                    if let Ok(guard) = sweeping.clone().try_lock_owned() {
+                    // One sweep at a time; a slow one is skipped, not
+                    // queued. Several replicas: the leader sweeps.
+                    if ctx.leases.leads()
+                        && let Ok(guard) = sweeping.clone().try_lock_owned()
+                    {
                         let c = ctx.clone();
                         ctx.tasks.spawn(async move {
                             let _guard = guard;
@@ -275,6 +293,136 @@ impl Scheduler {
                 "scheduler work still in flight at shutdown; it resumes after restart"
             );
         }
+        // Only now, with no step of this replica left, may another replica
+        // take its pools.
+        if let Some(wakes) = wakes {
+            let _ = wakes.await;
+        }
+        if let Some(leases) = leases {
+            let _ = leases.await;
+            ctx.leases.retire(&ctx.store).await;
+        }
+    }
+
+    /// This replica's id among those sharing the database.
+    pub fn replica_id(&self) -> hangar_core::ReplicaId {
+        self.ctx.leases.me()
+    }
+
+    /// Whether this replica may act on `pool` now (always on SQLite).
+    pub fn holds_pool(&self, pool: PoolId) -> bool {
+        self.ctx.leases.holds(pool)
+    }
+
+    /// Renews this replica's pool leases every third of their time, until
+    /// `cancel`.
+    async fn keep_leases(&self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.ctx.leases.period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.lease_pass().await {
+                tracing::warn!(error = %e, "cannot renew pool leases; pools stop before their leases lapse");
+            }
+        }
+    }
+
+    /// Wakes the pools this replica holds when another replica's intake
+    /// says they have work, until `cancel`.
+    async fn hear_wakes(&self, cancel: CancellationToken) {
+        let ctx = &self.ctx;
+        let mut listener = loop {
+            match ctx.store.wake_listener().await {
+                Ok(Some(l)) => break l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' wakes; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(ctx.leases.period()) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                woken = listener.recv() => match woken {
+                    Ok(pool) if ctx.leases.holds(pool) => ctx.queue.wake(pool),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the wake channel; listening again");
+                        tokio::time::sleep(ctx.leases.period()).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// One lease pass ([`lease::Leases::pass`]): pools taken have their
+    /// interrupted work settled (deletes under way go back to be retried,
+    /// creates under way are adopted or retried under their names, under
+    /// the new token) and are woken; listeners follow the pools held.
+    pub async fn lease_pass(&self) -> Result<LeasePass, SchedulerError> {
+        let ctx = &self.ctx;
+        let pass = ctx.leases.pass(&ctx.store).await?;
+        for pool in &pass.lost {
+            tracing::info!(pool.id = %pool, "pool lease let go or lost; no longer acting on the pool");
+        }
+        for &pool in &pass.gained {
+            tracing::info!(pool.id = %pool, "pool lease taken");
+            let Ok(fence) = ctx.leases.fence(pool) else {
+                continue;
+            };
+            if let Err(e) = hangar_store::fenced(fence, self.take_over(pool)).await {
+                tracing::error!(pool.id = %pool, error = %e, "cannot settle the work a pool's last holder left");
+            }
+            ctx.queue.wake(pool);
+        }
+        if !pass.gained.is_empty() || !pass.lost.is_empty() {
+            ctx.scale_sets_changed.notify_one();
+        }
+        Ok(pass)
+    }
+
+    /// What [`Self::recover_interrupted`] does at a restart, for one pool
+    /// another replica held (its work there stopped mid-way).
+    async fn take_over(&self, pool: PoolId) -> Result<(), SchedulerError> {
+        let ctx = &self.ctx;
+        let deleting = ctx
+            .store
+            .list_instances(&hangar_store::InstanceFilter {
+                pool_id: Some(pool),
+                ..Default::default()
+            })
+            .await?;
+        for inst in deleting
+            .iter()
+            .filter(|i| i.status == InstanceStatus::Deleting)
+        {
+            if ctx.is_in_flight(&inst.name) {
+                continue;
+            }
+            delete::ignore_moved(
+                ctx.store
+                    .transition(
+                        &inst.name,
+                        Change::Status(InstanceStatus::PendingDelete, None),
+                    )
+                    .await,
+            )?;
+        }
+        for (inst, process) in ctx.store.interrupted_creates().await? {
+            if inst.pool_id == pool {
+                worker::spawn_recover(ctx, inst, process);
+            }
+        }
+        Ok(())
     }
 
     /// After a restart: deletes under way go back to be retried, and each
@@ -337,10 +485,22 @@ impl Scheduler {
                 Err(e) => tracing::error!(error = %e, "cannot list scale sets' pools"),
             }
         }
-        let ready = ctx.queue.start_ready(tokio::time::Instant::now());
+        let mut ready = ctx.queue.start_ready(tokio::time::Instant::now());
+        // Pools another replica holds are its to run.
+        ready.retain(|&pool| {
+            let held = ctx.leases.holds(pool);
+            if !held {
+                ctx.queue.finished(pool);
+            }
+            held
+        });
         for &pool in &ready {
             let c = ctx.clone();
-            ctx.tasks.spawn(async move {
+            let Ok(fence) = ctx.leases.fence(pool) else {
+                ctx.queue.finished(pool);
+                continue;
+            };
+            ctx.tasks.spawn(hangar_store::fenced(fence, async move {
                 let started = std::time::Instant::now();
                 match reconcile::reconcile(&c, pool).await {
                     Ok(report) => {
@@ -357,7 +517,7 @@ impl Scheduler {
                 // competing with intake's commits.
                 tokio::time::sleep(c.intake.reconcile_gap()).await;
                 c.queue.finished(pool);
-            });
+            }));
         }
         StepOutcome {
             runners: runners.len(),

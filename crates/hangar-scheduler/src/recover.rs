@@ -119,12 +119,25 @@ pub(crate) async fn run(scheduler: Scheduler, cancel: CancellationToken) {
             () = tokio::time::sleep_until(due) => {}
         }
         let mut state = scheduler.recovery.lock().await;
+        // Several replicas: one runs it (the first pool's holder); the
+        // others skip their turn.
+        if !scheduler.ctx.leases.leads() {
+            let now = Instant::now();
+            state.next_redelivery = state.next_redelivery.max(now + config_interval(&scheduler));
+            state.next_runs = state.next_runs.max(now + config_interval(&scheduler));
+            continue;
+        }
         match step(&scheduler, &mut state, Instant::now()).await {
             Ok(r) if r.is_empty() => {}
             Ok(r) => tracing::info!(?r, "lost-delivery recovery"),
             Err(e) => tracing::warn!(error = %e, "lost-delivery recovery failed"),
         }
     }
+}
+
+/// How long a replica that does not lead waits before it looks again.
+fn config_interval(scheduler: &Scheduler) -> Duration {
+    scheduler.ctx.config.lease_ttl()
 }
 
 /// Runs whichever path is due at `now`.

@@ -480,7 +480,7 @@ pub(crate) async fn supervise(scheduler: Scheduler, cancel: CancellationToken) {
             Ok(sets) => {
                 let wanted: HashMap<&str, &ListenedScaleSet> = sets
                     .iter()
-                    .filter(|s| s.listening)
+                    .filter(|s| s.listening && ctx.leases.holds(s.pool_id))
                     .map(|s| (s.id.as_str(), s))
                     .collect();
                 // Stop the unwanted and forget the finished.

@@ -56,7 +56,8 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
         return false;
     };
     let c = ctx.clone();
-    ctx.tasks.spawn(async move {
+    let fence = hangar_store::current_fence();
+    ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
         // During a webhook burst only a few creates run at once, so their
         // writes do not queue ahead of intake's commits.
@@ -64,7 +65,7 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
         let name = inst.name.clone();
         let outcome = create::run(&c, inst, &pool).await;
         settle(&c, &name, &pool, StepKind::Create, outcome).await;
-    });
+    }));
     true
 }
 
@@ -79,7 +80,8 @@ pub(crate) fn spawn_recover(
         return false;
     };
     let c = ctx.clone();
-    ctx.tasks.spawn(async move {
+    let fence = hangar_store::current_fence();
+    ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
         let name = inst.name.clone();
         let pool = match c.store.pool(inst.pool_id).await {
@@ -91,7 +93,7 @@ pub(crate) fn spawn_recover(
         };
         let outcome = create::recover(&c, inst, process).await;
         settle(&c, &name, &pool, StepKind::Recover, outcome).await;
-    });
+    }));
     true
 }
 
@@ -101,11 +103,12 @@ pub(crate) fn spawn_delete(ctx: &Arc<Ctx>, name: InstanceName, pool: Pool) -> bo
         return false;
     };
     let c = ctx.clone();
-    ctx.tasks.spawn(async move {
+    let fence = hangar_store::current_fence();
+    ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
         let outcome = delete::run(&c, &name, &pool).await;
         settle(&c, &name, &pool, StepKind::Delete, outcome).await;
-    });
+    }));
     true
 }
 
@@ -130,6 +133,11 @@ pub(crate) async fn settle(
         if settle_once(ctx, name, pool, kind, outcome).await
             || !matches!(kind, StepKind::Create | StepKind::Recover)
         {
+            return;
+        }
+        // The pool moved to another replica: its holder settles the
+        // instance (as after a restart).
+        if !ctx.leases.holds(pool.id) {
             return;
         }
         tries += 1;

@@ -22,6 +22,7 @@ pub mod garm;
 mod hooks;
 mod instances;
 mod jobs;
+mod leases;
 mod pool_state;
 mod pools;
 mod scale_set_queue;
@@ -50,6 +51,7 @@ pub use entities::NewEntity;
 pub use hooks::DeliveryCursor;
 pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
+pub use leases::{Fence, Lease, LeaseRow, PoolFence, Renewal, current_fence, fair_share, fenced};
 pub use pool_state::{PoolState, ScaleSetDemand};
 pub use scale_set_queue::{
     AppliedMessage, ListenedScaleSet, PoolScaleSet, ScaleSetProgress, desired_runners,
@@ -215,6 +217,10 @@ pub enum StoreError {
     Invalid(String),
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// A write on a pool's behalf by a replica that no longer holds the
+    /// pool's lease (or holds it under a newer token): it was not made.
+    #[error("fenced: {0}")]
+    Fenced(String),
     #[error(
         "the database {path} was created with a different passphrase; refusing to start (the database was not changed). Use the passphrase it was created with."
     )]

@@ -68,6 +68,7 @@ impl Store {
     pub async fn reserve_instance(&self, new: &NewInstance) -> Result<Option<Instance>> {
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             if m::room(&mut tx, new.pool_id).await? == 0 {
                 return Ok(None);
             }
@@ -99,6 +100,7 @@ impl Store {
         }
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let room = usize::try_from(m::room(&mut tx, pool_id).await?)
                 .unwrap_or(0)
                 .min(names.len());

@@ -44,14 +44,20 @@ impl Store {
         let sealed = self.sealer().seal_secret(&jit_purpose(name), jit_config);
         let sql = "UPDATE instances SET runner_id = $1, jit_config = $2, jit_files_taken = 0, updated_at = $3
              WHERE name = $4";
-        let done = on!(self, write, |c| sqlx::query(sql)
-            .bind(runner_id)
-            .bind(&sealed)
-            .bind(now_ms())
-            .bind(name.as_str())
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let done = on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
+            let done = sqlx::query(sql)
+                .bind(runner_id)
+                .bind(&sealed)
+                .bind(now_ms())
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            done
+        });
         if done == 0 {
             return Err(not_found(name));
         }

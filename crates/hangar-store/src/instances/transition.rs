@@ -135,6 +135,7 @@ impl Store {
     pub async fn transition(&self, name: &InstanceName, change: Change<'_>) -> Result<Instance> {
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let inst = m::apply(&mut tx, name, change, now_ms()).await?;
             tx.commit().await?;
             Ok(inst)
