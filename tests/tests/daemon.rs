@@ -106,7 +106,7 @@ fn migrate_creates_the_database() {
     );
     // Every migration in the repository, in order.
     let mut versions: Vec<u32> =
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
             .unwrap()
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
