@@ -258,8 +258,9 @@ pub(crate) async fn apply_message(
         .execute(&mut *conn)
         .await?;
     }
+    let mut fresh: i64 = 0;
     for id in acquired {
-        sqlx::query(
+        let moved = sqlx::query(
             "UPDATE scale_set_jobs SET status = 'acquired', status_rank = 1, updated_at = $1
              WHERE scale_set_id = $2 AND runner_request_id = $3 AND status_rank < 1",
         )
@@ -268,13 +269,29 @@ pub(crate) async fn apply_message(
         .bind(id)
         .execute(&mut *conn)
         .await?;
+        fresh += moved.rows_affected() as i64;
     }
     let desired = match &msg.statistics {
-        Some(s) => desired_runners(
-            row.get::<i64, _>("min_idle_runners") as u32,
-            row.get::<i64, _>("max_runners") as u32,
-            s,
-        ),
+        Some(s) => {
+            // The jobs acquired with this message are the scale set's now,
+            // but the message's counters (taken when they were offered)
+            // still count them as available: the service counts them as
+            // assigned only in its next message. They are demand already;
+            // waiting for that message would cost a poll round trip
+            // before their runners are asked for. Never more of them than
+            // the counters' available jobs, so none is counted twice.
+            let known = ScaleSetStatistics {
+                total_assigned_jobs: s
+                    .total_assigned_jobs
+                    .saturating_add(fresh.min(s.total_available_jobs.max(0))),
+                ..*s
+            };
+            desired_runners(
+                row.get::<i64, _>("min_idle_runners") as u32,
+                row.get::<i64, _>("max_runners") as u32,
+                &known,
+            )
+        }
         None => row.get::<i64, _>("desired_runners") as u32,
     };
     let stats = match &msg.statistics {

@@ -296,7 +296,74 @@ async fn each_waiting_request_is_served_once(db: TestDb) {
     store.close().await;
 }
 
+/// The jobs a message's acquire took are demand with that message, though
+/// its counters (taken before the acquire) still call them available; the
+/// service's next message, which counts them as assigned, asks for no
+/// more, and a job is never counted twice.
+async fn jobs_acquired_with_a_message_are_demand_at_once_and_counted_once(db: TestDb) {
+    let (store, _pool, id) = setup(&db, 10, 1).await;
+    let sid: ScaleSetId = id.parse().unwrap();
+    let counters = |available: i64, assigned: i64| {
+        Some(ScaleSetStatistics {
+            total_available_jobs: available,
+            total_acquired_jobs: 0,
+            total_assigned_jobs: assigned,
+            total_running_jobs: 0,
+            total_registered_runners: 0,
+            total_busy_runners: 0,
+            total_idle_runners: 0,
+        })
+    };
+    let available = |rids: &[i64]| -> Vec<ScaleSetJobEvent> {
+        rids.iter()
+            .map(|r| ScaleSetJobEvent::Available { job: job(*r) })
+            .collect()
+    };
+    let desired = || async { store.scale_set(sid).await.unwrap().desired_runners };
+    // One job assigned earlier; two offered now and acquired: 1 + 1 + 2.
+    let m = ScaleSetMessage {
+        message_id: 1,
+        statistics: counters(2, 1),
+        events: available(&[1, 2]),
+    };
+    store
+        .apply_scale_set_message(&id, &m, &[1, 2])
+        .await
+        .unwrap();
+    assert_eq!(desired().await, 4);
+    // The service's JobAssigned for them: the same demand, not more.
+    let m = ScaleSetMessage {
+        message_id: 2,
+        statistics: counters(0, 3),
+        events: vec![
+            ScaleSetJobEvent::Assigned { job: job(1) },
+            ScaleSetJobEvent::Assigned { job: job(2) },
+        ],
+    };
+    store.apply_scale_set_message(&id, &m, &[]).await.unwrap();
+    assert_eq!(desired().await, 4);
+    // A job offered again that is this scale set's already is not new
+    // demand.
+    let m = ScaleSetMessage {
+        message_id: 3,
+        statistics: counters(1, 3),
+        events: available(&[2]),
+    };
+    store.apply_scale_set_message(&id, &m, &[2]).await.unwrap();
+    assert_eq!(desired().await, 4);
+    // Counters that no longer call the acquired job available: counted
+    // once, by the counters.
+    let m = ScaleSetMessage {
+        message_id: 4,
+        statistics: counters(0, 4),
+        events: available(&[5]),
+    };
+    store.apply_scale_set_message(&id, &m, &[5]).await.unwrap();
+    assert_eq!(desired().await, 5);
+}
+
 on_both_backends!(
+    jobs_acquired_with_a_message_are_demand_at_once_and_counted_once,
     status_moves_forward_only_and_old_messages_change_nothing,
     started_and_completed_jobs_move_the_runner_in_the_same_transaction,
     concurrent_applies_apply_each_message_once,
