@@ -52,83 +52,51 @@ pub(crate) trait Deps: sqlx::Database {
     ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a;
 }
 
-impl Deps for sqlx::Sqlite {
-    const POSTGRES: bool = false;
+/// Each backend's `Deps`: the same calls into its `per_backend!` modules.
+macro_rules! deps {
+    ($db:ty, $m:ident, $postgres:expr) => {
+        impl Deps for $db {
+            const POSTGRES: bool = $postgres;
 
-    fn insert_pool<'a>(
-        conn: &'a mut Self::Connection,
-        id: PoolId,
-        entity_id: EntityId,
-        spec: &'a PoolSpec,
-        scale_set: bool,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        crate::pools::on_sqlite::insert_pool(conn, id, entity_id, spec, scale_set)
-    }
+            fn insert_pool<'a>(
+                conn: &'a mut Self::Connection,
+                id: PoolId,
+                entity_id: EntityId,
+                spec: &'a PoolSpec,
+                scale_set: bool,
+            ) -> impl Future<Output = Result<()>> + Send + 'a {
+                crate::pools::$m::insert_pool(conn, id, entity_id, spec, scale_set)
+            }
 
-    fn update_pool_row<'a>(
-        conn: &'a mut Self::Connection,
-        id: PoolId,
-        spec: &'a PoolSpec,
-    ) -> impl Future<Output = Result<bool>> + Send + 'a {
-        crate::pools::on_sqlite::update_pool_row(conn, id, spec)
-    }
+            fn update_pool_row<'a>(
+                conn: &'a mut Self::Connection,
+                id: PoolId,
+                spec: &'a PoolSpec,
+            ) -> impl Future<Output = Result<bool>> + Send + 'a {
+                crate::pools::$m::update_pool_row(conn, id, spec)
+            }
 
-    fn refuse_live_instances<'a>(
-        conn: &'a mut Self::Connection,
-        id: PoolId,
-        what: &'a str,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        crate::pools::on_sqlite::refuse_live_instances(conn, id, what)
-    }
+            fn refuse_live_instances<'a>(
+                conn: &'a mut Self::Connection,
+                id: PoolId,
+                what: &'a str,
+            ) -> impl Future<Output = Result<()>> + Send + 'a {
+                crate::pools::$m::refuse_live_instances(conn, id, what)
+            }
 
-    fn apply_if_legal<'a>(
-        conn: &'a mut Self::Connection,
-        name: &'a InstanceName,
-        change: Change<'a>,
-        now: i64,
-    ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
-        crate::instances::on_sqlite::apply_if_legal(conn, name, change, now)
-    }
+            fn apply_if_legal<'a>(
+                conn: &'a mut Self::Connection,
+                name: &'a InstanceName,
+                change: Change<'a>,
+                now: i64,
+            ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
+                crate::instances::$m::apply_if_legal(conn, name, change, now)
+            }
+        }
+    };
 }
-
-impl Deps for sqlx::Postgres {
-    const POSTGRES: bool = true;
-
-    fn insert_pool<'a>(
-        conn: &'a mut Self::Connection,
-        id: PoolId,
-        entity_id: EntityId,
-        spec: &'a PoolSpec,
-        scale_set: bool,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        crate::pools::on_postgres::insert_pool(conn, id, entity_id, spec, scale_set)
-    }
-
-    fn update_pool_row<'a>(
-        conn: &'a mut Self::Connection,
-        id: PoolId,
-        spec: &'a PoolSpec,
-    ) -> impl Future<Output = Result<bool>> + Send + 'a {
-        crate::pools::on_postgres::update_pool_row(conn, id, spec)
-    }
-
-    fn refuse_live_instances<'a>(
-        conn: &'a mut Self::Connection,
-        id: PoolId,
-        what: &'a str,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        crate::pools::on_postgres::refuse_live_instances(conn, id, what)
-    }
-
-    fn apply_if_legal<'a>(
-        conn: &'a mut Self::Connection,
-        name: &'a InstanceName,
-        change: Change<'a>,
-        now: i64,
-    ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
-        crate::instances::on_postgres::apply_if_legal(conn, name, change, now)
-    }
-}
+deps!(sqlx::Sqlite, on_sqlite, false);
+deps!(sqlx::Postgres, on_postgres, true);
 
 /// A scale set to store. `github_id` and `runner_group_id` are known when
 /// it was made (or found) on GitHub first, as the API does.
