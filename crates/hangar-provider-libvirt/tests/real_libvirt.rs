@@ -341,7 +341,11 @@ async fn a_vm_boots_fetches_its_jit_config_reports_and_is_deleted_without_trace(
     };
 
     // The guest fetches its JIT config and reports, then the fake runner
-    // runs and the guest powers off (on_poweroff=destroy: shut off).
+    // runs (it sleeps 60 s, standing in for a job) and the guest powers off
+    // (on_poweroff=destroy: shut off). The power-off wait therefore starts
+    // about 60 s before the guest can be off: its bound must cover the
+    // runner's sleep plus the terminated callback and power-off on a slow,
+    // emulated CPU.
     wait_for(
         Duration::from_secs(120),
         "the idle callback",
@@ -354,7 +358,7 @@ async fn a_vm_boots_fetches_its_jit_config_reports_and_is_deleted_without_trace(
     .await;
     let reported = t0.elapsed();
     wait_for(
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         "the guest to power off",
         async || match provider.get_instance(&iref).await {
             Ok(i) if i.status == ProviderInstanceStatus::Stopped => Some(()),
