@@ -119,6 +119,9 @@ pub enum Synchronous {
 pub struct DatabaseSection {
     #[serde(default = "default_db_url")]
     pub url: String,
+    /// Reads `url` from a file (first line) instead, e.g. a PostgreSQL URL
+    /// that carries a password; wins over `url`.
+    pub url_file: Option<PathBuf>,
     pub passphrase: Option<String>,
     pub passphrase_file: Option<PathBuf>,
     #[serde(default)]
@@ -129,6 +132,7 @@ impl Default for DatabaseSection {
     fn default() -> Self {
         Self {
             url: default_db_url(),
+            url_file: None,
             passphrase: None,
             passphrase_file: None,
             synchronous: Synchronous::Full,
@@ -307,6 +311,11 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_DATABASE_URL") {
             config.database.url = v;
+        } else if let Some(f) = &config.database.url_file {
+            config.database.url = read_secret_file(f, "database.url_file")
+                .with_context(|| format!("invalid config file {}", path.display()))?
+                .expose()
+                .to_owned();
         }
         if let Some(v) = env("HANGAR_PASSPHRASE") {
             config.database.passphrase = Some(v);

@@ -192,6 +192,50 @@ fn environment_overrides_and_secret_files() {
 }
 
 #[test]
+fn the_database_url_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("database-url");
+    std::fs::write(
+        &url,
+        "postgres://hangar:s3cret@db.example:5432/hangar?sslmode=verify-full\n",
+    )
+    .unwrap();
+    let config = |extra: &str| {
+        write(
+            dir.path(),
+            &format!(
+                "[server]\nbind = \"127.0.0.1:1\"\npublic_url = \"http://a\"\n[database]\nurl = \"sqlite://./x.db\"\npassphrase = \"a passphrase of at least 32 characters\"\n{extra}"
+            ),
+        )
+    };
+    let p = config(&format!("url_file = \"{}\"\n", url.display()));
+    let c = Config::load_with(&p, &no_env).unwrap();
+    assert_eq!(
+        c.database.url, "postgres://hangar:s3cret@db.example:5432/hangar?sslmode=verify-full",
+        "url_file wins over url"
+    );
+    // HANGAR_DATABASE_URL wins over both, and the file is not read.
+    let env = |k: &str| (k == "HANGAR_DATABASE_URL").then(|| "sqlite://./env.db".to_owned());
+    let gone = config("url_file = \"/nonexistent/database-url\"\n");
+    assert_eq!(
+        Config::load_with(&gone, &env).unwrap().database.url,
+        "sqlite://./env.db"
+    );
+    // A missing or empty file, or one holding no database URL, is refused
+    // with the key's name.
+    let e = Config::load_with(&gone, &no_env).unwrap_err();
+    assert!(format!("{e:#}").contains("database.url_file"), "{e:#}");
+    // (`write` always writes the same config file.)
+    let p = config(&format!("url_file = \"{}\"\n", url.display()));
+    std::fs::write(&url, "\n").unwrap();
+    let e = Config::load_with(&p, &no_env).unwrap_err();
+    assert!(format!("{e:#}").contains("empty"), "{e:#}");
+    std::fs::write(&url, "mysql://nope\n").unwrap();
+    let e = Config::load_with(&p, &no_env).unwrap_err();
+    assert!(format!("{e:#}").contains("database.url"), "{e:#}");
+}
+
+#[test]
 fn github_proxy_comes_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(
