@@ -4,6 +4,12 @@
 #   behind Caddy for TLS. Its SQLite database lives on a managed data disk
 #   (local block storage: what SQLite's WAL mode needs; Azure Files is not),
 #   with hourly online backups to Blob storage.
+# - Or (database = "postgres") hangard runs on host_count VMs in different
+#   zones, all replicas on one Azure Database for PostgreSQL flexible server
+#   (private access, zone-redundant standby, point-in-time restore), behind
+#   a Standard load balancer that sends traffic only to VMs whose hangard
+#   answers /readyz. Caddy on every VM shares its certificates through an
+#   Azure Files share (Caddy instances with one storage act as a cluster).
 # - Runner VMs live in their own resource group and VNet. A user-assigned
 #   managed identity may only manage VMs, NICs, public IPs and disks there.
 # - Key Vault holds the generated secrets; the VM reads the two hangard needs
@@ -28,6 +34,11 @@ locals {
   registry    = var.create_registry ? azurerm_container_registry.hangar[0].login_server : ""
   image       = var.hangar_image != "" ? var.hangar_image : "${local.registry}/hangar:${var.hangar_image_tag}"
   tags        = merge({ "app" = "hangar", "managed-by" = "terraform" }, var.tags)
+
+  # Several replicas on PostgreSQL behind a load balancer, or one VM with
+  # SQLite on its data disk.
+  pg         = var.database == "postgres"
+  host_zones = local.pg ? var.host_zones : []
 
   # What Hangar's Azure provider calls, and nothing else. The last three
   # only read the status of the provider's own long-running operations
@@ -338,7 +349,7 @@ resource "azurerm_virtual_network" "hangar" {
   name                = "${var.prefix}-host"
   resource_group_name = azurerm_resource_group.hangar.name
   location            = azurerm_resource_group.hangar.location
-  address_space       = [var.hangar_address_space]
+  address_space       = local.pg ? [var.hangar_address_space, var.postgres_address_space] : [var.hangar_address_space]
   tags                = local.tags
 }
 
@@ -381,6 +392,38 @@ resource "azurerm_network_security_group" "hangar" {
     destination_address_prefix = "*"
   }
 
+  # Behind the load balancer: its health probe reaches hangard's own port
+  # (GET /readyz); nothing else in the VNet may, as it speaks plain HTTP.
+  dynamic "security_rule" {
+    for_each = local.pg ? [1] : []
+    content {
+      name                       = "lb-probe"
+      priority                   = 130
+      direction                  = "Inbound"
+      access                     = "Allow"
+      protocol                   = "Tcp"
+      source_port_range          = "*"
+      destination_port_range     = "9997"
+      source_address_prefix      = "AzureLoadBalancer"
+      destination_address_prefix = "*"
+    }
+  }
+
+  dynamic "security_rule" {
+    for_each = local.pg ? [1] : []
+    content {
+      name                       = "no-plain-api"
+      priority                   = 140
+      direction                  = "Inbound"
+      access                     = "Deny"
+      protocol                   = "Tcp"
+      source_port_range          = "*"
+      destination_port_range     = "9997"
+      source_address_prefix      = "*"
+      destination_address_prefix = "*"
+    }
+  }
+
   dynamic "security_rule" {
     for_each = length(var.admin_source_addresses) > 0 ? [1] : []
     content {
@@ -412,8 +455,16 @@ resource "azurerm_public_ip" "hangar" {
   tags                = local.tags
 }
 
+# One VM ("<prefix>-host") with SQLite; "<prefix>-host-<i>" replicas with
+# PostgreSQL. The public IP is the VM's own with SQLite, the load
+# balancer's with PostgreSQL.
+locals {
+  host_names = [for i in range(var.host_count) : local.pg ? "${var.prefix}-host-${i}" : "${var.prefix}-host"]
+}
+
 resource "azurerm_network_interface" "hangar" {
-  name                = "${var.prefix}-host"
+  count               = var.host_count
+  name                = local.host_names[count.index]
   resource_group_name = azurerm_resource_group.hangar.name
   location            = azurerm_resource_group.hangar.location
   tags                = local.tags
@@ -422,12 +473,18 @@ resource "azurerm_network_interface" "hangar" {
     name                          = "primary"
     subnet_id                     = azurerm_subnet.hangar.id
     private_ip_address_allocation = "Dynamic"
-    public_ip_address_id          = azurerm_public_ip.hangar.id
+    public_ip_address_id          = local.pg ? null : azurerm_public_ip.hangar.id
   }
 }
 
-# The database. Separate from the VM, so replacing the VM keeps it.
+moved {
+  from = azurerm_network_interface.hangar
+  to   = azurerm_network_interface.hangar[0]
+}
+
+# The database (SQLite). Separate from the VM, so replacing the VM keeps it.
 resource "azurerm_managed_disk" "state" {
+  count                = local.pg ? 0 : 1
   name                 = "${var.prefix}-state"
   resource_group_name  = azurerm_resource_group.hangar.name
   location             = azurerm_resource_group.hangar.location
@@ -435,6 +492,11 @@ resource "azurerm_managed_disk" "state" {
   create_option        = "Empty"
   disk_size_gb         = var.data_disk_size_gb
   tags                 = local.tags
+}
+
+moved {
+  from = azurerm_managed_disk.state
+  to   = azurerm_managed_disk.state[0]
 }
 
 locals {
@@ -450,6 +512,7 @@ locals {
     ssh_public_key_file = var.runner_ssh_public_key != "" ? "/etc/hangar/runner.pub" : ""
     max_concurrency     = var.runner_max_concurrency
     identity_client_id  = azurerm_user_assigned_identity.hangar.client_id
+    database            = var.database
   })
 
   # The VM's user data: read by hangar-host at every start of hangard.
@@ -465,6 +528,15 @@ locals {
     jwt_secret_secret     = local.secret_names.jwt_secret
     backup_url            = "${azurerm_storage_account.backups.primary_blob_endpoint}${azurerm_storage_container.backups.name}"
     runner_ssh_public_key = var.runner_ssh_public_key
+    # PostgreSQL replicas: the database URL (with its password) from Key
+    # Vault; Caddy's storage on the shared file share; hangard's port open
+    # to the load balancer's probe.
+    database            = var.database
+    database_url_secret = local.pg ? local.pg_secret_names.database_url : ""
+    caddy_share         = local.pg ? "//${azurerm_storage_account.backups.name}.file.core.windows.net/${azurerm_storage_share.caddy[0].name}" : ""
+    caddy_share_user    = azurerm_storage_account.backups.name
+    caddy_share_secret  = local.pg ? local.pg_secret_names.caddy_share_key : ""
+    probe_port          = local.pg ? 9997 : 0
   }
 
   # The VM's custom data: the host's units and script (deploy/azure/vm/).
@@ -480,7 +552,7 @@ locals {
   }
   cloud_init = "#cloud-config\n${yamlencode({
     package_update = true
-    packages       = ["docker.io", "sqlite3", "jq", "curl"]
+    packages       = local.pg ? ["docker.io", "jq", "curl", "cifs-utils"] : ["docker.io", "sqlite3", "jq", "curl"]
     write_files = [for dest, f in local.vm_files : {
       path        = dest
       permissions = f.mode
@@ -490,19 +562,23 @@ locals {
     runcmd = [
       ["systemctl", "daemon-reload"],
       # --no-block: the data disk is attached only after the VM exists.
-      ["systemctl", "enable", "--now", "--no-block", "hangar-prepare.service", "hangard.service", "hangar-proxy.service", "hangar-backup.timer"],
+      # The flexible server backs itself up (point-in-time restore): no
+      # SQLite backup timer with PostgreSQL.
+      concat(["systemctl", "enable", "--now", "--no-block", "hangar-prepare.service", "hangard.service", "hangar-proxy.service"], local.pg ? [] : ["hangar-backup.timer"]),
     ]
   })}"
 }
 
 resource "azurerm_linux_virtual_machine" "hangar" {
-  name                            = "${var.prefix}-host"
+  count                           = var.host_count
+  name                            = local.host_names[count.index]
+  zone                            = length(local.host_zones) > 0 ? local.host_zones[count.index % length(local.host_zones)] : null
   resource_group_name             = azurerm_resource_group.hangar.name
   location                        = azurerm_resource_group.hangar.location
   size                            = var.vm_size
   admin_username                  = var.admin_username
   disable_password_authentication = true
-  network_interface_ids           = [azurerm_network_interface.hangar.id]
+  network_interface_ids           = [azurerm_network_interface.hangar[count.index].id]
   secure_boot_enabled             = true
   vtpm_enabled                    = true
   custom_data                     = base64encode(local.cloud_init)
@@ -539,6 +615,10 @@ resource "azurerm_linux_virtual_machine" "hangar" {
       condition     = var.create_registry || var.hangar_image != ""
       error_message = "Set hangar_image when create_registry is false."
     }
+    precondition {
+      condition     = local.pg || var.host_count == 1
+      error_message = "host_count > 1 needs database = \"postgres\": SQLite has one writer, on one VM."
+    }
   }
 
   # Boot only once the identity may do what the host asks of it (Azure
@@ -548,12 +628,25 @@ resource "azurerm_linux_virtual_machine" "hangar" {
     azurerm_role_assignment.identity_backups,
     azurerm_role_assignment.identity_pull,
     azurerm_role_assignment.runner_provider,
+    azurerm_role_assignment.identity_database_secrets,
+    azurerm_postgresql_flexible_server_database.hangar,
   ]
 }
 
+moved {
+  from = azurerm_linux_virtual_machine.hangar
+  to   = azurerm_linux_virtual_machine.hangar[0]
+}
+
 resource "azurerm_virtual_machine_data_disk_attachment" "state" {
-  managed_disk_id    = azurerm_managed_disk.state.id
-  virtual_machine_id = azurerm_linux_virtual_machine.hangar.id
+  count              = local.pg ? 0 : 1
+  managed_disk_id    = azurerm_managed_disk.state[0].id
+  virtual_machine_id = azurerm_linux_virtual_machine.hangar[0].id
   lun                = 0
   caching            = "ReadOnly"
+}
+
+moved {
+  from = azurerm_virtual_machine_data_disk_attachment.state
+  to   = azurerm_virtual_machine_data_disk_attachment.state[0]
 }

@@ -11,7 +11,7 @@ output "webhook_url_base" {
 }
 
 output "public_ip" {
-  description = "Public IP of Hangar's VM (point public_hostname's DNS record here)."
+  description = "Public IP of Hangar's VM, or of the load balancer in front of the replicas (point public_hostname's DNS record here)."
   value       = azurerm_public_ip.hangar.ip_address
 }
 
@@ -21,8 +21,18 @@ output "resource_group" {
 }
 
 output "vm_name" {
-  description = "Hangar's VM (az vm run-command invoke -g <resource_group> -n <vm_name> …)."
-  value       = azurerm_linux_virtual_machine.hangar.name
+  description = "Hangar's (first) VM (az vm run-command invoke -g <resource_group> -n <vm_name> …)."
+  value       = azurerm_linux_virtual_machine.hangar[0].name
+}
+
+output "vm_names" {
+  description = "Every VM running a hangard replica."
+  value       = azurerm_linux_virtual_machine.hangar[*].name
+}
+
+output "postgres_server" {
+  description = "The flexible server's private name (database = \"postgres\"), else null. The URL with its password is the Key Vault secret hangar-database-url."
+  value       = local.pg ? azurerm_postgresql_flexible_server.hangar[0].fqdn : null
 }
 
 output "key_vault_name" {
@@ -74,7 +84,7 @@ output "runner_outbound_ip" {
 }
 
 output "backup_container_url" {
-  description = "Blob container that receives the hourly database backups."
+  description = "Blob container that receives the hourly SQLite backups (with PostgreSQL the flexible server keeps its own)."
   value       = local.host_settings.backup_url
 }
 

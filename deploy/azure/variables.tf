@@ -61,13 +61,13 @@ variable "admin_ssh_public_key" {
 }
 
 variable "admin_source_addresses" {
-  description = "CIDRs allowed to SSH to Hangar's VM. Empty: no SSH from the internet (use `az vm run-command`)."
+  description = "CIDRs allowed to SSH to Hangar's VM. Empty: no SSH from the internet (use `az vm run-command`). With database = \"postgres\" the VMs sit behind the load balancer: VM i answers SSH on port 2201 + i of the public IP."
   type        = list(string)
   default     = []
 }
 
 variable "data_disk_size_gb" {
-  description = "Size of the managed disk that holds the SQLite database and Caddy's certificates."
+  description = "Size of the managed disk that holds the SQLite database and Caddy's certificates (database = \"sqlite\" only)."
   type        = number
   default     = 16
 }
@@ -196,4 +196,88 @@ variable "backup_retention_days" {
   description = "Database backups (hourly) older than this are deleted."
   type        = number
   default     = 30
+}
+
+# --- Several replicas on Azure Database for PostgreSQL -----------------------
+
+variable "database" {
+  description = "\"sqlite\": one VM, its database on a managed data disk, hourly backups to Blob storage. \"postgres\": an Azure Database for PostgreSQL flexible server, host_count VMs behind a load balancer, every one a hangard replica (README.md: Several replicas)."
+  type        = string
+  default     = "sqlite"
+
+  validation {
+    condition     = contains(["sqlite", "postgres"], var.database)
+    error_message = "database: \"sqlite\" or \"postgres\"."
+  }
+}
+
+variable "host_count" {
+  description = "VMs running hangard. 1 with database = \"sqlite\" (SQLite has one writer); 1 to 3 with \"postgres\", spread over availability zones."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.host_count >= 1 && var.host_count <= 3 && floor(var.host_count) == var.host_count
+    error_message = "host_count: 1, 2 or 3."
+  }
+}
+
+variable "host_zones" {
+  description = "Availability zones for the hangard VMs with database = \"postgres\", used in turn (VM i goes to host_zones[i % length]). Empty: no zones (regions without them)."
+  type        = list(string)
+  default     = ["1", "2", "3"]
+}
+
+variable "postgres_version" {
+  description = "PostgreSQL major version of the flexible server (Hangar needs 15 or later)."
+  type        = string
+  default     = "16"
+}
+
+variable "postgres_sku" {
+  description = "Flexible server SKU. Zone-redundant high availability needs General Purpose or Memory Optimized (GP_…, MO_…), not Burstable."
+  type        = string
+  default     = "GP_Standard_D2ds_v5"
+}
+
+variable "postgres_storage_mb" {
+  description = "Flexible server storage in MiB (Hangar's database is small; storage also sets the disk's IOPS)."
+  type        = number
+  default     = 32768
+}
+
+variable "postgres_high_availability" {
+  description = "Zone-redundant high availability: a standby in another zone takes over when the primary's zone fails (Azure's failover is usually 60-120 s; hangard replicas reconnect by themselves)."
+  type        = bool
+  default     = true
+}
+
+variable "postgres_zone" {
+  description = "Zone of the primary (and, with high availability, postgres_standby_zone of the standby). Empty: Azure picks."
+  type        = string
+  default     = "1"
+}
+
+variable "postgres_standby_zone" {
+  description = "Zone of the high-availability standby."
+  type        = string
+  default     = "2"
+}
+
+variable "postgres_backup_retention_days" {
+  description = "Point-in-time restore window of the flexible server, in days (7-35). Replaces the SQLite deployment's hourly Blob backups."
+  type        = number
+  default     = 14
+}
+
+variable "postgres_geo_redundant_backup" {
+  description = "Keep the flexible server's backups in the paired region as well."
+  type        = bool
+  default     = false
+}
+
+variable "postgres_address_space" {
+  description = "Subnet delegated to the flexible server (private access only: no public endpoint). Added to the host VNet."
+  type        = string
+  default     = "10.40.1.0/24"
 }

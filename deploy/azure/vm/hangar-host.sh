@@ -3,10 +3,12 @@
 # /usr/local/sbin/hangar-host. The VM runs two containers under systemd:
 # hangard (the image from deploy/Dockerfile) and Caddy (TLS in front of it).
 #
-#   hangar-host prepare          mount the data disk (formatted only when blank), docker network
+#   hangar-host prepare          mount the data disk (formatted only when blank) or, with
+#                                PostgreSQL, Caddy's shared file share; docker network
 #   hangar-host run-hangard      settings and secrets, pull, then exec `docker run` (hangard.service)
 #   hangar-host run-proxy        exec `docker run` of Caddy (hangar-proxy.service)
-#   hangar-host backup           online SQLite backup to Blob storage (hangar-backup.timer, hourly)
+#   hangar-host backup           online SQLite backup to Blob storage (hangar-backup.timer, hourly;
+#                                with PostgreSQL the flexible server backs itself up)
 #   hangar-host list-backups     the backups in Blob storage, oldest first
 #   hangar-host restore [NAME]   stop hangard, restore a backup (default: the newest), start hangard
 #
@@ -16,9 +18,9 @@
 # standard input, never on its command line.
 set -euo pipefail
 
-DATA=/srv/hangar                   # the managed data disk
+DATA=/srv/hangar                   # the managed data disk (SQLite), a plain folder (PostgreSQL)
 STATE=$DATA/hangard                # -> /var/lib/hangar in the container (SQLite)
-CADDY_DATA=$DATA/caddy             # Caddy's certificates and ACME account
+CADDY_DATA=$DATA/caddy             # Caddy's certificates and ACME account (PostgreSQL: the shared file share)
 ETC=/etc/hangar                    # hangard.toml, runner.pub -> /etc/hangar (read-only)
 RUN=/run/hangar
 SECRETS=$RUN/secrets               # tmpfs -> /run/secrets/hangar (read-only)
@@ -82,7 +84,36 @@ data_disk() {
     return 1
 }
 
+# database: "sqlite" (one VM, data disk) or "postgres" (replicas).
+database() { local d; d=$(optional_setting database); printf '%s' "${d:-sqlite}"; }
+
+# Caddy's storage on the Azure Files share every replica mounts: Caddy
+# instances sharing one storage share certificates and take turns at the
+# ACME challenges, whichever VM the load balancer sends them to.
+mount_caddy_share() {
+    local share user key creds=$RUN/cifs-credentials
+    mountpoint -q "$CADDY_DATA" && return 0
+    share=$(setting caddy_share)
+    user=$(setting caddy_share_user)
+    key=$(key_vault_secret "$(setting caddy_share_secret)")
+    install -d -m 0700 "$RUN"
+    (umask 077 && printf 'username=%s\npassword=%s\n' "$user" "$key" > "$creds")
+    install -d -m 0700 "$CADDY_DATA"
+    mount -t cifs "$share" "$CADDY_DATA" \
+        -o "vers=3.1.1,credentials=$creds,seal,serverino,nosharesock,actimeo=30,mfsymlinks,uid=0,gid=0,dir_mode=0700,file_mode=0600" \
+        || die "cannot mount $share on $CADDY_DATA"
+    say "Caddy's shared storage $share mounted on $CADDY_DATA"
+}
+
 prepare() {
+    load_settings
+    if [ "$(database)" = postgres ]; then
+        install -d -m 0755 "$DATA"
+        install -d -m 0700 -o "$HANGAR_UID" -g "$HANGAR_UID" "$STATE"
+        mount_caddy_share
+        docker network inspect hangar > /dev/null 2>&1 || docker network create hangar > /dev/null
+        return 0
+    fi
     if ! mountpoint -q "$DATA"; then
         local dev="" i probe uuid
         # Terraform attaches the disk after the VM is created.
@@ -111,19 +142,28 @@ prepare() {
 
 # --- hangard -----------------------------------------------------------------
 
-fetch_secrets() {
-    local kv t passphrase jwt pair file name value
+# key_vault_secret NAME: the secret's value, read with the VM's identity.
+key_vault_secret() {
+    local kv t
     kv=$(setting key_vault_uri)
     kv=${kv%/}
+    t=$(token https://vault.azure.net)
+    bearer "$t" "$kv/secrets/$1?api-version=$KEY_VAULT_API" | jq -er .value \
+        || die "cannot read secret $1 from $kv (new role assignments take a few minutes to apply)"
+}
+
+fetch_secrets() {
+    local passphrase jwt database_url pair file name value pairs
     passphrase=$(setting passphrase_secret)
     jwt=$(setting jwt_secret_secret)
-    t=$(token https://vault.azure.net)
+    database_url=$(optional_setting database_url_secret)
+    pairs=("passphrase:$passphrase" "jwt-secret:$jwt")
+    if [ -n "$database_url" ]; then pairs+=("database-url:$database_url"); fi
     install -d -m 0500 -o "$HANGAR_UID" -g "$HANGAR_UID" "$SECRETS"
-    for pair in "passphrase:$passphrase" "jwt-secret:$jwt"; do
+    for pair in "${pairs[@]}"; do
         file=${pair%%:*}
         name=${pair#*:}
-        value=$(bearer "$t" "$kv/secrets/$name?api-version=$KEY_VAULT_API" | jq -er .value) \
-            || die "cannot read secret $name from $kv (new role assignments take a few minutes to apply)"
+        value=$(key_vault_secret "$name")
         (umask 077 && printf '%s' "$value" > "$SECRETS/.$file")
         chown "$HANGAR_UID:$HANGAR_UID" "$SECRETS/.$file"
         chmod 0400 "$SECRETS/.$file"
@@ -149,8 +189,11 @@ registry_login() {
 }
 
 run_hangard() {
-    local image key
+    local image key publish=127.0.0.1:9997:9997
     load_settings
+    # Behind the load balancer, its health probe asks hangard's /readyz on
+    # the VM's address (the NSG lets only the probe in).
+    if [ "$(optional_setting probe_port)" = 9997 ]; then publish=9997:9997; fi
     install -d -m 0755 "$ETC"
     setting config > "$ETC/.hangard.toml"
     chmod 0644 "$ETC/.hangard.toml"
@@ -169,7 +212,7 @@ run_hangard() {
     # Attached, without a log driver: the output goes to this unit's journal
     # (journalctl -u hangard), once.
     exec docker run --rm --name hangard --network hangar \
-        --publish 127.0.0.1:9997:9997 \
+        --publish "$publish" \
         --user "$HANGAR_UID:$HANGAR_UID" --read-only --tmpfs /tmp \
         --cap-drop ALL --security-opt no-new-privileges \
         --stop-timeout 45 --log-driver none \
@@ -207,6 +250,10 @@ as_hangar() { setpriv --reuid="$HANGAR_UID" --regid="$HANGAR_UID" --clear-groups
 backup() {
     local db=$STATE/hangar.db url tmp name check t
     load_settings
+    if [ "$(database)" = postgres ]; then
+        say "the database is the PostgreSQL flexible server, which backs itself up (point-in-time restore: az postgres flexible-server restore)"
+        return 0
+    fi
     url=$(setting backup_url)
     if [ ! -f "$db" ]; then
         say "no database yet; nothing to back up"
@@ -246,6 +293,8 @@ restore() {
     local name=${1:-} url tmp check db=$STATE/hangar.db stamp f t
     [ "$(id -u)" = 0 ] || die "restore must run as root"
     load_settings
+    [ "$(database)" != postgres ] \
+        || die "the database is the PostgreSQL flexible server: restore it with az postgres flexible-server restore (README.md: Several replicas)"
     url=$(setting backup_url)
     [ -n "$name" ] || name=$(list_backups | tail -n 1)
     [ -n "$name" ] || die "no backups in $url"
