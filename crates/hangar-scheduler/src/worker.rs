@@ -62,6 +62,9 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
         // During a webhook burst only a few creates run at once, so their
         // writes do not queue ahead of intake's commits.
         let _slot = c.intake.create_slot().await;
+        if !still_fenced(&c, &inst.name, "create").await {
+            return;
+        }
         let name = inst.name.clone();
         let outcome = create::run(&c, inst, &pool).await;
         settle(&c, &name, &pool, StepKind::Create, outcome).await;
@@ -83,6 +86,9 @@ pub(crate) fn spawn_recover(
     let fence = hangar_store::current_fence();
     ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
+        if !still_fenced(&c, &inst.name, "recovery").await {
+            return;
+        }
         let name = inst.name.clone();
         let pool = match c.store.pool(inst.pool_id).await {
             Ok(p) => p,
@@ -106,10 +112,28 @@ pub(crate) fn spawn_delete(ctx: &Arc<Ctx>, name: InstanceName, pool: Pool) -> bo
     let fence = hangar_store::current_fence();
     ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
+        if !still_fenced(&c, &name, "delete").await {
+            return;
+        }
         let outcome = delete::run(&c, &name, &pool).await;
         settle(&c, &name, &pool, StepKind::Delete, outcome).await;
     }));
     true
+}
+
+/// Whether a step spawned under its pool's fence may still start: the
+/// lease not lost, let go or taken since (the database asked), so a step
+/// that waited for its turn after the pool moved on makes no GitHub or
+/// provider call. The pool's new holder settles the instance instead
+/// (`Scheduler::take_over`).
+async fn still_fenced(ctx: &Ctx, name: &InstanceName, op: &str) -> bool {
+    match ctx.check_fence().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!(instance.name = %name, error = %e, "{op} step not started: the pool moved to another replica");
+            false
+        }
+    }
 }
 
 /// What happens after a step: the single place that records a retry's

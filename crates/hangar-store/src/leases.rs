@@ -66,6 +66,19 @@ pub fn current_fence() -> Option<PoolFence> {
     CURRENT.try_with(|f| *f).ok()
 }
 
+/// Refuses a fenced write that would touch another pool than the one its
+/// fence holds: a task fenced for one pool acts on that pool only, so a
+/// lease never covers work on a pool another replica may hold.
+pub(crate) fn fence_covers(pool: PoolId) -> Result<()> {
+    match current_fence() {
+        Some(f) if f.pool_id != pool => Err(StoreError::Fenced(format!(
+            "a write fenced by pool {}'s lease touches pool {pool}",
+            f.pool_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A connection whose transaction can check the current task's fence.
 pub(crate) trait FenceConn {
     /// Refuses unless the fence the task runs under (if any) still holds
