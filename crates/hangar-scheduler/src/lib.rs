@@ -538,9 +538,17 @@ impl Scheduler {
     }
 
     /// Reconciles one pool now, outside the loop (tests, tools). Must not
-    /// run while the loop runs.
+    /// run while the loop runs. Several replicas: under the pool's fence,
+    /// and refused ([`StoreError::Fenced`]) on a replica not holding it.
     pub async fn reconcile_pool(&self, pool: PoolId) -> Result<PoolReport, SchedulerError> {
-        reconcile::reconcile(&self.ctx, pool).await
+        let Ok(fence) = self.ctx.leases.fence(pool) else {
+            return Err(StoreError::Fenced(format!(
+                "replica {} does not hold pool {pool}",
+                self.ctx.leases.me()
+            ))
+            .into());
+        };
+        hangar_store::fenced(fence, reconcile::reconcile(&self.ctx, pool)).await
     }
 
     /// Runs the sweep now, outside the loop: the pools this replica holds,

@@ -69,20 +69,41 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    fn new(ctx: &Ctx, all: Vec<Pool>) -> Self {
+    /// The pools this replica holds, as it knows and as the database says
+    /// (one query): a pool another replica took meanwhile is not swept, so
+    /// not even listed at its provider.
+    async fn new(ctx: &Ctx, all: Vec<Pool>) -> Result<Self, SchedulerError> {
+        let recorded: Option<HashMap<PoolId, i64>> = if ctx.leases.shared() {
+            Some(
+                ctx.store
+                    .leases_of(ctx.leases.me())
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        } else {
+            None
+        };
         let mut fences = HashMap::new();
         let mut pools = Vec::new();
         for p in all {
-            if let Ok(f) = ctx.leases.fence(p.id) {
+            let Ok(f) = ctx.leases.fence(p.id) else {
+                continue;
+            };
+            let current = match (&recorded, &f) {
+                (Some(rec), Some(f)) => rec.get(&p.id) == Some(&f.fence.token),
+                _ => true,
+            };
+            if current {
                 fences.insert(p.id, f);
                 pools.push(p);
             }
         }
-        Self {
+        Ok(Self {
             pools,
             fences,
             lost: HashSet::new(),
-        }
+        })
     }
 
     /// Whether the sweep still acts on `pool`.
@@ -117,7 +138,7 @@ impl Held {
 /// Runs every sweep step; a failing step is logged and the rest still run.
 pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError> {
     let mut r = SweepReport::default();
-    let mut held = Held::new(ctx, ctx.store.list_pools(None).await?);
+    let mut held = Held::new(ctx, ctx.store.list_pools(None).await?).await?;
     if let Err(e) = sweep_providers(ctx, &mut held, &mut r).await {
         tracing::warn!(error = %e, "provider sweep failed");
     }

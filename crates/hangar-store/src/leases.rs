@@ -388,6 +388,25 @@ impl Store {
         Ok(row)
     }
 
+    /// The pools `me` is recorded holding, with their tokens, lapsed or
+    /// not (a fence holds until another replica takes the pool): what a
+    /// pass over many pools (the sweep) checks its fences against in one
+    /// query before it acts.
+    pub async fn leases_of(&self, me: ReplicaId) -> Result<Vec<(PoolId, i64)>> {
+        on!(self, read, |c| {
+            let rows = sqlx::query("SELECT pool_id, token FROM pool_leases WHERE holder = $1")
+                .bind(me.to_string())
+                .fetch_all(c)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let pool: String = r.get(0);
+                    Ok((pool.parse().map_err(corrupt)?, r.get(1)))
+                })
+                .collect()
+        })
+    }
+
     /// Checks a fence on its own (a step about to call a provider or
     /// GitHub); the writes themselves check it again in their transaction.
     pub async fn check_fence(&self, pool: PoolId, fence: &Fence) -> Result<()> {
