@@ -278,8 +278,14 @@ async fn a_replica_cut_off_from_the_database_hands_its_pool_over() {
                 .unwrap();
         }
     }
+    // The provider's delete comes before the store records it: both.
     until(Duration::from_secs(60), "every VM deleted", || async {
         provider.instances().is_empty()
+            && store_b
+                .list_instances(&hangar_store::InstanceFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
     })
     .await;
 
