@@ -171,6 +171,11 @@ pub(crate) async fn settle(
         if !ctx.pause(wait).await {
             return;
         }
+        // The pool moved on meanwhile (the database says so, whatever this
+        // replica still believes): its new holder settles the instance.
+        if matches!(ctx.check_fence().await, Err(StoreError::Fenced(_))) {
+            return;
+        }
         outcome = match ctx.store.instance(name).await {
             Ok(inst) if inst.status == InstanceStatus::Creating => {
                 create::recover(ctx, inst, None).await
@@ -196,6 +201,12 @@ async fn settle_once(
     let op = kind.as_str();
     let outcome = match outcome {
         Ok(o) => o,
+        // Nothing to record, nor may it be: the pool's new holder settles
+        // the instance (`Scheduler::take_over`).
+        Err(SchedulerError::Store(StoreError::Fenced(why))) => {
+            tracing::info!(instance.name = %name, reason = %why, "{op} step stopped: the pool moved to another replica");
+            return true;
+        }
         Err(e) => {
             // The database failed under the step; come back after a pause
             // instead of spinning on it.
@@ -214,6 +225,17 @@ async fn settle_once(
         }
         o => o,
     };
+    // Likewise a create whose provider call was not made because this
+    // replica stopped acting on the pool (`Ctx::provider_call`): the
+    // instance leaves `creating` as after any failure, but the pool's
+    // breaker does not count it.
+    let kind = match (&outcome, kind) {
+        (Outcome::RetryAfter(..), StepKind::Create) if ctx.fence_live().is_err() => {
+            StepKind::Recover
+        }
+        _ => kind,
+    };
+    let op = kind.as_str();
     let recorded = match &outcome {
         Outcome::Done => Ok(()),
         Outcome::Created => created(ctx, pool).await,
@@ -241,6 +263,10 @@ async fn settle_once(
             r.and(retire(ctx, name, why).await)
         }
     };
+    if let Err(StoreError::Fenced(why)) = &recorded {
+        tracing::info!(instance.name = %name, reason = %why, "the outcome of a {op} is the pool's new holder's to settle");
+        return true;
+    }
     if let Err(e) = recorded {
         let wait = ctx.backoff(1);
         tracing::error!(instance.name = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot record the outcome of a {op}");
