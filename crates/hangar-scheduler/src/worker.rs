@@ -125,14 +125,15 @@ pub(crate) fn spawn_delete(ctx: &Arc<Ctx>, name: InstanceName, pool: Pool) -> bo
 /// lease not lost, let go or taken since (the database asked), so a step
 /// that waited for its turn after the pool moved on makes no GitHub or
 /// provider call. The pool's new holder settles the instance instead
-/// (`Scheduler::take_over`).
+/// (`Scheduler::take_over`). A database that cannot answer does not stop
+/// the step: its own writes fail, and `settle` deals with that as ever.
 async fn still_fenced(ctx: &Ctx, name: &InstanceName, op: &str) -> bool {
     match ctx.check_fence().await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::info!(instance.name = %name, error = %e, "{op} step not started: the pool moved to another replica");
+        Err(StoreError::Fenced(why)) => {
+            tracing::info!(instance.name = %name, reason = %why, "{op} step not started: the pool moved to another replica");
             false
         }
+        _ => true,
     }
 }
 
