@@ -458,6 +458,18 @@ async fn a_replica_whose_lease_was_taken_acts_no_more() {
     let labels = vec![controller_label(store_a.controller_id())];
     github.add_runner("stray-runner-1", &labels);
     let lost = running_instance(&store_a, p, "lost-vm-1").await;
+    // An instance to delete: a reconcile starts its delete step.
+    let doomed = running_instance(&store_a, p, "doomed-vm-1").await;
+    provider.plant(fake_vm(&store_a, p, doomed.as_str()));
+    let doomed_runner = github.add_runner(doomed.as_str(), &labels);
+    store_a
+        .set_instance_jit(&doomed, doomed_runner, &Secret::new("jit"))
+        .await
+        .unwrap();
+    store_a
+        .transition(&doomed, Change::Status(InstanceStatus::PendingDelete, None))
+        .await
+        .unwrap();
     github.queue_run(
         77,
         vec![hangar_core::forge::ForgeJob {
@@ -500,9 +512,19 @@ async fn a_replica_whose_lease_was_taken_acts_no_more() {
         "A's listener stops: {step:?}"
     );
     assert!(fenced(&a.recover().await), "A's recovery refused");
+    // Its reconcile starts the delete step (no write comes first), which
+    // asks the database before it calls anyone; its reservations for the
+    // queued jobs are refused.
     let r = a.reconcile_pool(p).await;
     assert!(fenced(&r), "A's reconcile refused: {r:?}");
     a.run_until_idle().await;
+    assert_eq!(
+        store_b.instance(&doomed).await.unwrap().status,
+        InstanceStatus::PendingDelete,
+        "A's delete step did not start"
+    );
+    assert!(provider.instance(doomed.as_str()).is_some());
+    assert!(github.runner_named(doomed.as_str()).is_some());
 
     assert_eq!(github.total_calls(), gh_before, "A made no GitHub call");
     assert_eq!(
@@ -542,7 +564,7 @@ async fn a_replica_whose_lease_was_taken_acts_no_more() {
         .list_instances(&hangar_store::InstanceFilter::default())
         .await
         .unwrap();
-    assert_eq!(live.len(), 1, "A reserved nothing: {live:#?}");
+    assert_eq!(live.len(), 2, "A reserved nothing: {live:#?}");
 
     // B, the holder, does each once.
     let r = b.sweep().await.unwrap();
