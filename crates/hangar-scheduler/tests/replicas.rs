@@ -722,3 +722,105 @@ async fn work_cut_short_by_a_failover_is_finished_once() {
     let _ = tokio::time::timeout(Duration::from_secs(5), store_b.close()).await;
     db.drop().await;
 }
+
+/// An operator's delete through a replica that does not hold the pool (the
+/// admin API answers on any replica) only writes the store and tells the
+/// holder (`NOTIFY`), which removes the runner and the VM — long before
+/// its reconcile timer would have looked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_delete_on_a_follower_is_done_by_the_holder() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (store_a, store_b) = (open(&db.url).await, open(&db.url).await);
+    let entity = seed(&store_a).await;
+    let p = store_a
+        .create_pool(
+            entity.id,
+            &sample::pool_spec("fake", "self-hosted,linux", 2),
+        )
+        .await
+        .unwrap()
+        .id;
+    let github = Arc::new(MemoryGitHub::default());
+    let provider = Arc::new(FakeProvider::new(FakeProviderConfig {
+        boot: BootMode::None,
+        ..Default::default()
+    }));
+    // Only a wake brings the holder back to the pool within the test.
+    let config = SchedulerConfig {
+        lease_ttl_ms: 3_000,
+        reconcile_interval_secs: 3_600,
+        ..support::config()
+    };
+    let a = Harness::scheduler(&store_a, &github, &provider, &config);
+    let b = Harness::scheduler(&store_b, &github, &provider, &config);
+    let cancel = CancellationToken::new();
+    let runs: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|s| {
+            let c = cancel.clone();
+            tokio::spawn(async move { s.run(c).await })
+        })
+        .collect();
+    until(Duration::from_secs(30), "a holder for the pool", || async {
+        a.holds_pool(p) ^ b.holds_pool(p)
+    })
+    .await;
+    let (follower, follower_store) = if a.holds_pool(p) {
+        (b.clone(), &store_b)
+    } else {
+        (a.clone(), &store_a)
+    };
+
+    // A job through the follower: the holder makes its instance.
+    let intake = Intake::start(follower.clone());
+    intake
+        .record(event(entity.id, p, 1, JobAction::Queued, None))
+        .await
+        .unwrap();
+    until(Duration::from_secs(30), "the instance running", || async {
+        follower_store
+            .list_instances(&hangar_store::InstanceFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.status == InstanceStatus::Running)
+    })
+    .await;
+    let inst = follower_store
+        .list_instances(&hangar_store::InstanceFilter::default())
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(github.runner_named(inst.name.as_str()).is_some());
+
+    // The operator deletes it through the follower.
+    follower.request_forced_delete(&inst.name).await.unwrap();
+    until(
+        Duration::from_secs(60),
+        "the holder deleting it",
+        || async {
+            follower_store.instance(&inst.name).await.unwrap().status == InstanceStatus::Deleted
+        },
+    )
+    .await;
+    // (Its job still waits, so the holder makes it another instance.)
+    assert!(
+        provider.instance(inst.name.as_str()).is_none(),
+        "its VM is gone"
+    );
+    assert!(
+        github.runner_named(inst.name.as_str()).is_none(),
+        "its runner is gone"
+    );
+    assert_eq!(provider.delete_count(), 1);
+
+    cancel.cancel();
+    for r in runs {
+        let _ = tokio::time::timeout(Duration::from_secs(30), r).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), store_a.close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), store_b.close()).await;
+    db.drop().await;
+}
