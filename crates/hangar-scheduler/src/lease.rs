@@ -26,8 +26,9 @@ pub(crate) struct Leases {
     sole: bool,
     ttl: Duration,
     held: Mutex<HashMap<PoolId, Held>>,
-    /// The pool whose holder also runs the work that spans pools (the
-    /// sweep, lost-delivery recovery): the first pool by id.
+    /// The pool whose holder also runs the work that spans pools
+    /// (lost-delivery recovery, the sweep's job re-checks and history),
+    /// under its fence: the first pool by id.
     first_pool: Mutex<Option<PoolId>>,
 }
 

@@ -113,7 +113,8 @@ pub struct Renewal {
     /// Pools at most per replica: ceil(pools / live replicas).
     pub fair_share: usize,
     /// The first pool by id: its holder also runs the work that spans
-    /// pools (the sweep, lost-delivery recovery).
+    /// pools (lost-delivery recovery, the sweep's job re-checks and
+    /// history), under that pool's fence.
     pub first_pool: Option<PoolId>,
 }
 
