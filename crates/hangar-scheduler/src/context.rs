@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hangar_core::{InstanceName, ProviderError, Urls};
-use hangar_store::Store;
+use hangar_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -160,9 +160,40 @@ impl Ctx {
         )
     }
 
+    /// Refuses ([`StoreError::Fenced`]) when the task runs under a pool's
+    /// fence this replica no longer holds as far as it knows — the lease
+    /// lost, let go, or past its local deadline — without asking the
+    /// database. Nothing to check outside a fence (SQLite, the admin API).
+    pub(crate) fn fence_live(&self) -> Result<(), StoreError> {
+        match hangar_store::current_fence() {
+            Some(f) if !self.leases.still_holds(&f) => Err(StoreError::Fenced(format!(
+                "replica {} no longer holds pool {} under lease token {}",
+                f.fence.replica, f.pool_id, f.fence.token
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Self::fence_live`], then the database's word: the lease not taken
+    /// meanwhile. Called right before a provider or GitHub action that no
+    /// fenced write precedes (an orphan's delete, a stray runner's removal,
+    /// a scale set job's acquisition, a redelivery), so that a replica
+    /// whose lease was taken makes no such call.
+    pub(crate) async fn check_fence(&self) -> Result<(), StoreError> {
+        self.fence_live()?;
+        match hangar_store::current_fence() {
+            Some(f) => self.store.check_fence(f.pool_id, &f.fence).await,
+            None => Ok(()),
+        }
+    }
+
     /// Calls a provider method under the provider's concurrency limit,
     /// records its metrics and tells the provider's gate how it went.
     /// Callers check the gate first (see [`crate::backoff::Gate::remaining`]).
+    /// A call made under a fence this replica no longer holds
+    /// ([`Self::fence_live`], checked once the call has its permit) is not
+    /// made: it fails as transient, counting against neither the gate nor
+    /// the metrics, and the write that would follow it is refused.
     pub(crate) async fn provider_call<T>(
         &self,
         entry: &ProviderEntry,
@@ -174,6 +205,10 @@ impl Ctx {
             .acquire()
             .await
             .map_err(|_| ProviderError::Transient("hangard is shutting down".into()))?;
+        if let Err(e) = self.fence_live() {
+            tracing::warn!(provider = %entry.name, op, error = %e, "provider call not made: the pool's lease is gone");
+            return Err(ProviderError::Transient(e.to_string()));
+        }
         let started = Instant::now();
         let r = fut.await;
         let outcome = match &r {

@@ -253,6 +253,9 @@ async fn remove_runner(
     let Some(id) = runner_id else {
         return Ok(Runner::Gone);
     };
+    // No fenced write precedes this call: a step that lost its pool's
+    // lease while it waited removes nothing.
+    ctx.fence_live()?;
     let deleted = if scale_set {
         ctx.github.scale_set_delete_runner(target, id).await
     } else {

@@ -26,8 +26,9 @@ pub(crate) struct Leases {
     sole: bool,
     ttl: Duration,
     held: Mutex<HashMap<PoolId, Held>>,
-    /// The pool whose holder also runs the work that spans pools (the
-    /// sweep, lost-delivery recovery): the first pool by id.
+    /// The pool whose holder also runs the work that spans pools
+    /// (lost-delivery recovery, the sweep's job re-checks and history),
+    /// under its fence: the first pool by id.
     first_pool: Mutex<Option<PoolId>>,
 }
 
@@ -100,13 +101,31 @@ impl Leases {
         }
     }
 
-    /// Whether this replica runs the work that spans pools.
-    pub(crate) fn leads(&self) -> bool {
+    /// Whether `fence` is still this replica's, as far as it knows without
+    /// asking the database: the pool held under the same token (not lost
+    /// and taken back since) and its local deadline not passed.
+    pub(crate) fn still_holds(&self, fence: &PoolFence) -> bool {
+        self.sole
+            || (fence.fence.replica == self.me
+                && self
+                    .held()
+                    .get(&fence.pool_id)
+                    .is_some_and(|h| h.token == fence.fence.token && h.until > Instant::now()))
+    }
+
+    /// The fence the work that spans pools (the sweep's global part,
+    /// lost-delivery recovery) runs under: the first pool's (by id), whose
+    /// holder leads. `None` on SQLite; `Err` when this replica does not
+    /// lead.
+    pub(crate) fn lead_fence(&self) -> Result<Option<PoolFence>, NotHeld> {
         if self.sole {
-            return true;
+            return Ok(None);
         }
         let first = *self.first_pool.lock().expect("leases lock");
-        first.is_some_and(|p| self.holds(p))
+        match first {
+            Some(p) => self.fence(p),
+            None => Err(NotHeld),
+        }
     }
 
     /// How often [`Self::pass`] runs.

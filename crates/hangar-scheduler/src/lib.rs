@@ -145,8 +145,21 @@ impl Scheduler {
         }
     }
 
+    /// Wakes a pool (an operator's change, an instance's callback). Several
+    /// replicas: when another replica holds the pool, it is told through
+    /// the database (`NOTIFY`), as intake tells it of a delivery; the
+    /// change itself is only ever written to the store, and the holder
+    /// acts on it.
     pub fn wake_pool(&self, pool: PoolId) {
         self.ctx.queue.wake(pool);
+        if self.ctx.leases.shared() && !self.ctx.leases.holds(pool) {
+            let store = self.ctx.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.notify_wakes(&[pool]).await {
+                    tracing::debug!(pool.id = %pool, error = %e, "cannot wake the pool's holder; its timer will");
+                }
+            });
+        }
     }
 
     pub fn wake_all(&self) {
@@ -248,10 +261,9 @@ impl Scheduler {
                 _ = tick.tick() => {
                     self.wake_all();
                     // One sweep at a time; a slow one is skipped, not
-                    // queued. Several replicas: the leader sweeps.
-                    if ctx.leases.leads()
-                        && let Ok(guard) = sweeping.clone().try_lock_owned()
-                    {
+                    // queued. Several replicas: each sweeps the pools it
+                    // holds, the one that leads what spans pools.
+                    if let Ok(guard) = sweeping.clone().try_lock_owned() {
                         let c = ctx.clone();
                         ctx.tasks.spawn(async move {
                             let _guard = guard;
@@ -526,23 +538,37 @@ impl Scheduler {
     }
 
     /// Reconciles one pool now, outside the loop (tests, tools). Must not
-    /// run while the loop runs.
+    /// run while the loop runs. Several replicas: under the pool's fence,
+    /// and refused ([`StoreError::Fenced`]) on a replica not holding it.
     pub async fn reconcile_pool(&self, pool: PoolId) -> Result<PoolReport, SchedulerError> {
-        reconcile::reconcile(&self.ctx, pool).await
+        let Ok(fence) = self.ctx.leases.fence(pool) else {
+            return Err(StoreError::Fenced(format!(
+                "replica {} does not hold pool {pool}",
+                self.ctx.leases.me()
+            ))
+            .into());
+        };
+        hangar_store::fenced(fence, reconcile::reconcile(&self.ctx, pool)).await
     }
 
-    /// Runs the sweep now, outside the loop.
+    /// Runs the sweep now, outside the loop: the pools this replica holds,
+    /// each under its fence, and what spans pools when it leads.
     pub async fn sweep(&self) -> Result<SweepReport, SchedulerError> {
         sweep::sweep(&self.ctx).await
     }
 
     /// Runs both lost-delivery recovery paths now, outside their timer
-    /// (tests, tools); what recovery remembers carries over.
+    /// (tests, tools); what recovery remembers carries over. Several
+    /// replicas: only the one that leads recovers (nothing is done on the
+    /// others), under the first pool's fence.
     pub async fn recover(&self) -> Result<RecoveryReport, SchedulerError> {
+        let Ok(lead) = self.ctx.leases.lead_fence() else {
+            return Ok(RecoveryReport::default());
+        };
         let mut state = self.recovery.lock().await;
         let now = tokio::time::Instant::now();
         state.due_now(now);
-        recover::step(self, &mut state, now).await
+        hangar_store::fenced(lead, recover::step(self, &mut state, now)).await
     }
 
     /// Waits until no background work is in flight (tests and benchmarks).

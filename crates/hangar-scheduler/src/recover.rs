@@ -119,15 +119,17 @@ pub(crate) async fn run(scheduler: Scheduler, cancel: CancellationToken) {
             () = tokio::time::sleep_until(due) => {}
         }
         let mut state = scheduler.recovery.lock().await;
-        // Several replicas: one runs it (the first pool's holder); the
-        // others skip their turn.
-        if !scheduler.ctx.leases.leads() {
+        // Several replicas: one runs it (the first pool's holder), under
+        // that pool's fence; the others skip their turn.
+        let Ok(lead) = scheduler.ctx.leases.lead_fence() else {
             let now = Instant::now();
             state.next_redelivery = state.next_redelivery.max(now + config_interval(&scheduler));
             state.next_runs = state.next_runs.max(now + config_interval(&scheduler));
             continue;
-        }
-        match step(&scheduler, &mut state, Instant::now()).await {
+        };
+        let stepped =
+            hangar_store::fenced(lead, step(&scheduler, &mut state, Instant::now())).await;
+        match stepped {
             Ok(r) if r.is_empty() => {}
             Ok(r) => tracing::info!(?r, "lost-delivery recovery"),
             Err(e) => tracing::warn!(error = %e, "lost-delivery recovery failed"),
@@ -140,7 +142,11 @@ fn config_interval(scheduler: &Scheduler) -> Duration {
     scheduler.ctx.config.lease_ttl()
 }
 
-/// Runs whichever path is due at `now`.
+/// Runs whichever path is due at `now`, under the fence of the replica
+/// that leads (none on SQLite): the lease is asked before every GitHub call
+/// and every write on recovery's behalf (intake's commit, the cursors,
+/// which check it in their transaction too), so a replica that no longer
+/// leads stops at its next call with [`hangar_store::StoreError::Fenced`].
 pub(crate) async fn step(
     scheduler: &Scheduler,
     state: &mut RecoveryState,
@@ -267,6 +273,7 @@ async fn redelivery_pass(
     // Credentials name → a target using them (for the App's hook).
     let mut app_targets: HashMap<String, ForgeTarget> = HashMap::new();
     for entity in entities.iter().filter(|e| served.contains(&e.id)) {
+        ctx.check_fence().await?;
         let target = match ctx.github.target(entity.id).await {
             Ok(t) => t,
             Err(e) => {
@@ -344,6 +351,7 @@ async fn redelivery_pass(
         if state.unavailable.contains_key(&source) {
             continue;
         }
+        ctx.check_fence().await?;
         let cursor = store.delivery_cursor(&source).await?.unwrap_or_default();
         redeliver_source(
             scheduler,
@@ -402,6 +410,7 @@ async fn redeliver_source(
     let mut listed: Vec<ForgeDelivery> = Vec::new();
     let mut page_cursor: Option<String> = None;
     for _ in 0..config.max_delivery_pages.max(1) {
+        ctx.check_fence().await?;
         let page = match ctx
             .github
             .list_hook_deliveries(target, hook, page_cursor.as_deref(), PER_PAGE)
@@ -456,6 +465,7 @@ async fn redeliver_source(
     let mut done = 0;
     let mut queued = 0;
     for d in chosen {
+        ctx.check_fence().await?;
         match ctx.github.redeliver(target, hook, d.id).await {
             Ok(()) => {
                 done += 1;
@@ -528,6 +538,7 @@ async fn queued_runs_pass(
             continue;
         }
         let repository = format!("{owner}/{name}");
+        ctx.check_fence().await?;
         let target = match ctx.github.target(entity.id).await {
             Ok(t) => t,
             Err(e) => {
@@ -555,6 +566,7 @@ async fn queued_runs_pass(
             if fresh || listed_runs >= config.max_runs_per_pass {
                 continue;
             }
+            ctx.check_fence().await?;
             match ctx.github.run_jobs(&target, &repository, run).await {
                 Ok(js) => {
                     listed_runs += 1;
@@ -627,6 +639,7 @@ async fn queued_runs_pass(
         if events.is_empty() {
             continue;
         }
+        ctx.check_fence().await?;
         let outcomes = intake::commit(scheduler, events).await?;
         let n = outcomes
             .iter()

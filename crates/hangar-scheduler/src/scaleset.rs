@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_core::{ForgeError, ForgeTarget, MessageSession, ScaleSetJobEvent, Secret};
-use hangar_store::{AppliedMessage, ListenedScaleSet};
+use hangar_store::{AppliedMessage, ListenedScaleSet, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -118,6 +118,37 @@ impl ScaleSetListener {
                 "the scale set is disabled or deleted on GitHub".into(),
             ));
         }
+        // Several replicas: only the holder of the scale set's pool
+        // listens, and every step runs under that pool's fence.
+        let Ok(fence) = ctx.leases.fence(ss.pool_id) else {
+            return Ok(ListenStep::Stop(
+                "this replica does not hold the scale set's pool".into(),
+            ));
+        };
+        match hangar_store::fenced(fence, self.held_step(ss, actions)).await {
+            Err(SchedulerError::Store(StoreError::Fenced(why))) => {
+                tracing::info!(reason = %why, "the scale set's pool moved to another replica; its listener stops");
+                Ok(ListenStep::Stop(format!(
+                    "the scale set's pool lease is gone: {why}"
+                )))
+            }
+            r => r,
+        }
+    }
+
+    /// [`Self::step`] under the pool's fence. The lease is asked before
+    /// the first call and again before jobs are acquired (the long poll
+    /// may have lasted past it); the message is applied in a transaction
+    /// that checks it once more, and acknowledged only after. A stale
+    /// listener so acquires nothing, applies nothing and acknowledges
+    /// nothing: the message comes back to the pool's new holder.
+    async fn held_step(
+        &mut self,
+        ss: ListenedScaleSet,
+        actions: Arc<dyn hangar_core::ActionsService>,
+    ) -> Result<ListenStep, SchedulerError> {
+        let ctx = self.ctx.clone();
+        ctx.check_fence().await?;
         let target = match ctx.github.target(ss.entity_id).await {
             Ok(t) => t,
             Err(e) => return Ok(self.backoff(format!("cannot load the entity: {e}"))),
@@ -183,6 +214,7 @@ impl ScaleSetListener {
                 })
                 .collect();
             if !offered.is_empty() {
+                ctx.check_fence().await?;
                 match ctx
                     .github
                     .listener_call(

@@ -2,6 +2,15 @@
 //! the event is exactly what went missing — VMs nobody knows about, VMs a
 //! provider lost, GitHub runners without an instance, jobs whose webhooks
 //! never came, and old history.
+//!
+//! Several replicas: each sweeps the pools it holds, every action on a
+//! pool's behalf under that pool's fence ([`Held`]) — its instances' status
+//! changes are refused in their transaction once the lease is gone, and a
+//! provider delete or runner removal that no write precedes asks the
+//! database first ([`Ctx::check_fence`]). A pool whose fence refused is
+//! left alone for the rest of the sweep. What spans pools (job re-checks,
+//! matching unmatched jobs, history) runs on the replica that leads, under
+//! the first pool's fence. On SQLite one replica holds every pool, unfenced.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +22,8 @@ use hangar_core::{
 use std::sync::Arc;
 
 use hangar_core::controller_label;
-use hangar_store::{Change, InstanceFilter};
+use hangar_core::{Pool, PoolId};
+use hangar_store::{Change, InstanceFilter, PoolFence, StoreError};
 
 use crate::SchedulerError;
 use crate::context::Ctx;
@@ -50,21 +60,108 @@ impl SweepReport {
     }
 }
 
+/// The pools one sweep acts on — those this replica holds when it starts,
+/// each with its fence — and those whose fence has refused since.
+pub(crate) struct Held {
+    pools: Vec<Pool>,
+    fences: HashMap<PoolId, Option<PoolFence>>,
+    lost: HashSet<PoolId>,
+}
+
+impl Held {
+    /// The pools this replica holds, as it knows and as the database says
+    /// (one query): a pool another replica took meanwhile is not swept, so
+    /// not even listed at its provider.
+    async fn new(ctx: &Ctx, all: Vec<Pool>) -> Result<Self, SchedulerError> {
+        let recorded: Option<HashMap<PoolId, i64>> = if ctx.leases.shared() {
+            Some(
+                ctx.store
+                    .leases_of(ctx.leases.me())
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let mut fences = HashMap::new();
+        let mut pools = Vec::new();
+        for p in all {
+            let Ok(f) = ctx.leases.fence(p.id) else {
+                continue;
+            };
+            let current = match (&recorded, &f) {
+                (Some(rec), Some(f)) => rec.get(&p.id) == Some(&f.fence.token),
+                _ => true,
+            };
+            if current {
+                fences.insert(p.id, f);
+                pools.push(p);
+            }
+        }
+        Ok(Self {
+            pools,
+            fences,
+            lost: HashSet::new(),
+        })
+    }
+
+    /// Whether the sweep still acts on `pool`.
+    fn holds(&self, pool: PoolId) -> bool {
+        self.fences.contains_key(&pool) && !self.lost.contains(&pool)
+    }
+
+    /// Runs `work` on `pool`'s behalf under its fence; `None` when this
+    /// replica does not hold the pool or the fence refused (the pool is
+    /// then left alone for the rest of the sweep).
+    async fn act<T>(
+        &mut self,
+        pool: PoolId,
+        work: impl std::future::Future<Output = Result<T, SchedulerError>>,
+    ) -> Result<Option<T>, SchedulerError> {
+        if !self.holds(pool) {
+            return Ok(None);
+        }
+        let fence = self.fences[&pool];
+        match hangar_store::fenced(fence, work).await {
+            Ok(v) => Ok(Some(v)),
+            Err(SchedulerError::Store(StoreError::Fenced(why))) => {
+                tracing::info!(pool.id = %pool, reason = %why, "sweep stops acting on a pool whose lease is gone");
+                self.lost.insert(pool);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Runs every sweep step; a failing step is logged and the rest still run.
 pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError> {
     let mut r = SweepReport::default();
-    if let Err(e) = sweep_providers(ctx, &mut r).await {
+    let mut held = Held::new(ctx, ctx.store.list_pools(None).await?).await?;
+    if let Err(e) = sweep_providers(ctx, &mut held, &mut r).await {
         tracing::warn!(error = %e, "provider sweep failed");
     }
-    if let Err(e) = sweep_github_runners(ctx, &mut r).await {
+    if let Err(e) = sweep_github_runners(ctx, &mut held, &mut r).await {
         tracing::warn!(error = %e, "GitHub runner sweep failed");
     }
-    if let Err(e) = sweep_scale_set_runners(ctx, &mut r).await {
+    if let Err(e) = sweep_scale_set_runners(ctx, &mut held, &mut r).await {
         tracing::warn!(error = %e, "scale set runner sweep failed");
     }
+    // What spans pools: on the replica that leads, under its fence.
+    let Ok(lead) = ctx.leases.lead_fence() else {
+        return Ok(r);
+    };
+    hangar_store::fenced(lead, sweep_shared(ctx, r)).await
+}
+
+/// The sweep's part that spans pools: job re-checks, unmatched jobs,
+/// history.
+async fn sweep_shared(ctx: &Arc<Ctx>, mut r: SweepReport) -> Result<SweepReport, SchedulerError> {
     if let Err(e) = sweep_jobs(ctx, &mut r).await {
         tracing::warn!(error = %e, "job sweep failed");
     }
+    ctx.check_fence().await?;
     let c = &ctx.config;
     let store = &ctx.store;
     r.history_purged += store
@@ -86,21 +183,26 @@ pub(crate) async fn sweep(ctx: &Arc<Ctx>) -> Result<SweepReport, SchedulerError>
 }
 
 /// Orphans (at the provider, not in the DB) and lost instances (in the
-/// DB, not at the provider). Each provider is asked once for all its pools
+/// DB, not at the provider), in the pools this replica holds. Each provider
+/// is asked once for those of its pools
 /// ([`hangar_core::Provider::list_instances_in`]; per pool only where the
 /// provider cannot list more at once), so the sweep's provider calls do not
 /// grow with the number of pools.
-async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
+async fn sweep_providers(
+    ctx: &Arc<Ctx>,
+    held: &mut Held,
+    r: &mut SweepReport,
+) -> Result<(), SchedulerError> {
     let store = &ctx.store;
     let controller = store.controller_id();
     let grace = chrono::Duration::seconds(ctx.config.lost_instance_grace_secs as i64);
     let garm_ids = garm_controller_ids(ctx).await?;
-    let mut by_provider: HashMap<String, Vec<hangar_core::Pool>> = HashMap::new();
-    for pool in store.list_pools(None).await? {
+    let mut by_provider: HashMap<String, Vec<Pool>> = HashMap::new();
+    for pool in &held.pools {
         by_provider
             .entry(pool.spec.provider_name.to_string())
             .or_default()
-            .push(pool);
+            .push(pool.clone());
     }
     for (provider, pools) in by_provider {
         let Some(entry) = ctx.providers.get(&provider).cloned() else {
@@ -128,7 +230,7 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                     .map(|i| (i.name.clone(), i)),
             );
         }
-        let pool_ids: Vec<hangar_core::PoolId> = pools.iter().map(|p| p.id).collect();
+        let pool_ids: Vec<PoolId> = pools.iter().map(|p| p.id).collect();
         let listed = match entry
             .provider
             .list_instances_in(controller, &pool_ids)
@@ -153,21 +255,30 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                 Some(i) => i.status == InstanceStatus::Deleted,
             };
             if orphan {
-                tracing::warn!(instance.name = %name, provider = %entry.name, "deleting orphan instance");
                 let iref = InstanceRef {
                     name,
                     provider_id: Some(pi.provider_id.clone()),
                     controller_id: controller,
                     pool_id,
                 };
-                match at_provider(ctx, &entry, &iref).await {
-                    Ok(()) => r.orphans_deleted += 1,
-                    Err(e) => tracing::warn!(error = %e, "cannot delete orphan"),
+                let entry = &entry;
+                let deleted = held
+                    .act(pool_id, async move {
+                        // No write precedes the delete: the lease is asked.
+                        ctx.check_fence().await?;
+                        tracing::warn!(instance.name = %iref.name, provider = %entry.name, "deleting orphan instance");
+                        Ok(at_provider(ctx, entry, &iref).await)
+                    })
+                    .await?;
+                match deleted {
+                    Some(Ok(())) => r.orphans_deleted += 1,
+                    Some(Err(e)) => tracing::warn!(error = %e, "cannot delete orphan"),
+                    None => {}
                 }
             }
         }
         for pool in &pools {
-            reap_garm_vms(ctx, &entry, pool, &garm_ids, r).await;
+            reap_garm_vms(ctx, held, &entry, pool, &garm_ids, r).await?;
         }
         for inst in known.values() {
             if inst.status == InstanceStatus::Running
@@ -175,25 +286,35 @@ async fn sweep_providers(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Sche
                 && ctx.now() - inst.updated_at > grace
                 && !ctx.is_in_flight(&inst.name)
             {
-                tracing::warn!(instance.name = %inst.name, "provider lost the instance");
-                ignore_moved(
-                    store
-                        .transition(
-                            &inst.name,
-                            Change::Status(InstanceStatus::Error, Some("lost by the provider")),
-                        )
-                        .await,
-                )?;
-                ignore_moved(
-                    store
-                        .transition(
-                            &inst.name,
-                            Change::Status(InstanceStatus::PendingDelete, None),
-                        )
-                        .await,
-                )?;
-                r.lost_instances += 1;
-                ctx.queue.wake(inst.pool_id);
+                let lost = held
+                    .act(inst.pool_id, async {
+                        tracing::warn!(instance.name = %inst.name, "provider lost the instance");
+                        ignore_moved(
+                            store
+                                .transition(
+                                    &inst.name,
+                                    Change::Status(
+                                        InstanceStatus::Error,
+                                        Some("lost by the provider"),
+                                    ),
+                                )
+                                .await,
+                        )?;
+                        ignore_moved(
+                            store
+                                .transition(
+                                    &inst.name,
+                                    Change::Status(InstanceStatus::PendingDelete, None),
+                                )
+                                .await,
+                        )?;
+                        Ok(())
+                    })
+                    .await?;
+                if lost.is_some() {
+                    r.lost_instances += 1;
+                    ctx.queue.wake(inst.pool_id);
+                }
             }
         }
     }
@@ -216,18 +337,22 @@ async fn garm_controller_ids(ctx: &Ctx) -> Result<Vec<String>, SchedulerError> {
 /// VMs a garm deployment moved over left in one of its pools (the importer
 /// keeps garm's pool ids): garm no longer runs, so once GitHub no longer
 /// lists their runner as busy they are orphans. Nothing is deleted while
-/// GitHub cannot be asked.
+/// GitHub cannot be asked, nor once the pool's lease is gone.
 async fn reap_garm_vms(
     ctx: &Arc<Ctx>,
+    held: &mut Held,
     entry: &crate::providers::ProviderEntry,
-    pool: &hangar_core::Pool,
+    pool: &Pool,
     garm_ids: &[String],
     r: &mut SweepReport,
-) {
+) -> Result<(), SchedulerError> {
     for garm in garm_ids {
         let Ok(controller) = garm.parse::<hangar_core::ControllerId>() else {
             continue;
         };
+        if !held.holds(pool.id) {
+            return Ok(());
+        }
         let listed = match entry.provider.list_instances(controller, pool.id).await {
             Ok(l) if !l.is_empty() => l,
             _ => continue,
@@ -247,24 +372,40 @@ async fn reap_garm_vms(
             let Ok(name) = InstanceName::parse(&pi.name) else {
                 continue;
             };
-            tracing::warn!(instance.name = %name, garm.controller = %garm, "deleting a VM the garm deployment left");
             let iref = InstanceRef {
                 name,
                 provider_id: Some(pi.provider_id.clone()),
                 controller_id: controller,
                 pool_id: pool.id,
             };
-            match at_provider(ctx, entry, &iref).await {
-                Ok(()) => r.orphans_deleted += 1,
-                Err(e) => tracing::warn!(error = %e, "cannot delete a garm VM"),
+            let deleted = held
+                .act(pool.id, async {
+                    ctx.check_fence().await?;
+                    tracing::warn!(instance.name = %iref.name, garm.controller = %garm, "deleting a VM the garm deployment left");
+                    Ok(at_provider(ctx, entry, &iref).await)
+                })
+                .await?;
+            match deleted {
+                Some(Ok(())) => r.orphans_deleted += 1,
+                Some(Err(e)) => tracing::warn!(error = %e, "cannot delete a garm VM"),
+                None => return Ok(()),
             }
         }
     }
+    Ok(())
 }
 
 /// Runners of ours GitHub lists without an instance, and instances whose
-/// runner GitHub no longer lists.
-async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), SchedulerError> {
+/// runner GitHub no longer lists: for each entity with a pool this replica
+/// holds. A stray runner is removed on behalf of the pool its instance was
+/// in (the entity's first pool when the store never had it or forgot it),
+/// so each has exactly one replica that may remove it; instances are
+/// retired only in pools held here.
+async fn sweep_github_runners(
+    ctx: &Arc<Ctx>,
+    held: &mut Held,
+    r: &mut SweepReport,
+) -> Result<(), SchedulerError> {
     let store = &ctx.store;
     // Ours, and those of a garm deployment moved over (`import-garm`):
     // garm no longer runs, so its idle runners are strays too.
@@ -277,9 +418,22 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
     );
     let pools = store.list_pools(None).await?;
     let scale_set_pools = store.scale_set_pool_ids().await?;
-    let entities: HashSet<_> = pools.iter().map(|p| p.entity_id).collect();
+    let entities: HashSet<_> = held.pools.iter().map(|p| p.entity_id).collect();
     let live = store.list_instances(&InstanceFilter::default()).await?;
     for entity in entities {
+        // Every pool of the entity, held here or not: a runner of a pool
+        // another replica holds is no stray.
+        let entity_pools: HashSet<PoolId> = pools
+            .iter()
+            .filter(|p| p.entity_id == entity)
+            .map(|p| p.id)
+            .collect();
+        if !entity_pools.iter().any(|p| held.holds(*p)) {
+            continue;
+        }
+        let Some(first_pool) = entity_pools.iter().min().copied() else {
+            continue;
+        };
         let target = match ctx.github.target(entity).await {
             Ok(t) => t,
             Err(e) => {
@@ -294,11 +448,6 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
                 continue;
             }
         };
-        let entity_pools: HashSet<_> = pools
-            .iter()
-            .filter(|p| p.entity_id == entity)
-            .map(|p| p.id)
-            .collect();
         let mine: Vec<_> = runners
             .iter()
             .filter(|rn| {
@@ -313,12 +462,32 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
             .map(|i| i.name.as_str())
             .collect();
         for rn in &mine {
-            if !live_names.contains(rn.name.as_str()) && !rn.busy {
-                tracing::warn!(runner.name = %rn.name, "removing stray runner");
-                match ctx.github.delete_runner(&target, rn.id).await {
-                    Ok(()) => r.stray_runners_deleted += 1,
-                    Err(e) => tracing::warn!(error = %e, "cannot remove stray runner"),
-                }
+            if live_names.contains(rn.name.as_str()) || rn.busy {
+                continue;
+            }
+            // Asked again: an instance reserved since the snapshot above
+            // registers its runner before it is listed as live there.
+            let owner = match InstanceName::parse(&rn.name) {
+                Ok(name) => match store.instance(&name).await {
+                    Ok(i) if i.status != InstanceStatus::Deleted => continue,
+                    Ok(i) => i.pool_id,
+                    Err(StoreError::NotFound(_)) => first_pool,
+                    Err(e) => return Err(e.into()),
+                },
+                Err(_) => first_pool,
+            };
+            let removed = held
+                .act(owner, async {
+                    // No write precedes the removal: the lease is asked.
+                    ctx.check_fence().await?;
+                    tracing::warn!(runner.name = %rn.name, "removing stray runner");
+                    Ok(ctx.github.delete_runner(&target, rn.id).await)
+                })
+                .await?;
+            match removed {
+                Some(Ok(())) => r.stray_runners_deleted += 1,
+                Some(Err(e)) => tracing::warn!(error = %e, "cannot remove stray runner"),
+                None => {}
             }
         }
         let registered: HashSet<i64> = runners.iter().map(|rn| rn.id).collect();
@@ -339,20 +508,26 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
                 && !ctx.is_in_flight(&inst.name)
             {
                 // An ephemeral runner leaves GitHub after its job.
-                tracing::info!(instance.name = %inst.name, "runner gone from GitHub; retiring instance");
-                ignore_moved(
-                    store
-                        .transition(
-                            &inst.name,
-                            Change::Status(
-                                InstanceStatus::PendingDelete,
-                                Some("runner gone from GitHub"),
-                            ),
-                        )
-                        .await,
-                )?;
-                r.runners_gone += 1;
-                ctx.queue.wake(inst.pool_id);
+                let retired = held
+                    .act(inst.pool_id, async {
+                        tracing::info!(instance.name = %inst.name, "runner gone from GitHub; retiring instance");
+                        Ok(ignore_moved(
+                            store
+                                .transition(
+                                    &inst.name,
+                                    Change::Status(
+                                        InstanceStatus::PendingDelete,
+                                        Some("runner gone from GitHub"),
+                                    ),
+                                )
+                                .await,
+                        )?)
+                    })
+                    .await?;
+                if retired.is_some() {
+                    r.runners_gone += 1;
+                    ctx.queue.wake(inst.pool_id);
+                }
             }
         }
     }
@@ -373,6 +548,7 @@ async fn sweep_github_runners(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(),
 /// for, so a young one is never mistaken for a lost one).
 async fn sweep_scale_set_runners(
     ctx: &Arc<Ctx>,
+    held: &mut Held,
     r: &mut SweepReport,
 ) -> Result<(), SchedulerError> {
     if ctx.github.actions().is_none() {
@@ -383,6 +559,10 @@ async fn sweep_scale_set_runners(
     let now = ctx.now();
     let mut live_names = HashSet::new();
     for ss in store.listened_scale_sets().await? {
+        // Scale sets whose pool another replica holds are its to sweep.
+        if !held.holds(ss.pool_id) {
+            continue;
+        }
         let insts = store
             .list_instances(&InstanceFilter {
                 pool_id: Some(ss.pool_id),
@@ -420,6 +600,9 @@ async fn sweep_scale_set_runners(
             }
         };
         for inst in due {
+            if !held.holds(ss.pool_id) {
+                break;
+            }
             let found = ctx
                 .github
                 .scale_set_runner_by_name(&target, inst.name.as_str())
@@ -429,20 +612,23 @@ async fn sweep_scale_set_runners(
                 Ok(None) => {
                     // Asked while the instance may have moved on (the
                     // listener retired it): the transition tables decide.
-                    tracing::warn!(instance.name = %inst.name, scale_set.id = %ss.id, "runner gone from the Actions service; retiring instance");
-                    if ignore_moved(
-                        store
-                            .transition(
-                                &inst.name,
-                                Change::Status(
-                                    InstanceStatus::PendingDelete,
-                                    Some("runner gone from the Actions service"),
-                                ),
-                            )
-                            .await,
-                    )?
-                    .is_some()
-                    {
+                    let retired = held
+                        .act(ss.pool_id, async {
+                            tracing::warn!(instance.name = %inst.name, scale_set.id = %ss.id, "runner gone from the Actions service; retiring instance");
+                            Ok(ignore_moved(
+                                store
+                                    .transition(
+                                        &inst.name,
+                                        Change::Status(
+                                            InstanceStatus::PendingDelete,
+                                            Some("runner gone from the Actions service"),
+                                        ),
+                                    )
+                                    .await,
+                            )?)
+                        })
+                        .await?;
+                    if let Some(Some(_)) = retired {
                         r.runners_gone += 1;
                         ctx.queue.wake(inst.pool_id);
                     }
@@ -503,6 +689,8 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
         if deferred.contains(target.credentials.name.as_str()) {
             continue;
         }
+        // The replica that leads asks GitHub only while it does.
+        ctx.check_fence().await?;
         let got = ctx
             .github
             .recheck_job(&target, &job.repository, job.id)
@@ -560,6 +748,7 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
 
     let unmatched = store.unmatched_queued_jobs(500).await?;
     if !unmatched.is_empty() {
+        ctx.check_fence().await?;
         let pools = crate::recover::webhook_pools(store).await?;
         let usage: HashMap<_, _> = store.pool_usage().await?.into_iter().collect();
         for job in unmatched {

@@ -62,6 +62,9 @@ pub(crate) fn spawn_create(ctx: &Arc<Ctx>, inst: Instance, pool: Pool) -> bool {
         // During a webhook burst only a few creates run at once, so their
         // writes do not queue ahead of intake's commits.
         let _slot = c.intake.create_slot().await;
+        if !still_fenced(&c, &inst.name, "create").await {
+            return;
+        }
         let name = inst.name.clone();
         let outcome = create::run(&c, inst, &pool).await;
         settle(&c, &name, &pool, StepKind::Create, outcome).await;
@@ -83,6 +86,9 @@ pub(crate) fn spawn_recover(
     let fence = hangar_store::current_fence();
     ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
+        if !still_fenced(&c, &inst.name, "recovery").await {
+            return;
+        }
         let name = inst.name.clone();
         let pool = match c.store.pool(inst.pool_id).await {
             Ok(p) => p,
@@ -106,10 +112,29 @@ pub(crate) fn spawn_delete(ctx: &Arc<Ctx>, name: InstanceName, pool: Pool) -> bo
     let fence = hangar_store::current_fence();
     ctx.tasks.spawn(hangar_store::fenced(fence, async move {
         let _claim = claim;
+        if !still_fenced(&c, &name, "delete").await {
+            return;
+        }
         let outcome = delete::run(&c, &name, &pool).await;
         settle(&c, &name, &pool, StepKind::Delete, outcome).await;
     }));
     true
+}
+
+/// Whether a step spawned under its pool's fence may still start: the
+/// lease not lost, let go or taken since (the database asked), so a step
+/// that waited for its turn after the pool moved on makes no GitHub or
+/// provider call. The pool's new holder settles the instance instead
+/// (`Scheduler::take_over`). A database that cannot answer does not stop
+/// the step: its own writes fail, and `settle` deals with that as ever.
+async fn still_fenced(ctx: &Ctx, name: &InstanceName, op: &str) -> bool {
+    match ctx.check_fence().await {
+        Err(StoreError::Fenced(why)) => {
+            tracing::info!(instance.name = %name, reason = %why, "{op} step not started: the pool moved to another replica");
+            false
+        }
+        _ => true,
+    }
 }
 
 /// What happens after a step: the single place that records a retry's
@@ -147,6 +172,11 @@ pub(crate) async fn settle(
         if !ctx.pause(wait).await {
             return;
         }
+        // The pool moved on meanwhile (the database says so, whatever this
+        // replica still believes): its new holder settles the instance.
+        if matches!(ctx.check_fence().await, Err(StoreError::Fenced(_))) {
+            return;
+        }
         outcome = match ctx.store.instance(name).await {
             Ok(inst) if inst.status == InstanceStatus::Creating => {
                 create::recover(ctx, inst, None).await
@@ -172,6 +202,12 @@ async fn settle_once(
     let op = kind.as_str();
     let outcome = match outcome {
         Ok(o) => o,
+        // Nothing to record, nor may it be: the pool's new holder settles
+        // the instance (`Scheduler::take_over`).
+        Err(SchedulerError::Store(StoreError::Fenced(why))) => {
+            tracing::info!(instance.name = %name, reason = %why, "{op} step stopped: the pool moved to another replica");
+            return true;
+        }
         Err(e) => {
             // The database failed under the step; come back after a pause
             // instead of spinning on it.
@@ -190,6 +226,17 @@ async fn settle_once(
         }
         o => o,
     };
+    // Likewise a create whose provider call was not made because this
+    // replica stopped acting on the pool (`Ctx::provider_call`): the
+    // instance leaves `creating` as after any failure, but the pool's
+    // breaker does not count it.
+    let kind = match (&outcome, kind) {
+        (Outcome::RetryAfter(..), StepKind::Create) if ctx.fence_live().is_err() => {
+            StepKind::Recover
+        }
+        _ => kind,
+    };
+    let op = kind.as_str();
     let recorded = match &outcome {
         Outcome::Done => Ok(()),
         Outcome::Created => created(ctx, pool).await,
@@ -217,6 +264,10 @@ async fn settle_once(
             r.and(retire(ctx, name, why).await)
         }
     };
+    if let Err(StoreError::Fenced(why)) = &recorded {
+        tracing::info!(instance.name = %name, reason = %why, "the outcome of a {op} is the pool's new holder's to settle");
+        return true;
+    }
     if let Err(e) = recorded {
         let wait = ctx.backoff(1);
         tracing::error!(instance.name = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot record the outcome of a {op}");

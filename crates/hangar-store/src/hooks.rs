@@ -30,10 +30,14 @@ impl Store {
     }
 
     /// Records the cursor of `source`. The mark never moves back unless
-    /// the hook changed (a new hook's ids start elsewhere).
+    /// the hook changed (a new hook's ids start elsewhere). Under a fence
+    /// (recovery on the replica that leads) it is refused once the lease
+    /// is gone.
     pub async fn set_delivery_cursor(&self, source: &str, cursor: DeliveryCursor) -> Result<()> {
         let now = now_ms();
         on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             sqlx::query(
             "INSERT INTO delivery_cursors (source, hook_id, last_seen, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (source) DO UPDATE SET
@@ -48,22 +52,24 @@ impl Store {
         .bind(cursor.hook_id)
         .bind(cursor.last_seen)
         .bind(now)
-        .execute(c)
-        .await
-        .map(|_| ())
-        })?;
-        Ok(())
+        .execute(&mut *tx)
+        .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Forgets the cursor of `source` (its hook is gone).
     pub async fn clear_delivery_cursor(&self, source: &str) -> Result<()> {
-        on!(self, write, |c| sqlx::query(
-            "DELETE FROM delivery_cursors WHERE source = $1"
-        )
-        .bind(source)
-        .execute(c)
-        .await
-        .map(|_| ()))?;
-        Ok(())
+        on!(self, write, |c| {
+            let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
+            sqlx::query("DELETE FROM delivery_cursors WHERE source = $1")
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }

@@ -66,6 +66,19 @@ pub fn current_fence() -> Option<PoolFence> {
     CURRENT.try_with(|f| *f).ok()
 }
 
+/// Refuses a fenced write that would touch another pool than the one its
+/// fence holds: a task fenced for one pool acts on that pool only, so a
+/// lease never covers work on a pool another replica may hold.
+pub(crate) fn fence_covers(pool: PoolId) -> Result<()> {
+    match current_fence() {
+        Some(f) if f.pool_id != pool => Err(StoreError::Fenced(format!(
+            "a write fenced by pool {}'s lease touches pool {pool}",
+            f.pool_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A connection whose transaction can check the current task's fence.
 pub(crate) trait FenceConn {
     /// Refuses unless the fence the task runs under (if any) still holds
@@ -100,7 +113,8 @@ pub struct Renewal {
     /// Pools at most per replica: ceil(pools / live replicas).
     pub fair_share: usize,
     /// The first pool by id: its holder also runs the work that spans
-    /// pools (the sweep, lost-delivery recovery).
+    /// pools (lost-delivery recovery, the sweep's job re-checks and
+    /// history), under that pool's fence.
     pub first_pool: Option<PoolId>,
 }
 
@@ -373,6 +387,25 @@ impl Store {
             .transpose()
         })?;
         Ok(row)
+    }
+
+    /// The pools `me` is recorded holding, with their tokens, lapsed or
+    /// not (a fence holds until another replica takes the pool): what a
+    /// pass over many pools (the sweep) checks its fences against in one
+    /// query before it acts.
+    pub async fn leases_of(&self, me: ReplicaId) -> Result<Vec<(PoolId, i64)>> {
+        on!(self, read, |c| {
+            let rows = sqlx::query("SELECT pool_id, token FROM pool_leases WHERE holder = $1")
+                .bind(me.to_string())
+                .fetch_all(c)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let pool: String = r.get(0);
+                    Ok((pool.parse().map_err(corrupt)?, r.get(1)))
+                })
+                .collect()
+        })
     }
 
     /// Checks a fence on its own (a step about to call a provider or

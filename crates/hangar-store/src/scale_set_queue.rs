@@ -574,6 +574,7 @@ impl Store {
     ) -> Result<AppliedMessage> {
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let applied = m::apply_message(&mut tx, scale_set_id, msg, acquired).await?;
             if applied != AppliedMessage::AlreadyApplied {
                 tx.commit().await?;
@@ -592,6 +593,7 @@ impl Store {
     ) -> Result<u32> {
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let desired = m::set_statistics(&mut tx, scale_set_id, stats).await?;
             tx.commit().await?;
             Ok(desired)
@@ -607,6 +609,7 @@ impl Store {
         };
         on!(self, write, m, |c| {
             let mut tx = c.begin().await?;
+            crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let r = m::settle_runners(&mut tx, &ss.id, &pool.to_string(), now_ms()).await?;
             tx.commit().await?;
             Ok(r)

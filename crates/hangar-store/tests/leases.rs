@@ -364,3 +364,188 @@ async fn racing_replicas_never_hold_a_pool_together() {
         b.finish().await;
     }
 }
+
+/// The repository, credentials and endpoint a real pool needs.
+async fn entity(store: &Store) -> hangar_core::Entity {
+    use hangar_testkit::sample;
+    store.create_endpoint(&sample::github_com()).await.unwrap();
+    store
+        .create_credentials(&sample::pat("gh", "github.com", "ghp_x"))
+        .await
+        .unwrap();
+    store
+        .create_entity(&hangar_store::NewEntity {
+            scope: hangar_core::EntityScope::Repository {
+                owner: "octo".into(),
+                name: "app".into(),
+            },
+            credentials_name: hangar_core::ResourceName::parse("gh").unwrap(),
+            webhook_secret: Secret::new("whsec"),
+        })
+        .await
+        .unwrap()
+}
+
+/// The writes the scale set listener and lost-delivery recovery make are
+/// fenced like a step's: under a fence whose pool moved to another replica
+/// they are refused and change nothing; under the new holder's they are
+/// made. And a fenced write touches its own pool only: a fence that holds
+/// one pool's lease cannot change another pool's instances.
+#[tokio::test(flavor = "current_thread")]
+async fn listener_and_recovery_writes_are_fenced_and_a_fence_covers_its_pool_only() {
+    use hangar_core::{ScaleSetJob, ScaleSetJobEvent, ScaleSetMessage, ScaleSetStatistics};
+    use hangar_store::{AppliedMessage, DeliveryCursor};
+    for b in backends().await {
+        let store = &b.store;
+        let what = store.backend_name();
+        let e = entity(store).await;
+        let spec = hangar_testkit::sample::pool_spec("fake", "ss", 4);
+        let ss_pool = store.create_pool(e.id, &spec).await.unwrap().id;
+        let ss = store
+            .attach_scale_set(ss_pool, "ss", Some(7))
+            .await
+            .unwrap();
+        let spec = hangar_testkit::sample::pool_spec("fake", "self-hosted", 4);
+        let other = store.create_pool(e.id, &spec).await.unwrap().id;
+
+        // A holds both; it lets the scale set's pool go and B takes it.
+        let (a, bb) = (ReplicaId::new_random(), ReplicaId::new_random());
+        store.renew_leases(a, TTL).await.unwrap();
+        let held = store.acquire_leases(a, TTL, 2).await.unwrap();
+        assert_eq!(held.len(), 2, "{what}");
+        let lease = |pool: PoolId| *held.iter().find(|l| l.pool_id == pool).unwrap();
+        assert!(store.release_lease(a, ss_pool).await.unwrap());
+        store.renew_leases(bb, TTL).await.unwrap();
+        let taken = store.acquire_leases(bb, TTL, 2).await.unwrap();
+        assert_eq!(taken.len(), 1, "{what}: {taken:?}");
+        let stale = Some(PoolFence {
+            pool_id: ss_pool,
+            fence: fence(a, &lease(ss_pool)),
+        });
+        let current = Some(PoolFence {
+            pool_id: ss_pool,
+            fence: fence(bb, &taken[0]),
+        });
+        let a_other = Some(PoolFence {
+            pool_id: other,
+            fence: fence(a, &lease(other)),
+        });
+        let mut recorded = store.leases_of(a).await.unwrap();
+        recorded.sort();
+        assert_eq!(recorded, vec![(other, 1)], "{what}");
+        assert_eq!(store.leases_of(bb).await.unwrap(), vec![(ss_pool, 2)]);
+
+        // The listener's writes.
+        let msg = ScaleSetMessage {
+            message_id: 1,
+            statistics: Some(ScaleSetStatistics {
+                total_available_jobs: 1,
+                ..Default::default()
+            }),
+            events: vec![ScaleSetJobEvent::Available {
+                job: ScaleSetJob {
+                    runner_request_id: 11,
+                    repository: "octo/app".into(),
+                    job_id: "j11".into(),
+                    job_display_name: None,
+                    workflow_run_id: None,
+                    request_labels: vec!["ss".into()],
+                    queue_time: None,
+                },
+            }],
+        };
+        let refused = fenced(stale, store.apply_scale_set_message(&ss, &msg, &[11])).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        let stats = ScaleSetStatistics::default();
+        let refused = fenced(stale, store.set_scale_set_statistics(&ss, &stats)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        let refused = fenced(stale, store.settle_scale_set_runners(ss_pool)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        assert_eq!(
+            store
+                .scale_set_progress(&ss)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_message_id,
+            0,
+            "{what}: nothing applied"
+        );
+        assert!(store.scale_set_job_statuses(&ss).await.unwrap().is_empty());
+        let applied = fenced(current, store.apply_scale_set_message(&ss, &msg, &[11]))
+            .await
+            .unwrap();
+        assert!(matches!(applied, AppliedMessage::Applied { .. }), "{what}");
+        assert_eq!(
+            store.scale_set_job_statuses(&ss).await.unwrap(),
+            vec![(11, "acquired".to_owned())],
+            "{what}"
+        );
+
+        // Recovery's cursor (recovery runs under the leading pool's fence).
+        let cursor = DeliveryCursor {
+            hook_id: Some(5),
+            last_seen: 40,
+        };
+        let refused = fenced(stale, store.set_delivery_cursor("entity:x", cursor)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        assert_eq!(store.delivery_cursor("entity:x").await.unwrap(), None);
+        let refused = fenced(stale, store.clear_delivery_cursor("entity:x")).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        fenced(current, store.set_delivery_cursor("entity:x", cursor))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.delivery_cursor("entity:x").await.unwrap(),
+            Some(cursor),
+            "{what}"
+        );
+
+        // One pool's fence does not cover another pool's instances.
+        let new = NewInstance {
+            name: InstanceName::parse("hangar-other-1").unwrap(),
+            pool_id: other,
+            provider_name: "fake".into(),
+            job_id: None,
+        };
+        let refused = fenced(current, store.reserve_instance(&new)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        let inst = fenced(a_other, store.reserve_instance(&new))
+            .await
+            .unwrap()
+            .expect("room");
+        let retire = Change::Status(InstanceStatus::PendingDelete, None);
+        let refused = fenced(current, store.transition(&inst.name, retire)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced(_))),
+            "{what}: {refused:?}"
+        );
+        assert_eq!(
+            store.instance(&inst.name).await.unwrap().status,
+            InstanceStatus::PendingCreate,
+            "{what}: the refused change was rolled back"
+        );
+        fenced(a_other, store.transition(&inst.name, retire))
+            .await
+            .unwrap();
+        b.finish().await;
+    }
+}

@@ -44,6 +44,9 @@ struct GhState {
     next_id: i64,
     runners: BTreeMap<i64, ForgeRunner>,
     jobs: HashMap<i64, ForgeJob>,
+    /// Queued workflow runs and their jobs (what lost-delivery recovery
+    /// lists).
+    runs: BTreeMap<i64, Vec<ForgeJob>>,
     calls: HashMap<&'static str, u64>,
 }
 
@@ -62,6 +65,17 @@ impl MemoryGitHub {
             .get(op)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every call made, whatever its kind.
+    pub fn total_calls(&self) -> u64 {
+        self.state.lock().unwrap().calls.values().sum()
+    }
+
+    /// A queued workflow run with these jobs, as `GET …/actions/runs
+    /// ?status=queued` and `…/runs/{id}/jobs` list it.
+    pub fn queue_run(&self, run_id: i64, jobs: Vec<ForgeJob>) {
+        self.state.lock().unwrap().runs.insert(run_id, jobs);
     }
 
     pub fn runners(&self) -> Vec<ForgeRunner> {
@@ -228,6 +242,38 @@ impl Forge for MemoryGitHub {
     async fn runner_downloads(&self, _target: &ForgeTarget) -> Result<Vec<RunnerTool>, ForgeError> {
         drop(self.count("runner_downloads"));
         Ok(Vec::new())
+    }
+
+    /// No hook points here: redelivery has nothing to read.
+    async fn list_hooks(
+        &self,
+        _target: &ForgeTarget,
+    ) -> Result<Vec<hangar_core::forge::ForgeHook>, ForgeError> {
+        drop(self.count("list_hooks"));
+        self.reachable()?;
+        Ok(Vec::new())
+    }
+
+    async fn queued_run_ids(
+        &self,
+        _target: &ForgeTarget,
+        _repository: &str,
+        limit: u32,
+    ) -> Result<Vec<i64>, ForgeError> {
+        let s = self.count("queued_run_ids");
+        self.reachable()?;
+        Ok(s.runs.keys().rev().take(limit as usize).copied().collect())
+    }
+
+    async fn run_jobs(
+        &self,
+        _target: &ForgeTarget,
+        _repository: &str,
+        run_id: i64,
+    ) -> Result<Vec<ForgeJob>, ForgeError> {
+        let s = self.count("run_jobs");
+        self.reachable()?;
+        Ok(s.runs.get(&run_id).cloned().unwrap_or_default())
     }
 }
 

@@ -67,6 +67,7 @@ impl Store {
     /// never exceed the limit.
     pub async fn reserve_instance(&self, new: &NewInstance) -> Result<Option<Instance>> {
         on!(self, write, m, |c| {
+            crate::leases::fence_covers(new.pool_id)?;
             let mut tx = c.begin().await?;
             crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             if m::room(&mut tx, new.pool_id).await? == 0 {
@@ -99,6 +100,7 @@ impl Store {
             return Ok(Vec::new());
         }
         on!(self, write, m, |c| {
+            crate::leases::fence_covers(pool_id)?;
             let mut tx = c.begin().await?;
             crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let room = usize::try_from(m::room(&mut tx, pool_id).await?)

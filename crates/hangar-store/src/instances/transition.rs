@@ -137,6 +137,8 @@ impl Store {
             let mut tx = c.begin().await?;
             crate::leases::FenceConn::check_current_fence(&mut *tx).await?;
             let inst = m::apply(&mut tx, name, change, now_ms()).await?;
+            // Rolled back when the instance is another pool's.
+            crate::leases::fence_covers(inst.pool_id)?;
             tx.commit().await?;
             Ok(inst)
         })
