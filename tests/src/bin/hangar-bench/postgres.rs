@@ -241,11 +241,11 @@ async fn intake(
     pg: &Server,
     quick: bool,
 ) -> anyhow::Result<(Vec<IntakeRun>, usize, usize)> {
-    let rounds = if quick { 2 } else { 3 };
+    let rounds = if quick { 2 } else { 5 };
     let cases: &[(usize, usize)] = if quick {
         &[(1, 500), (16, 2000)]
     } else {
-        &[(1, 2000), (16, 8000)]
+        &[(1, 4000), (16, 16000)]
     };
     let db = pg.fresh_database("bench_intake")?;
     let mut sides = [
@@ -600,7 +600,7 @@ config_file = "{}"
 pub async fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     let pg = Server::from_env()?;
     let (runs, size, rounds) = intake(root, &pg, quick).await?;
-    let jobs = if quick { 60 } else { 200 };
+    let jobs = if quick { 60 } else { 300 };
     let create_rounds = if quick { 1 } else { 2 };
     let mut creates = Vec::new();
     let mut n = 0;
@@ -641,6 +641,28 @@ pub async fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
             },
             r.other,
         );
+    }
+    if create_rounds > 1 {
+        println!("\nAll runs of a setup together:\n");
+        println!("| setup | jobs | p50 ms | p99 ms | max ms |");
+        println!("|---|---|---|---|---|");
+        let mut labels: Vec<&str> = creates.iter().map(|r| r.label.as_str()).collect();
+        labels.truncate(3);
+        for label in labels {
+            let mut lat: Vec<Duration> = creates
+                .iter()
+                .filter(|r| r.label == label)
+                .flat_map(|r| r.lat.iter().copied())
+                .collect();
+            lat.sort();
+            println!(
+                "| {label} | {} | {} | {} | {} |",
+                lat.len(),
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99)),
+                ms(*lat.last().context("latencies")?),
+            );
+        }
     }
     println!(
         "\nWith 3 replicas a webhook lands on the pool's holder one time in three; otherwise the replica that took it wakes the holder through `LISTEN/NOTIFY`. Leases: `lease_ttl_ms` 6000 (default). \"other load\" is CPUs busy with neither hangard, the PostgreSQL server nor this bench."
