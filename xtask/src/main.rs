@@ -10,7 +10,10 @@
 //!   build, not a debug one).
 //! - `cargo xtask try` — the whole flow without GitHub (`try_it`): a fake
 //!   GitHub, `hangard` on the dev config, the README's walkthrough, one job.
-//! - `cargo xtask bench <webhooks|schedule|queue|idle-rss|scale|scalesets>` — the benchmarks.
+//! - `cargo xtask bench <webhooks|schedule|queue|idle-rss|scale|scalesets|postgres>` — the
+//!   benchmarks; `postgres` starts a throwaway PostgreSQL server set as a
+//!   production one would be (`postgres::Purpose::Bench`) and compares it
+//!   with SQLite.
 //! - `cargo xtask simulate [SCENARIO|all] [--seed N] [--dev]` — the
 //!   deterministic simulation (`crates/hangar-sim`, scenarios in
 //!   `sim/scenarios/`), built in release unless `--dev`; fails when a
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…] | store-tests [ARGS…]>"
+            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets|postgres [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…] | store-tests [ARGS…]>"
                 .into(),
         ),
     };
@@ -614,10 +617,10 @@ fn bench(args: &[String]) -> Result {
     let which = args.first().map(String::as_str).unwrap_or("all");
     if !matches!(
         which,
-        "webhooks" | "schedule" | "queue" | "idle-rss" | "scale" | "scalesets" | "all"
+        "webhooks" | "schedule" | "queue" | "idle-rss" | "scale" | "scalesets" | "postgres" | "all"
     ) {
         return Err(format!(
-            "unknown bench {which:?}: use webhooks, schedule, queue, idle-rss, scale, scalesets [--quick] or all"
+            "unknown bench {which:?}: use webhooks, schedule, queue, idle-rss, scale, scalesets, postgres [--quick] or all"
         ));
     }
     step("build release binaries");
@@ -637,12 +640,33 @@ fn bench(args: &[String]) -> Result {
     // HANGAR_BIN_DIR set by the caller measures other hangard/hangar
     // binaries (an older build, for a before/after in one session).
     let bins = std::env::var_os("HANGAR_BIN_DIR").map_or_else(|| release.clone(), PathBuf::from);
-    run(Command::new(release.join("hangar-bench"))
+    let mut bench = Command::new(release.join("hangar-bench"));
+    bench
         .arg(which)
         .args(args.iter().skip(1))
         .current_dir(root())
         .env("HANGAR_BIN_DIR", &bins)
-        .env("HANGAR_E2E_LOG", "warn"))
+        .env("HANGAR_E2E_LOG", "warn");
+    // Stopped when dropped, after the bench, also when it fails.
+    let _pg = if which == "postgres" {
+        let purpose = postgres::Purpose::Bench;
+        let pg = postgres::start_for(purpose)?;
+        bench
+            .env("HANGAR_BENCH_POSTGRES_URL", &pg.url)
+            .env(
+                "HANGAR_BENCH_POSTGRES_PID",
+                pg.postmaster_pid()?.to_string(),
+            )
+            .env("HANGAR_BENCH_PSQL", pg.psql())
+            .env(
+                "HANGAR_BENCH_POSTGRES_SETTINGS",
+                purpose.settings().join(" "),
+            );
+        Some(pg)
+    } else {
+        None
+    };
+    run(&mut bench)
 }
 
 /// The fault suite: builds `hangard`, the fake provider and the suite's

@@ -1,10 +1,11 @@
-//! A throwaway PostgreSQL server for `cargo xtask ci`: the store's tests
-//! run on SQLite and on PostgreSQL, and CI must not skip the second half.
+//! A throwaway PostgreSQL server for `cargo xtask ci` and `cargo xtask
+//! bench postgres`: the store's tests run on SQLite and on PostgreSQL, and
+//! CI must not skip the second half; the bench compares the two backends.
 //! Debian's `postgresql` package (installed when missing), a fresh cluster
-//! under `target/ci-postgres` made with `initdb` and started with `pg_ctl`
-//! (no systemd, no `pg_ctlcluster`: this may run in a container), trust
-//! auth, listening on a free loopback port only, stopped when dropped, so
-//! also when a step fails.
+//! under `target/ci-postgres` (`target/bench-postgres`) made with `initdb`
+//! and started with `pg_ctl` (no systemd, no `pg_ctlcluster`: this may run
+//! in a container), trust auth, listening on a free loopback port only,
+//! stopped when dropped, so also when a step fails.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,47 @@ use crate::{Result, as_root, is_root, missing_packages, root, run, step};
 
 /// The development server's port (the project's dev notes); never taken.
 const DEV_PORT: u16 = 55432;
+
+/// What the server is for: its settings and its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The tests: they check results, not durability, so `fsync=off`.
+    Tests,
+    /// `bench postgres`: set as a production server would be. Durability
+    /// as on SQLite with `synchronous = "full"` (fsync and synchronous
+    /// commit on, so a 202 survives a power loss), memory for a small
+    /// dedicated server.
+    Bench,
+}
+
+impl Purpose {
+    /// The server settings (`postgres -c` options) besides port, socket
+    /// folder and listen address.
+    pub(crate) fn settings(self) -> &'static [&'static str] {
+        match self {
+            Purpose::Tests => &["max_connections=300", "fsync=off"],
+            Purpose::Bench => &[
+                "max_connections=300",
+                "fsync=on",
+                "synchronous_commit=on",
+                "full_page_writes=on",
+                "wal_sync_method=fdatasync",
+                "shared_buffers=256MB",
+                "wal_buffers=16MB",
+                "max_wal_size=2GB",
+                "checkpoint_timeout=15min",
+                "effective_cache_size=1GB",
+            ],
+        }
+    }
+
+    fn folder(self) -> &'static str {
+        match self {
+            Purpose::Tests => "ci-postgres",
+            Purpose::Bench => "bench-postgres",
+        }
+    }
+}
 
 /// A running test cluster; stopped on drop.
 pub(crate) struct TestServer {
@@ -25,13 +67,23 @@ pub(crate) struct TestServer {
     pub(crate) url: String,
 }
 
-/// Installs PostgreSQL when missing and starts a fresh cluster.
+/// Installs PostgreSQL when missing and starts a fresh cluster for the
+/// tests.
 pub(crate) fn start() -> Result<TestServer> {
-    step("PostgreSQL for the store tests");
+    start_for(Purpose::Tests)
+}
+
+/// Installs PostgreSQL when missing and starts a fresh cluster set for
+/// `purpose`.
+pub(crate) fn start_for(purpose: Purpose) -> Result<TestServer> {
+    step(match purpose {
+        Purpose::Tests => "PostgreSQL for the store tests",
+        Purpose::Bench => "PostgreSQL for the bench",
+    });
     install()?;
     let bin = bin_dir()?;
     let as_postgres = is_root();
-    let base = cluster_dir(as_postgres)?;
+    let base = cluster_dir(purpose.folder(), as_postgres)?;
     let data = base.join("data");
     let port = free_port()?;
     let mut server = TestServer {
@@ -48,10 +100,14 @@ pub(crate) fn start() -> Result<TestServer> {
         "UTF8",
         "--no-sync",
     ]))?;
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
+    let mut options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1",
         base.display()
     );
+    for setting in purpose.settings() {
+        options.push_str(" -c ");
+        options.push_str(setting);
+    }
     let started = run(server
         .command("pg_ctl")
         .arg("-D")
@@ -70,6 +126,23 @@ pub(crate) fn start() -> Result<TestServer> {
 }
 
 impl TestServer {
+    /// The postmaster's process id (the first line of `postmaster.pid`):
+    /// the server's CPU is its own and its children's.
+    pub(crate) fn postmaster_pid(&self) -> Result<u32> {
+        let file = self.data.join("postmaster.pid");
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("{}: no process id on its first line", file.display()))
+    }
+
+    /// The cluster's `psql`.
+    pub(crate) fn psql(&self) -> PathBuf {
+        self.bin.join("psql")
+    }
+
     /// A PostgreSQL binary, as the `postgres` user when running as root
     /// (PostgreSQL refuses to run as root).
     fn command(&self, program: &str) -> Command {
@@ -154,10 +227,10 @@ fn bin_dir() -> Result<PathBuf> {
 
 /// A fresh, empty folder for the cluster, its socket and its log, which
 /// the `postgres` user may write when it runs the server: `target/
-/// ci-postgres`, or a temporary folder when the `postgres` user cannot
-/// reach `target/`.
-fn cluster_dir(as_postgres: bool) -> Result<PathBuf> {
-    let preferred = root().join("target/ci-postgres");
+/// <name>`, or a temporary folder when the `postgres` user cannot reach
+/// `target/`.
+fn cluster_dir(name: &str, as_postgres: bool) -> Result<PathBuf> {
+    let preferred = root().join("target").join(name);
     stop_leftover(&preferred, as_postgres);
     let fresh = |dir: &Path| -> Result {
         if dir.exists() {
@@ -179,7 +252,7 @@ fn cluster_dir(as_postgres: bool) -> Result<PathBuf> {
     if reachable {
         return Ok(preferred);
     }
-    let fallback = std::env::temp_dir().join(format!("hangar-ci-postgres-{}", std::process::id()));
+    let fallback = std::env::temp_dir().join(format!("hangar-{name}-{}", std::process::id()));
     eprintln!(
         "the postgres user cannot write {}: using {}",
         preferred.display(),

@@ -28,6 +28,10 @@
 //!   instances; `scale --quick` for a short run.
 //! - `scalesets` ([`scalesets`]): runner scale set `JobAvailable` → provider
 //!   create, 200 single jobs and a 1,000-job burst; `--quick` for fewer.
+//! - `postgres` ([`postgres`]): intake and CPU per delivery on SQLite vs
+//!   PostgreSQL, interleaved, and webhook → create with one and three
+//!   replicas on one PostgreSQL database; needs the server `cargo xtask
+//!   bench postgres` starts; `--quick` for a short run.
 //! - `schedule` ends with the burst-latency case ([`burst_latency`]);
 //!   `HANGAR_BENCH_SCHEDULE=burst-latency` runs only that case.
 
@@ -35,6 +39,8 @@
 mod burst_latency;
 #[path = "hangar-bench/load.rs"]
 mod load;
+#[path = "hangar-bench/postgres.rs"]
+mod postgres;
 #[path = "hangar-bench/scale.rs"]
 mod scale;
 #[path = "hangar-bench/scalesets.rs"]
@@ -1040,6 +1046,7 @@ async fn main() -> anyhow::Result<()> {
         "scalesets" => {
             scalesets::run(&root, std::env::args().skip(2).any(|a| a == "--quick")).await
         }
+        "postgres" => postgres::run(&root, std::env::args().skip(2).any(|a| a == "--quick")).await,
         "all" => {
             idle_rss().await?;
             webhooks(&root).await?;

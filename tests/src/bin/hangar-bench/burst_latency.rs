@@ -33,7 +33,7 @@ struct Run {
 }
 
 /// Unix µs of every `CreateInstance` the external fake provider logged.
-fn create_stamps(log: &Path) -> Vec<u128> {
+pub(super) fn create_stamps(log: &Path) -> Vec<u128> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
         .filter_map(|l| {

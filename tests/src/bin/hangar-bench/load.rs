@@ -32,7 +32,7 @@ fn machine_busy() -> anyhow::Result<(f64, usize)> {
 }
 
 /// User + system CPU seconds of `pid` and of its children it has reaped.
-fn with_children(pid: u32) -> f64 {
+pub(super) fn with_children(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
