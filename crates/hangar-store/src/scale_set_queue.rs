@@ -318,6 +318,17 @@ pub(crate) async fn apply_message(
     })
 }
 
+/// [`Store::serve_scale_set_job`] in `conn`'s transaction (a create
+/// step's writes are committed together: `Store::create_writes`).
+pub(crate) async fn serve_job(conn: &mut Conn, pool_id: &str, now: i64) -> Result<Option<i64>> {
+    let sql = if <Db as Deps>::POSTGRES { SERVE_POSTGRES } else { SERVE_SQLITE };
+    Ok(sqlx::query_scalar(sql)
+        .bind(now)
+        .bind(pool_id)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
 /// [`Store::set_scale_set_statistics`] in `conn`'s transaction (the scale
 /// set's row locked on PostgreSQL, as [`apply_message`] locks it).
 pub(crate) async fn set_statistics(
@@ -617,15 +628,10 @@ impl Store {
     /// request still waiting for a runner is served by it. Returns when
     /// that request was first seen (for the JobAvailable → create latency).
     pub async fn serve_scale_set_job(&self, pool: PoolId) -> Result<Option<DateTime<Utc>>> {
-        let sql = match self.backend_name() {
-            "postgres" => SERVE_POSTGRES,
-            _ => SERVE_SQLITE,
-        };
-        let seen: Option<i64> = on!(self, write, |c| sqlx::query_scalar(sql)
-            .bind(now_ms())
-            .bind(pool.to_string())
-            .fetch_optional(c)
-            .await)?;
+        let seen = on!(self, write, m, |c| {
+            let mut conn = c.acquire().await?;
+            m::serve_job(&mut conn, &pool.to_string(), now_ms()).await?
+        });
         Ok(seen.map(to_dt))
     }
 

@@ -50,6 +50,14 @@ pub(crate) trait Deps: sqlx::Database {
         change: Change<'a>,
         now: i64,
     ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a;
+
+    /// Marks the oldest runner request of the pool's scale set that no
+    /// create serves yet; when it was first seen (ms).
+    fn serve_scale_set_job<'a>(
+        conn: &'a mut Self::Connection,
+        pool_id: &'a str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send + 'a;
 }
 
 /// Each backend's `Deps`: the same calls into its `per_backend!` modules.
@@ -91,6 +99,14 @@ macro_rules! deps {
                 now: i64,
             ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
                 crate::instances::$m::apply_if_legal(conn, name, change, now)
+            }
+
+            fn serve_scale_set_job<'a>(
+                conn: &'a mut Self::Connection,
+                pool_id: &'a str,
+                now: i64,
+            ) -> impl Future<Output = Result<Option<i64>>> + Send + 'a {
+                crate::scale_set_queue::$m::serve_job(conn, pool_id, now)
             }
         }
     };
