@@ -50,7 +50,9 @@ pub use dashboard::{FailureRow, JobTimes, JobTimesFilter, PoolQueue, WaitSample}
 pub use entities::NewEntity;
 pub use hooks::DeliveryCursor;
 pub use instances::{
-    Change, CreateWrite, CreateWritten, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
+    Change, CreateWrite, CreateWritten, InstanceCounts, InstanceFilter, NewInstance, PoolUsage,
+    TokenLookup,
+};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
 pub use leases::{Fence, Lease, LeaseRow, PoolFence, Renewal, current_fence, fair_share, fenced};
 pub use pool_state::{PoolState, ScaleSetDemand};

@@ -51,13 +51,14 @@ pub(crate) trait Deps: sqlx::Database {
         now: i64,
     ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a;
 
-    /// Marks the oldest runner request of the pool's scale set that no
-    /// create serves yet; when it was first seen (ms).
-    fn serve_scale_set_job<'a>(
+    /// Marks the `n` oldest runner requests of the pool's scale set that
+    /// no create serves yet; when each was first seen (ms), oldest first.
+    fn serve_scale_set_jobs<'a>(
         conn: &'a mut Self::Connection,
         pool_id: &'a str,
+        n: usize,
         now: i64,
-    ) -> impl Future<Output = Result<Option<i64>>> + Send + 'a;
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send + 'a;
 }
 
 /// Each backend's `Deps`: the same calls into its `per_backend!` modules.
@@ -101,12 +102,13 @@ macro_rules! deps {
                 crate::instances::$m::apply_if_legal(conn, name, change, now)
             }
 
-            fn serve_scale_set_job<'a>(
+            fn serve_scale_set_jobs<'a>(
                 conn: &'a mut Self::Connection,
                 pool_id: &'a str,
+                n: usize,
                 now: i64,
-            ) -> impl Future<Output = Result<Option<i64>>> + Send + 'a {
-                crate::scale_set_queue::$m::serve_job(conn, pool_id, now)
+            ) -> impl Future<Output = Result<Vec<i64>>> + Send + 'a {
+                crate::scale_set_queue::$m::serve_jobs(conn, pool_id, n, now)
             }
         }
     };

@@ -335,7 +335,10 @@ async fn creates_written_together_serve_each_request_once(db: TestDb) {
         .filter(|r| r.as_ref().unwrap().1.is_some())
         .count();
     assert_eq!(served, 3, "three waiting requests, each served once");
-    assert!(out[3].as_ref().unwrap().1.is_none(), "the fourth finds none");
+    assert!(
+        out[3].as_ref().unwrap().1.is_none(),
+        "the fourth finds none"
+    );
     assert_eq!(store.serve_scale_set_job(pool.id).await.unwrap(), None);
     store.close().await;
 }

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::provider::CallProcess;
-use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, RunnerStatus, Secret};
+use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, PoolId, RunnerStatus, Secret};
 use sqlx::QueryBuilder;
 
 use super::{instance_from_row, jit_purpose, locking, not_found};
@@ -61,7 +61,8 @@ pub struct CreateWrite<'a> {
 pub type CreateWritten = (Instance, Option<DateTime<Utc>>);
 
 per_backend! {
-/// One [`CreateWrite`] inside the caller's transaction. `checked` holds
+/// One [`CreateWrite`] inside the caller's transaction, but for the scale
+/// set request it serves (the batch serves them per pool). `checked` holds
 /// the fences already found holding in this transaction (on PostgreSQL the
 /// lease row stays share-locked until it ends, so once is enough).
 pub(super) async fn create_write(
@@ -93,13 +94,19 @@ pub(super) async fn create_write(
             return Err(not_found(w.name));
         }
     }
-    let inst = apply(conn, w.name, w.change, now).await?;
-    let seen = if w.serve_scale_set_job {
-        <Db as Deps>::serve_scale_set_job(conn, &inst.pool_id.to_string(), now).await?
-    } else {
-        None
-    };
-    Ok((inst, seen.map(to_dt)))
+    Ok((apply(conn, w.name, w.change, now).await?, None))
+}
+
+/// Serves the `n` oldest waiting requests of `pool`'s scale set (the
+/// batch's creates of that pool that asked); when each was first seen,
+/// oldest first.
+pub(super) async fn serve_requests(
+    conn: &mut Conn,
+    pool_id: &str,
+    n: usize,
+    now: i64,
+) -> Result<Vec<i64>> {
+    <Db as Deps>::serve_scale_set_jobs(conn, pool_id, n, now).await
 }
 
 /// Applies `change` inside the caller's transaction; returns the instance
@@ -233,6 +240,25 @@ impl Store {
                         | StoreError::Fenced(_)),
                     ) => out.push(Err(e)),
                     r => out.push(Ok(r?)),
+                }
+            }
+            // The scale set requests the batch's creates serve: one
+            // statement per pool, the oldest to the first of its writes.
+            let mut serving: Vec<(PoolId, Vec<usize>)> = Vec::new();
+            for (i, (w, r)) in writes.iter().zip(&out).enumerate() {
+                if let (true, Ok((inst, _))) = (w.serve_scale_set_job, r) {
+                    match serving.iter_mut().find(|(p, _)| *p == inst.pool_id) {
+                        Some((_, at)) => at.push(i),
+                        None => serving.push((inst.pool_id, vec![i])),
+                    }
+                }
+            }
+            for (pool, at) in serving {
+                let seen = m::serve_requests(&mut tx, &pool.to_string(), at.len(), now).await?;
+                for (i, seen) in at.into_iter().zip(seen) {
+                    if let Ok((_, served)) = &mut out[i] {
+                        *served = Some(to_dt(seen));
+                    }
                 }
             }
             tx.commit().await?;
