@@ -58,6 +58,8 @@ pub(crate) struct Ctx {
     /// When the sweep last asked the Actions service for each scale set
     /// runner (so each is asked at most once per lost-instance grace).
     pub scale_set_runner_checks: Mutex<HashMap<InstanceName, DateTime<Utc>>>,
+    /// Commits the create steps' writes in batches.
+    pub create_writes: crate::create_writes::CreateWriter,
     /// Wakes the scale set listeners' supervisor (a scale set was created,
     /// changed or deleted).
     pub scale_sets_changed: tokio::sync::Notify,
@@ -108,6 +110,7 @@ impl Ctx {
             intake: Arc::default(),
             in_flight: Mutex::default(),
             scale_set_runner_checks: Mutex::default(),
+            create_writes: Default::default(),
             scale_sets_changed: tokio::sync::Notify::new(),
             shutdown,
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hangar_core::forge::JitRequest;
+use hangar_core::forge::{JitConfig, JitRequest};
 use hangar_core::policy::Admission;
 use hangar_core::provider::{
     BootstrapParams, CallProcess, CallWatcher, CreateInstanceRequest, InstanceRef,
@@ -20,6 +20,7 @@ use rand::RngCore;
 
 use crate::SchedulerError;
 use crate::context::Ctx;
+use crate::create_writes::CreateWrite;
 use crate::delete;
 use crate::providers::ProviderEntry;
 use crate::worker::Outcome;
@@ -68,25 +69,37 @@ pub(crate) async fn run(
         Ok(t) => t,
         Err(e) => return Ok(Outcome::RetryAfter(ctx.backoff(attempt), e.to_string())),
     };
+    tracing::debug!("create admitted");
 
     // 1. Register the runner on GitHub (once per instance): a scale set's
     // through the Actions service (always JIT), any other pool's through
     // the REST API when its provider boots JIT runners.
     let scale_set = ctx.store.scale_set_of_pool(pool.id).await?;
     let jit = scale_set.is_some() || entry.provider.jit_enabled();
+    // The runner registered now is stored with `creating` below, in one
+    // commit; a step that stops before that stores it on its own.
+    let mut registered: Option<(i64, Secret)> = None;
     if inst.runner_id.is_none() {
-        let stop = match &scale_set {
+        // No fenced write precedes the registration: a replica whose lease
+        // has lapsed must not register a name the pool's new holder may be
+        // registering (the step's start asked the database; this is the
+        // local check, free, right before the call).
+        ctx.fence_live()?;
+        let r = match &scale_set {
             Some(ss) => register_scale_set_runner(ctx, &inst, ss, &target).await?,
             None if jit => register_runner(ctx, &inst, pool, &target).await?,
-            None => None,
+            None => Ok(None),
         };
-        if let Some(stop) = stop {
-            return Ok(stop);
+        match r {
+            Ok(j) => registered = j.map(|j| (j.runner_id, j.encoded_jit_config)),
+            Err(stop) => return Ok(stop),
         }
     }
+    tracing::debug!(registered = registered.is_some(), "create registered");
 
     // 2. The provider's turn (its gate may have closed meanwhile).
     if let Some(left) = entry.gate.remaining() {
+        keep_registration(ctx, &inst.name, registered).await?;
         return Ok(Outcome::Wait(
             left,
             format!("provider {} is backing off after failures", entry.name),
@@ -101,6 +114,7 @@ pub(crate) async fn run(
             pool_id: pool.id,
         };
         if let Err(e) = delete::at_provider(ctx, &entry, &iref).await {
+            keep_registration(ctx, &inst.name, registered).await?;
             return Ok(Outcome::RetryAfter(
                 ctx.backoff(attempt),
                 format!("cleanup before retry: {e}"),
@@ -108,15 +122,18 @@ pub(crate) async fn run(
         }
     }
 
-    // 3. A fresh token, then `creating`.
+    // 3. A fresh token, then `creating` (with the runner registered for
+    // it, and the scale set request it serves), committed together with
+    // the other create steps' writes of the moment.
     let token = new_token();
-    let hash = hangar_store::hash_token(token.expose());
-    let inst = match ctx
-        .store
-        .transition(&inst.name, Change::BeginCreate { token_hash: &hash })
-        .await
-    {
-        Ok(i) => i,
+    let begin = CreateWrite::Begin {
+        name: inst.name.clone(),
+        token_hash: hangar_store::hash_token(token.expose()),
+        jit: registered,
+        serve_scale_set_job: scale_set.is_some(),
+    };
+    let (inst, served) = match ctx.create_writes.write(&ctx.store, begin).await {
+        Ok(w) => w,
         Err(StoreError::Transition(e)) => {
             tracing::info!(error = %e, "instance changed meanwhile; not creating");
             return Ok(Outcome::Done);
@@ -133,9 +150,7 @@ pub(crate) async fn run(
         let secs = (ctx.now() - queued).num_milliseconds().max(0) as f64 / 1000.0;
         ctx.metrics.time_to_create_seconds.observe(secs);
     }
-    if let Some(ss) = &scale_set
-        && let Ok(Some(seen)) = ctx.store.serve_scale_set_job(pool.id).await
-    {
+    if let (Some(ss), Some(seen)) = (&scale_set, served) {
         let secs = (ctx.now() - seen).num_milliseconds().max(0) as f64 / 1000.0;
         ctx.metrics.scale_set_time_to_create(&ss.id, secs);
     }
@@ -155,15 +170,12 @@ pub(crate) async fn run(
     };
     match result {
         Ok(created) => {
-            ctx.store
-                .transition(
-                    &inst.name,
-                    Change::FinishCreate {
-                        provider_id: &created.provider_id,
-                        addresses: &created.addresses,
-                    },
-                )
-                .await?;
+            let finish = CreateWrite::Finish {
+                name: inst.name.clone(),
+                provider_id: created.provider_id.clone(),
+                addresses: created.addresses.clone(),
+            };
+            ctx.create_writes.write(&ctx.store, finish).await?;
             tracing::info!(provider.id = %created.provider_id, "instance running");
             Ok(Outcome::Created)
         }
@@ -328,14 +340,31 @@ async fn admit(
     )))
 }
 
-/// Registers a JIT runner named after the instance and seals its config
-/// into the instance row. `Some` when the create must stop here.
+/// Stores the runner registered by a create step that stops before
+/// `creating` (which would have stored it), so a retry does not register
+/// it again.
+async fn keep_registration(
+    ctx: &Ctx,
+    name: &hangar_core::InstanceName,
+    registered: Option<(i64, Secret)>,
+) -> Result<(), StoreError> {
+    match registered {
+        Some((id, config)) => ctx.store.set_instance_jit(name, id, &config).await,
+        None => Ok(()),
+    }
+}
+
+/// What registering a runner gave: its JIT config (for the caller to
+/// store with `creating`), or how the create stops here.
+type Registered = Result<Option<JitConfig>, Outcome>;
+
+/// Registers a JIT runner named after the instance.
 async fn register_runner(
     ctx: &Ctx,
     inst: &Instance,
     pool: &Pool,
     target: &ForgeTarget,
-) -> Result<Option<Outcome>, SchedulerError> {
+) -> Result<Registered, SchedulerError> {
     let attempt = inst.create_attempts.max(1);
     let stop = |e: ForgeError| -> Outcome {
         if e.is_retryable() || matches!(e, ForgeError::AlreadyExists(_)) {
@@ -347,10 +376,10 @@ async fn register_runner(
     let group = match ctx.github.runner_group(pool, target).await {
         Ok(g) => g,
         Err(e @ (ForgeError::NotFound(_) | ForgeError::Fatal(_))) => {
-            return Ok(Some(Outcome::GiveUp(e.to_string())));
+            return Ok(Err(Outcome::GiveUp(e.to_string())));
         }
         Err(e) => {
-            return Ok(Some(Outcome::RetryAfter(
+            return Ok(Err(Outcome::RetryAfter(
                 forge_delay(ctx, &e, attempt),
                 e.to_string(),
             )));
@@ -370,34 +399,29 @@ async fn register_runner(
         tracing::info!(instance.name = %inst.name, "runner name already registered; replacing it");
         let runners = match ctx.github.list_runners(target).await {
             Ok(r) => r,
-            Err(e) => return Ok(Some(stop(e))),
+            Err(e) => return Ok(Err(stop(e))),
         };
         if let Some(old) = runners.iter().find(|r| r.name == inst.name.as_str())
             && let Err(e) = ctx.github.delete_runner(target, old.id).await
         {
-            return Ok(Some(stop(e)));
+            return Ok(Err(stop(e)));
         }
         result = ctx.github.generate_jit_config(target, &req).await;
     }
-    let jit = match result {
-        Ok(j) => j,
-        Err(e) => return Ok(Some(stop(e))),
-    };
-    ctx.store
-        .set_instance_jit(&inst.name, jit.runner_id, &jit.encoded_jit_config)
-        .await?;
-    Ok(None)
+    match result {
+        Ok(j) => Ok(Ok(Some(j))),
+        Err(e) => Ok(Err(stop(e))),
+    }
 }
 
 /// Registers a runner of the pool's scale set on the Actions service,
-/// named after the instance, and seals its JIT config into the instance
-/// row. `Some` when the create must stop here.
+/// named after the instance.
 async fn register_scale_set_runner(
     ctx: &Ctx,
     inst: &Instance,
     ss: &PoolScaleSet,
     target: &ForgeTarget,
-) -> Result<Option<Outcome>, SchedulerError> {
+) -> Result<Registered, SchedulerError> {
     let attempt = inst.create_attempts.max(1);
     let stop = |e: ForgeError| -> Outcome {
         if e.is_retryable() || matches!(e, ForgeError::AlreadyExists(_)) {
@@ -407,7 +431,7 @@ async fn register_scale_set_runner(
         }
     };
     let Some(scale_set_id) = ss.github_id else {
-        return Ok(Some(Outcome::RetryAfter(
+        return Ok(Err(Outcome::RetryAfter(
             ctx.backoff(attempt),
             "the scale set does not exist on GitHub yet".into(),
         )));
@@ -424,25 +448,21 @@ async fn register_scale_set_runner(
         match ctx.github.scale_set_runner_by_name(target, name).await {
             Ok(Some(old)) => {
                 if let Err(e) = ctx.github.scale_set_delete_runner(target, old.id).await {
-                    return Ok(Some(stop(e)));
+                    return Ok(Err(stop(e)));
                 }
             }
             Ok(None) => {}
-            Err(e) => return Ok(Some(stop(e))),
+            Err(e) => return Ok(Err(stop(e))),
         }
         result = ctx
             .github
             .scale_set_jit_config(target, scale_set_id, name)
             .await;
     }
-    let jit = match result {
-        Ok(j) => j,
-        Err(e) => return Ok(Some(stop(e))),
-    };
-    ctx.store
-        .set_instance_jit(&inst.name, jit.runner_id, &jit.encoded_jit_config)
-        .await?;
-    Ok(None)
+    match result {
+        Ok(j) => Ok(Ok(Some(j))),
+        Err(e) => Ok(Err(stop(e))),
+    }
 }
 
 /// Records the process an external provider's create runs in, so a

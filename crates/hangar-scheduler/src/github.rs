@@ -46,6 +46,11 @@ pub(crate) struct GitHub {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
     targets: Mutex<HashMap<EntityId, Cached<ForgeTarget>>>,
     tools: Mutex<HashMap<EntityId, Cached<Vec<RunnerTool>>>>,
+    /// Held while the runner downloads are fetched: the creates of a burst
+    /// that find none cached wait for the one fetch instead of each making
+    /// their own (each holding a concurrency slot the JIT registrations
+    /// need).
+    tools_fetch: tokio::sync::Mutex<()>,
     groups: Mutex<HashMap<(EntityId, Option<String>), i64>>,
     background_per_hour: u32,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -111,6 +116,7 @@ impl GitHub {
             gates: Mutex::default(),
             targets: Mutex::default(),
             tools: Mutex::default(),
+            tools_fetch: tokio::sync::Mutex::default(),
             groups: Mutex::default(),
             background_per_hour: config.recovery.budget_per_hour,
             buckets: Mutex::default(),
@@ -494,12 +500,23 @@ impl GitHub {
         entity: EntityId,
         target: &ForgeTarget,
     ) -> Arc<Vec<RunnerTool>> {
-        let now = Instant::now();
-        if let Some((at, t)) = self.tools.lock().expect("tools lock").get(&entity)
-            && now.duration_since(*at) < TOOLS_TTL
-        {
-            return t.clone();
+        let cached = || {
+            self.tools
+                .lock()
+                .expect("tools lock")
+                .get(&entity)
+                .filter(|(at, _)| at.elapsed() < TOOLS_TTL)
+                .map(|(_, t)| t.clone())
+        };
+        if let Some(t) = cached() {
+            return t;
         }
+        let _fetching = self.tools_fetch.lock().await;
+        // Fetched meanwhile by the step this one waited for.
+        if let Some(t) = cached() {
+            return t;
+        }
+        let now = Instant::now();
         let tools = match self
             .call(
                 target,

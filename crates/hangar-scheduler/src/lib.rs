@@ -15,6 +15,7 @@ mod backoff;
 pub mod config;
 mod context;
 mod create;
+mod create_writes;
 mod delete;
 mod github;
 mod intake;

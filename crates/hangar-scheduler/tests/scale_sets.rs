@@ -290,6 +290,37 @@ async fn demand_follows_the_statistics_and_never_exceeds_max_runners() {
     assert_eq!(s.h.provider.instances().len(), 1);
 }
 
+/// A job acquired is demand with the message that offered it: its runner
+/// is asked for before the service's next message (JobAssigned, a poll
+/// later) is read, and that message asks for no more.
+#[tokio::test(start_paused = true)]
+async fn an_acquired_job_gets_its_runner_before_the_next_message() {
+    let s = scale_set(4, 0).await;
+    s.h.actions.queue_job(s.gid);
+    let mut l = s.h.scheduler.scale_set_listener(&s.id);
+    let first = l.step().await.unwrap();
+    assert!(
+        matches!(first, ListenStep::Message { acquired: 1, .. }),
+        "{first:?}"
+    );
+    assert_eq!(s.progress().await.desired_runners, 1);
+    assert_eq!(
+        s.h.actions.pending_messages(s.gid).len(),
+        1,
+        "the service's JobAssigned is not read yet"
+    );
+    s.h.scheduler.run_until_idle().await;
+    let live = s.live().await;
+    assert_eq!(live.len(), 1, "{live:#?}");
+    assert_eq!(live[0].status, InstanceStatus::Running);
+
+    s.drain(&mut l).await;
+    assert_eq!(s.progress().await.desired_runners, 1);
+    s.h.scheduler.run_until_idle().await;
+    assert_eq!(s.live().await.len(), 1);
+    assert_eq!(s.h.provider.instances().len(), 1);
+}
+
 /// JobStarted marks the runner active in the message's own transaction;
 /// JobCompleted retires it, and the engine deletes the VM and leaves no
 /// runner registered.

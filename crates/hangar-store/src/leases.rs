@@ -79,17 +79,22 @@ pub(crate) fn fence_covers(pool: PoolId) -> Result<()> {
     }
 }
 
-/// A connection whose transaction can check the current task's fence.
+/// A connection whose transaction can check a fence.
 pub(crate) trait FenceConn {
-    /// Refuses unless the fence the task runs under (if any) still holds
-    /// its pool; on PostgreSQL the lease row stays share-locked until the
-    /// transaction ends, so a takeover waits for this write to commit.
-    async fn check_current_fence(&mut self) -> Result<()>;
+    /// Refuses unless `fence` (if any) still holds its pool; on PostgreSQL
+    /// the lease row stays share-locked until the transaction ends, so a
+    /// takeover waits for this write to commit.
+    async fn check_pool_fence(&mut self, fence: Option<PoolFence>) -> Result<()>;
+
+    /// [`Self::check_pool_fence`] with the fence the task runs under.
+    async fn check_current_fence(&mut self) -> Result<()> {
+        self.check_pool_fence(current_fence()).await
+    }
 }
 
 impl FenceConn for sqlx::SqliteConnection {
-    async fn check_current_fence(&mut self) -> Result<()> {
-        match current_fence() {
+    async fn check_pool_fence(&mut self, fence: Option<PoolFence>) -> Result<()> {
+        match fence {
             Some(f) => on_sqlite::check_fence(self, f.pool_id, &f.fence).await,
             None => Ok(()),
         }
@@ -97,8 +102,8 @@ impl FenceConn for sqlx::SqliteConnection {
 }
 
 impl FenceConn for sqlx::PgConnection {
-    async fn check_current_fence(&mut self) -> Result<()> {
-        match current_fence() {
+    async fn check_pool_fence(&mut self, fence: Option<PoolFence>) -> Result<()> {
+        match fence {
             Some(f) => on_postgres::check_fence(self, f.pool_id, &f.fence).await,
             None => Ok(()),
         }

@@ -49,7 +49,10 @@ pub use credentials::CredentialsSummary;
 pub use dashboard::{FailureRow, JobTimes, JobTimesFilter, PoolQueue, WaitSample};
 pub use entities::NewEntity;
 pub use hooks::DeliveryCursor;
-pub use instances::{Change, InstanceCounts, InstanceFilter, NewInstance, PoolUsage, TokenLookup};
+pub use instances::{
+    Change, CreateWrite, CreateWritten, InstanceCounts, InstanceFilter, NewInstance, PoolUsage,
+    TokenLookup,
+};
 pub use jobs::{JobEvent, JobFilter, JobOutcome, PoolDemand, ROWS_PER_STATEMENT};
 pub use leases::{Fence, Lease, LeaseRow, PoolFence, Renewal, current_fence, fair_share, fenced};
 pub use pool_state::{PoolState, ScaleSetDemand};

@@ -318,6 +318,27 @@ pub(crate) async fn apply_message(
     })
 }
 
+/// Marks the `n` oldest runner requests of the pool's scale set that no
+/// create serves yet, in `conn`'s transaction (the creates of a batch of
+/// `Store::create_writes` are served by one statement); returns when each
+/// was first seen, oldest first (fewer when fewer wait).
+pub(crate) async fn serve_jobs(
+    conn: &mut Conn,
+    pool_id: &str,
+    n: usize,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let sql = if <Db as Deps>::POSTGRES { SERVE_POSTGRES } else { SERVE_SQLITE };
+    let mut seen: Vec<i64> = sqlx::query_scalar(sql)
+        .bind(now)
+        .bind(pool_id)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
+    seen.sort_unstable();
+    Ok(seen)
+}
+
 /// [`Store::set_scale_set_statistics`] in `conn`'s transaction (the scale
 /// set's row locked on PostgreSQL, as [`apply_message`] locks it).
 pub(crate) async fn set_statistics(
@@ -355,22 +376,22 @@ pub(crate) async fn set_statistics(
 }
 }
 
-/// Marks the oldest runner request of a pool's scale set that no create
-/// serves yet. SQLite picks it by rowid (its single writer serialises
-/// this); PostgreSQL by key, skipping a request another connection is
-/// marking right now, and re-checks `served_at` so no request is served
-/// twice.
+/// Marks the `$3` oldest runner requests of a pool's scale set that no
+/// create serves yet. SQLite picks them by rowid (its single writer
+/// serialises this); PostgreSQL by key, skipping requests another
+/// connection is marking right now, and re-checks `served_at` so no
+/// request is served twice.
 const SERVE_SQLITE: &str = "UPDATE scale_set_jobs SET served_at = $1
-     WHERE rowid = (SELECT j.rowid FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
+     WHERE rowid IN (SELECT j.rowid FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
          WHERE s.pool_id = $2 AND j.served_at IS NULL AND j.status_rank BETWEEN 1 AND 2
-         ORDER BY j.seen_at, j.runner_request_id LIMIT 1)
+         ORDER BY j.seen_at, j.runner_request_id LIMIT CAST($3 AS INTEGER))
      RETURNING seen_at";
 const SERVE_POSTGRES: &str = "UPDATE scale_set_jobs SET served_at = $1
-     WHERE (scale_set_id, runner_request_id) = (
+     WHERE (scale_set_id, runner_request_id) IN (
          SELECT j.scale_set_id, j.runner_request_id
          FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
          WHERE s.pool_id = $2 AND j.served_at IS NULL AND j.status_rank BETWEEN 1 AND 2
-         ORDER BY j.seen_at, j.runner_request_id LIMIT 1
+         ORDER BY j.seen_at, j.runner_request_id LIMIT $3
          FOR UPDATE OF j SKIP LOCKED)
        AND served_at IS NULL
      RETURNING seen_at";
@@ -620,16 +641,11 @@ impl Store {
     /// request still waiting for a runner is served by it. Returns when
     /// that request was first seen (for the JobAvailable → create latency).
     pub async fn serve_scale_set_job(&self, pool: PoolId) -> Result<Option<DateTime<Utc>>> {
-        let sql = match self.backend_name() {
-            "postgres" => SERVE_POSTGRES,
-            _ => SERVE_SQLITE,
-        };
-        let seen: Option<i64> = on!(self, write, |c| sqlx::query_scalar(sql)
-            .bind(now_ms())
-            .bind(pool.to_string())
-            .fetch_optional(c)
-            .await)?;
-        Ok(seen.map(to_dt))
+        let seen = on!(self, write, m, |c| {
+            let mut conn = c.acquire().await?;
+            m::serve_jobs(&mut conn, &pool.to_string(), 1, now_ms()).await?
+        });
+        Ok(seen.first().copied().map(to_dt))
     }
 
     /// The request ids of a scale set's jobs and their status (tests, tools).

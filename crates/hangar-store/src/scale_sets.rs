@@ -50,6 +50,15 @@ pub(crate) trait Deps: sqlx::Database {
         change: Change<'a>,
         now: i64,
     ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a;
+
+    /// Marks the `n` oldest runner requests of the pool's scale set that
+    /// no create serves yet; when each was first seen (ms), oldest first.
+    fn serve_scale_set_jobs<'a>(
+        conn: &'a mut Self::Connection,
+        pool_id: &'a str,
+        n: usize,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send + 'a;
 }
 
 /// Each backend's `Deps`: the same calls into its `per_backend!` modules.
@@ -91,6 +100,15 @@ macro_rules! deps {
                 now: i64,
             ) -> impl Future<Output = Result<Option<Instance>>> + Send + 'a {
                 crate::instances::$m::apply_if_legal(conn, name, change, now)
+            }
+
+            fn serve_scale_set_jobs<'a>(
+                conn: &'a mut Self::Connection,
+                pool_id: &'a str,
+                n: usize,
+                now: i64,
+            ) -> impl Future<Output = Result<Vec<i64>>> + Send + 'a {
+                crate::scale_set_queue::$m::serve_jobs(conn, pool_id, n, now)
             }
         }
     };

@@ -296,6 +296,53 @@ async fn each_waiting_request_is_served_once(db: TestDb) {
     store.close().await;
 }
 
+/// Create steps whose writes are committed together each serve a
+/// different waiting request, oldest first, and none twice.
+async fn creates_written_together_serve_each_request_once(db: TestDb) {
+    let (store, pool, id) = setup(&db, 10, 0).await;
+    let events = (1..=3)
+        .map(|rid| ScaleSetJobEvent::Assigned { job: job(rid) })
+        .collect();
+    store
+        .apply_scale_set_message(&id, &msg(1, 3, events), &[])
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    for n in 0..4 {
+        let new = NewInstance {
+            name: InstanceName::parse(&format!("ss-runner-{n}")).unwrap(),
+            pool_id: pool.id,
+            provider_name: "fake".into(),
+            job_id: None,
+        };
+        names.push(store.reserve_instance(&new).await.unwrap().unwrap().name);
+    }
+    let hashes: Vec<[u8; 32]> = (0..4u8).map(|n| [n; 32]).collect();
+    let writes: Vec<CreateWrite<'_>> = names
+        .iter()
+        .zip(&hashes)
+        .map(|(name, h)| CreateWrite {
+            name,
+            change: Change::BeginCreate { token_hash: h },
+            jit: None,
+            serve_scale_set_job: true,
+            fence: None,
+        })
+        .collect();
+    let out = store.create_writes(&writes).await.unwrap();
+    let served = out
+        .iter()
+        .filter(|r| r.as_ref().unwrap().1.is_some())
+        .count();
+    assert_eq!(served, 3, "three waiting requests, each served once");
+    assert!(
+        out[3].as_ref().unwrap().1.is_none(),
+        "the fourth finds none"
+    );
+    assert_eq!(store.serve_scale_set_job(pool.id).await.unwrap(), None);
+    store.close().await;
+}
+
 /// The jobs a message's acquire took are demand with that message, though
 /// its counters (taken before the acquire) still call them available; the
 /// service's next message, which counts them as assigned, asks for no
@@ -368,4 +415,5 @@ on_both_backends!(
     started_and_completed_jobs_move_the_runner_in_the_same_transaction,
     concurrent_applies_apply_each_message_once,
     each_waiting_request_is_served_once,
+    creates_written_together_serve_each_request_once,
 );

@@ -498,6 +498,150 @@ async fn jit_config_is_handed_out_once(db: TestDb) {
     assert!(store.instance_by_token(&[0u8; 32]).await.unwrap().is_none());
 }
 
+/// Several create steps' writes in one transaction: each JIT config is
+/// stored and each change checked as `transition` checks it; a write that
+/// is refused (an illegal move, an instance that is gone, a stale lease
+/// fence) gets its own error, writes nothing the others depend on, and the
+/// others are committed.
+async fn create_writes_commit_together_and_refuse_one_by_one(db: TestDb) {
+    let store = open(&db).await;
+    let (_, pool) = seed(&store).await;
+    let mut reserved = Vec::new();
+    for n in 1..=3 {
+        let inst = store
+            .reserve_instance(&new_instance(pool.id, n))
+            .await
+            .unwrap()
+            .unwrap();
+        reserved.push(inst);
+    }
+    let (a, b, c) = (&reserved[0], &reserved[1], &reserved[2]);
+    // This replica holds the pool's lease; a step of another replica (or
+    // of this one under an older token) carries a stale fence.
+    let me = ReplicaId::new_random();
+    store
+        .renew_leases(me, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let leases = store
+        .acquire_leases(me, std::time::Duration::from_secs(60), 100)
+        .await
+        .unwrap();
+    let lease = leases.iter().find(|l| l.pool_id == pool.id).unwrap();
+    let held = PoolFence {
+        pool_id: pool.id,
+        fence: Fence {
+            replica: me,
+            token: lease.token,
+        },
+    };
+    let stale = PoolFence {
+        pool_id: pool.id,
+        fence: Fence {
+            replica: me,
+            token: lease.token - 1,
+        },
+    };
+    let gone = InstanceName::parse("never-reserved").unwrap();
+    let (jit_a, jit_c) = (Secret::new("jit-a"), Secret::new("jit-c"));
+    let (ha, hb, hc) = (token_hash(1), token_hash(2), token_hash(3));
+    let write = |name, change, jit, fence| CreateWrite {
+        name,
+        change,
+        jit,
+        serve_scale_set_job: false,
+        fence,
+    };
+    let out = store
+        .create_writes(&[
+            write(
+                &a.name,
+                Change::BeginCreate { token_hash: &ha },
+                Some((42, &jit_a)),
+                Some(held),
+            ),
+            // `pending_create → running` is not a legal move.
+            write(
+                &b.name,
+                Change::FinishCreate {
+                    provider_id: "p-b",
+                    addresses: &[],
+                },
+                None,
+                Some(held),
+            ),
+            write(&gone, Change::BeginCreate { token_hash: &hb }, None, None),
+            write(
+                &c.name,
+                Change::BeginCreate { token_hash: &hc },
+                Some((43, &jit_c)),
+                Some(stale),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    let (written, served) = out[0].as_ref().unwrap();
+    assert_eq!(written.status, InstanceStatus::Creating);
+    assert_eq!(written.runner_id, Some(42));
+    assert_eq!(*served, None, "not asked to serve a scale set request");
+    assert!(
+        matches!(out[1], Err(StoreError::Transition(_))),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(out[2], Err(StoreError::NotFound(_))),
+        "{:?}",
+        out[2]
+    );
+    assert!(matches!(out[3], Err(StoreError::Fenced(_))), "{:?}", out[3]);
+    // Committed: the token works and the JIT config is handed out.
+    let found = store.instance_by_token(&ha).await.unwrap().unwrap();
+    assert_eq!(found.instance.name, a.name);
+    assert_eq!(
+        store.take_jit_config(&a.name).await.unwrap().expose(),
+        "jit-a"
+    );
+    assert_eq!(
+        store.instance(&b.name).await.unwrap().status,
+        InstanceStatus::PendingCreate
+    );
+    // The fenced write wrote nothing: no JIT config, no token, no move.
+    let c_now = store.instance(&c.name).await.unwrap();
+    assert_eq!(c_now.status, InstanceStatus::PendingCreate);
+    assert_eq!(c_now.runner_id, None);
+    assert!(store.instance_by_token(&hc).await.unwrap().is_none());
+    // Alone, a write under a fence still held, and one under none.
+    let addresses = ["10.0.0.1".to_owned()];
+    let out = store
+        .create_writes(&[write(
+            &a.name,
+            Change::FinishCreate {
+                provider_id: "p-a",
+                addresses: &addresses,
+            },
+            None,
+            Some(held),
+        )])
+        .await
+        .unwrap();
+    let (running, _) = out[0].as_ref().unwrap();
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert_eq!(running.provider_id.as_deref(), Some("p-a"));
+    let out = store
+        .create_writes(&[write(
+            &c.name,
+            Change::BeginCreate { token_hash: &hc },
+            Some((43, &jit_c)),
+            None,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap().0.runner_id, Some(43));
+    store.close().await;
+}
+
 async fn jit_files_and_registration_tokens_are_handed_out_once_per_attempt(db: TestDb) {
     let store = open(&db).await;
     let (_, pool) = seed(&store).await;
@@ -1714,6 +1858,7 @@ on_both_backends!(
     status_changes_follow_the_core_tables,
     concurrent_reservations_never_exceed_max_runners,
     jit_config_is_handed_out_once,
+    create_writes_commit_together_and_refuse_one_by_one,
     jit_files_and_registration_tokens_are_handed_out_once_per_attempt,
     job_events_deduplicate_and_only_move_forward,
     pool_state_caps_demand_and_sees_instance_work,

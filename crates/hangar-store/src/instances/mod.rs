@@ -18,7 +18,7 @@ mod tokens;
 mod transition;
 mod work;
 
-pub use transition::Change;
+pub use transition::{Change, CreateWrite, CreateWritten};
 pub(crate) use work::{needs_step_from_where, usage_counts, usage_select};
 
 /// `$sql` with a row lock on PostgreSQL (` FOR NO KEY UPDATE`: it

@@ -8,11 +8,14 @@
 
 use chrono::{DateTime, Utc};
 use hangar_core::provider::CallProcess;
-use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, RunnerStatus};
+use hangar_core::{Instance, InstanceName, InstanceStatus, JobId, PoolId, RunnerStatus, Secret};
 use sqlx::QueryBuilder;
 
-use super::{instance_from_row, locking, not_found};
-use crate::{DbRow, Result, Store, corrupt, now_ms, on, per_backend, to_dt};
+use super::{instance_from_row, jit_purpose, locking, not_found};
+use crate::leases::{FenceConn, PoolFence};
+use crate::scale_sets::Deps;
+use crate::seal::Sealer;
+use crate::{DbRow, Result, Store, StoreError, corrupt, now_ms, on, per_backend, to_dt};
 
 /// A status change of one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +39,92 @@ pub enum Change<'a> {
     },
 }
 
+/// One create step's write for [`Store::create_writes`].
+#[derive(Debug, Clone, Copy)]
+pub struct CreateWrite<'a> {
+    pub name: &'a InstanceName,
+    pub change: Change<'a>,
+    /// The runner registered for the instance (GitHub's runner id and its
+    /// JIT config), stored first, sealed as `set_instance_jit` stores it.
+    pub jit: Option<(i64, &'a Secret)>,
+    /// Whether the create serves the scale set request that has waited
+    /// longest (its first-seen time is returned).
+    pub serve_scale_set_job: bool,
+    /// The fence the step acts under (what [`crate::current_fence`] gave
+    /// it): the write is refused with [`StoreError::Fenced`] once the pool
+    /// has moved on, as [`Store::transition`] refuses under that fence.
+    pub fence: Option<PoolFence>,
+}
+
+/// What a create write gives back: the instance as written and, when it
+/// served a scale set request, when that request was first seen.
+pub type CreateWritten = (Instance, Option<DateTime<Utc>>);
+
 per_backend! {
+/// One [`CreateWrite`] inside the caller's transaction, but for the scale
+/// set request it serves (the batch serves them per pool). `checked` holds
+/// the fences already found holding in this transaction (on PostgreSQL the
+/// lease row stays share-locked until it ends, so once is enough).
+pub(super) async fn create_write(
+    conn: &mut Conn,
+    sealer: &Sealer,
+    w: &CreateWrite<'_>,
+    checked: &mut Vec<PoolFence>,
+    now: i64,
+) -> Result<CreateWritten> {
+    if let Some(f) = w.fence {
+        if !checked.contains(&f) {
+            conn.check_pool_fence(Some(f)).await?;
+            checked.push(f);
+        }
+        // A fence covers its own pool only (as `fence_covers` checks for
+        // the task-local fence), checked before anything is written.
+        let pool: Option<String> = sqlx::query_scalar("SELECT pool_id FROM instances WHERE name = $1")
+            .bind(w.name.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        match pool {
+            None => return Err(not_found(w.name)),
+            Some(p) if p != f.pool_id.to_string() => {
+                return Err(StoreError::Fenced(format!(
+                    "a write fenced by pool {}'s lease touches pool {p}",
+                    f.pool_id
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some((runner_id, config)) = w.jit {
+        let sealed = sealer.seal_secret(&jit_purpose(w.name), config);
+        let done = sqlx::query(
+            "UPDATE instances SET runner_id = $1, jit_config = $2, jit_files_taken = 0,
+                updated_at = $3 WHERE name = $4",
+        )
+        .bind(runner_id)
+        .bind(sealed)
+        .bind(now)
+        .bind(w.name.as_str())
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(w.name));
+        }
+    }
+    Ok((apply(conn, w.name, w.change, now).await?, None))
+}
+
+/// Serves the `n` oldest waiting requests of `pool`'s scale set (the
+/// batch's creates of that pool that asked); when each was first seen,
+/// oldest first.
+pub(super) async fn serve_requests(
+    conn: &mut Conn,
+    pool_id: &str,
+    n: usize,
+    now: i64,
+) -> Result<Vec<i64>> {
+    <Db as Deps>::serve_scale_set_jobs(conn, pool_id, n, now).await
+}
+
 /// Applies `change` inside the caller's transaction; returns the instance
 /// as written.
 pub(super) async fn apply(
@@ -141,6 +229,58 @@ impl Store {
             crate::leases::fence_covers(inst.pool_id)?;
             tx.commit().await?;
             Ok(inst)
+        })
+    }
+
+    /// The writes of several create steps in one transaction, so a burst
+    /// of creates costs a commit (a sync) per batch rather than several per
+    /// create. For each, in order: its fence is checked, its JIT config
+    /// stored, its change checked and made as [`Self::transition`] makes
+    /// it, and a waiting scale set request served when asked. A write that
+    /// is fenced, refused by core's tables, or of an instance that is gone
+    /// gets that error and leaves the others be (a refused change keeps
+    /// its JIT config, as when it was stored on its own); any other
+    /// failure fails the whole batch, which then writes nothing.
+    pub async fn create_writes(
+        &self,
+        writes: &[CreateWrite<'_>],
+    ) -> Result<Vec<Result<CreateWritten>>> {
+        on!(self, write, m, |c| {
+            let mut tx = c.begin().await?;
+            let now = now_ms();
+            let mut checked = Vec::new();
+            let mut out = Vec::with_capacity(writes.len());
+            for w in writes {
+                match m::create_write(&mut tx, self.sealer(), w, &mut checked, now).await {
+                    Err(
+                        e @ (StoreError::Transition(_)
+                        | StoreError::NotFound(_)
+                        | StoreError::Fenced(_)),
+                    ) => out.push(Err(e)),
+                    r => out.push(Ok(r?)),
+                }
+            }
+            // The scale set requests the batch's creates serve: one
+            // statement per pool, the oldest to the first of its writes.
+            let mut serving: Vec<(PoolId, Vec<usize>)> = Vec::new();
+            for (i, (w, r)) in writes.iter().zip(&out).enumerate() {
+                if let (true, Ok((inst, _))) = (w.serve_scale_set_job, r) {
+                    match serving.iter_mut().find(|(p, _)| *p == inst.pool_id) {
+                        Some((_, at)) => at.push(i),
+                        None => serving.push((inst.pool_id, vec![i])),
+                    }
+                }
+            }
+            for (pool, at) in serving {
+                let seen = m::serve_requests(&mut tx, &pool.to_string(), at.len(), now).await?;
+                for (i, seen) in at.into_iter().zip(seen) {
+                    if let Ok((_, served)) = &mut out[i] {
+                        *served = Some(to_dt(seen));
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(out)
         })
     }
 

@@ -29,6 +29,25 @@ struct Env {
     log: PathBuf,
 }
 
+impl Env {
+    /// With `HANGAR_BENCH_KEEP_LOGS=DIR`, keeps the daemon's log and the
+    /// provider's calls log as `DIR/<scenario>.{hangard,calls}.log` (with
+    /// `HANGAR_E2E_LOG=info,hangar_scheduler=debug` they give a timeline).
+    fn keep_logs(&self, scenario: &str) -> anyhow::Result<()> {
+        let Some(dir) = std::env::var_os("HANGAR_BENCH_KEEP_LOGS") else {
+            return Ok(());
+        };
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join(format!("{scenario}.hangard.log")),
+            self.daemon.logs(),
+        )?;
+        std::fs::copy(&self.log, dir.join(format!("{scenario}.calls.log")))?;
+        Ok(())
+    }
+}
+
 async fn start(max_runners: usize) -> anyhow::Result<Env> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("calls.log");
@@ -48,6 +67,8 @@ calls_log = "{}"
 "#,
         log.display()
     );
+    // Diagnosis: more config (e.g. a `[scheduler]` table) for a run.
+    let extra = extra + &std::env::var("HANGAR_BENCH_SS_CONFIG").unwrap_or_default();
     let port = free_port();
     let config = write_config(dir.path(), port, &extra);
     let text = std::fs::read_to_string(&config)?;
@@ -111,6 +132,7 @@ async fn singles(n: usize) -> anyhow::Result<(Vec<Duration>, load::Load)> {
         lat.push(Duration::from_micros(newest.saturating_sub(t0) as u64));
     }
     let l = window.end(pid)?;
+    env.keep_logs("singles")?;
     let total = creates(&env.log)?.len();
     if total != n {
         println!("note: single jobs: {total} create calls for {n} jobs");
@@ -139,6 +161,11 @@ async fn burst(n: usize) -> anyhow::Result<(Vec<Duration>, load::Load)> {
     )
     .await?;
     let l = window.end(pid)?;
+    env.keep_logs("burst")?;
+    if let Some(dir) = std::env::var_os("HANGAR_BENCH_KEEP_LOGS") {
+        let q: Vec<String> = queued.iter().map(u128::to_string).collect();
+        std::fs::write(PathBuf::from(dir).join("burst.queued"), q.join("\n"))?;
+    }
     let mut lat: Vec<Duration> = queued
         .iter()
         .zip(c.iter())
