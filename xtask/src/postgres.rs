@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL server for `cargo xtask ci`: the store's tests
-//! run on SQLite and on PostgreSQL, and CI must not skip the second half.
+//! run on SQLite and on PostgreSQL, and CI must not skip the second half;
+//! the cluster fault run (`faults --cluster`, and in `ci`) uses it too.
 //! Debian's `postgresql` package (installed when missing), a fresh cluster
 //! under `target/ci-postgres` made with `initdb` and started with `pg_ctl`
 //! (no systemd, no `pg_ctlcluster`: this may run in a container), trust
@@ -27,7 +28,7 @@ pub(crate) struct TestServer {
 
 /// Installs PostgreSQL when missing and starts a fresh cluster.
 pub(crate) fn start() -> Result<TestServer> {
-    step("PostgreSQL for the store tests");
+    step("a throwaway PostgreSQL server (store tests, cluster faults)");
     install()?;
     let bin = bin_dir()?;
     let as_postgres = is_root();
