@@ -282,7 +282,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    if chosen.iter().any(|s| CLUSTER_SCENARIOS.contains(&s.as_str())) && postgres.is_none() {
+    if chosen
+        .iter()
+        .any(|s| CLUSTER_SCENARIOS.contains(&s.as_str()))
+        && postgres.is_none()
+    {
         eprintln!(
             "{} run on a cluster only: add --postgres URL\n{}",
             CLUSTER_SCENARIOS.join(" and "),

@@ -59,9 +59,7 @@ fn with_database(admin_url: &str, db: &str) -> String {
         Some((b, q)) => (b, format!("?{q}")),
         None => (admin_url, String::new()),
     };
-    let rest = base
-        .split_once("://")
-        .map_or(base, |(_, r)| r);
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
     let base = if rest.contains('/') {
         &base[..base.rfind('/').unwrap_or(base.len())]
     } else {
@@ -82,9 +80,11 @@ async fn create_database(c: &Cluster) -> anyhow::Result<String> {
     let mut conn = sqlx::PgConnection::connect(&c.admin_url)
         .await
         .with_context(|| format!("connecting to {}", c.admin_url))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut conn)
+    .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -107,8 +107,8 @@ pub async fn drop_databases() {
                 if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                 )))
-                    .execute(&mut conn)
-                    .await
+                .execute(&mut conn)
+                .await
                 {
                     eprintln!("hangar-faults: cannot drop database {name}: {e}");
                 }
@@ -547,7 +547,8 @@ impl Rig {
                 Daemon::start_with_env(self.dir.path(), self.port, &self.config, &env).await?;
         } else {
             let r = &mut self.others[i - 1];
-            r.daemon = Some(Daemon::start_with_env(self.dir.path(), r.port, &r.config, &env).await?);
+            r.daemon =
+                Some(Daemon::start_with_env(self.dir.path(), r.port, &r.config, &env).await?);
         }
         self.api = Api::login(&self.url).await?;
         Ok(())
@@ -915,9 +916,10 @@ async fn balancer(ports: Vec<u16>) -> anyhow::Result<String> {
         let first = lb.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
             let port = lb.ports[(first + k) % n];
-            let mut rb = lb
-                .client
-                .request(parts.method.clone(), format!("http://127.0.0.1:{port}{path}"));
+            let mut rb = lb.client.request(
+                parts.method.clone(),
+                format!("http://127.0.0.1:{port}{path}"),
+            );
             for (name, value) in &parts.headers {
                 if !HOP.contains(name) {
                     rb = rb.header(name, value);
