@@ -18,8 +18,11 @@
 //!   deterministic simulation (`crates/hangar-sim`, scenarios in
 //!   `sim/scenarios/`), built in release unless `--dev`; fails when a
 //!   scenario misses one of its goals.
-//! - `cargo xtask faults [--short] [--release] [--seed N] [SCENARIO…]` — the
-//!   fault suite against the real `hangard` (a short run is part of `ci`).
+//! - `cargo xtask faults [--short] [--release] [--seed N] [--cluster [N]] [SCENARIO…]`
+//!   — the fault suite against the real `hangard` (a short run is part of
+//!   `ci`); `--cluster [N]` runs it against N replicas (default 2) on a
+//!   throwaway PostgreSQL server, with the lease-holder kill -9 failover
+//!   measurement (a short two-replica run is part of `ci` too).
 //! - `cargo xtask store-tests [ARGS…]` — the store's tests on SQLite and on
 //!   a throwaway PostgreSQL server (`cargo test -p hangar-store ARGS…`).
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
         Some("terraform") => terraform_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets|postgres [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [SCENARIO…] | store-tests [ARGS…]>"
+            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets|postgres [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [--cluster [N]] [SCENARIO…] | store-tests [ARGS…]>"
                 .into(),
         ),
     };
@@ -472,7 +475,8 @@ fn ci() -> Result {
     step("build binaries (end-to-end tests run them)");
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     deb_check()?;
-    // Stopped when dropped: right after the tests, pass or fail.
+    // Stopped when dropped: after the cluster fault run, or as soon as a
+    // step before it fails.
     let pg = postgres::start()?;
     step("tests");
     let mut test = cargo();
@@ -481,18 +485,40 @@ fn ci() -> Result {
     for (k, v) in libvirt_env.unwrap_or_default() {
         test.env(k, v);
     }
-    let tested = run(&mut test);
-    drop(pg);
-    tested?;
+    run(&mut test)?;
     step("simulation (sim/scenarios/smoke.toml)");
     run(Command::new(root().join("target/debug/hangar-sim"))
         .arg("smoke")
         .current_dir(root()))?;
     step("fault suite (short)");
     run_faults(&root().join("target/debug"), &["--short".to_owned()])?;
+    step("fault suite (short, two replicas on PostgreSQL)");
+    run_faults(
+        &root().join("target/debug"),
+        &CI_CLUSTER_FAULTS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--postgres".to_owned(), pg.url.clone()])
+            .collect::<Vec<_>>(),
+    )?;
+    drop(pg);
     eprintln!("\nci: all green");
     Ok(())
 }
+
+/// The cluster fault run `ci` makes, on its PostgreSQL server: two
+/// replicas, the short bursts, the scenarios that exercise what a cluster
+/// changes (crashes, provider faults, disordered deliveries, the lease
+/// holder's death) in about two minutes.
+const CI_CLUSTER_FAULTS: &[&str] = &[
+    "--short",
+    "--replicas",
+    "2",
+    "kill9",
+    "provider",
+    "disorder",
+    "kill-lease-holder",
+];
 
 /// `cargo xtask store-tests [ARGS…]`: the store's suite on both backends,
 /// with a PostgreSQL server of its own, stopped afterwards.
@@ -676,7 +702,26 @@ fn bench(args: &[String]) -> Result {
 fn faults(args: &[String]) -> Result {
     system_packages()?;
     let release = args.iter().any(|a| a == "--release");
-    let rest: Vec<String> = args.iter().filter(|a| *a != "--release").cloned().collect();
+    // `--cluster [N]`: N replicas (default 2) on a server of our own.
+    let mut cluster = None;
+    let mut rest: Vec<String> = Vec::new();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--release" => {}
+            "--cluster" => {
+                let n = match it.peek().and_then(|s| s.parse::<usize>().ok()) {
+                    Some(n) => {
+                        it.next();
+                        n
+                    }
+                    None => 2,
+                };
+                cluster = Some(n);
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
     step(&format!(
         "build {} binaries",
         if release { "release" } else { "debug" }
@@ -701,7 +746,20 @@ fn faults(args: &[String]) -> Result {
     } else {
         "target/debug"
     });
-    run_faults(&dir, &rest)
+    match cluster {
+        None => run_faults(&dir, &rest),
+        Some(n) => {
+            // Stopped when dropped, pass or fail.
+            let pg = postgres::start()?;
+            rest.extend([
+                "--postgres".to_owned(),
+                pg.url.clone(),
+                "--replicas".to_owned(),
+                n.to_string(),
+            ]);
+            run_faults(&dir, &rest)
+        }
+    }
 }
 
 fn run_faults(bin_dir: &Path, args: &[String]) -> Result {

@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL server for `cargo xtask ci` and `cargo xtask
 //! bench postgres`: the store's tests run on SQLite and on PostgreSQL, and
-//! CI must not skip the second half; the bench compares the two backends.
+//! CI must not skip the second half; the cluster fault run (`faults
+//! --cluster`, and in `ci`) uses it too; the bench compares the two backends.
 //! Debian's `postgresql` package (installed when missing), a fresh cluster
 //! under `target/ci-postgres` (`target/bench-postgres`) made with `initdb`
 //! and started with `pg_ctl` (no systemd, no `pg_ctlcluster`: this may run
@@ -77,7 +78,7 @@ pub(crate) fn start() -> Result<TestServer> {
 /// `purpose`.
 pub(crate) fn start_for(purpose: Purpose) -> Result<TestServer> {
     step(match purpose {
-        Purpose::Tests => "PostgreSQL for the store tests",
+        Purpose::Tests => "a throwaway PostgreSQL server (store tests, cluster faults)",
         Purpose::Bench => "PostgreSQL for the bench",
     });
     install()?;

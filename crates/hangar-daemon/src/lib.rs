@@ -389,7 +389,9 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         let cancel = cancel.clone();
         tokio::spawn(async move { scheduler.run(cancel).await })
     };
-    tracing::info!("scheduler running");
+    // The replica's id is what `pool_leases.holder` names: an operator (or
+    // the fault suite) finds which process holds a pool by it.
+    tracing::info!(replica.id = %scheduler.replica_id(), "scheduler running");
 
     notify(&[sd_notify::NotifyState::Ready]);
     let mut watchdog_usec = 0u64;

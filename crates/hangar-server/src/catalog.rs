@@ -95,9 +95,41 @@ fn scope_key(scope: ScopeRef<'_>) -> (EntityKind, String, String) {
 pub struct Catalog {
     snapshot: RwLock<Arc<Snapshot>>,
     load: RwLock<HashMap<PoolId, u32>>,
+    /// When a miss last rebuilt the snapshot (see [`Catalog::refresh_after_miss`]).
+    missed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+/// The least time between two rebuilds a miss asks for.
+const MISS_REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Catalog {
+    /// After a delivery found no entity, or no pool for its labels: on a
+    /// database other replicas share, the entity or pool may have been
+    /// added (or its secret changed) through another replica a moment ago,
+    /// before this one's periodic rebuild. Rebuilds the snapshot now, at
+    /// most once per 100 ms (a stream of unknown deliveries cannot hammer
+    /// the database), and says whether it did; never on SQLite, where only
+    /// this process changes the catalog and rebuilds it at once.
+    pub async fn refresh_after_miss(&self, store: &Store) -> bool {
+        if store.backend_name() == "sqlite" {
+            return false;
+        }
+        {
+            let mut last = self.missed.lock().expect("catalog lock");
+            if last.is_some_and(|t| t.elapsed() < MISS_REFRESH_EVERY) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.refresh(store).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot refresh the intake catalog after a miss");
+                false
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().expect("catalog lock").clone()
     }

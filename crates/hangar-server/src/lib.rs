@@ -165,11 +165,18 @@ impl AppState {
             settings,
         }));
         let weak = Arc::downgrade(&state.0);
+        // Replicas sharing a PostgreSQL database: entities and pools added
+        // or changed through another replica's admin API reach this one's
+        // intake within a tick (its own changes rebuild the catalog at once).
+        let shared = state.store.backend_name() != "sqlite";
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
+                if shared && let Err(e) = inner.catalog.refresh(&inner.store).await {
+                    tracing::debug!(error = %e, "cannot refresh the intake catalog");
+                }
                 if let Err(e) = inner.catalog.refresh_load(&inner.store).await {
                     tracing::debug!(error = %e, "cannot refresh pool load");
                 }

@@ -139,12 +139,22 @@ pub async fn entity_webhook(
     let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
         let body = read_limited(&state, headers, body).await?;
-        let snap = state.catalog.snapshot();
-        let Some(entry) = entity_id
-            .parse()
-            .ok()
-            .and_then(|id| snap.entity(&id).cloned())
-        else {
+        let lookup = |snap: &crate::catalog::Snapshot| {
+            entity_id
+                .parse()
+                .ok()
+                .and_then(|id| snap.entity(&id).cloned())
+        };
+        let mut snap = state.catalog.snapshot();
+        let mut found = lookup(&snap);
+        if found.is_none()
+            && !snap.is_controller(&entity_id)
+            && state.catalog.refresh_after_miss(&state.store).await
+        {
+            snap = state.catalog.snapshot();
+            found = lookup(&snap);
+        }
+        let Some(entry) = found else {
             if snap.is_controller(&entity_id) {
                 return shared(&state, &snap, headers, event, &body).await;
             }
@@ -190,7 +200,17 @@ pub async fn shared_webhook(State(state): State<AppState>, request: Request) -> 
     let event = header(headers, webhook::EVENT_HEADER).unwrap_or("");
     let result = async {
         let body = read_limited(&state, headers, body).await?;
-        shared(&state, &state.catalog.snapshot(), headers, event, &body).await
+        match shared(&state, &state.catalog.snapshot(), headers, event, &body).await {
+            // No entity, or no secret that verifies: another replica may
+            // have just added the entity or changed its secret.
+            Err(e)
+                if matches!(e.status, StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED)
+                    && state.catalog.refresh_after_miss(&state.store).await =>
+            {
+                shared(&state, &state.catalog.snapshot(), headers, event, &body).await
+            }
+            r => r,
+        }
     }
     .await;
     finish(&state, event, None, result)
@@ -362,11 +382,20 @@ async fn handle_verified(
                 .unwrap_or_default()
             });
             let matchable = labels.len() == ev.workflow_job.labels.len();
-            let pool_id = if matchable {
+            let mut pool_id = if matchable {
                 state.catalog.choose_pool(entry, &labels)
             } else {
                 None
             };
+            // No pool for the labels: one may have just been added (or
+            // enabled) through another replica.
+            if matchable
+                && pool_id.is_none()
+                && state.catalog.refresh_after_miss(&state.store).await
+                && let Some(fresh) = state.catalog.snapshot().entity(&entry.entity.id).cloned()
+            {
+                pool_id = state.catalog.choose_pool(&fresh, &labels);
+            }
             // The parsed event is not needed past here: its strings move.
             let job = ev.workflow_job;
             let record = JobEvent {

@@ -6,13 +6,22 @@
 //! accepted job that is not served, fails the run (exit 1).
 //!
 //! ```text
-//! hangar-faults [--short] [--seed N] [SCENARIO…]
+//! hangar-faults [--short] [--seed N] [--postgres URL [--replicas N] [--lease-ttl-ms MS]] [SCENARIO…]
 //! ```
 //!
 //! Scenarios: `kill9`, `provider`, `github`, `lost`, `disorder`,
 //! `db-full`, `db-readonly`, `flood`, `slowloris` (all by default).
 //! `--short` runs smaller bursts (CI); randomness comes from `--seed`
 //! (default 13), so a failing run can be repeated.
+//!
+//! `--postgres URL` runs every scenario against a cluster: `--replicas`
+//! `hangard` (default 2) on a fresh database of that server, with
+//! `[scheduler] lease_ttl_ms` = `--lease-ttl-ms` (default 1500). It adds
+//! the cluster-only `kill-lease-holder` (kill -9 of the replica holding a
+//! pool's lease, ≥ 10 times, 3 with `--short`; failover measured) and, in
+//! the full run, `kill-lease-holder-default-ttl` (the same at the default
+//! 6000 ms). Scenarios that only make sense on one SQLite `hangard` are
+//! skipped with their reason.
 
 mod net;
 mod rig;
@@ -26,6 +35,26 @@ use std::time::{Duration, Instant};
 pub struct Ctx {
     pub short: bool,
     pub seed: u64,
+}
+
+/// Failover times of one `kill-lease-holder` row.
+#[derive(Debug, Clone, Default)]
+pub struct Failover {
+    pub lease_ttl_ms: u64,
+    /// One per kill that failed over, in order.
+    pub times: Vec<Duration>,
+}
+
+impl Failover {
+    pub fn median(&self) -> Duration {
+        let mut t = self.times.clone();
+        t.sort_unstable();
+        t.get(t.len() / 2).copied().unwrap_or_default()
+    }
+
+    pub fn max(&self) -> Duration {
+        self.times.iter().max().copied().unwrap_or_default()
+    }
 }
 
 /// One line of the table.
@@ -49,6 +78,8 @@ pub struct Row {
     /// Why the row could not run here.
     pub skipped: Option<String>,
     pub took: Duration,
+    /// Cluster failover measurements (`kill-lease-holder`).
+    pub failover: Option<Failover>,
 }
 
 const SCENARIOS: &[&str] = &[
@@ -63,10 +94,14 @@ const SCENARIOS: &[&str] = &[
     "slowloris",
 ];
 
+/// Scenarios only a cluster runs.
+const CLUSTER_SCENARIOS: &[&str] = &["kill-lease-holder", "kill-lease-holder-default-ttl"];
+
 fn usage() -> String {
     format!(
-        "usage: hangar-faults [--short] [--seed N] [SCENARIO…]\nscenarios: {}",
-        SCENARIOS.join(", ")
+        "usage: hangar-faults [--short] [--seed N] [--postgres URL [--replicas N] [--lease-ttl-ms MS]] [SCENARIO…]\nscenarios: {}\ncluster only (--postgres): {}",
+        SCENARIOS.join(", "),
+        CLUSTER_SCENARIOS.join(", ")
     )
 }
 
@@ -76,11 +111,16 @@ fn limit(name: &str, short: bool) -> Duration {
         ("kill9", true) => 300,
         ("kill9", false) => 1200,
         ("lost", _) => 400,
+        ("kill-lease-holder" | "kill-lease-holder-default-ttl", true) => 300,
+        ("kill-lease-holder" | "kill-lease-holder-default-ttl", false) => 900,
         (_, true) => 180,
         (_, false) => 400,
     };
     Duration::from_secs(secs)
 }
+
+/// `[scheduler] lease_ttl_ms`'s default.
+const DEFAULT_LEASE_TTL_MS: u64 = 6000;
 
 async fn run_one(name: &str, ctx: &Ctx) -> anyhow::Result<Row> {
     match name {
@@ -93,13 +133,24 @@ async fn run_one(name: &str, ctx: &Ctx) -> anyhow::Result<Row> {
         "db-readonly" => scenarios::database(ctx, scenarios::DbFault::ReadOnly).await,
         "flood" => net::flood(ctx).await,
         "slowloris" => net::slowloris(ctx).await,
+        "kill-lease-holder" => scenarios::kill_lease_holder(ctx, None).await,
+        "kill-lease-holder-default-ttl" => {
+            scenarios::kill_lease_holder(ctx, Some(DEFAULT_LEASE_TTL_MS)).await
+        }
         other => anyhow::bail!("unknown scenario {other:?}"),
     }
 }
 
 fn print_table(rows: &[Row], ctx: &Ctx) {
+    let world = match rig::cluster() {
+        Some(c) => format!(
+            ", {} hangard replicas on PostgreSQL, lease_ttl_ms {}",
+            c.replicas, c.lease_ttl_ms
+        ),
+        None => ", one hangard on SQLite".to_owned(),
+    };
     println!(
-        "\n## Fault suite ({}, seed {})\n",
+        "\n## Fault suite ({}, seed {}{world})\n",
         if ctx.short { "short" } else { "full" },
         ctx.seed
     );
@@ -135,6 +186,26 @@ fn print_table(rows: &[Row], ctx: &Ctx) {
             }
         );
     }
+    let failovers: Vec<(&Row, &Failover)> = rows
+        .iter()
+        .filter_map(|r| r.failover.as_ref().map(|f| (r, f)))
+        .collect();
+    if !failovers.is_empty() {
+        println!(
+            "\n| failover (kill -9 of the lease holder → another replica holds the lease and creates for a waiting job) | lease_ttl_ms | kills measured | median | max |"
+        );
+        println!("|---|---|---|---|---|");
+        for (r, f) in failovers {
+            println!(
+                "| {} | {} | {} | {:.2} s | {:.2} s |",
+                r.name,
+                f.lease_ttl_ms,
+                f.times.len(),
+                f.median().as_secs_f64(),
+                f.max().as_secs_f64()
+            );
+        }
+    }
     let mut any = false;
     for r in rows {
         for p in &r.problems {
@@ -157,6 +228,9 @@ fn print_table(rows: &[Row], ctx: &Ctx) {
 fn main() -> ExitCode {
     let mut short = false;
     let mut seed = 13u64;
+    let mut postgres: Option<String> = None;
+    let mut replicas = 2usize;
+    let mut lease_ttl_ms = 1500u64;
     let mut chosen = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -169,19 +243,72 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--postgres" => match args.next() {
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                    postgres = Some(u)
+                }
+                _ => {
+                    eprintln!("--postgres needs a postgres:// URL\n{}", usage());
+                    return ExitCode::from(2);
+                }
+            },
+            "--replicas" => match args.next().and_then(|s| s.parse().ok()) {
+                Some(n) if (1..=8).contains(&n) => replicas = n,
+                _ => {
+                    eprintln!("--replicas needs a number from 1 to 8\n{}", usage());
+                    return ExitCode::from(2);
+                }
+            },
+            "--lease-ttl-ms" => match args.next().and_then(|s| s.parse().ok()) {
+                Some(n) if n >= 600 => lease_ttl_ms = n,
+                _ => {
+                    eprintln!(
+                        "--lease-ttl-ms needs a number of milliseconds, at least 600\n{}",
+                        usage()
+                    );
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
                 println!("{}", usage());
                 return ExitCode::SUCCESS;
             }
-            s if SCENARIOS.contains(&s) => chosen.push(s.to_owned()),
+            s if SCENARIOS.contains(&s) || CLUSTER_SCENARIOS.contains(&s) => {
+                chosen.push(s.to_owned())
+            }
             other => {
                 eprintln!("unknown argument {other:?}\n{}", usage());
                 return ExitCode::from(2);
             }
         }
     }
+    if chosen
+        .iter()
+        .any(|s| CLUSTER_SCENARIOS.contains(&s.as_str()))
+        && postgres.is_none()
+    {
+        eprintln!(
+            "{} run on a cluster only: add --postgres URL\n{}",
+            CLUSTER_SCENARIOS.join(" and "),
+            usage()
+        );
+        return ExitCode::from(2);
+    }
     if chosen.is_empty() {
         chosen = SCENARIOS.iter().map(|s| s.to_string()).collect();
+        if postgres.is_some() {
+            chosen.push(CLUSTER_SCENARIOS[0].to_owned());
+            if !short && lease_ttl_ms != DEFAULT_LEASE_TTL_MS {
+                chosen.push(CLUSTER_SCENARIOS[1].to_owned());
+            }
+        }
+    }
+    if let Some(admin_url) = postgres {
+        rig::set_cluster(rig::Cluster {
+            admin_url,
+            replicas,
+            lease_ttl_ms,
+        });
     }
     let ctx = Ctx { short, seed };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -230,6 +357,7 @@ fn main() -> ExitCode {
         }
         rows
     });
+    runtime.block_on(rig::drop_databases());
     // Scenario tasks (FakeGitHub servers, watchers) end with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(2));
     print_table(&rows, &ctx);

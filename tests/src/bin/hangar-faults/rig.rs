@@ -2,11 +2,18 @@
 //! state in a temp dir), the real `hangard` wired to both, a watcher that
 //! records the most runners each pool ever had, and the end-of-run
 //! measurements (served, leaked, calls per job, panics) a table row needs.
+//!
+//! With `--postgres URL` ([`Cluster`]) the world is a cluster: N `hangard`
+//! replicas on one fresh PostgreSQL database (made for the rig, dropped at
+//! the end of the run), sharing the passphrase, the JWT secret, the fake
+//! provider's state and FakeGitHub, behind a round-robin HTTP balancer
+//! ([`balancer`]) that GitHub's deliveries, the runners' callbacks and the
+//! admin API all go through, as they would behind a load balancer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +23,100 @@ use serde_json::{Value, json};
 
 pub const SECRET: &str = "faults-webhook-secret";
 pub const REPO: &str = "octo/faults";
+
+/// The JWT secret every replica of a cluster shares (a token one issues,
+/// the others accept).
+const JWT_SECRET: &str = "faults-cluster-jwt-secret-at-least-32-bytes";
+
+/// How the run was asked to build its worlds: one `hangard` on SQLite
+/// (no cluster), or replicas on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// A server URL whose user may create databases
+    /// (`postgres://postgres@127.0.0.1:55432/postgres`).
+    pub admin_url: String,
+    pub replicas: usize,
+    /// `[scheduler] lease_ttl_ms` of every replica.
+    pub lease_ttl_ms: u64,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+/// Databases the run made, dropped by [`drop_databases`].
+static DATABASES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Makes every rig of the run a cluster (once, before the first rig).
+pub fn set_cluster(c: Cluster) {
+    let _ = CLUSTER.set(c);
+}
+
+pub fn cluster() -> Option<&'static Cluster> {
+    CLUSTER.get()
+}
+
+/// `admin_url` with its database replaced by `db`.
+fn with_database(admin_url: &str, db: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let base = if rest.contains('/') {
+        &base[..base.rfind('/').unwrap_or(base.len())]
+    } else {
+        base
+    };
+    format!("{base}/{db}{query}")
+}
+
+/// A fresh database for one rig; its URL.
+async fn create_database(c: &Cluster) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "hangar_faults_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&c.admin_url)
+        .await
+        .with_context(|| format!("connecting to {}", c.admin_url))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .context("CREATE DATABASE")?;
+    DATABASES.lock().expect("databases").push(name.clone());
+    Ok(with_database(&c.admin_url, &name))
+}
+
+/// Drops every database the run made (their replicas are gone by now).
+pub async fn drop_databases() {
+    use sqlx::Connection as _;
+    let Some(c) = cluster() else { return };
+    let names = std::mem::take(&mut *DATABASES.lock().expect("databases"));
+    if names.is_empty() {
+        return;
+    }
+    match sqlx::PgConnection::connect(&c.admin_url).await {
+        Ok(mut conn) => {
+            for name in names {
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                {
+                    eprintln!("hangar-faults: cannot drop database {name}: {e}");
+                }
+            }
+        }
+        Err(e) => eprintln!("hangar-faults: cannot drop databases {names:?}: {e}"),
+    }
+}
 
 /// How a scenario wants its world.
 #[derive(Debug, Clone)]
@@ -40,6 +141,8 @@ pub struct RigOpts {
     pub max_connections: Option<u32>,
     /// More TOML appended to hangard's config (whole sections).
     pub extra_config: String,
+    /// `[scheduler] lease_ttl_ms` on a cluster, instead of the run's.
+    pub lease_ttl_ms: Option<u64>,
 }
 
 impl Default for RigOpts {
@@ -56,6 +159,7 @@ impl Default for RigOpts {
             repo_hook: false,
             max_connections: None,
             extra_config: String::new(),
+            lease_ttl_ms: None,
         }
     }
 }
@@ -76,10 +180,28 @@ pub struct Peaks {
     pub per_view: HashMap<(&'static str, String), usize>,
 }
 
+/// One more replica of a cluster (replica 0 is [`Rig::daemon`]).
+pub struct Replica {
+    /// `None` while it is down.
+    pub daemon: Option<Daemon>,
+    pub port: u16,
+    pub config: PathBuf,
+}
+
 pub struct Rig {
     // Dropped first: the daemon stops before its directory goes.
+    /// The one `hangard`; on a cluster, replica 0.
     pub daemon: Daemon,
+    /// Replicas 1.. of a cluster (empty otherwise).
+    pub others: Vec<Replica>,
     pub api: Api,
+    /// Where GitHub, the runners and the operator reach hangard: the
+    /// daemon's own URL, or on a cluster the balancer's.
+    pub url: String,
+    /// The cluster's database (for `pool_leases`).
+    pub database_url: Option<String>,
+    /// The next replica [`Rig::crash_and_restart`] kills.
+    victim: usize,
     pub gh: FakeGitHub,
     pub repo_id: String,
     pub pools: Vec<PoolInfo>,
@@ -95,13 +217,31 @@ pub struct Rig {
     pub dir: tempfile::TempDir,
 }
 
-fn hangard_config(dir: &Path, port: u16, opts: &RigOpts, provider_config: &Path) -> String {
+fn hangard_config(
+    dir: &Path,
+    port: u16,
+    public_url: &str,
+    opts: &RigOpts,
+    provider_config: &Path,
+) -> String {
+    let (lease, auth) = match cluster() {
+        Some(c) => (
+            format!(
+                "lease_ttl_ms = {}",
+                opts.lease_ttl_ms.unwrap_or(c.lease_ttl_ms)
+            ),
+            format!("[auth]\njwt_secret = \"{JWT_SECRET}\"\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"[server]
 bind = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+public_url = "{public_url}"
 read_timeout_secs = {read_timeout}
 {max_connections}
+
+{auth}
 
 [database]
 url = "sqlite://{db}"
@@ -125,6 +265,7 @@ backoff_base_ms = 100
 backoff_max_ms = 2000
 busy_retry_secs = 1
 job_recheck_after_secs = 20
+{lease}
 
 [[provider]]
 name = "ext"
@@ -169,26 +310,55 @@ impl Rig {
                 opts.provider_faults
             ),
         )?;
-        let port = free_port();
-        let config = dir.path().join("hangard.toml");
-        std::fs::write(
-            &config,
-            hangard_config(dir.path(), port, &opts, &provider_config),
-        )?;
+        let replicas = cluster().map_or(1, |c| c.replicas.max(1));
+        let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let url = if cluster().is_some() {
+            balancer(ports.clone()).await?
+        } else {
+            format!("http://127.0.0.1:{}", ports[0])
+        };
+        let mut configs = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            // Not `hangard-*`: those are the daemons' logs.
+            let config = dir.path().join(if replicas == 1 {
+                "hangard.toml".to_owned()
+            } else {
+                format!("replica-{i}.toml")
+            });
+            std::fs::write(
+                &config,
+                hangard_config(dir.path(), *port, &url, &opts, &provider_config),
+            )?;
+            configs.push(config);
+        }
+        let database_url = match (cluster(), &opts.database_url) {
+            (_, Some(u)) => Some(u.clone()),
+            (Some(c), None) => Some(create_database(c).await?),
+            (None, None) => None,
+        };
         let mut env = Vec::new();
-        if let Some(url) = &opts.database_url {
+        if let Some(url) = &database_url {
             env.push(("HANGAR_DATABASE_URL".to_owned(), url.clone()));
         }
         let env_ref: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let daemon = Daemon::start_with_env(dir.path(), port, &config, &env_ref).await?;
-        let api = Api::init(&daemon.url).await?;
+        // Replica 0 migrates the fresh database; the others start on it.
+        let daemon = Daemon::start_with_env(dir.path(), ports[0], &configs[0], &env_ref).await?;
+        let mut others = Vec::new();
+        for (port, config) in ports.iter().zip(&configs).skip(1) {
+            others.push(Replica {
+                daemon: Some(Daemon::start_with_env(dir.path(), *port, config, &env_ref).await?),
+                port: *port,
+                config: config.clone(),
+            });
+        }
+        let api = Api::init(&url).await?;
         let gh = FakeGitHub::start().await;
         gh.set_job_duration(opts.job_duration);
         api.add_github(&gh.url()).await?;
         let (owner, name) = REPO.split_once('/').context("repo")?;
         let repo_id = api.add_repo(owner, name, SECRET).await?;
-        let webhook_url = format!("{}/webhooks/{repo_id}", daemon.url);
+        let webhook_url = format!("{url}/webhooks/{repo_id}");
         // The hook exists before any pool does, so hangard's first
         // recovery pass (which looks only at entities with pools) finds it.
         let hook_id = if opts.repo_hook {
@@ -215,14 +385,18 @@ impl Rig {
         }
         let rig = Rig {
             daemon,
+            others,
             api,
+            url,
+            database_url: cluster().and(database_url),
+            victim: 0,
             gh,
             repo_id,
             pools,
             state,
             provider_config,
-            port,
-            config,
+            port: ports[0],
+            config: configs[0].clone(),
             hook_id,
             env,
             peaks: Arc::default(),
@@ -251,7 +425,7 @@ impl Rig {
 
     /// Samples the runner count of every pool until the rig is dropped.
     fn watch(&self) {
-        let url = self.daemon.url.clone();
+        let url = self.url.clone();
         let token = self.api.token.clone();
         let gh = self.gh.clone();
         let state = self.state.clone();
@@ -338,18 +512,64 @@ impl Rig {
         out
     }
 
-    /// kill -9, then start again on the same port and database.
+    /// kill -9, then start again on the same port and database; on a
+    /// cluster each call takes the next replica in turn.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
-        self.daemon.kill9();
+        let which = self.victim % self.replicas();
+        self.victim += 1;
+        self.kill_replica(which);
+        self.restart_replica(which).await
+    }
+
+    /// How many `hangard` the rig runs.
+    pub fn replicas(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// kill -9 of replica `i` (0: [`Rig::daemon`]).
+    pub fn kill_replica(&mut self, i: usize) {
+        if i == 0 {
+            self.daemon.kill9();
+        } else if let Some(mut d) = self.others[i - 1].daemon.take() {
+            d.kill9();
+        }
+    }
+
+    /// Starts replica `i` again on its port and the rig's database.
+    pub async fn restart_replica(&mut self, i: usize) -> anyhow::Result<()> {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.daemon =
-            Daemon::start_with_env(self.dir.path(), self.port, &self.config, &env).await?;
-        self.api = Api::login(&self.daemon.url).await?;
+        if i == 0 {
+            self.daemon =
+                Daemon::start_with_env(self.dir.path(), self.port, &self.config, &env).await?;
+        } else {
+            let r = &mut self.others[i - 1];
+            r.daemon =
+                Some(Daemon::start_with_env(self.dir.path(), r.port, &r.config, &env).await?);
+        }
+        self.api = Api::login(&self.url).await?;
         Ok(())
+    }
+
+    /// The replica id (what `pool_leases.holder` names) replica `i` logged
+    /// at its latest start.
+    pub fn replica_id(&self, i: usize) -> Option<String> {
+        let logs = if i == 0 {
+            self.daemon.logs()
+        } else {
+            self.others[i - 1].daemon.as_ref()?.logs()
+        };
+        let at = logs.rfind("replica.id")?;
+        let rest = &logs[at + "replica.id".len()..];
+        let start = rest.find(|c: char| c.is_ascii_hexdigit())?;
+        let id: String = rest[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+            .collect();
+        (id.len() == 36).then_some(id)
     }
 
     /// Queues `n` jobs spread over the pools, `conns` at a time; returns
@@ -533,6 +753,11 @@ impl Drop for Rig {
     fn drop(&mut self) {
         self.stop_watch.store(true, Ordering::Relaxed);
         self.daemon.kill9();
+        for r in &mut self.others {
+            if let Some(mut d) = r.daemon.take() {
+                d.kill9();
+            }
+        }
         self.reap_processes();
     }
 }
@@ -657,4 +882,82 @@ async fn make_hook(gh: &FakeGitHub, url: &str) -> anyhow::Result<i64> {
     anyhow::ensure!(r.status() == 201, "creating the hook: {}", r.status());
     let v: Value = r.json().await?;
     v["id"].as_i64().context("hook id")
+}
+
+/// A round-robin HTTP balancer on loopback in front of the replicas' ports
+/// (each request to the next; a replica that refuses the connection is
+/// skipped, as a load balancer's passive health check would); its URL.
+async fn balancer(ports: Vec<u16>) -> anyhow::Result<String> {
+    use axum::body::Body;
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse as _, Response};
+
+    struct Lb {
+        ports: Vec<u16>,
+        next: AtomicUsize,
+        client: reqwest::Client,
+    }
+    const HOP: [header::HeaderName; 4] = [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+    ];
+    async fn forward(
+        axum::extract::State(lb): axum::extract::State<Arc<Lb>>,
+        req: axum::extract::Request,
+    ) -> Response {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let n = lb.ports.len();
+        let first = lb.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let port = lb.ports[(first + k) % n];
+            let mut rb = lb.client.request(
+                parts.method.clone(),
+                format!("http://127.0.0.1:{port}{path}"),
+            );
+            for (name, value) in &parts.headers {
+                if !HOP.contains(name) {
+                    rb = rb.header(name, value);
+                }
+            }
+            match rb.body(body.clone()).send().await {
+                Ok(r) => {
+                    let mut out = Response::builder().status(r.status());
+                    for (name, value) in r.headers() {
+                        if !HOP.contains(name) {
+                            out = out.header(name, value);
+                        }
+                    }
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    return out
+                        .body(Body::from(bytes))
+                        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+                }
+                Err(e) if e.is_connect() => continue,
+                Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        StatusCode::BAD_GATEWAY.into_response()
+    }
+
+    let lb = Arc::new(Lb {
+        ports,
+        next: AtomicUsize::new(0),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(forward).with_state(lb);
+    // Ends with the runtime, at the end of the run.
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
 }

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::rig::{REPO, Rig, RigOpts};
-use crate::{Ctx, Row};
+use crate::{Ctx, Failover, Row};
 
 /// A deterministic coin for (seed, job, salt): the same run makes the same
 /// choices.
@@ -725,6 +725,11 @@ pub async fn database(ctx: &Ctx, fault: DbFault) -> anyhow::Result<Row> {
         skipped: Some(why),
         ..Row::default()
     };
+    if crate::rig::cluster().is_some() {
+        return Ok(skip(
+            "a SQLite file system fault; the cluster's database is a PostgreSQL server the suite does not own".into(),
+        ));
+    }
     let holder = tempfile::Builder::new()
         .prefix("hangar-faults-db-")
         .tempdir()?;
@@ -992,4 +997,258 @@ fn last_status(rig: &Rig, job: i64) -> u16 {
         .rev()
         .find(|d| d.job_id == job && d.action == "queued")
         .map_or(0, |d| d.status)
+}
+
+/// The pool's lease as the database has it now: (holder, token), when
+/// held and not lapsed (by the database's clock, as the replicas see it).
+async fn lease_holder(
+    db: &mut sqlx::PgConnection,
+    pool_id: &str,
+) -> anyhow::Result<Option<(String, i64)>> {
+    let row: Option<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT holder, token FROM pool_leases WHERE pool_id = $1 \
+         AND expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    )
+    .bind(pool_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    Ok(row.and_then(|(h, t)| h.map(|h| (h, t))))
+}
+
+/// `CreateInstance`/`DeleteInstance` lines of the provider's call log as
+/// (command, instance, unix µs).
+fn provider_call_times(rig: &Rig) -> Vec<(String, String, u64)> {
+    rig.provider_calls()
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let cmd = w.next()?;
+            if cmd != "CreateInstance" && cmd != "DeleteInstance" {
+                return None;
+            }
+            Some((
+                cmd.to_owned(),
+                w.next()?.to_owned(),
+                w.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Cluster only: while jobs keep coming, kill -9 the replica holding pool
+/// `a`'s lease (≥ 10 times, 3 with `--short`) and time the failover: from
+/// the kill until another replica holds the lease and the provider has
+/// created a VM for a waiting job after that. The killed replica starts
+/// again before the next kill. Then the usual checks, and no instance
+/// created or deleted twice.
+pub async fn kill_lease_holder(ctx: &Ctx, lease_ttl_ms: Option<u64>) -> anyhow::Result<Row> {
+    use sqlx::Connection as _;
+    let name = match lease_ttl_ms {
+        Some(_) => "kill -9 of the lease holder (default TTL)",
+        None => "kill -9 of the lease holder",
+    };
+    let Some(cluster) = crate::rig::cluster() else {
+        return Ok(Row {
+            name: name.to_owned(),
+            skipped: Some("cluster only (--postgres)".into()),
+            ..Row::default()
+        });
+    };
+    let ttl = lease_ttl_ms.unwrap_or(cluster.lease_ttl_ms);
+    let kills = if ctx.short { 3 } else { 10 };
+    let mut rig = Rig::start(RigOpts {
+        pools: vec![("a", 3), ("b", 3)],
+        job_duration: Duration::from_millis(300),
+        // A boot that called a replica as it died never reports in: the
+        // bootstrap timeout replaces it.
+        bootstrap_timeout_mins: 1,
+        lease_ttl_ms: Some(ttl),
+        ..RigOpts::default()
+    })
+    .await?;
+    if rig.replicas() < 2 {
+        return Ok(Row {
+            name: name.to_owned(),
+            skipped: Some("needs at least two replicas (--replicas)".into()),
+            ..Row::default()
+        });
+    }
+    let db_url = rig
+        .database_url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a cluster rig without a database URL"))?;
+    let mut db = sqlx::PgConnection::connect(&db_url).await?;
+    let pool = rig.pools[0].id.clone();
+
+    // The stream: enough jobs queued that some always wait for a runner
+    // (more than both pools' max_runners not yet done), one more every
+    // 100 ms while fewer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let gh = rig.gh.clone();
+        let stop = stop.clone();
+        let labels: Vec<&'static str> = rig.pools.iter().map(|p| p.label).collect();
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let open = gh.jobs().iter().filter(|j| j.status != "completed").count();
+                if open < 10 {
+                    gh.queue_job(REPO, &["self-hosted", labels[i % labels.len()]])
+                        .await;
+                    i += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let mut failover = Failover {
+        lease_ttl_ms: ttl,
+        times: Vec::new(),
+    };
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let mut kill_times: Vec<u64> = Vec::new();
+    let bound = Duration::from_millis(ttl) * 3 + Duration::from_secs(30);
+    for k in 0..kills {
+        // The holder, once the lease is held by a replica the rig knows
+        // (after a restart, replicas settle who holds what).
+        let deadline = tokio::time::Instant::now() + bound;
+        let victim = loop {
+            if let Some((holder, _)) = lease_holder(&mut db, &pool).await?
+                && let Some(i) = (0..rig.replicas())
+                    .find(|i| rig.replica_id(*i).as_deref() == Some(holder.as_str()))
+            {
+                break Some((i, holder));
+            }
+            if tokio::time::Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let Some((victim, old_holder)) = victim else {
+            problems.push(format!(
+                "kill {}: no live replica held pool a's lease within {}s",
+                k + 1,
+                bound.as_secs()
+            ));
+            break;
+        };
+        // Some waiting work, then the kill.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rig.kill_replica(victim);
+        let killed_at = tokio::time::Instant::now();
+        kill_times.push(unix_micros());
+        let deadline = killed_at + bound;
+        let mut taken_at_us = None;
+        let measured = loop {
+            if taken_at_us.is_none()
+                && let Some((holder, _)) = lease_holder(&mut db, &pool).await?
+                && holder != old_holder
+            {
+                taken_at_us = Some(unix_micros());
+            }
+            if let Some(taken) = taken_at_us
+                && provider_call_times(&rig)
+                    .iter()
+                    .any(|(cmd, _, at)| cmd == "CreateInstance" && *at >= taken)
+            {
+                break Some(killed_at.elapsed());
+            }
+            if tokio::time::Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match measured {
+            Some(t) => failover.times.push(t),
+            None => problems.push(format!(
+                "kill {}: no failover within {}s (lease {})",
+                k + 1,
+                bound.as_secs(),
+                if taken_at_us.is_some() {
+                    "taken, but no create for a waiting job"
+                } else {
+                    "never taken by another replica"
+                }
+            )),
+        }
+        rig.restart_replica(victim).await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = stream.await;
+    let all: BTreeSet<i64> = rig.gh.jobs().iter().map(|j| j.id).collect();
+    let accepted = rig.accepted();
+    let within = Duration::from_secs(if ctx.short { 150 } else { 300 });
+    let mut row = measure(
+        &rig,
+        name,
+        format!(
+            "{} kill -9 of pool a's lease holder ({} replicas, lease_ttl_ms {ttl}) during a stream of {} jobs",
+            failover.times.len() + problems.len().min(kills),
+            rig.replicas(),
+            all.len()
+        ),
+        &accepted,
+        within,
+    )
+    .await;
+    // Every instance created once and deleted once. The one repeat that
+    // is allowed: a call the killed holder had made (and died before
+    // recording) made again by the replica that took over — keyed by the
+    // instance's name, so the provider finds it done (no second VM, a
+    // delete of a VM already gone).
+    let mut seen: std::collections::BTreeMap<(String, String), Vec<u64>> = Default::default();
+    for (cmd, inst, at) in provider_call_times(&rig) {
+        seen.entry((cmd, inst)).or_default().push(at);
+    }
+    let mut twice = Vec::new();
+    let mut after_failover = 0;
+    for ((cmd, inst), times) in &seen {
+        if times.len() < 2 {
+            continue;
+        }
+        let across_kills =
+            times.len() == 2 && kill_times.iter().any(|k| times[0] <= *k && *k <= times[1]);
+        if across_kills {
+            after_failover += 1;
+        } else {
+            twice.push(format!("{cmd} {inst} ×{}", times.len()));
+        }
+    }
+    if !twice.is_empty() {
+        row.problems.push(format!(
+            "{} provider calls repeated for one instance with no failover between them: {:?}",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        ));
+    }
+    if after_failover > 0 {
+        notes.push(format!(
+            "{after_failover} provider calls a killed holder had made were made again by the replica that took over (keyed by instance name: harmless)"
+        ));
+    }
+    if !failover.times.is_empty() {
+        notes.push(format!(
+            "failover over {} kills: median {:.2}s, max {:.2}s (lease_ttl_ms {ttl})",
+            failover.times.len(),
+            failover.median().as_secs_f64(),
+            failover.max().as_secs_f64()
+        ));
+    }
+    notes.push(format!(
+        "{} provider creates for {} jobs served",
+        count_lines(&rig, "CreateInstance"),
+        row.served
+    ));
+    row.problems.splice(0..0, problems);
+    row.notes.extend(notes);
+    row.failover = Some(failover);
+    Ok(row)
 }
