@@ -165,11 +165,19 @@ impl AppState {
             settings,
         }));
         let weak = Arc::downgrade(&state.0);
+        // On a shared database other replicas' admin APIs add and change
+        // entities, secrets and pools too: without a rebuild here a
+        // replica would refuse (404) deliveries for a repository created
+        // through another one.
+        let shared = state.store.backend_name() != "sqlite";
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
+                if shared && let Err(e) = inner.catalog.refresh(&inner.store).await {
+                    tracing::debug!(error = %e, "cannot refresh the intake catalog");
+                }
                 if let Err(e) = inner.catalog.refresh_load(&inner.store).await {
                     tracing::debug!(error = %e, "cannot refresh pool load");
                 }
