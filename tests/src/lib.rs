@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
+pub mod cluster;
 pub mod walkthrough;
 
 /// A built binary of this workspace (`target/<profile>/<name>`), next to the

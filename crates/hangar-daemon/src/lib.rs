@@ -313,6 +313,8 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> anyhow::Result<
         urls: urls.clone(),
         metrics: metrics.clone(),
     });
+    // The id other replicas see in the pool leases (a new one every start).
+    tracing::info!(replica.id = %scheduler.replica_id(), "scheduler replica");
 
     let stats_forge = forge.clone();
     let settings = Settings {

@@ -417,6 +417,10 @@ impl Store {
         })
     }
 
+    /// How long PostgreSQL lets one of our sessions sit idle inside a
+    /// transaction before it ends it (see [`Store::open_postgres`]).
+    pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
+
     /// Opens and migrates a PostgreSQL database. Its passphrase is checked
     /// first, in a read-only transaction, so a replica started with the
     /// wrong one refuses before it writes anything (migrations included).
@@ -424,7 +428,17 @@ impl Store {
         let connect = PgConnectOptions::from_str(&opts.url)
             .map_err(|e| StoreError::Invalid(format!("database url: {e}")))?
             .application_name("hangard")
-            .log_statements(tracing::log::LevelFilter::Trace);
+            .log_statements(tracing::log::LevelFilter::Trace)
+            // A replica frozen mid-transaction (SIGSTOP, a stalled VM)
+            // would hold its row locks — the share lock a fenced write
+            // takes on its pool's lease row among them — for as long as
+            // its connection stays open, and no other replica could take
+            // the pool over. The server ends such a session instead; no
+            // transaction of ours waits between statements this long.
+            .options([(
+                "idle_in_transaction_session_timeout",
+                Self::IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string(),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.readers.max(1) + 4)
             .min_connections(1)

@@ -16,6 +16,10 @@
 //!                                    # create_delay_ms has passed: "exit1"
 //!                                    # (exit 1, a message on stderr) or
 //!                                    # "garbage" (exit 0, an HTML error page)
+//! caller = "r1"                      # optional: appended to every calls.log
+//!                                    # line, so replicas sharing one
+//!                                    # state_dir (each with its own config
+//!                                    # file) can be told apart
 //!
 //! # Counted faults (fail_create above is the standing every-create case;
 //! # these fire before the call is looked at). The n-th call of `command`
@@ -41,7 +45,8 @@
 //! ```
 //!
 //! Every call appends `<command> <instance or -> <unix µs>` to
-//! `state_dir/calls.log`, and an injected fault `FAULT <kind> <command>
+//! `state_dir/calls.log` (followed by ` <caller>` when the config names one),
+//! and an injected fault `FAULT <kind> <command>
 //! <instance or -> <unix µs>`. With `boot = "simulate"`, CreateInstance starts a
 //! detached `hangar-fake-provider boot <bootstrap-file>` (own process group,
 //! output in `state_dir/boot/<name>.log`) that walks through the runner's
@@ -80,6 +85,7 @@ struct Config {
     #[serde(default)]
     fault: Vec<FaultRule>,
     fail_create: Option<FailCreate>,
+    caller: Option<String>,
 }
 
 /// How every create fails, when it is made to (a provider that is broken,
@@ -352,7 +358,10 @@ fn log_call(cfg: &Config, env: &Env) -> Result<(), Failure> {
     } else {
         &env.instance_id
     };
-    let line = format!("{} {} {}\n", env.command, instance, unix_micros());
+    let line = match &cfg.caller {
+        Some(c) => format!("{} {} {} {c}\n", env.command, instance, unix_micros()),
+        None => format!("{} {} {}\n", env.command, instance, unix_micros()),
+    };
     // One write of one short line to an O_APPEND file: concurrent calls
     // never interleave within a line.
     OpenOptions::new()
@@ -668,7 +677,8 @@ fn config_schema() -> serde_json::Value {
             "state_dir": {"type": "string", "description": "instances, calls.log and boot logs"},
             "boot": {"type": "string", "enum": ["simulate", "none"]},
             "create_delay_ms": {"type": "integer", "minimum": 0},
-            "fault": {"type": "array", "items": {"type": "object"}}
+            "fault": {"type": "array", "items": {"type": "object"}},
+            "caller": {"type": "string", "description": "appended to every calls.log line"}
         },
         "required": ["state_dir"],
         "additionalProperties": false
