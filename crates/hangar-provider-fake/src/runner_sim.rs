@@ -128,22 +128,33 @@ async fn callback(
     Ok(())
 }
 
-/// Sends a request, retrying a connection that fails the way the boot
-/// script's `curl --retry 10 --retry-delay 3 --retry-connrefused` does, so
-/// an instance booting while hangard restarts still registers.
+/// Sends a request, retrying what the boot script's `curl --retry 10
+/// --retry-delay 3 --retry-connrefused` retries, so an instance booting
+/// while hangard restarts (or while a load balancer still sends to a
+/// replica that just died) still registers: a refused connection, a
+/// timeout, and the answers curl calls transient (408, 429, 500, 502, 503,
+/// 504).
 async fn send(
     make: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, reqwest::Error> {
     let mut tries = 1;
     loop {
-        match make().send().await {
-            Err(e) if e.is_connect() && tries <= 10 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            }
+        let again = match make().send().await {
+            Err(e) if e.is_connect() || e.is_timeout() => Err(e),
+            Ok(r) if curl_transient(r.status()) => Ok(r),
             other => return other,
+        };
+        if tries > 10 {
+            return again;
         }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     }
+}
+
+/// The HTTP answers `curl --retry` retries.
+fn curl_transient(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// A status callback whose failure does not stop the boot, as in the boot
@@ -222,8 +233,9 @@ mod tests {
     /// without an answer (hangard killed mid-request). Records each
     /// request as `METHOD path [callback status]`, and serves `jit` as the
     /// JIT config.
+    /// `jit(base)`: the status and body of the JIT config answer.
     async fn server(
-        jit: impl Fn(&str) -> String + Send + Sync + 'static,
+        jit: impl Fn(&str) -> (u16, String) + Send + Sync + 'static,
         cut: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -277,13 +289,13 @@ mod tests {
                     drop(sock);
                     continue;
                 }
-                let answer = if path.ends_with("/jit-config") {
+                let (code, answer) = if path.ends_with("/jit-config") {
                     jit(&base)
                 } else {
-                    String::new()
+                    (200, String::new())
                 };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                     answer.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -311,7 +323,7 @@ mod tests {
     /// instance is replaced at once — the simulator does the same.
     #[tokio::test]
     async fn a_jit_config_cut_off_is_reported_failed() {
-        let (url, seen) = server(|_| String::new(), |w| w.starts_with("GET ")).await;
+        let (url, seen) = server(|_| (200, String::new()), |w| w.starts_with("GET ")).await;
         let e = boot(&params(&url)).await.unwrap_err();
         assert!(matches!(e, BootError::Unreachable { .. }), "{e}");
         assert_eq!(
@@ -324,17 +336,51 @@ mod tests {
         );
     }
 
+    /// A load balancer still sending to a replica that just died answers
+    /// 502: `curl --retry` retries that (and 408, 429, 500, 503, 504), so
+    /// the boot script gets its JIT config from a live replica — the
+    /// simulator does the same (found by the cluster kill -9 test).
+    #[tokio::test]
+    async fn a_bad_gateway_on_the_jit_config_is_retried_as_curl_does() {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = asked.clone();
+        let jit = move |base: &str| {
+            if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return (502, "bad gateway".to_owned());
+            }
+            let config = FakeJitConfig {
+                fake_github_url: base.to_owned(),
+                runner_id: 8,
+                runner_name: "hangar-y".into(),
+            };
+            (200, config.encode())
+        };
+        let (url, seen) = server(jit, |_| false).await;
+        let out = boot(&params(&url)).await.unwrap();
+        assert_eq!(out, BootOutcome::OnlineAtFakeGitHub { runner_id: 8 });
+        assert_eq!(
+            seen.lock().unwrap()[..4],
+            [
+                "POST /api/v1/callbacks/status installing",
+                "GET /api/v1/metadata/jit-config",
+                "GET /api/v1/metadata/jit-config",
+                "POST /api/v1/callbacks/status idle",
+            ]
+        );
+        assert!(!curl_transient(reqwest::StatusCode::NOT_FOUND));
+    }
+
     /// hangard killed while the runner reported `idle`: the runner is up
     /// regardless, as in the boot script, and comes online at the service.
     #[tokio::test]
     async fn a_cut_off_status_callback_does_not_stop_the_runner() {
         let jit = |base: &str| {
-            FakeJitConfig {
+            let config = FakeJitConfig {
                 fake_github_url: base.to_owned(),
                 runner_id: 7,
                 runner_name: "hangar-x".into(),
-            }
-            .encode()
+            };
+            (200, config.encode())
         };
         let (url, seen) = server(jit, |w| w.ends_with(" idle")).await;
         let out = boot(&params(&url)).await.unwrap();
