@@ -358,7 +358,7 @@ async fn reap_garm_vms(
         if !held.holds(pool.id) {
             return Ok(());
         }
-        let listed = match listing(&entry, entry.provider.list_instances(controller, pool.id)).await
+        let listed = match listing(entry, entry.provider.list_instances(controller, pool.id)).await
         {
             Ok(l) if !l.is_empty() => l,
             _ => continue,
@@ -780,6 +780,20 @@ async fn sweep_jobs(ctx: &Arc<Ctx>, r: &mut SweepReport) -> Result<(), Scheduler
     Ok(())
 }
 
+/// A provider list call, holding one of the provider's permits (see
+/// `Ctx::provider_call`, which the sweep's reads do not go through: they
+/// are not fenced and do not count for the gate).
+async fn listing<T>(
+    entry: &crate::providers::ProviderEntry,
+    call: impl std::future::Future<Output = Result<T, hangar_core::ProviderError>>,
+) -> Result<T, hangar_core::ProviderError> {
+    let _permit =
+        entry.permits.acquire().await.map_err(|_| {
+            hangar_core::ProviderError::Transient("hangard is shutting down".into())
+        })?;
+    call.await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,18 +814,4 @@ mod tests {
         // A job re-checked before it is `first` old still waits `first`.
         assert_eq!((next_recheck(t0, t0, first, max) - t0).num_seconds(), 300);
     }
-}
-
-/// A provider list call, holding one of the provider's permits (see
-/// `Ctx::provider_call`, which the sweep's reads do not go through: they
-/// are not fenced and do not count for the gate).
-async fn listing<T>(
-    entry: &crate::providers::ProviderEntry,
-    call: impl std::future::Future<Output = Result<T, hangar_core::ProviderError>>,
-) -> Result<T, hangar_core::ProviderError> {
-    let _permit =
-        entry.permits.acquire().await.map_err(|_| {
-            hangar_core::ProviderError::Transient("hangard is shutting down".into())
-        })?;
-    call.await
 }
