@@ -208,6 +208,22 @@ async fn wait_creates(c: &Cluster, n: usize) {
     .await;
 }
 
+/// Queues `n` jobs for the cluster's pool in FakeGitHub (which delivers
+/// their webhooks round-robin) in the background; their ids.
+fn queue_jobs(c: &Cluster, n: usize) -> tokio::task::JoinHandle<Vec<i64>> {
+    let gh = c.gh.clone();
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(
+                gh.queue_job("octo/cluster", &["self-hosted", "cluster"])
+                    .await,
+            );
+        }
+        ids
+    })
+}
+
 /// Waits until replica `other than` `gone` holds the pool's lease and has
 /// created an instance after `since` (unix µs); returns which.
 async fn wait_takeover(c: &Cluster, gone: usize, since: u128) -> usize {
@@ -242,19 +258,7 @@ async fn kill_9_of_the_lease_holder_mid_burst_fails_over_and_nothing_is_lost_or_
         .await
         .unwrap();
     let watch = c.watch_capacity();
-    let burst = {
-        let gh = c.gh.clone();
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for _ in 0..300 {
-                ids.push(
-                    gh.queue_job("octo/cluster", &["self-hosted", "cluster"])
-                        .await,
-                );
-            }
-            ids
-        })
-    };
+    let burst = queue_jobs(&c, 300);
     wait_creates(&c, 10).await;
     let (holder, token) = c
         .holder_index()
@@ -335,19 +339,7 @@ async fn a_replica_stopped_past_its_lease_does_not_act_on_stale_state_when_it_re
         .await
         .unwrap();
     let watch = c.watch_capacity();
-    let burst = {
-        let gh = c.gh.clone();
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for _ in 0..300 {
-                ids.push(
-                    gh.queue_job("octo/cluster", &["self-hosted", "cluster"])
-                        .await,
-                );
-            }
-            ids
-        })
-    };
+    let burst = queue_jobs(&c, 300);
     wait_creates(&c, 10).await;
     let (holder, token) = c
         .holder_index()

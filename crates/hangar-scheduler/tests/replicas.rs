@@ -145,13 +145,47 @@ async fn seed(store: &Store) -> Entity {
         .unwrap()
 }
 
+/// Two replicas' stores on one database, seeded through the first.
+async fn two_replicas(db: &TestDb) -> (Store, Store, Entity) {
+    let (a, b) = (open(&db.url).await, open(&db.url).await);
+    let entity = seed(&a).await;
+    (a, b, entity)
+}
+
+/// A pool of `max` runners for `self-hosted, linux`, made through `store`.
+async fn linux_pool(store: &Store, entity: &Entity, max: u32) -> PoolId {
+    store
+        .create_pool(
+            entity.id,
+            &sample::pool_spec("fake", "self-hosted,linux", max),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// The shared cloud of a test that plays the runners' side itself.
+fn quiet_provider() -> Arc<FakeProvider> {
+    Arc::new(FakeProvider::new(FakeProviderConfig {
+        boot: BootMode::None,
+        ..Default::default()
+    }))
+}
+
+/// Closes both replicas' stores (bounded) and drops the database.
+async fn close(db: TestDb, stores: [Store; 2]) {
+    for s in stores {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.close()).await;
+    }
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_cut_off_from_the_database_hands_its_pool_over() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (store_a, store_b) = (open(&db.url).await, open(&db.url).await);
-    let entity = seed(&store_a).await;
+    let (store_a, store_b, entity) = two_replicas(&db).await;
     let spec = sample::pool_spec("fake", "self-hosted,linux", MAX);
     let p1 = store_a.create_pool(entity.id, &spec).await.unwrap().id;
     let p2 = store_a.create_pool(entity.id, &spec).await.unwrap().id;
@@ -397,16 +431,8 @@ async fn a_replica_whose_lease_was_taken_acts_no_more() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (store_a, store_b) = (open(&db.url).await, open(&db.url).await);
-    let entity = seed(&store_a).await;
-    let p = store_a
-        .create_pool(
-            entity.id,
-            &sample::pool_spec("fake", "self-hosted,linux", 4),
-        )
-        .await
-        .unwrap()
-        .id;
+    let (store_a, store_b, entity) = two_replicas(&db).await;
+    let p = linux_pool(&store_a, &entity, 4).await;
     let s_pool = store_a
         .create_pool(entity.id, &sample::pool_spec("fake", SCALE_SET, 4))
         .await
@@ -603,9 +629,7 @@ async fn a_replica_whose_lease_was_taken_acts_no_more() {
     assert_eq!(github.calls("delete_runner"), 1);
 
     listener.close().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), store_a.close()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), store_b.close()).await;
-    db.drop().await;
+    close(db, [store_a, store_b]).await;
 }
 
 /// Provider and GitHub actions are keyed by the instance's name, so the
@@ -619,21 +643,10 @@ async fn work_cut_short_by_a_failover_is_finished_once() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (store_a, store_b) = (open(&db.url).await, open(&db.url).await);
-    let entity = seed(&store_a).await;
-    let p = store_a
-        .create_pool(
-            entity.id,
-            &sample::pool_spec("fake", "self-hosted,linux", 4),
-        )
-        .await
-        .unwrap()
-        .id;
+    let (store_a, store_b, entity) = two_replicas(&db).await;
+    let p = linux_pool(&store_a, &entity, 4).await;
     let github = Arc::new(MemoryGitHub::default());
-    let provider = Arc::new(FakeProvider::new(FakeProviderConfig {
-        boot: BootMode::None,
-        ..Default::default()
-    }));
+    let provider = quiet_provider();
     let config = SchedulerConfig {
         lease_ttl_ms: 600_000,
         ..support::config()
@@ -718,9 +731,7 @@ async fn work_cut_short_by_a_failover_is_finished_once() {
     assert_eq!(provider.delete_count(), 1, "the VM was deleted once");
     assert!(github.runner_named(gone.as_str()).is_none());
 
-    let _ = tokio::time::timeout(Duration::from_secs(5), store_a.close()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), store_b.close()).await;
-    db.drop().await;
+    close(db, [store_a, store_b]).await;
 }
 
 /// An operator's delete through a replica that does not hold the pool (the
@@ -732,21 +743,10 @@ async fn an_operator_delete_on_a_follower_is_done_by_the_holder() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (store_a, store_b) = (open(&db.url).await, open(&db.url).await);
-    let entity = seed(&store_a).await;
-    let p = store_a
-        .create_pool(
-            entity.id,
-            &sample::pool_spec("fake", "self-hosted,linux", 2),
-        )
-        .await
-        .unwrap()
-        .id;
+    let (store_a, store_b, entity) = two_replicas(&db).await;
+    let p = linux_pool(&store_a, &entity, 2).await;
     let github = Arc::new(MemoryGitHub::default());
-    let provider = Arc::new(FakeProvider::new(FakeProviderConfig {
-        boot: BootMode::None,
-        ..Default::default()
-    }));
+    let provider = quiet_provider();
     // Only a wake brings the holder back to the pool within the test.
     let config = SchedulerConfig {
         lease_ttl_ms: 3_000,
@@ -820,7 +820,5 @@ async fn an_operator_delete_on_a_follower_is_done_by_the_holder() {
     for r in runs {
         let _ = tokio::time::timeout(Duration::from_secs(30), r).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), store_a.close()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), store_b.close()).await;
-    db.drop().await;
+    close(db, [store_a, store_b]).await;
 }
