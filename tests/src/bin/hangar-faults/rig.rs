@@ -265,6 +265,13 @@ backoff_base_ms = 100
 backoff_max_ms = 2000
 busy_retry_secs = 1
 job_recheck_after_secs = 20
+# The pool breaker's back-off doubles from 10 s to 300 s by default: with
+# the provider row's ~40 % failed creates, three failed probes in a row
+# (about one run in twenty) held a pool past the row's whole window. The
+# rows bound what faults cost, not the production back-off, so it is short
+# here; its rule is tested in the scheduler's breaker tests.
+breaker_base_secs = 2
+breaker_max_secs = 8
 {lease}
 
 [[provider]]
