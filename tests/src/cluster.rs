@@ -508,9 +508,12 @@ config_file = "{cfg}"
         let state = self.state.clone();
         let s = stop.clone();
         let vms = tokio::spawn(async move {
-            let mut peak = 0;
+            let mut peak = Vec::new();
             while !s.load(Ordering::Relaxed) {
-                peak = peak.max(provider_instances(&state).len());
+                let now = provider_instances(&state);
+                if now.len() > peak.len() {
+                    peak = now;
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             peak
@@ -585,18 +588,22 @@ config_file = "{cfg}"
 #[derive(Debug)]
 pub struct CapacityWatch {
     stop: Arc<AtomicBool>,
-    vms: tokio::task::JoinHandle<usize>,
+    vms: tokio::task::JoinHandle<Vec<String>>,
     store: tokio::task::JoinHandle<usize>,
 }
 
 impl CapacityWatch {
     /// Stops sampling: (most VMs at once, most live instances at once).
     pub async fn finish(self) -> (usize, usize) {
+        let (vms, live, _) = self.finish_with_names().await;
+        (vms, live)
+    }
+
+    /// [`Self::finish`], and the VMs the provider held at the peak.
+    pub async fn finish_with_names(self) -> (usize, usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        (
-            self.vms.await.expect("vm sampler"),
-            self.store.await.expect("store sampler"),
-        )
+        let names = self.vms.await.expect("vm sampler");
+        (names.len(), self.store.await.expect("store sampler"), names)
     }
 }
 

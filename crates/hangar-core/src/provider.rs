@@ -62,6 +62,44 @@ impl ProviderError {
     }
 }
 
+/// The check a provider makes right before each step that changes
+/// something outside Hangar ([`may_act`]): `Err` says why the caller may no
+/// longer act. The scheduler installs one per provider call
+/// ([`act_guarded`]) that holds the call to its pool's lease, so a replica
+/// frozen after it decided to act (SIGSTOP, a long GC-like stall, a
+/// suspended VM) does not act once it resumes past its lease: the guard is
+/// asked again at the last moment, inside the provider, after every wait
+/// the provider itself adds (its own concurrency limit, a retry's sleep).
+pub type ActGuard = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+tokio::task_local! {
+    static ACT_GUARD: ActGuard;
+}
+
+/// Runs `fut` (a provider call) with `guard` as what [`may_act`] asks.
+pub async fn act_guarded<F: std::future::Future>(guard: ActGuard, fut: F) -> F::Output {
+    ACT_GUARD.scope(guard, fut).await
+}
+
+/// The guard of the provider call this task runs, for a provider that acts
+/// on another thread (a blocking pool) where [`may_act`] cannot see it:
+/// ask it there, right before acting.
+pub fn act_guard() -> Option<ActGuard> {
+    ACT_GUARD.try_with(Arc::clone).ok()
+}
+
+/// Asked by a provider right before it acts: spawns its process, defines,
+/// starts or destroys a domain, sends an ARM `PUT` or `DELETE`. Outside
+/// [`act_guarded`] (tests, the admin CLI, SQLite's single replica without a
+/// guard) it always allows. A refusal is [`ProviderError::Transient`]: the
+/// call is not made, and whoever holds the pool now does the work.
+pub fn may_act() -> Result<(), ProviderError> {
+    match ACT_GUARD.try_with(|guard| guard()) {
+        Ok(Err(why)) => Err(ProviderError::Transient(format!("not acting: {why}"))),
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
+}
+
 /// Proxy settings that reach the runner and the guest's package tools.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxySettings {
@@ -328,6 +366,35 @@ mod tests {
         assert!(!ProviderError::Fatal("x".into()).is_retryable());
         assert!(!ProviderError::NotFound("x".into()).is_retryable());
         assert!(!ProviderError::InvalidSpec("x".into()).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn may_act_asks_the_guard_of_the_call_it_runs_in() {
+        assert_eq!(may_act(), Ok(()), "no guard: nothing to ask");
+        let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let seen = live.clone();
+        let guard: ActGuard = Arc::new(move || {
+            if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("lease 7 of pool p lost".into())
+            }
+        });
+        let checks = act_guarded(guard, async {
+            let before = may_act();
+            live.store(false, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            (before, may_act())
+        })
+        .await;
+        assert_eq!(checks.0, Ok(()));
+        assert_eq!(
+            checks.1,
+            Err(ProviderError::Transient(
+                "not acting: lease 7 of pool p lost".into()
+            ))
+        );
+        assert_eq!(may_act(), Ok(()), "the guard ends with its call");
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum ArmError {
     /// ARM's answer was not what its API promises.
     #[error("unexpected ARM answer: {0}")]
     Protocol(String),
+    /// Not sent: the caller may no longer act (its pool's lease went while
+    /// the call waited; see `hangar_core::provider::may_act`).
+    #[error("not sent: {0}")]
+    NotActing(String),
 }
 
 impl ArmError {
@@ -245,6 +249,11 @@ impl Arm {
         body: Option<&Value>,
     ) -> Result<ArmResponse, ArmError> {
         let token = self.token().await?;
+        // A write is the provider acting: asked at the last moment, after
+        // the token and any retry's sleep.
+        if method != Method::GET {
+            hangar_core::provider::may_act().map_err(|e| ArmError::NotActing(e.to_string()))?;
+        }
         let mut req = self.http.request(method, url).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(b);

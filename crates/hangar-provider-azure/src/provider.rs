@@ -392,9 +392,10 @@ fn to_provider_error(e: ArmError) -> ProviderError {
                 ProviderError::Transient(msg)
             }
         }
-        ArmError::Transport(_) | ArmError::Credential(_) | ArmError::Timeout(_) => {
-            ProviderError::Transient(msg)
-        }
+        ArmError::Transport(_)
+        | ArmError::Credential(_)
+        | ArmError::Timeout(_)
+        | ArmError::NotActing(_) => ProviderError::Transient(msg),
         ArmError::Protocol(_) => ProviderError::Fatal(msg),
     }
 }

@@ -136,6 +136,10 @@ pub(crate) enum CallError {
     Signal { signal: i32, stderr: String },
     #[error("I/O error talking to the provider: {0}")]
     Io(io::Error),
+    /// Not started: the caller may no longer act (its pool's lease went
+    /// while the call waited; see `hangar_core::provider::may_act`).
+    #[error("not started: {0}")]
+    NotActing(String),
 }
 
 /// Fixed per provider: what to run and with which inherited environment.
@@ -418,6 +422,9 @@ impl Runner {
             // Its own process group, so one killpg reaches every child.
             .process_group(0)
             .kill_on_drop(true);
+        // The last moment before the provider acts: everything above is
+        // local, everything below may change the world.
+        hangar_core::provider::may_act().map_err(|e| CallError::NotActing(e.to_string()))?;
         let mut child = cmd.spawn().map_err(|source| CallError::Spawn {
             executable: self.executable.clone(),
             source,
@@ -428,6 +435,16 @@ impl Runner {
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw),
         );
+        // Asked again once the process exists, before it has its input: a
+        // caller frozen inside the spawn (between the check above and the
+        // new process) resumes past its lease, and its process is killed
+        // before it can read what to do.
+        if let Err(e) = hangar_core::provider::may_act() {
+            guard.signal(Signal::SIGKILL);
+            let _ = child.wait().await;
+            guard.disarm();
+            return Err(CallError::NotActing(e.to_string()));
+        }
         if let (Some(watcher), Some(pid)) = (inv.watcher, child.id())
             && let Some(start_ticks) = process_start_ticks(pid)
         {
@@ -436,14 +453,27 @@ impl Runner {
 
         let stdout = spawn_reader(child.stdout.take(), MAX_STDOUT);
         let stderr = spawn_reader(child.stderr.take(), MAX_STDERR);
+        // The input is the provider's go: asked once more when it is
+        // written, before the pipe closes, the guard can still stop a
+        // caller frozen since the spawn (its process, blocked reading,
+        // is killed instead of acting once the caller resumes).
+        let act = hangar_core::provider::act_guard();
+        let group = guard.pgid;
         let writer = match (child.stdin.take(), inv.stdin) {
             (Some(mut pipe), Some(bytes)) => Some(tokio::spawn(async move {
                 let res = pipe.write_all(&bytes).await;
+                if let Some(refusal) = act.and_then(|g| g().err()) {
+                    if let Some(pgid) = group {
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                    }
+                    return Ok(Some(refusal));
+                }
                 drop(pipe);
                 match res {
                     // A provider that does not read its stdin is fine.
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                    other => other,
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(None),
+                    Err(e) => Err(e),
+                    Ok(()) => Ok(None),
                 }
             })),
             _ => None,
@@ -515,7 +545,10 @@ impl Runner {
 
         if let Some(w) = writer {
             match w.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(refusal))) => {
+                    return Err(CallError::NotActing(format!("not acting: {refusal}")));
+                }
                 Ok(Err(e)) => return Err(CallError::Io(e)),
                 Err(e) => return Err(CallError::Io(io::Error::other(e))),
             }

@@ -416,7 +416,8 @@ impl ExternalProvider {
             CallError::Spawn { .. }
             | CallError::TimedOut { .. }
             | CallError::Signal { .. }
-            | CallError::Io(_) => ProviderError::Transient(format!("{what}: {err}")),
+            | CallError::Io(_)
+            | CallError::NotActing(_) => ProviderError::Transient(format!("{what}: {err}")),
         }
     }
 

@@ -917,3 +917,88 @@ hangar_testkit::conformance_tests! {
     provider: |(_, p)| p,
     case: |_| ConformanceCase::default(),
 }
+
+/// A call that waited for the provider's own concurrency limit while its
+/// caller lost the right to act (a replica frozen past its pool's lease)
+/// is not started: the provider asks the call's guard right before it
+/// spawns, after the wait.
+#[tokio::test]
+async fn a_call_whose_guard_refuses_after_its_wait_starts_no_process() {
+    let s = Script::new(
+        r#"
+touch "$D/ran.$GARM_INSTANCE_ID"
+[ "$GARM_INSTANCE_ID" = "guard-first" ] && sleep 0.5
+printf '{"provider_id":"%s","name":"guard","status":"running"}' "$GARM_INSTANCE_ID"
+"#,
+    );
+    let mut cfg = s.config(InterfaceVersion::V011);
+    cfg.max_concurrency = 1;
+    let provider = Arc::new(
+        ExternalProvider::with_environment(cfg, support::test_env()).expect("valid config"),
+    );
+    let (ctl, pool) = (ControllerId::new_random(), PoolId::new_random());
+    let case = ConformanceCase::default();
+
+    // The first call holds the provider's only slot for half a second.
+    let first = {
+        let provider = provider.clone();
+        let req = sample_request("guard-first", ctl, pool, &case);
+        tokio::spawn(async move { provider.create_instance(&req).await })
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || s
+            .path("ran.guard-first")
+            .exists())
+        .await,
+        "the first call started"
+    );
+
+    // The second waits for it under a guard that still allows when it
+    // starts waiting and refuses before the slot is free.
+    let lease = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let guard: hangar_core::provider::ActGuard = {
+        let lease = lease.clone();
+        Arc::new(move || {
+            if lease.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("pool lease 3 taken by another replica".into())
+            }
+        })
+    };
+    assert_eq!(hangar_core::provider::may_act(), Ok(()));
+    let second = {
+        let provider = provider.clone();
+        let req = sample_request("guard-second", ctl, pool, &case);
+        tokio::spawn(hangar_core::provider::act_guarded(
+            guard.clone(),
+            async move { provider.create_instance(&req).await },
+        ))
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lease.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let made = first.await.expect("first call").expect("first create");
+    assert_eq!(made.provider_id, "guard-first");
+    let refused = second.await.expect("second call");
+    match refused {
+        Err(ProviderError::Transient(msg)) => assert!(
+            msg.contains("pool lease 3 taken by another replica"),
+            "the refusal names why: {msg}"
+        ),
+        other => panic!("a refused call must fail as transient, got {other:?}"),
+    }
+    assert!(
+        !s.path("ran.guard-second").exists(),
+        "the provider process of a refused call was started"
+    );
+
+    // The same call under a guard that allows is made as usual.
+    lease.store(true, std::sync::atomic::Ordering::SeqCst);
+    let req = sample_request("guard-second", ctl, pool, &case);
+    let again = hangar_core::provider::act_guarded(guard, provider.create_instance(&req))
+        .await
+        .expect("allowed create");
+    assert_eq!(again.provider_id, "guard-second");
+    assert!(s.path("ran.guard-second").exists());
+}

@@ -299,6 +299,7 @@ impl Provider for FakeProvider {
             let c = self.config.lock().unwrap();
             (c.create_latency, c.boot, c.calls_log.clone())
         };
+        hangar_core::provider::may_act()?;
         log_call(&log, "create", req.name.as_str());
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -346,6 +347,7 @@ impl Provider for FakeProvider {
             let c = self.config.lock().unwrap();
             (c.delete_latency, c.calls_log.clone())
         };
+        hangar_core::provider::may_act()?;
         log_call(&log, "delete", instance.name.as_str());
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

@@ -43,6 +43,10 @@ pub enum LibvirtError {
     Seed(#[from] SeedError),
     #[error("libvirt worker thread failed: {0}")]
     Join(String),
+    /// Not done: the caller may no longer act (its pool's lease went while
+    /// the call waited; see `hangar_core::provider::may_act`).
+    #[error("not done: {0}")]
+    NotActing(String),
 }
 
 impl LibvirtError {
@@ -93,7 +97,9 @@ impl From<LibvirtError> for ProviderError {
                     ProviderError::Transient(msg)
                 }
             }
-            LibvirtError::ConnectionLost { .. } => ProviderError::Transient(msg),
+            LibvirtError::ConnectionLost { .. } | LibvirtError::NotActing(_) => {
+                ProviderError::Transient(msg)
+            }
             LibvirtError::Call { source, .. } => classify_call(source, msg),
             LibvirtError::Seed(SeedError::Io(_)) => ProviderError::Transient(msg),
             LibvirtError::Seed(_) => ProviderError::Fatal(msg),

@@ -77,7 +77,13 @@ impl LibvirtProvider {
         F: FnOnce(&LibvirtProviderConfig, &Connect) -> Result<T, LibvirtError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let guard = hangar_core::provider::act_guard();
         tokio::task::spawn_blocking(move || {
+            // Asked on the blocking thread, after the wait for one: the
+            // last moment before libvirt is touched.
+            if let Some(refusal) = guard.and_then(|g| g().err()) {
+                return Err(LibvirtError::NotActing(refusal));
+            }
             let conn = inner.conn.get()?;
             match f(&inner.config, &conn) {
                 Err(LibvirtError::Call { source, .. })

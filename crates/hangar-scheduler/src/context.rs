@@ -48,7 +48,7 @@ pub(crate) struct Ctx {
     pub metrics: Arc<Metrics>,
     pub queue: PoolQueue,
     /// The pools this replica may act on (every pool on SQLite).
-    pub leases: crate::lease::Leases,
+    pub leases: Arc<crate::lease::Leases>,
     /// Background work: reconciles, creates, deletes, sweeps.
     pub tasks: TaskTracker,
     /// How busy webhook intake is: the scheduler holds back during a burst.
@@ -96,7 +96,7 @@ impl Ctx {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let leases = crate::lease::Leases::new(&store, config.lease_ttl());
+        let leases = Arc::new(crate::lease::Leases::new(&store, config.lease_ttl()));
         Self {
             leases,
             store,
@@ -213,7 +213,31 @@ impl Ctx {
             return Err(ProviderError::Transient(e.to_string()));
         }
         let started = Instant::now();
-        let r = fut.await;
+        let r = match hangar_store::current_fence() {
+            // The provider asks again right before it acts (`may_act`),
+            // after any wait of its own: a replica frozen between here and
+            // there does not act on a lease it lost meanwhile.
+            Some(fence) => {
+                let leases = self.leases.clone();
+                let guard: hangar_core::provider::ActGuard = Arc::new(move || {
+                    if leases.still_holds(&fence) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "replica {} no longer holds pool {} under lease token {}",
+                            fence.fence.replica, fence.pool_id, fence.fence.token
+                        ))
+                    }
+                });
+                hangar_core::provider::act_guarded(guard, fut).await
+            }
+            None => fut.await,
+        };
+        if r.is_err() && self.fence_live().is_err() {
+            // Refused inside the provider (or failed as the lease went):
+            // the provider's health is not in question.
+            return r;
+        }
         let outcome = match &r {
             Ok(_) => "ok",
             Err(e) => e.kind(),

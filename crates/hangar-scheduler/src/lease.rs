@@ -46,6 +46,11 @@ pub struct LeasePass {
     pub gained: Vec<PoolId>,
     /// Pools no longer held (lost, lapsed, or let go to other replicas).
     pub lost: Vec<PoolId>,
+    /// Pools renewed under the same token after their local deadline had
+    /// passed (a renewal late past it: a stall, a frozen process). Work
+    /// cut short meanwhile stopped as if the pool had moved; it is settled
+    /// again as for a pool taken.
+    pub regained: Vec<PoolId>,
     /// Pools held after the pass.
     pub held: usize,
 }
@@ -157,8 +162,12 @@ impl Leases {
                     false
                 }
             });
+            let answered = Instant::now();
             for (pool, h) in held.iter_mut() {
                 if renewed.remove(pool).is_some() {
+                    if h.until <= answered {
+                        out.regained.push(*pool);
+                    }
                     h.until = self.deadline(sent);
                 }
             }
@@ -187,8 +196,23 @@ impl Leases {
             store.release_lease(self.me, pool).await?;
         }
         let room = renewal.fair_share.saturating_sub(self.held().len());
-        let sent = Instant::now();
-        let taken = store.acquire_leases(self.me, self.ttl, room).await?;
+        let mut sent = Instant::now();
+        let mut taken = store.acquire_leases(self.me, self.ttl, room).await?;
+        // A take that waited (on a frozen holder's row lock, say) would
+        // start with its local deadline spent, and the pool's interrupted
+        // work, settled right after, would stop at once as if the pool had
+        // moved. Counted again from a renewal instead; a lease lost
+        // meanwhile is not taken.
+        if !taken.is_empty() && sent.elapsed() >= self.ttl / 6 {
+            sent = Instant::now();
+            let again = store.renew_leases(self.me, self.ttl).await?;
+            taken.retain(|l| {
+                again
+                    .held
+                    .iter()
+                    .any(|r| r.pool_id == l.pool_id && r.token == l.token)
+            });
+        }
         {
             let mut held = self.held();
             for l in taken {

@@ -387,8 +387,13 @@ impl Scheduler {
         for pool in &pass.lost {
             tracing::info!(pool.id = %pool, "pool lease let go or lost; no longer acting on the pool");
         }
-        for &pool in &pass.gained {
-            tracing::info!(pool.id = %pool, "pool lease taken");
+        for &pool in &pass.regained {
+            tracing::warn!(pool.id = %pool, "pool lease renewed after its local deadline had passed; settling the work cut short meanwhile");
+        }
+        for &pool in pass.gained.iter().chain(&pass.regained) {
+            if pass.gained.contains(&pool) {
+                tracing::info!(pool.id = %pool, "pool lease taken");
+            }
             let Ok(fence) = ctx.leases.fence(pool) else {
                 continue;
             };

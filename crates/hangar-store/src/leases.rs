@@ -319,7 +319,37 @@ impl Store {
                 .fetch_optional(&mut *conn)
                 .await;
                 match row {
-                    Ok(Some(row)) => taken.push(lease_of(&row)?),
+                    Ok(Some(row)) => {
+                        let lease = lease_of(&row)?;
+                        // The take may have waited on the row's lock (a
+                        // frozen holder's transaction, until the server's
+                        // idle-in-transaction timeout ends it): its lease,
+                        // counted from before the wait, may be spent at
+                        // birth. Counted again from now, under its token;
+                        // gone if another replica took it meanwhile.
+                        let after = m::db_now(&mut conn).await?;
+                        if lease.expires_at_ms - after >= ms(ttl) / 2 {
+                            taken.push(lease);
+                            continue;
+                        }
+                        let renewed: Option<i64> = sqlx::query_scalar(
+                            "UPDATE pool_leases SET expires_at = $1 \
+                             WHERE pool_id = $2 AND holder = $3 AND token = $4 \
+                             RETURNING expires_at",
+                        )
+                        .bind(after.saturating_add(ms(ttl)))
+                        .bind(&pool)
+                        .bind(&me_text)
+                        .bind(lease.token)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        if let Some(expires_at_ms) = renewed {
+                            taken.push(Lease {
+                                expires_at_ms,
+                                ..lease
+                            });
+                        }
+                    }
                     Ok(None) => {}
                     // The pool was deleted meanwhile.
                     Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {}
