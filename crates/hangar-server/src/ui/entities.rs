@@ -89,7 +89,10 @@ pub struct EntityForm {
 
 const ENTITY_FIELDS: &[&str] = &["owner", "name", "credentials_name", "webhook_secret"];
 
-pub(super) async fn all_entities(s: &UiState, session: &Session) -> Result<Vec<EntityResponse>, ApiError> {
+pub(super) async fn all_entities(
+    s: &UiState,
+    session: &Session,
+) -> Result<Vec<EntityResponse>, ApiError> {
     let mut out = Vec::new();
     for kind in KINDS {
         let Json(list) = by_kind!(kind, |m| m::list(session.admin(), State(s.app.clone()))

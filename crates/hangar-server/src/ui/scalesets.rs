@@ -202,7 +202,7 @@ async fn render_list(
     let body = html! {
         (notice(done))
         section aria-labelledby="scalesets-h" {
-            h2 #scalesets-h { "Scale sets" }
+            h2 #scalesets-h { "All scale sets" }
             @if sets.is_empty() {
                 p { "None yet. A scale set gets its jobs from GitHub's runner scale set queue instead of webhooks; workflows use its name in " code { "runs-on" } "." }
             } @else {
@@ -263,7 +263,11 @@ pub async fn create(
         runner_group: opt(&f.runner_group),
         enabled: Some(f.enabled.is_some()),
     };
-    let (admin, app, entity) = (session.admin(), State(s.app.clone()), Path(f.entity_id.trim().to_owned()));
+    let (admin, app, entity) = (
+        session.admin(),
+        State(s.app.clone()),
+        Path(f.entity_id.trim().to_owned()),
+    );
     let made = match kind {
         EntityKind::Repository => {
             scalesets::repositories::create_scale_set(admin, app, entity, JsonBody(req)).await
@@ -442,7 +446,18 @@ pub async fn update(
     .await
     {
         Ok(_) => redirect(format!("/ui/scalesets/{id}?done=saved")),
-        Err(e) => render(&s, &session, &id, Some(&f), &errors_from_api(&e), None, e.status).await,
+        Err(e) => {
+            render(
+                &s,
+                &session,
+                &id,
+                Some(&f),
+                &errors_from_api(&e),
+                None,
+                e.status,
+            )
+            .await
+        }
     }
 }
 
@@ -634,7 +649,9 @@ mod tests {
             Some("provider_name")
         );
         assert_eq!(
-            at(ApiError::bad_request("runner group \"builders\" does not exist on GitHub")),
+            at(ApiError::bad_request(
+                "runner group \"builders\" does not exist on GitHub"
+            )),
             Some("runner_group")
         );
         assert_eq!(
@@ -645,6 +662,9 @@ mod tests {
         );
         // GitHub failing is about no field.
         let e = ApiError::conflict("GitHub: cannot create the scale set");
-        assert_eq!(errors_from_api(&e).general(), Some("GitHub: cannot create the scale set"));
+        assert_eq!(
+            errors_from_api(&e).general(),
+            Some("GitHub: cannot create the scale set")
+        );
     }
 }
