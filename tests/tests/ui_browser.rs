@@ -1,10 +1,12 @@
-//! The web dashboard against the real `hangard` (FakeGitHub, the fake
-//! provider): its security over plain HTTP (cookie flags, CSRF, origin
-//! checks), then in a real browser — headless Chromium driven through
-//! chromedriver's WebDriver: log in, see a validation error at its field,
-//! create a pool, watch a job go from queued to a runner to done without a
-//! reload, delete a runner, log out. A screenshot of each page lands in
-//! `<target>/ui-screenshots/`.
+//! The web dashboard against the real `hangard` (FakeGitHub, FakeActions,
+//! the fake provider): its security over plain HTTP (cookie flags, CSRF,
+//! origin checks), then in a real browser — headless Chromium driven
+//! through chromedriver's WebDriver: log in, see validation errors at their
+//! field (entity and pool forms), create a pool, watch a job go from queued
+//! to a runner to done without a reload, filter the jobs, delete and force
+//! delete a runner, log out; and a runner scale set made, shown, disabled
+//! and deleted from the browser against the fake Actions service. A
+//! screenshot of each page lands in `<target>/ui-screenshots/`.
 //!
 //! Without `chromium` and `chromedriver` the browser test is skipped with
 //! a loud message, unless `CI` is set, where it fails (`cargo xtask ci`
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hangar_e2e::{ADMIN, Api, Daemon, PASSWORD, free_port, wait_for, write_config};
+use hangar_testkit::fake_actions::FakeActions;
 use hangar_testkit::fake_github::FakeGitHub;
 use serde_json::{Value, json};
 
@@ -440,9 +443,88 @@ async fn still_marked(c: &Client) -> bool {
         == json!(true)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_runs_hangar_from_the_browser() {
-    let Some((chromium, chromedriver)) = browser_binaries() else {
+/// What sticks out of the window sideways (the innermost elements, at
+/// most ten, as `tag.class#id: text`): empty when the page fits.
+async fn sideways(c: &Client) -> Vec<String> {
+    let found = c
+        .execute(
+            "const w = document.documentElement.clientWidth;
+             if (document.documentElement.scrollWidth <= w + 1) return [];
+             const out = [];
+             for (const el of document.body.querySelectorAll('*')) {
+               const pos = getComputedStyle(el).position;
+               if (el.parentElement && el.parentElement.closest('.scroll') && pos !== 'absolute' && pos !== 'fixed') continue;
+               const r = el.getBoundingClientRect();
+               const inner = Array.from(el.children).some(ch => ch.getBoundingClientRect().right > w + 1);
+               if (r.right > w + 1 && !inner) {
+                 out.push(el.tagName.toLowerCase() + '.' + el.className + '#' + el.id + ': ' + (el.textContent || '').trim().slice(0, 60));
+               }
+               if (out.length >= 10) break;
+             }
+             return out.length ? out : ['(the page is wider than the window)'];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// Logs in from the login page the dashboard sends to.
+async fn log_in(c: &Client, url: &str, shots: Option<&Shots>) {
+    c.goto(&format!("{url}/ui")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/ui/login");
+    if let Some(shots) = shots {
+        shots.take(c, "login").await;
+    }
+    fill(c, "username", ADMIN).await;
+    fill(c, "password", PASSWORD).await;
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(c, "the overview", |s| async move {
+        s.contains("<h1>Overview</h1>")
+    })
+    .await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/ui");
+}
+
+/// Submits the form whose action ends with `action`.
+async fn submit(c: &Client, action: &str) {
+    click(c, &format!("form[action$='{action}'] button[type=submit]")).await;
+}
+
+async fn assert_invalid(c: &Client, id: &str) {
+    assert_eq!(
+        c.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true"),
+        "#{id} is not marked invalid"
+    );
+}
+
+async fn value_of(c: &Client, id: &str) -> String {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Chromium and chromedriver, or `None` (the test is skipped) — unless
+/// `CI` is set, where their absence fails the test.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
+    let found = browser_binaries();
+    if found.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
         assert!(
             !ci,
@@ -451,6 +533,13 @@ async fn an_operator_runs_hangar_from_the_browser() {
         eprintln!(
             "\n!!!!!!!!\n!!! SKIPPING the browser test: chromium and chromedriver are not installed\n!!! (apt-get install chromium chromium-driver, or run cargo xtask ci)\n!!!!!!!!\n"
         );
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_hangar_from_the_browser() {
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
         return;
     };
     let (dir, daemon, api, gh, repo) = setup().await;
@@ -465,22 +554,7 @@ async fn an_operator_runs_hangar_from_the_browser() {
     let url = daemon.url.clone();
 
     // Log in.
-    c.goto(&format!("{url}/ui")).await.unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/ui/login");
-    shots.take(&c, "login").await;
-    fill(&c, "username", ADMIN).await;
-    fill(&c, "password", PASSWORD).await;
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(&c, "the overview", |s| async move {
-        s.contains("<h1>Overview</h1>")
-    })
-    .await;
-    assert_eq!(c.current_url().await.unwrap().path(), "/ui");
+    log_in(&c, &url, Some(&shots)).await;
 
     // A job arrives while the Jobs page is open: it shows up, queued (no
     // pool serves it yet), without a reload.
@@ -502,6 +576,35 @@ async fn an_operator_runs_hangar_from_the_browser() {
     // A pool for it, with a mistake first: the API's message at the field.
     c.goto(&format!("{url}/ui/entities")).await.unwrap();
     shots.take(&c, "entities").await;
+    // An entity form with a mistake: the API's message at its field, and
+    // nothing made.
+    c.find(Locator::Css("#kind"))
+        .await
+        .unwrap()
+        .select_by_value("repository")
+        .await
+        .unwrap();
+    fill(&c, "owner", "").await;
+    fill(&c, "name", "website").await;
+    submit(&c, "/ui/entities").await;
+    until(&c, "the entity form's error", |s| async move {
+        s.contains("owner-error")
+    })
+    .await;
+    let error = text_of(&c, "#owner-error").await;
+    assert!(error.contains("a repository needs an owner"), "{error}");
+    assert_invalid(&c, "owner").await;
+    assert_eq!(value_of(&c, "name").await, "website", "the form kept it");
+    assert_eq!(
+        api.get("/api/v1/repositories")
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    shots.take(&c, "entity-validation-error").await;
     c.find(Locator::LinkText("octo/app"))
         .await
         .unwrap()
@@ -614,6 +717,52 @@ async fn an_operator_runs_hangar_from_the_browser() {
     assert!(runner.starts_with("hangar-"), "{runner}");
     shots.take(&c, "jobs").await;
 
+    // Filtered by repository and label: the job is shown while both
+    // match, and only then.
+    let filter = |repository: &'static str, label: &'static str| {
+        let c = c.clone();
+        async move {
+            fill(&c, "repository", repository).await;
+            fill(&c, "label", label).await;
+            click(&c, "form.filters button[type=submit]").await;
+            // The form is a GET: the filter is in the address.
+            let query = format!(
+                "repository={}&label={label}&status=",
+                repository.replace('/', "%2F")
+            );
+            wait_for(LONG, "the filtered page", || {
+                let c = c.clone();
+                let query = query.clone();
+                async move {
+                    let at = c.current_url().await.map_err(|e| e.to_string())?;
+                    if at.query() == Some(query.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(at.to_string())
+                    }
+                }
+            })
+            .await;
+            until(&c, "the filtered jobs", |s| async move {
+                s.contains("<h1>Jobs</h1>")
+            })
+            .await
+        }
+    };
+    let shown = filter("octo/app", "linux").await;
+    assert!(shown.contains(&format!("data-job=\"{job}\"")), "{shown}");
+    shots.take(&c, "jobs-filtered").await;
+    let shown = filter("octo/app", "windows").await;
+    assert!(
+        !shown.contains(&format!("data-job=\"{job}\"")) && shown.contains("No jobs match."),
+        "{shown}"
+    );
+    let shown = filter("octo/other", "linux").await;
+    assert!(
+        !shown.contains(&format!("data-job=\"{job}\"")) && shown.contains("No jobs match."),
+        "{shown}"
+    );
+
     // The overview: the pool against its max, the hour's wait.
     c.goto(&format!("{url}/ui")).await.unwrap();
     let overview = until(&c, "the pool on the overview", |s| async move {
@@ -631,19 +780,12 @@ async fn an_operator_runs_hangar_from_the_browser() {
         s.contains("<h1>Overview</h1>")
     })
     .await;
-    let overflow = c
-        .execute(
-            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        overflow,
-        json!(false),
-        "the overview scrolls sideways on a phone"
-    );
     shots.take(&c, "overview-phone").await;
+    let wide = sideways(&c).await;
+    assert!(
+        wide.is_empty(),
+        "the overview scrolls sideways on a phone: {wide:?}"
+    );
     c.set_window_size(1280, 1000).await.unwrap();
 
     // Delete the idle runner the pool keeps.
@@ -689,6 +831,47 @@ async fn an_operator_runs_hangar_from_the_browser() {
     })
     .await;
 
+    // The pool makes a new idle runner; force delete that one.
+    let next = wait_for(LONG, "a new idle runner", || {
+        let api = api.clone();
+        let idle = idle.clone();
+        async move {
+            let all = api.instances(false).await.map_err(|e| e.to_string())?;
+            all.iter()
+                .find(|i| {
+                    i["runner_status"] == "idle"
+                        && i["status"] == "running"
+                        && i["name"] != idle.as_str()
+                })
+                .and_then(|i| i["name"].as_str().map(str::to_owned))
+                .ok_or_else(|| format!("{all:?}"))
+        }
+    })
+    .await;
+    let next_row = format!("tr[data-runner=\"{next}\"]");
+    until(&c, "the new runner in the list", |s| {
+        let next = next.clone();
+        async move { s.contains(&format!("data-runner=\"{next}\"")) }
+    })
+    .await;
+    click(&c, &format!("{next_row} button[value=true]")).await;
+    until(&c, "the forced deletion notice", |s| async move {
+        s.contains("Forced deletion requested")
+    })
+    .await;
+    wait_for(LONG, "the runner to be force deleted", || {
+        let api = api.clone();
+        let next = next.clone();
+        async move {
+            let all = api.instances(true).await.map_err(|e| e.to_string())?;
+            match all.iter().find(|i| i["name"] == next.as_str()) {
+                Some(i) if i["status"] == "deleted" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+
     // Log out: the session is gone.
     c.find(Locator::Css("form.logout button"))
         .await
@@ -706,4 +889,232 @@ async fn an_operator_runs_hangar_from_the_browser() {
     c.close().await.unwrap();
     drop(driver);
     let _ = repo;
+}
+
+/// A runner scale set from the browser, against the fake Actions service:
+/// a mistake shown at its field, then made (on GitHub too), its job
+/// served, its runner linked to its page, its figures on the overview,
+/// disabled and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_a_scale_set_from_the_browser() {
+    let Some((chromium, chromedriver)) = browser_or_skip() else {
+        return;
+    };
+    let (dir, daemon, api, gh, repo) = setup().await;
+    let fa = FakeActions::start(&gh).await;
+    // Shorter than the service's 50 s, so the last poll ends soon; long
+    // enough a job that its runner is seen at work.
+    fa.set_poll_wait(Duration::from_secs(5));
+    fa.set_job_duration(Duration::from_secs(20));
+    let shots = Shots {
+        dir: target_dir().join("ui-screenshots"),
+    };
+    std::fs::create_dir_all(&shots.dir).unwrap();
+    let driver = start_driver(&chromedriver, &dir.path().join("chromedriver.log")).await;
+    let c = open_browser(&driver, &chromium).await;
+    let url = daemon.url.clone();
+    log_in(&c, &url, None).await;
+
+    // None yet, on the overview and on the entity's page, which leads to
+    // the form.
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("No scale sets. <a href=\"/ui/scalesets\">")
+    );
+    c.goto(&format!("{url}/ui/entities/{repo}")).await.unwrap();
+    until(&c, "the entity's scale sets", |s| async move {
+        s.contains("No scale sets.")
+    })
+    .await;
+    c.find(Locator::Css(&format!(
+        "a[href='/ui/scalesets?entity={repo}#new-scaleset-h']"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until(&c, "the scale set form", |s| async move {
+        s.contains("Add a scale set")
+    })
+    .await;
+    assert_eq!(value_of(&c, "entity_id").await, repo, "the entity chosen");
+
+    // A name workflows could not use: the API's message at the field,
+    // nothing made here or on GitHub.
+    fill(&c, "name", "linux x64").await;
+    c.find(Locator::Css("#provider_name"))
+        .await
+        .unwrap()
+        .select_by_value("fake")
+        .await
+        .unwrap();
+    fill(&c, "image", "ubuntu-24.04").await;
+    fill(&c, "flavor", "small").await;
+    fill(&c, "max_runners", "2").await;
+    submit(&c, "/ui/scalesets").await;
+    until(&c, "the scale set form's error", |s| async move {
+        s.contains("name-error")
+    })
+    .await;
+    let error = text_of(&c, "#name-error").await;
+    assert!(
+        error.contains("scale set name") && error.contains("' '"),
+        "{error}"
+    );
+    assert_invalid(&c, "name").await;
+    assert_eq!(
+        value_of(&c, "image").await,
+        "ubuntu-24.04",
+        "the form kept it"
+    );
+    assert!(fa.scale_sets().is_empty());
+    shots.take(&c, "scaleset-validation-error").await;
+
+    // Fixed: made here and on GitHub, and its listener holds a session.
+    fill(&c, "name", "linux-x64").await;
+    submit(&c, "/ui/scalesets").await;
+    until(&c, "the new scale set's page", |s| async move {
+        s.contains("Created.")
+    })
+    .await;
+    let path = c.current_url().await.unwrap().path().to_owned();
+    assert!(path.starts_with("/ui/scalesets/"), "{path}");
+    let sets = api.get("/api/v1/scalesets").await.unwrap();
+    assert_eq!(sets.as_array().unwrap().len(), 1, "{sets}");
+    let set = sets[0].clone();
+    let id = set["id"].as_str().unwrap().to_owned();
+    assert_eq!(path, format!("/ui/scalesets/{id}"));
+    assert_eq!(set["name"], "linux-x64");
+    assert_eq!(set["max_runners"], 2);
+    assert_eq!(set["image"], "ubuntu-24.04");
+    let github_id = set["github_id"].as_i64().expect("made on GitHub");
+    assert!(
+        fa.scale_sets()
+            .iter()
+            .any(|s| s.name == "linux-x64" && s.id == github_id)
+    );
+    let held = fa
+        .wait_for(LONG, |fa| {
+            fa.scale_sets()
+                .iter()
+                .any(|s| s.name == "linux-x64" && s.session_owner.is_some())
+        })
+        .await;
+    assert!(held, "no listener session:\n{}", daemon.logs());
+
+    // A job on its queue gets a runner, which the Runners page links to
+    // the scale set's page (a scale set's pool has no page of its own).
+    let rid = fa.queue_job("linux-x64", "octo/app");
+    c.goto(&format!("{url}/ui/runners")).await.unwrap();
+    let link = format!("a[href='/ui/scalesets/{id}']");
+    until(&c, "the scale set's runner", |s| {
+        let id = id.clone();
+        async move { s.contains(&format!("href=\"/ui/scalesets/{id}\"")) }
+    })
+    .await;
+    assert!(
+        text_of(&c, &link)
+            .await
+            .contains("octo/app · scale set linux-x64")
+    );
+    click(&c, &link).await;
+    let page = until(&c, "the scale set's page with its runner", |s| async move {
+        s.contains("data-runner=") && s.contains("runs-on: linux-x64")
+    })
+    .await;
+    assert!(page.contains("of 2"), "runners against max_runners");
+    assert!(
+        page.contains(&format!("scale set <code>{github_id}</code>")),
+        "its GitHub id"
+    );
+    shots.take(&c, "scaleset").await;
+    // On a phone's screen: one column, nothing cut off.
+    c.set_window_size(390, 844).await.unwrap();
+    c.refresh().await.unwrap();
+    until(&c, "the scale set's page on a phone", |s| async move {
+        s.contains("runs-on: linux-x64")
+    })
+    .await;
+    shots.take(&c, "scaleset-phone").await;
+    let wide = sideways(&c).await;
+    assert!(
+        wide.is_empty(),
+        "the scale set's page scrolls sideways on a phone: {wide:?}"
+    );
+    c.set_window_size(1280, 1000).await.unwrap();
+
+    let served = fa
+        .wait_for(LONG, |fa| {
+            fa.job(rid).is_some_and(|j| j.status == "completed")
+        })
+        .await;
+    assert!(
+        served,
+        "job not served: {:?}\n{}",
+        fa.job(rid),
+        daemon.logs()
+    );
+
+    // The overview: the scale set's own row, with the job's wait.
+    c.goto(&format!("{url}/ui")).await.unwrap();
+    let overview = until(&c, "the scale set on the overview", |s| async move {
+        s.contains("octo/app · scale set linux-x64") && s.contains("1 jobs")
+    })
+    .await;
+    let section = &overview[overview
+        .find("id=\"scalesets-h\"")
+        .expect("a Scale sets section")..];
+    assert!(section.contains(&format!("href=\"/ui/scalesets/{id}\"")));
+    assert!(section.contains("Scale set</th>"), "its own heading");
+    assert!(section.contains("of 2"), "runners against max_runners");
+    shots.take(&c, "overview-scaleset").await;
+
+    // Disabled from its page: its listener lets go.
+    c.goto(&format!("{url}/ui/scalesets/{id}")).await.unwrap();
+    submit(&c, &format!("/ui/scalesets/{id}/enabled")).await;
+    until(&c, "the disabled notice", |s| async move {
+        s.contains("Scale set disabled")
+    })
+    .await;
+    assert_eq!(
+        api.get(&format!("/api/v1/scalesets/{id}")).await.unwrap()["enabled"],
+        false
+    );
+
+    // Deleted once its runner is gone: here and on GitHub.
+    wait_for(LONG, "the scale set's runner to be deleted", || {
+        let api = api.clone();
+        let pool = set["pool_id"].as_str().unwrap().to_owned();
+        async move {
+            let live = api.instances(false).await.map_err(|e| e.to_string())?;
+            if live.iter().any(|i| i["pool_id"] == pool.as_str()) {
+                Err(format!("{live:?}"))
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    c.refresh().await.unwrap();
+    click(&c, "details.danger summary").await;
+    submit(&c, &format!("/ui/scalesets/{id}/delete")).await;
+    until(&c, "the scale sets list", |s| async move {
+        s.contains("Deleted.")
+    })
+    .await;
+    assert!(
+        api.get("/api/v1/scalesets")
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!fa.scale_sets().iter().any(|s| s.name == "linux-x64"));
+
+    c.close().await.unwrap();
+    drop(driver);
 }

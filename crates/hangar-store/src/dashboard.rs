@@ -61,11 +61,17 @@ pub struct JobTimesFilter {
 
 impl Store {
     /// Queued jobs per pool with the oldest one's queue time (jobs no pool
-    /// matched are left out).
+    /// matched are left out). A scale set's pool counts the runner requests
+    /// of its queue that no runner has started yet.
     pub async fn pool_queues(&self) -> Result<Vec<PoolQueue>> {
         let sql = "SELECT pool_id, COUNT(*) AS n, MIN(queued_at) AS oldest FROM jobs
               WHERE status_rank <= 1 AND status = 'queued' AND pool_id IS NOT NULL
-              GROUP BY pool_id";
+              GROUP BY pool_id
+            UNION ALL
+            SELECT s.pool_id, COUNT(*) AS n, MIN(COALESCE(j.queued_at, j.seen_at)) AS oldest
+              FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
+              WHERE j.status_rank <= 2
+              GROUP BY s.pool_id";
         on!(self, read, |c| {
             let rows = sqlx::query(sql).fetch_all(c).await?;
             rows.iter()
@@ -81,10 +87,16 @@ impl Store {
     }
 
     /// The waits of jobs whose runner took them at or after `since`,
-    /// oldest first.
+    /// oldest first: webhook jobs and scale sets' jobs (queued at the
+    /// service's queue time, else when Hangar first heard of them).
     pub async fn wait_samples(&self, since: DateTime<Utc>) -> Result<Vec<WaitSample>> {
         let sql = "SELECT pool_id, started_at, started_at - queued_at AS wait FROM jobs
-              WHERE started_at >= $1 ORDER BY started_at";
+              WHERE started_at >= $1
+            UNION ALL
+            SELECT s.pool_id, j.started_at, j.started_at - COALESCE(j.queued_at, j.seen_at) AS wait
+              FROM scale_set_jobs j JOIN scale_sets s ON s.id = j.scale_set_id
+              WHERE j.started_at >= $1
+            ORDER BY started_at";
         on!(self, read, |c| {
             let rows = sqlx::query(sql)
                 .bind(since.timestamp_millis())

@@ -229,8 +229,8 @@ pub(crate) async fn apply_message(
         sqlx::query(
             "INSERT INTO scale_set_jobs (scale_set_id, runner_request_id, job_id, repository,
                 name, workflow_run_id, labels, status, status_rank, result, runner_name,
-                runner_id, queued_at, seen_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14)
+                runner_id, queued_at, started_at, seen_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14, $14, $14)
              ON CONFLICT (scale_set_id, runner_request_id) DO UPDATE SET
                 status = CASE WHEN excluded.status_rank > scale_set_jobs.status_rank
                     THEN excluded.status ELSE scale_set_jobs.status END,
@@ -239,6 +239,7 @@ pub(crate) async fn apply_message(
                 result = COALESCE(excluded.result, scale_set_jobs.result),
                 runner_name = COALESCE(excluded.runner_name, scale_set_jobs.runner_name),
                 runner_id = COALESCE(excluded.runner_id, scale_set_jobs.runner_id),
+                started_at = COALESCE(scale_set_jobs.started_at, excluded.started_at),
                 updated_at = excluded.updated_at",
         )
         .bind(scale_set_id)
@@ -255,6 +256,8 @@ pub(crate) async fn apply_message(
         .bind(runner_id)
         .bind(job.queue_time.map(|t| t.timestamp_millis()))
         .bind(now)
+        // When its runner took it, for the dashboard's waits.
+        .bind(matches!(e, ScaleSetJobEvent::Started { .. }).then_some(now))
         .execute(&mut *conn)
         .await?;
     }

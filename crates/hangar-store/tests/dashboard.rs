@@ -256,7 +256,113 @@ async fn recent_failures_are_instances_that_failed(db: TestDb) {
     assert_eq!(failures[0].pool_id, pool);
 }
 
+/// A scale set's runner requests wait in its pool's queue until a runner
+/// starts them; the start the queue reports gives the wait, once.
+async fn scale_set_jobs_queue_and_wait_in_their_pool(db: TestDb) {
+    let store = open(&db).await;
+    let (entity, webhook_pool) = seed(&store).await;
+    let pool = store
+        .create_pool(entity, &sample::pool_spec("fake", "ss", 2))
+        .await
+        .unwrap();
+    let ss = store
+        .attach_scale_set(pool.id, "ss", Some(7))
+        .await
+        .unwrap();
+    let queued_at = clock::now() - chrono::Duration::seconds(30);
+    let job = |rid: i64| ScaleSetJob {
+        runner_request_id: rid,
+        repository: "octo/app".into(),
+        job_id: format!("j{rid}"),
+        job_display_name: None,
+        workflow_run_id: None,
+        request_labels: vec!["ss".into()],
+        queue_time: Some(queued_at),
+    };
+    let apply = |id: i64, events: Vec<ScaleSetJobEvent>| {
+        let (store, ss) = (store.clone(), ss.clone());
+        async move {
+            store
+                .apply_scale_set_message(
+                    &ss,
+                    &ScaleSetMessage {
+                        message_id: id,
+                        statistics: None,
+                        events,
+                    },
+                    &[],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    apply(
+        1,
+        vec![
+            ScaleSetJobEvent::Available { job: job(1) },
+            ScaleSetJobEvent::Assigned { job: job(2) },
+        ],
+    )
+    .await;
+    let queues = store.pool_queues().await.unwrap();
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    assert_eq!((queues[0].pool_id, queues[0].queued), (pool.id, 2));
+    assert_eq!(
+        queues[0].oldest_queued_at.timestamp_millis(),
+        queued_at.timestamp_millis()
+    );
+    assert!(
+        store
+            .wait_samples(clock::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Job 1's runner starts it, then it completes: its wait is measured
+    // from the service's queue time, and the completion changes nothing.
+    let started = |job| ScaleSetJobEvent::Started {
+        job,
+        runner_id: 5,
+        runner_name: "hangar-ss-1".into(),
+    };
+    apply(2, vec![started(job(1))]).await;
+    apply(
+        3,
+        vec![ScaleSetJobEvent::Completed {
+            job: job(1),
+            result: "succeeded".into(),
+            runner_id: 5,
+            runner_name: "hangar-ss-1".into(),
+        }],
+    )
+    .await;
+    let queues = store.pool_queues().await.unwrap();
+    assert_eq!((queues[0].pool_id, queues[0].queued), (pool.id, 1));
+    let samples = store
+        .wait_samples(clock::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert_eq!(samples[0].pool_id, Some(pool.id));
+    assert!(samples[0].wait_ms >= 30_000, "{samples:?}");
+    assert_ne!(samples[0].pool_id, Some(webhook_pool));
+
+    // Once every job started, the pool has no queue left.
+    apply(4, vec![started(job(2))]).await;
+    assert!(store.pool_queues().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .wait_samples(clock::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 on_both_backends!(
     waits_and_run_times_come_from_the_deliveries,
     recent_failures_are_instances_that_failed,
+    scale_set_jobs_queue_and_wait_in_their_pool,
 );

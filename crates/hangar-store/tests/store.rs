@@ -65,7 +65,7 @@ async fn creates_folder_and_file_and_keeps_data_across_restarts(db: TestDb) {
     }
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     );
     let id = store.controller_id();
     let (entity, pool) = seed(&store).await;
@@ -1325,7 +1325,7 @@ async fn migrating_job_events_onto_jobs_keeps_what_was_seen() {
     let store = open(&db).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     );
     let out = store
         .record_job_events(&[
@@ -1390,7 +1390,7 @@ async fn postgres_migrations_carry_old_rows_forward() {
     let store = open(&db).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     );
     store.close().await;
     let seen: Vec<(i64, i64)> = sqlx::query_as("SELECT id, actions_seen FROM jobs ORDER BY id")
@@ -1645,7 +1645,7 @@ async fn migrating_entities_per_endpoint_keeps_ids_and_secrets() {
     let store = open(&db).await;
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     );
     let after = store.entity(entity.id).await.unwrap();
     assert_eq!(after.scope, entity.scope);

@@ -72,7 +72,10 @@ async fn one(s: &AppState, set: ScaleSet) -> ApiResult<ScaleSetResponse> {
     Ok(response(set, usage, breaker))
 }
 
-async fn list_for(s: &AppState, entity: Option<EntityId>) -> ApiResult<Vec<ScaleSetResponse>> {
+pub(crate) async fn list_for(
+    s: &AppState,
+    entity: Option<EntityId>,
+) -> ApiResult<Vec<ScaleSetResponse>> {
     let usage: HashMap<_, _> = s.store.pool_usage().await?.into_iter().collect();
     let mut breakers: HashMap<_, _> = s.store.pool_breakers().await?.into_iter().collect();
     Ok(s.store

@@ -49,11 +49,11 @@ const KINDS: [EntityKind; 3] = [
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Done {
-    done: Option<String>,
+    pub(super) done: Option<String>,
 }
 
 /// The kind of a stored entity, or a 404 page.
-async fn kind_of(s: &UiState, id: &str) -> Result<EntityKind, Response> {
+pub(super) async fn kind_of(s: &UiState, id: &str) -> Result<EntityKind, Response> {
     let parsed = id
         .parse()
         .map_err(|_| api_error_page(ApiError::not_found(format!("entity {id:?} not found"))))?;
@@ -65,7 +65,7 @@ async fn kind_of(s: &UiState, id: &str) -> Result<EntityKind, Response> {
         .map_err(|e| api_error_page(e.into()))
 }
 
-fn redirect(to: String) -> Response {
+pub(super) fn redirect(to: String) -> Response {
     Redirect::to(&to).into_response()
 }
 
@@ -89,7 +89,10 @@ pub struct EntityForm {
 
 const ENTITY_FIELDS: &[&str] = &["owner", "name", "credentials_name", "webhook_secret"];
 
-async fn all_entities(s: &UiState, session: &Session) -> Result<Vec<EntityResponse>, ApiError> {
+pub(super) async fn all_entities(
+    s: &UiState,
+    session: &Session,
+) -> Result<Vec<EntityResponse>, ApiError> {
     let mut out = Vec::new();
     for kind in KINDS {
         let Json(list) = by_kind!(kind, |m| m::list(session.admin(), State(s.app.clone()))
@@ -173,7 +176,7 @@ async fn list_body(
     })
 }
 
-fn display(e: &EntityResponse) -> String {
+pub(super) fn display(e: &EntityResponse) -> String {
     if e.owner.is_empty() {
         e.name.clone()
     } else {
@@ -331,6 +334,11 @@ async fn entity_page_with(
         Ok(v) => v,
         Err(e) => return api_error_page(e),
     };
+    let sets: Vec<_> =
+        match crate::admin::scalesets::list(session.admin(), State(s.app.clone())).await {
+            Ok(Json(all)) => all.into_iter().filter(|x| x.entity_id == e.id).collect(),
+            Err(e) => return api_error_page(e),
+        };
     let providers = s.app.providers.names();
     let mut kind = e.kind.clone();
     if let Some(first) = kind.get_mut(..1) {
@@ -359,6 +367,11 @@ async fn entity_page_with(
             h2 #new-pool-h { "Add a pool" }
             (pool_form_markup(session, &format!("/ui/entities/{}/pools", e.id), pool_form, pool_errors, &providers, "Add pool"))
         }
+        section aria-labelledby="scalesets-h" {
+            h2 #scalesets-h { "Scale sets" }
+            @if sets.is_empty() { p { "No scale sets." } } @else { (super::scalesets::table(session, &sets, std::slice::from_ref(&e))) }
+            p { a href=(format!("/ui/scalesets?entity={}#new-scaleset-h", e.id)) { "Add a scale set" span.sr { " to " (display(&e)) } } }
+        }
         section aria-labelledby="edit-entity-h" {
             h2 #edit-entity-h { "Edit" }
             form.card.grid method="post" action=(format!("/ui/entities/{}", e.id)) novalidate {
@@ -368,7 +381,7 @@ async fn entity_page_with(
                 (text_field("webhook_secret", "New webhook secret", "", errors, "Leave empty to keep the current one"))
                 div.actions { button type="submit" { "Save" } }
             }
-            (delete_form(session, &format!("/ui/entities/{}/delete", e.id), "Delete this entity", "Its pools must be deleted first."))
+            (delete_form(session, &format!("/ui/entities/{}/delete", e.id), "Delete this entity", "Its pools and scale sets must be deleted first."))
         }
     };
     (
@@ -572,18 +585,6 @@ impl PoolForm {
     }
 
     fn parse(&self) -> Result<ParsedPool, FormErrors> {
-        fn number(field: &'static str, v: &str) -> Result<Option<u32>, FormErrors> {
-            let v = v.trim();
-            if v.is_empty() {
-                return Ok(None);
-            }
-            v.parse().map(Some).map_err(|_| {
-                FormErrors::at(
-                    field,
-                    format!("{field}: {v:?} is not a whole number of 0 or more"),
-                )
-            })
-        }
         let extra = self.extra_specs.trim();
         Ok(ParsedPool {
             // Empty pieces are kept, so the API names a doubled comma.
@@ -610,7 +611,21 @@ impl PoolForm {
     }
 }
 
-fn opt(v: &str) -> Option<String> {
+/// A whole number typed into `field`; empty is none given.
+pub(super) fn number(field: &'static str, v: &str) -> Result<Option<u32>, FormErrors> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        FormErrors::at(
+            field,
+            format!("{field}: {v:?} is not a whole number of 0 or more"),
+        )
+    })
+}
+
+pub(super) fn opt(v: &str) -> Option<String> {
     Some(v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
@@ -683,6 +698,12 @@ pub async fn pool_page(
     Path(id): Path<String>,
     Query(q): Query<Done>,
 ) -> Response {
+    // A scale set's pool is managed on its scale set's page.
+    if let Ok(pool) = id.parse()
+        && let Ok(Some(set)) = s.app.store.scale_set_by_pool(pool).await
+    {
+        return redirect(format!("/ui/scalesets/{}", set.id));
+    }
     render_pool(
         &s,
         &session,
@@ -933,7 +954,7 @@ fn enable_form(session: &Session, p: &PoolResponse) -> Markup {
 }
 
 /// A delete button behind a disclosure, so one stray click deletes nothing.
-fn delete_form(session: &Session, action: &str, label: &str, hint: &str) -> Markup {
+pub(super) fn delete_form(session: &Session, action: &str, label: &str, hint: &str) -> Markup {
     html! {
         details.danger {
             summary { (label) "…" }
@@ -972,7 +993,7 @@ pub fn text_field(
     }
 }
 
-fn select_field(
+pub(super) fn select_field(
     name: &'static str,
     label: &str,
     value: &str,

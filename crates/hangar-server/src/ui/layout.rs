@@ -10,6 +10,7 @@ use super::Session;
 const NAV: &[(&str, &str)] = &[
     ("/ui", "Overview"),
     ("/ui/entities", "Entities and pools"),
+    ("/ui/scalesets", "Scale sets"),
     ("/ui/runners", "Runners"),
     ("/ui/jobs", "Jobs"),
 ];
@@ -90,6 +91,10 @@ pub fn notice(code: Option<&str>) -> Markup {
         Some("deleted") => "Deleted.",
         Some("enabled") => "Pool enabled.",
         Some("disabled") => "Pool disabled.",
+        Some("ss-enabled") => "Scale set enabled: its listener takes jobs from GitHub again.",
+        Some("ss-disabled") => {
+            "Scale set disabled: its listener stops and no new runner is made for it."
+        }
         Some("runner-deleting") => "Runner deletion requested: it leaves GitHub, then its VM goes.",
         Some("runner-forced") => {
             "Forced deletion requested: the runner is removed even if the provider keeps failing."

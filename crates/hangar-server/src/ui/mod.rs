@@ -21,6 +21,7 @@ mod jobs;
 mod layout;
 mod overview;
 mod runners;
+mod scalesets;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,6 +109,16 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/ui/pools/{id}/enabled", post(entities::set_enabled))
         .route("/ui/pools/{id}/delete", post(entities::delete_pool))
+        .route(
+            "/ui/scalesets",
+            get(scalesets::list_page).post(scalesets::create),
+        )
+        .route(
+            "/ui/scalesets/{id}",
+            get(scalesets::show).post(scalesets::update),
+        )
+        .route("/ui/scalesets/{id}/enabled", post(scalesets::set_enabled))
+        .route("/ui/scalesets/{id}/delete", post(scalesets::delete))
         .route("/ui/runners", get(runners::page))
         .route("/ui/live/runners", get(runners::live))
         .route("/ui/runners/{name}/delete", post(runners::delete))
@@ -304,10 +315,19 @@ impl FromRequestParts<UiState> for Session {
     }
 }
 
-/// Every pool's name as the dashboard shows it: its entity and labels.
+/// How the dashboard names a pool and where it links it.
+#[derive(Debug, Clone)]
+pub struct PoolLink {
+    pub title: String,
+    pub href: String,
+}
+
+/// Every pool's name and page as the dashboard shows them: its entity and
+/// labels, or, for a scale set's pool, its entity and the scale set (whose
+/// page manages it; `/ui/pools/…` does not).
 async fn pool_names(
     s: &UiState,
-) -> Result<std::collections::HashMap<uuid::Uuid, String>, ApiError> {
+) -> Result<std::collections::HashMap<uuid::Uuid, PoolLink>, ApiError> {
     let entities: std::collections::HashMap<_, _> = s
         .app
         .store
@@ -316,6 +336,14 @@ async fn pool_names(
         .into_iter()
         .map(|e| (e.id, e.scope.display_name()))
         .collect();
+    let sets: std::collections::HashMap<_, _> = s
+        .app
+        .store
+        .list_scale_sets(None)
+        .await?
+        .into_iter()
+        .map(|set| (set.pool_id, set))
+        .collect();
     Ok(s.app
         .store
         .list_pools(None)
@@ -323,9 +351,24 @@ async fn pool_names(
         .into_iter()
         .map(|p| {
             let entity = entities.get(&p.entity_id).cloned().unwrap_or_default();
-            (p.id.0, pool_title(&entity, &p.spec.tags.to_vec()))
+            let link = match sets.get(&p.id) {
+                Some(set) => PoolLink {
+                    title: scale_set_title(&entity, set.spec.name.as_str()),
+                    href: format!("/ui/scalesets/{}", set.id),
+                },
+                None => PoolLink {
+                    title: pool_title(&entity, &p.spec.tags.to_vec()),
+                    href: format!("/ui/pools/{}", p.id),
+                },
+            };
+            (p.id.0, link)
         })
         .collect())
+}
+
+/// "octo/app · scale set linux-x64".
+fn scale_set_title(entity: &str, name: &str) -> String {
+    format!("{entity} · scale set {name}")
 }
 
 /// "octo/app · linux, self-hosted".

@@ -1,24 +1,26 @@
-//! The overview: per pool, runners against `max_runners`, the queue and its
-//! oldest job, queued → runner waits over the last hour, breaker health;
-//! then provider health and recent failures.
+//! The overview: per pool and per scale set, runners against
+//! `max_runners`, the queue and its oldest job, queued → runner waits over
+//! the last hour, breaker health; then provider health and recent failures.
 //!
 //! Capacity is rendered from [`CapacityRow`]s grouped in [`Section`]s, not
-//! from pools directly, so scale sets (pools with `scale_set = 1` and a
-//! `scale_sets` row) become one more section built the same way.
+//! from pools directly: a scale set drives a pool of its own (`scale_set =
+//! 1`), whose runners, queue (its queue's runner requests not started yet)
+//! and waits are keyed by that pool like any other's, so the "Scale sets"
+//! section is built the same way as "Pools".
 
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
-use hangar_api::{PoolResponse, ProviderResponse};
+use hangar_api::{PoolResponse, ProviderResponse, ScaleSetResponse};
 use hangar_core::{InstanceStatus, PoolId, RunnerStatus};
 use hangar_store::{FailureRow, PoolQueue};
 use maud::{Markup, html};
 
 use super::chart::{self, Summary};
 use super::layout::{self, ago, duration_ms};
-use super::{Session, UiState, api_error_page};
+use super::{PoolLink, Session, UiState, api_error_page};
 use crate::error::ApiError;
 
 /// Runners of one pool (or scale set) by what they are doing.
@@ -70,6 +72,9 @@ pub struct CapacityRow {
     pub oldest: Option<chrono::DateTime<Utc>>,
     pub waits: Vec<Option<Summary>>,
     pub hour: Option<Summary>,
+    /// What is wrong beyond the breaker (a scale set deleted on GitHub,
+    /// or its listener failing).
+    pub problem: Option<String>,
 }
 
 /// The pool JSON's `health`.
@@ -80,13 +85,60 @@ pub struct PoolBreaker {
     pub last_error: Option<String>,
 }
 
-/// A titled group of capacity rows (pools now; scale sets next).
+/// A titled group of capacity rows: pools, or scale sets.
 #[derive(Debug, Clone)]
 pub struct Section {
     pub id: &'static str,
     pub title: &'static str,
+    /// What one row is ("Pool", "Scale set"): the first column's heading.
+    pub noun: &'static str,
     pub empty: Markup,
     pub rows: Vec<CapacityRow>,
+}
+
+/// What a capacity row needs of a pool or a scale set.
+struct RowFacts {
+    detail: String,
+    provider: String,
+    enabled: bool,
+    health: hangar_api::PoolHealth,
+    max_runners: u32,
+    problem: Option<String>,
+}
+
+impl RowFacts {
+    fn of_pool(p: &PoolResponse) -> Self {
+        RowFacts {
+            detail: format!("{} / {}", p.image, p.flavor),
+            provider: p.provider_name.clone(),
+            enabled: p.enabled,
+            health: p.health.clone(),
+            max_runners: p.max_runners,
+            problem: None,
+        }
+    }
+
+    fn of_scale_set(s: &ScaleSetResponse) -> Self {
+        let problem = match s.state.as_str() {
+            "active" => None,
+            "deleted_on_github" => Some("deleted on GitHub: saving it makes it again".to_owned()),
+            other => Some(match &s.last_error {
+                Some(e) => format!("{other}: {e}"),
+                None => other.to_owned(),
+            }),
+        };
+        RowFacts {
+            detail: format!(
+                "{} / {} · GitHub asks for {}",
+                s.image, s.flavor, s.desired_runners
+            ),
+            provider: s.provider_name.clone(),
+            enabled: s.enabled,
+            health: s.health.clone(),
+            max_runners: s.max_runners,
+            problem,
+        }
+    }
 }
 
 /// What the overview shows, read in one go.
@@ -94,12 +146,13 @@ struct Overview {
     sections: Vec<Section>,
     providers: Vec<ProviderResponse>,
     failures: Vec<FailureRow>,
-    pool_names: HashMap<PoolId, String>,
+    pool_names: HashMap<PoolId, PoolLink>,
 }
 
 async fn load(s: &UiState) -> Result<Overview, ApiError> {
     let app = &s.app;
     let pools = crate::admin::pools::list_for(app, None).await?;
+    let sets = crate::admin::scalesets::list_for(app, None).await?;
     let entities: HashMap<_, _> = app
         .store
         .list_entities(None)
@@ -130,42 +183,70 @@ async fn load(s: &UiState) -> Result<Overview, ApiError> {
         }
     }
     let mut pool_names = HashMap::new();
-    let rows = pools
+    // One row from what every pool has; `link` names it and says where
+    // it is managed.
+    let mut row = |pool: PoolId, link: PoolLink, p: RowFacts| {
+        pool_names.insert(pool, link.clone());
+        let samples = waits.remove(&pool).unwrap_or_default();
+        let all: Vec<i64> = samples.iter().map(|(_, w)| *w).collect();
+        let q = queues.get(&pool);
+        CapacityRow {
+            href: link.href,
+            title: link.title,
+            detail: p.detail,
+            provider: p.provider,
+            enabled: p.enabled,
+            breaker: PoolBreaker {
+                degraded: p.health.state != "ok",
+                failures: p.health.consecutive_failures,
+                last_error: p.health.last_error,
+            },
+            counts: counts.get(&pool).copied().unwrap_or_default(),
+            max_runners: p.max_runners,
+            queued: q.map_or(0, |q| q.queued),
+            oldest: q.map(|q| q.oldest_queued_at),
+            waits: chart::buckets(&samples, now),
+            hour: chart::summary(&all),
+            problem: p.problem,
+        }
+    };
+    let entity = |id: &uuid::Uuid| entities.get(id).cloned().unwrap_or_default();
+    let pool_rows: Vec<CapacityRow> = pools
         .iter()
         .map(|p: &PoolResponse| {
-            let id = PoolId(p.id);
-            let entity = entities.get(&p.entity_id).cloned().unwrap_or_default();
-            let title = super::pool_title(&entity, &p.tags);
-            pool_names.insert(id, title.clone());
-            let samples = waits.remove(&id).unwrap_or_default();
-            let all: Vec<i64> = samples.iter().map(|(_, w)| *w).collect();
-            let q = queues.get(&id);
-            CapacityRow {
+            let link = PoolLink {
+                title: super::pool_title(&entity(&p.entity_id), &p.tags),
                 href: format!("/ui/pools/{}", p.id),
-                title,
-                detail: format!("{} / {}", p.image, p.flavor),
-                provider: p.provider_name.clone(),
-                enabled: p.enabled,
-                breaker: PoolBreaker {
-                    degraded: p.health.state != "ok",
-                    failures: p.health.consecutive_failures,
-                    last_error: p.health.last_error.clone(),
-                },
-                counts: counts.get(&id).copied().unwrap_or_default(),
-                max_runners: p.max_runners,
-                queued: q.map_or(0, |q| q.queued),
-                oldest: q.map(|q| q.oldest_queued_at),
-                waits: chart::buckets(&samples, now),
-                hour: chart::summary(&all),
-            }
+            };
+            row(PoolId(p.id), link, RowFacts::of_pool(p))
         })
         .collect();
-    let sections = vec![Section {
-        id: "pools",
-        title: "Pools",
-        empty: html! { p { "No pools yet. " a href="/ui/entities" { "Add one to an entity" } "." } },
-        rows,
-    }];
+    let set_rows: Vec<CapacityRow> = sets
+        .iter()
+        .map(|set: &ScaleSetResponse| {
+            let link = PoolLink {
+                title: super::scale_set_title(&entity(&set.entity_id), &set.name),
+                href: format!("/ui/scalesets/{}", set.id),
+            };
+            row(PoolId(set.pool_id), link, RowFacts::of_scale_set(set))
+        })
+        .collect();
+    let sections = vec![
+        Section {
+            id: "pools",
+            title: "Pools",
+            noun: "Pool",
+            empty: html! { p { "No pools yet. " a href="/ui/entities" { "Add one to an entity" } "." } },
+            rows: pool_rows,
+        },
+        Section {
+            id: "scalesets",
+            title: "Scale sets",
+            noun: "Scale set",
+            empty: html! { p { "No scale sets. " a href="/ui/scalesets" { "Add one" } " to take jobs from GitHub's scale set queue instead of webhooks." } },
+            rows: set_rows,
+        },
+    ];
     Ok(Overview {
         sections,
         providers: s.provider_health().await,
@@ -225,7 +306,8 @@ fn body(o: &Overview) -> Markup {
                             @for f in &o.failures {
                                 tr {
                                     td { code { (f.name) } }
-                                    td { a href=(format!("/ui/pools/{}", f.pool_id)) { (o.pool_names.get(&f.pool_id).cloned().unwrap_or_else(|| f.pool_id.to_string())) } }
+                                    @let link = o.pool_names.get(&f.pool_id);
+                                    td { a href=(link.map_or_else(|| format!("/ui/pools/{}", f.pool_id), |l| l.href.clone())) { (link.map_or_else(|| f.pool_id.to_string(), |l| l.title.clone())) } }
                                     td { (f.status.as_str()) " / " (f.runner_status.as_str()) }
                                     td.reason { (f.message.as_deref().unwrap_or("(no message recorded)")) }
                                     td { (f.create_attempts) " create, " (f.delete_attempts) " delete" }
@@ -252,7 +334,7 @@ fn capacity(section: &Section) -> Markup {
                     table.capacity {
                         thead {
                             tr {
-                                th scope="col" { "Pool" }
+                                th scope="col" { (section.noun) }
                                 th scope="col" { "Runners" }
                                 th scope="col" { "Queued" }
                                 th scope="col" { "Queued → runner, last hour" }
@@ -260,7 +342,7 @@ fn capacity(section: &Section) -> Markup {
                             }
                         }
                         tbody {
-                            @for r in &section.rows { (row(r)) }
+                            @for r in &section.rows { (row_markup(r)) }
                         }
                     }
                 }
@@ -273,7 +355,7 @@ fn capacity(section: &Section) -> Markup {
     }
 }
 
-fn row(r: &CapacityRow) -> Markup {
+fn row_markup(r: &CapacityRow) -> Markup {
     let c = r.counts;
     html! {
         tr {
@@ -305,6 +387,10 @@ fn row(r: &CapacityRow) -> Markup {
                 }
             }
             td data-label="Health" {
+                @if let Some(p) = &r.problem {
+                    span.badge.bad { "attention" }
+                    div.reason { (p) }
+                }
                 @if r.breaker.degraded {
                     span.badge.bad { "degraded" }
                     div { (r.breaker.failures) " failed creates in a row" }

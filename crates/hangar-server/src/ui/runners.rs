@@ -8,12 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use hangar_api::InstanceResponse;
+use hangar_core::PoolId;
 use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::layout::{self, ago, csrf, notice};
-use super::{Session, UiState, api_error_page};
+use super::{PoolLink, Session, UiState, api_error_page};
 use crate::admin::instances::{self, DeleteQuery, InstanceQuery};
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,8 +31,8 @@ impl RunnersQuery {
     }
 }
 
-/// The runners, and their pools' names.
-type Loaded = (Vec<InstanceResponse>, HashMap<Uuid, String>);
+/// The runners, and their pools' names and pages.
+type Loaded = (Vec<InstanceResponse>, HashMap<Uuid, PoolLink>);
 
 async fn load(s: &UiState, session: &Session, all: bool) -> Result<Loaded, Response> {
     let list = instances::list(
@@ -97,11 +98,11 @@ pub async fn live(
 }
 
 /// The runners table; `back` is where a delete returns to (`all` = the
-/// runners page, `pool` = the pool's page).
+/// runners page, `pool` = the pool's page, `scaleset` = the scale set's).
 pub fn table(
     session: &Session,
     list: &[InstanceResponse],
-    names: &HashMap<Uuid, String>,
+    names: &HashMap<Uuid, PoolLink>,
     back: &str,
 ) -> Markup {
     html! {
@@ -123,9 +124,10 @@ pub fn table(
                         tr data-runner=(i.name) {
                             th scope="row" {
                                 code { (i.name) }
+                                @let link = names.get(&i.pool_id);
                                 div.muted {
-                                    a href=(format!("/ui/pools/{}", i.pool_id)) {
-                                        (names.get(&i.pool_id).map(String::as_str).unwrap_or("its pool"))
+                                    a href=(link.map_or_else(|| format!("/ui/pools/{}", i.pool_id), |l| l.href.clone())) {
+                                        (link.map_or("its pool", |l| l.title.as_str()))
                                     }
                                 }
                             }
@@ -191,6 +193,10 @@ pub async fn delete(
     };
     let to = match f.back.as_str() {
         "pool" => format!("/ui/pools/{pool}?done={done}"),
+        "scaleset" => match s.app.store.scale_set_by_pool(PoolId(pool)).await {
+            Ok(Some(set)) => format!("/ui/scalesets/{}?done={done}", set.id),
+            _ => format!("/ui/runners?done={done}"),
+        },
         _ => format!("/ui/runners?done={done}"),
     };
     Redirect::to(&to).into_response()
