@@ -450,7 +450,7 @@ mod tests {
         use crate::output::list_named;
         let entity: hangar_api::EntityResponse = serde_json::from_value(serde_json::json!({
             "id": "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f", "kind": "organization",
-            "owner": "", "name": "a-rather-long-organization-name", "credentials_name": "garm",
+            "owner": "", "name": "octo-platform", "credentials_name": "garm",
             "endpoint": "github.com",
             "webhook_url": "http://127.0.0.1:9997/webhooks/9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
             "pool_count": 1,
@@ -496,7 +496,7 @@ mod tests {
         );
         for want in [
             "lab-ubuntu-2204-confidential",
-            "a-rather-long-organization-name",
+            "octo-platform",
             "azure_external",
             "2/10",
             "active",
@@ -514,8 +514,9 @@ mod tests {
         let t = list_named(OutputFormat::Table, &[off], &names).unwrap();
         assert!(t.contains("disabled"), "{t}");
 
-        // `--long`: every column, whole ids.
+        // `--long`: every column, whole ids (so wider than 100).
         let wide = list_named(OutputFormat::Wide, sets, &names).unwrap();
+        assert!(widest(&wide) > 100, "{wide}");
         for want in [
             "5f0c2a44-1b7e-4a53-9d6e-0e1f2a3b4c5d",
             "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
