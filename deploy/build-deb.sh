@@ -8,14 +8,19 @@
 # bin dir has the .debug files.
 # Usage: deploy/build-deb.sh [--bin-dir DIR] [--out DIR] [--fast]
 # Build first: cargo xtask dist (stripped binaries in target/dist, the
-# default here when present; else target/release).
+# default here). Without target/dist it packages the unstripped
+# target/release build, with a loud warning; it refuses a target/dist
+# older than target/release (run cargo xtask dist again, or name the
+# folder with --bin-dir).
 # The package's version is the one the binaries report (`hangard --version`);
 # shell completions and man pages are generated from the binaries here.
+# The .deb made is checked before it is printed: its Version is what
+# hangard and hangar report, it depends on adduser and an ISO tool, and it
+# holds the binaries, the unit, the completions and the man pages.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-bindir="$root/target/release"
-[ -x "$root/target/dist/hangard" ] && bindir="$root/target/dist"
+bindir=""
 out="$root/target/deb"
 compress=(-Zxz)
 while [ $# -gt 0 ]; do
@@ -29,8 +34,40 @@ while [ $# -gt 0 ]; do
 done
 command -v dpkg-deb >/dev/null || { echo "dpkg-deb is missing (Debian/Ubuntu only)" >&2; exit 1; }
 
+loud() { # a warning nobody scrolls past
+    printf '\n!!! %s\n\n' "$*" >&2
+}
+if [ -z "$bindir" ]; then
+    dist="$root/target/dist" release="$root/target/release"
+    if [ -x "$dist/hangard" ]; then
+        for b in hangard hangar; do
+            if [ "$release/$b" -nt "$dist/$b" ]; then
+                echo "target/dist/$b is older than target/release/$b: the package would ship the older build." >&2
+                echo "Run cargo xtask dist again, or choose with --bin-dir target/dist|target/release." >&2
+                exit 1
+            fi
+        done
+        bindir=$dist
+    elif [ -x "$release/hangard" ]; then
+        bindir=$release
+        loud "no target/dist: packaging the UNSTRIPPED binaries of target/release" \
+            "($(du -m "$release/hangard" | cut -f1) MiB hangard). Run cargo xtask dist first for stripped ones."
+    else
+        echo "no binaries: run cargo xtask dist first (or give --bin-dir)" >&2
+        exit 1
+    fi
+fi
+for b in hangard hangar; do
+    [ -x "$bindir/$b" ] || { echo "missing $bindir/$b (give --bin-dir)" >&2; exit 1; }
+done
+
 version=$("$bindir/hangard" --version | awk '{print $2}')
 case "$version" in [0-9]*) ;; *) echo "cannot read the version from $bindir/hangard --version" >&2; exit 1 ;; esac
+cli_version=$("$bindir/hangar" --version | awk '{print $2}')
+if [ "$cli_version" != "$version" ]; then
+    echo "hangard is $version but hangar is $cli_version: build both from one tree" >&2
+    exit 1
+fi
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -106,6 +143,8 @@ cat > "$pkg/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = configure ]; then
+    # The home first, so adduser finds it (it is hangar's own below).
+    install -d -m 0700 /var/lib/hangar
     if ! getent passwd hangar >/dev/null; then
         adduser --system --group --home /var/lib/hangar --no-create-home \
             --shell /usr/sbin/nologin hangar >/dev/null
@@ -121,6 +160,12 @@ if [ "$1" = configure ]; then
     chmod 0640 /etc/hangar/hangard.toml
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
+    else
+        # No systemd to hand the secrets to the service (LoadCredential):
+        # hangard, run as hangar, reads them here itself.
+        chgrp -R hangar /etc/hangar/credentials
+        chmod 0750 /etc/hangar/credentials
+        chmod 0640 /etc/hangar/credentials/*
     fi
     cat <<'NEXT'
 
@@ -133,9 +178,10 @@ NEXT
         echo "  2. Start it:  systemctl enable --now hangard"
     else
         cat <<'NEXT'
-  2. Start it (there is no systemd here; as root, in the foreground or
+  2. Start it (there is no systemd here; as the hangar user, so the
+     database in /var/lib/hangar stays its own; in the foreground or
      under your supervisor):
-       CREDENTIALS_DIRECTORY=/etc/hangar/credentials hangard --config /etc/hangar/hangard.toml
+       runuser -u hangar -- env CREDENTIALS_DIRECTORY=/etc/hangar/credentials hangard --config /etc/hangar/hangard.toml
 NEXT
     fi
     cat <<'NEXT'
@@ -169,6 +215,23 @@ chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/DEBIAN/prerm" "$pkg/DEBIAN/postrm"
 mkdir -p "$out"
 deb="$out/hangar_${version}_${arch}.deb"
 dpkg-deb --root-owner-group "${compress[@]}" --build "$pkg" "$deb" >/dev/null
+
+# What was built, read back from the .deb itself.
+bad() { echo "build-deb.sh: $deb: $*" >&2; rm -f "$deb"; exit 1; }
+[ "$(dpkg-deb -f "$deb" Version)" = "$version" ] \
+    || bad "Version $(dpkg-deb -f "$deb" Version) is not hangard --version ($version)"
+depends=$(dpkg-deb -f "$deb" Depends)
+for want in adduser "genisoimage | xorriso"; do
+    case ", $depends," in *", $want,"*) ;; *) bad "Depends ($depends) lacks $want" ;; esac
+done
+contents=$(dpkg-deb --contents "$deb" | awk '{print $NF}')
+for want in ./usr/bin/hangard ./usr/bin/hangar ./lib/systemd/system/hangard.service \
+    ./etc/hangar/hangard.toml \
+    ./usr/share/bash-completion/completions/hangar ./usr/share/zsh/vendor-completions/_hangar \
+    ./usr/share/fish/vendor_completions.d/hangar.fish \
+    ./usr/share/man/man1/hangar.1.gz ./usr/share/man/man8/hangard.8.gz; do
+    grep -qxF "$want" <<<"$contents" || bad "lacks $want"
+done
 echo "$deb"
 
 if [ -d "$dbg/usr/lib/debug" ]; then

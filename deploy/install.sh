@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs Hangar as a systemd service:
+# Installs Hangar as a systemd service (or, without systemd, ready to run
+# as the hangar user; the next steps printed at the end say how):
 #   binaries   -> $PREFIX/bin/hangard, $PREFIX/bin/hangar (stripped, from cargo xtask dist)
 #   debug info -> /usr/lib/debug$PREFIX/bin/{hangard,hangar}.debug (where gdb, perf
 #                 and addr2line look for a .gnu_debuglink; skip with --no-debug)
@@ -86,9 +87,40 @@ if [ -z "$destdir" ]; then
     fi
     chown hangar:hangar /var/lib/hangar
     chgrp hangar /etc/hangar/hangard.toml
+    systemd=0
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemd=1
         systemctl daemon-reload
-        say "run: systemctl enable --now hangard"
+    else
+        # No systemd to hand the secrets to the service (LoadCredential):
+        # hangard, run as hangar, reads them here itself.
+        chgrp -R hangar /etc/hangar/credentials
+        chmod 0750 /etc/hangar/credentials
+        chmod 0640 /etc/hangar/credentials/*
     fi
 fi
 say "done"
+if [ -z "$destdir" ]; then
+    cat <<NEXT
+
+Next:
+  1. Set server.public_url in /etc/hangar/hangard.toml (the URL GitHub
+     reaches) and add a [[provider]] (every key:
+     $prefix/share/doc/hangar/hangard.example.toml).
+NEXT
+    if [ "$systemd" = 1 ]; then
+        echo "  2. Start it:  systemctl enable --now hangard"
+    else
+        cat <<NEXT
+  2. Start it (there is no systemd here; as the hangar user, so the
+     database in /var/lib/hangar stays its own; in the foreground or
+     under your supervisor):
+       runuser -u hangar -- env CREDENTIALS_DIRECTORY=/etc/hangar/credentials $prefix/bin/hangard --config /etc/hangar/hangard.toml
+NEXT
+    fi
+    cat <<'NEXT'
+  3. The first admin:  hangar init --url http://127.0.0.1:9997 --username admin --password-stdin
+  4. /metrics needs the token in /etc/hangar/credentials/metrics-token
+     (Authorization: Bearer <token>).
+NEXT
+fi

@@ -70,6 +70,10 @@ async fn the_readme_walkthrough_runs_as_written_and_serves_a_job() {
         ud.contains(&format!("{}/api/v1/metadata", rig.daemon.url)),
         "{ud}"
     );
+    // What `hangar pool userdata` prints passes `cloud-init schema`.
+    if let Err(e) = hangar_testkit::cloud_init::schema_check(&ud) {
+        panic!("{e}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's one-command entry points.
 //!
 //! - `cargo xtask ci` — what CI runs (`.ci/run`): installs the system
-//!   packages the build and the tests need, prepares libvirt for the
+//!   packages the build and the tests need (cloud-init for `cloud-init
+//!   schema` among them), prepares libvirt for the
 //!   real-VM test, then fmt --check, clippy -D warnings, build, test; the
 //!   tests run with a throwaway PostgreSQL server (`postgres`) so the
 //!   store's suite runs on both backends.
@@ -27,6 +28,8 @@
 //!   a throwaway PostgreSQL server (`cargo test -p hangar-store ARGS…`).
 //! - `cargo xtask tidy` — house-style checks (every module says why it exists).
 //! - `cargo xtask terraform` — syntax check of `deploy/azure/*.tf` (part of `ci`).
+//! - `cargo xtask deb` — builds the .deb from the debug binaries and checks
+//!   it (part of `ci`; build the binaries first).
 //! - `cargo xtask fuzz [TARGET] [--secs N]` — the long libFuzzer run of the
 //!   fuzz targets (nightly; installs cargo-fuzz when missing). Their short
 //!   run is part of `cargo test`, so of `ci`.
@@ -58,9 +61,10 @@ fn main() -> ExitCode {
         Some("store-tests") => store_tests(&args[1..]),
         Some("deps") => system_packages(),
         Some("terraform") => terraform_check(),
+        Some("deb") => deb_check(),
         Some("fuzz") => fuzz::run_cmd(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets|postgres [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [--cluster [N]] [SCENARIO…] | store-tests [ARGS…]>"
+            "usage: cargo xtask <ci | dev [--release] [CONFIG] | try | bench webhooks|schedule|queue|idle-rss|scale|scalesets|postgres [--quick] | simulate [SCENARIO|all] [--seed N] [--dev] | dist | tidy | deps | terraform | deb | fuzz [TARGET] [--secs N] | faults [--short] [--release] [--seed N] [--cluster [N]] [SCENARIO…] | store-tests [ARGS…]>"
                 .into(),
         ),
     };
@@ -188,11 +192,47 @@ fn browser_packages() -> Result {
         eprintln!("all present: chromium chromium-driver");
         return Ok(());
     }
+    apt_install(&missing)
+}
+
+fn apt_install(missing: &[String]) -> Result {
     eprintln!("installing: {}", missing.join(" "));
     run(as_root(&["apt-get", "update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
     args.extend(missing.iter().map(String::as_str));
     run(as_root(&args).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// cloud-init marks itself off with this file: its boot-time units and
+/// generator do nothing while it exists.
+const CLOUD_INIT_OFF: &str = "/etc/cloud/cloud-init.disabled";
+
+/// Debian's `cloud-init`, for `cloud-init schema`, the standard validator
+/// the user-data tests run (they fail without it under `CI`). Installing
+/// it starts nothing (no service, no network change); so that it never
+/// runs at this machine's next boot either, [`CLOUD_INIT_OFF`] is written
+/// first when cloud-init was not installed before.
+fn cloud_init_package() -> Result {
+    step("cloud-init (the user-data validator)");
+    if Command::new("dpkg-query")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "!!! not a Debian system: install cloud-init yourself (`cloud-init schema` checks the user-data; the tests fail without it under CI)"
+        );
+        return Ok(());
+    }
+    let missing = missing_packages(&["cloud-init"]);
+    if missing.is_empty() {
+        eprintln!("present: cloud-init");
+        return Ok(());
+    }
+    run(&mut as_root(&["mkdir", "-p", "/etc/cloud"]))?;
+    run(&mut as_root(&["touch", CLOUD_INIT_OFF]))?;
+    eprintln!("{CLOUD_INIT_OFF} written: cloud-init will not run at boot");
+    apt_install(&missing)
 }
 
 /// Prepares a libvirt daemon and the tiny test guest for the real-VM tests.
@@ -226,8 +266,10 @@ fn libvirt_setup() -> Option<Vec<(String, String)>> {
 }
 
 /// Builds the Debian package from the debug binaries and checks what it
-/// holds: binaries, unit, config as a conffile, maintainer scripts — and no
-/// secrets, which the postinst generates on the target machine.
+/// holds: binaries, unit, config as a conffile, maintainer scripts, shell
+/// completions and man pages, the version `hangard --version` reports (not
+/// a placeholder), `adduser` and an ISO tool among its dependencies — and
+/// no secrets, which the postinst generates on the target machine.
 fn deb_check() -> Result {
     if Command::new("dpkg-deb").arg("--version").output().is_err() {
         eprintln!("!!! not a Debian system: the .deb packaging is not checked");
@@ -266,6 +308,11 @@ fn deb_check() -> Result {
         "./lib/systemd/system/hangard.service",
         "./etc/hangar/hangard.toml",
         "./usr/share/doc/hangar/hangard.example.toml",
+        "./usr/share/bash-completion/completions/hangar",
+        "./usr/share/zsh/vendor-completions/_hangar",
+        "./usr/share/fish/vendor_completions.d/hangar.fish",
+        "./usr/share/man/man1/hangar.1.gz",
+        "./usr/share/man/man8/hangard.8.gz",
     ] {
         if !contents.lines().any(|l| l.ends_with(want)) {
             return Err(format!("the .deb lacks {want}:\n{contents}"));
@@ -278,6 +325,37 @@ fn deb_check() -> Result {
     for want in ["Package: hangar", "postinst", "conffiles", "Depends: libc6"] {
         if !info.contains(want) {
             return Err(format!("the .deb's control data lacks {want:?}:\n{info}"));
+        }
+    }
+    let field = |name: &str| -> Result<String> {
+        let o = Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(&deb)
+            .arg(name)
+            .output()
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let reported = Command::new(root().join("target/debug/hangard"))
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("hangard --version: {e}"))?;
+    let reported = String::from_utf8_lossy(&reported.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let version = field("Version")?;
+    if version != reported || version.is_empty() || version == "0.0.0" {
+        return Err(format!(
+            "the .deb's Version is {version:?}, hangard --version says {reported:?} (and 0.0.0 is no version)"
+        ));
+    }
+    let depends = field("Depends")?;
+    let deps: Vec<&str> = depends.split(',').map(str::trim).collect();
+    for want in ["adduser", "genisoimage | xorriso"] {
+        if !deps.contains(&want) {
+            return Err(format!("the .deb's Depends lacks {want:?}: {depends}"));
         }
     }
     eprintln!("debian package: {} OK", deb.display());
@@ -451,6 +529,7 @@ print(f"terraform: {len(files)} files parse as HCL2; {refs} references resolve")
 
 fn ci() -> Result {
     system_packages()?;
+    cloud_init_package()?;
     step("tidy");
     tidy::run(&root())?;
     step("rustfmt");

@@ -28,6 +28,14 @@ const DELETE_ATTEMPT: u32 = 2;
 /// Every delete does so after `[scheduler] delete_attempts`.
 pub const FORCED_DELETE_TRIES: u32 = 3;
 
+/// Failed tries at removing the runner from GitHub after which a forced
+/// delete goes on to the VM without it: one. Each try already holds the
+/// client's own retries, and spacing three of them out made `runner rm
+/// -f` of a runner stuck at an unreachable GitHub take about 48 s; the
+/// sweep removes this controller's offline runners later. They count
+/// towards [`FORCED_DELETE_TRIES`].
+pub const FORCED_GITHUB_TRIES: u32 = 1;
+
 /// Deletes a VM at its provider, unless the provider is backing off after
 /// failures (then nothing is sent).
 pub(crate) async fn at_provider(
@@ -64,15 +72,15 @@ pub(crate) async fn run(
             Runner::Wait(stop) => return Ok(stop),
             Runner::Failed(wait, why) => {
                 // GitHub's failures are tries of the delete too: once out
-                // of them (soon for a forced delete) the runner is left to
-                // the sweep, which removes offline runners of this
+                // of them (at the first for a forced delete) the runner is
+                // left to the sweep, which removes offline runners of this
                 // controller, and the VM goes.
                 let (failures, forced) = ctx.store.record_delete_failure(name).await?;
                 if !hangar_core::policy::delete_gives_up(
                     failures,
                     forced,
                     ctx.config.delete_attempts,
-                    FORCED_DELETE_TRIES,
+                    FORCED_GITHUB_TRIES,
                 ) {
                     return Ok(Outcome::RetryAfter(wait, why));
                 }

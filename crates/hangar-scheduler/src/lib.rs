@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::{Gate, delay as backoff_delay};
 pub use config::{RecoveryConfig, SchedulerConfig};
 pub use context::SharedUrls;
-pub use delete::FORCED_DELETE_TRIES;
+pub use delete::{FORCED_DELETE_TRIES, FORCED_GITHUB_TRIES};
 pub use hangar_core::Urls;
 pub use intake::{Intake, IntakeError};
 pub use lease::LeasePass;
@@ -214,8 +214,9 @@ impl Scheduler {
     }
 
     /// [`Self::request_delete`], forced (`runner rm --force-remove-runner`):
-    /// after [`FORCED_DELETE_TRIES`] failed provider deletes the
-    /// instance is marked deleted anyway.
+    /// after [`FORCED_GITHUB_TRIES`] failed try at GitHub the VM goes
+    /// without the runner's removal, and after [`FORCED_DELETE_TRIES`]
+    /// failed tries in all the instance is marked deleted anyway.
     pub async fn request_forced_delete(&self, name: &InstanceName) -> Result<(), SchedulerError> {
         self.ctx.store.set_force_delete(name).await?;
         self.request_delete(name).await

@@ -2,8 +2,9 @@
 //! paused clock: a create stuck at an unreachable GitHub says why and
 //! counts its attempts, its retry time is the one it really waits for; a
 //! disabled pool stops retrying; a removed runner is not replaced while its
-//! pool is disabled, and once enabled again is replaced only once; removal
-//! does not wait for a create's back-off; shutdown does not wait for a
+//! pool is disabled, and once enabled again is replaced only once; a
+//! forced removal ends within seconds; removal does not wait for a
+//! create's back-off; shutdown does not wait for a
 //! GitHub call or a retry pause.
 
 mod support;
@@ -156,6 +157,63 @@ async fn a_disabled_pool_stops_retrying_and_a_removed_runner_is_not_replaced() {
     let now_live = live(&all);
     assert_eq!(now_live.len(), 1, "{all:#?}");
     assert_eq!(now_live[0].status, InstanceStatus::Running, "{all:#?}");
+}
+
+/// `runner rm -f` of a runner stuck at an unreachable GitHub, its pool
+/// left enabled, with the scheduler's own loop (no test wakes): it took
+/// about 48 s once; the forced delete gives GitHub a few quick tries and
+/// ends within seconds of virtual time, not a reconcile interval per try.
+#[tokio::test(start_paused = true)]
+async fn a_forced_delete_of_a_runner_stuck_at_github_ends_within_seconds() {
+    let h = Harness::new(config(), spec(4)).await;
+    h.github.set_unreachable(true);
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let s = h.scheduler.clone();
+        let c = cancel.clone();
+        async move { s.run(c).await }
+    });
+    h.deliver(1, JobAction::Queued, None).await;
+    h.scheduler.wake_pool(h.pool.id);
+    let mut stuck = None;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(i) = live(&h.instances().await)
+            .into_iter()
+            .find(|i| i.create_attempts >= 1)
+        {
+            stuck = Some(i.clone());
+            break;
+        }
+    }
+    let stuck = stuck.expect("a create attempt failed at GitHub");
+    assert_eq!(stuck.status, InstanceStatus::PendingCreate, "{stuck:#?}");
+
+    let asked = tokio::time::Instant::now();
+    h.scheduler
+        .request_forced_delete(&stuck.name)
+        .await
+        .unwrap();
+    let took = loop {
+        let i = h.store.instance(&stuck.name).await.unwrap();
+        if i.status == InstanceStatus::Deleted {
+            break asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "forced delete still not done: {i:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cancel.cancel();
+    run.await.unwrap();
+    eprintln!("forced delete: {took:?} of virtual time");
+    // One GitHub try, then the provider: no back-off between GitHub tries
+    // (each at least 1 s here), let alone a reconcile interval (30 s).
+    assert!(
+        took < Duration::from_secs(2),
+        "the forced delete took {took:?} of virtual time"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,8 +10,10 @@
 //! sets (sessions, the message queue, JIT runners), and
 //! [`fake_arm::FakeArm`] is Azure Resource Manager (VMs, NICs, public IPs,
 //! disks and their long-running operations) for the Azure provider. The
-//! [`conformance`] suite is what every `Provider` implementation must pass.
+//! [`conformance`] suite is what every `Provider` implementation must pass;
+//! [`cloud_init`] runs the standard validator on rendered user-data.
 
+pub mod cloud_init;
 pub mod conformance;
 pub mod fake_actions;
 pub mod fake_arm;

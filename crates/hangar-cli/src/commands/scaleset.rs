@@ -11,7 +11,7 @@ use crate::args::{
     PoolLsFilter, ScaleSetAddArgs, ScaleSetCmd, ScaleSetSettings, ScaleSetUpdateArgs,
 };
 use crate::input;
-use crate::output::Tabular;
+use crate::output::{Names, Tabular};
 
 pub(super) async fn run(ctx: &Ctx, cmd: ScaleSetCmd) -> anyhow::Result<String> {
     match cmd {
@@ -46,7 +46,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: ScaleSetCmd) -> anyhow::Result<String> {
                     .await
                     .context("cannot list scale sets")?,
             };
-            ctx.list(&sets)
+            ctx.list_named(&c, &sets).await
         }
         ScaleSetCmd::Show { id } => {
             let c = ctx.client()?;
@@ -194,6 +194,24 @@ impl Tabular for ScaleSetResponse {
         "ID", "NAME", "ENTITY", "PROVIDER", "IMAGE", "FLAVOR", "MIN IDLE", "MAX", "DESIRED",
         "RUNNERS", "ENABLED", "STATE",
     ];
+    /// A scale set is known by its name (`runs-on`, and what `show`/`rm`
+    /// take), its entity by name too: no ids, so it fits 100 columns.
+    const COLUMNS: &'static [&'static str] =
+        &["NAME", "ENTITY", "PROVIDER", "RUNNERS", "DESIRED", "STATE"];
+    fn columns(&self, names: &Names) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            names.entity(&self.entity_id),
+            self.provider_name.clone(),
+            format!("{}/{}", self.instance_count, self.max_runners),
+            self.desired_runners.to_string(),
+            if self.enabled {
+                self.state.clone()
+            } else {
+                "disabled".into()
+            },
+        ]
+    }
     fn row(&self) -> Vec<String> {
         vec![
             self.id.to_string(),
@@ -421,5 +439,91 @@ mod tests {
         assert_eq!(req.image, None);
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["name"], "lab-2");
+    }
+
+    /// The default scale set table fits 100 columns and names the entity
+    /// (no scale set or entity id); `--long` has every column, ids
+    /// included.
+    #[test]
+    fn default_table_fits_100_columns_and_shows_names() {
+        use crate::args::OutputFormat;
+        use crate::output::list_named;
+        let entity: hangar_api::EntityResponse = serde_json::from_value(serde_json::json!({
+            "id": "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f", "kind": "organization",
+            "owner": "", "name": "octo-platform", "credentials_name": "garm",
+            "endpoint": "github.com",
+            "webhook_url": "http://127.0.0.1:9997/webhooks/9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
+            "pool_count": 1,
+            "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"
+        }))
+        .unwrap();
+        let set: ScaleSetResponse = serde_json::from_value(serde_json::json!({
+            "id": "5f0c2a44-1b7e-4a53-9d6e-0e1f2a3b4c5d",
+            "entity_id": "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
+            "pool_id": "0d9b1c59-7c64-4d5c-a7c4-0a2f0e5f6a11",
+            "name": "lab-ubuntu-2204-confidential",
+            "provider_name": "azure_external",
+            "image": "Canonical:0001-com-ubuntu-confidential-vm-jammy:22_04-lts-cvm:latest",
+            "flavor": "Standard_DC2as_v5",
+            "os_type": "linux", "os_arch": "amd64",
+            "min_idle_runners": 1, "max_runners": 10,
+            "runner_prefix": "hangar", "runner_bootstrap_timeout": 20,
+            "extra_specs": {}, "runner_group": "lab", "enabled": true,
+            "github_id": 42, "runner_group_id": 3,
+            "state": "active", "last_error": null, "statistics": null,
+            "desired_runners": 3, "instance_count": 2,
+            "idle_runners": 1, "active_runners": 1,
+            "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"
+        }))
+        .unwrap();
+        let names = Names::new(std::slice::from_ref(&entity), &[]);
+        let sets = std::slice::from_ref(&set);
+        let widest = |t: &str| t.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+
+        let table = list_named(OutputFormat::Table, sets, &names).unwrap();
+        assert!(widest(&table) <= 100, "{}\n{table}", widest(&table));
+        let header: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            header,
+            ["NAME", "ENTITY", "PROVIDER", "RUNNERS", "DESIRED", "STATE"]
+        );
+        for want in [
+            "lab-ubuntu-2204-confidential",
+            "octo-platform",
+            "azure_external",
+            "2/10",
+            "active",
+        ] {
+            assert!(table.contains(want), "{want} missing:\n{table}");
+        }
+        assert!(
+            !table.contains("5f0c2a44") && !table.contains("9a4b9e43"),
+            "no ids in the default table:\n{table}"
+        );
+
+        // Disabled shows as such, whatever GitHub's state.
+        let mut off = set.clone();
+        off.enabled = false;
+        let t = list_named(OutputFormat::Table, &[off], &names).unwrap();
+        assert!(t.contains("disabled"), "{t}");
+
+        // `--long`: every column, whole ids (so wider than 100).
+        let wide = list_named(OutputFormat::Wide, sets, &names).unwrap();
+        assert!(widest(&wide) > 100, "{wide}");
+        for want in [
+            "5f0c2a44-1b7e-4a53-9d6e-0e1f2a3b4c5d",
+            "9a4b9e43-5e0b-4bd4-b0cb-4d2a2d0a7e8f",
+            "Standard_DC2as_v5",
+            "MIN IDLE",
+        ] {
+            assert!(wide.contains(want), "{want} missing:\n{wide}");
+        }
     }
 }
