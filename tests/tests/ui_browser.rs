@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hangar_e2e::{ADMIN, Api, Daemon, PASSWORD, free_port, wait_for, write_config};
 use hangar_testkit::fake_actions::FakeActions;
@@ -355,7 +357,11 @@ struct Shots {
 }
 
 impl Shots {
+    /// Saves the page's screenshot, once the page passes the accessibility
+    /// checks of [`a11y_issues`].
     async fn take(&self, c: &Client, name: &str) {
+        let issues = a11y_issues(c).await;
+        assert!(issues.is_empty(), "page {name}: {issues:#?}");
         let png = c.screenshot().await.expect("screenshot");
         let path = self.dir.join(format!("{name}.png"));
         std::fs::write(&path, png).expect("write screenshot");
@@ -469,21 +475,101 @@ async fn sideways(c: &Client) -> Vec<String> {
     serde_json::from_value(found).unwrap()
 }
 
-/// Logs in from the login page the dashboard sends to.
+/// What a keyboard or screen reader user would miss on the current page:
+/// form fields without a label, links and buttons without a name, controls
+/// taken out of the tab order, and click handlers on things that are not
+/// controls. Empty when there is nothing.
+async fn a11y_issues(c: &Client) -> Vec<String> {
+    let found = c
+        .execute(
+            "const bad = [];
+             const show = el => el.outerHTML.slice(0, 90);
+             for (const el of document.querySelectorAll('input, select, textarea')) {
+               if (el.type === 'hidden') continue;
+               if (['submit', 'button', 'reset'].includes(el.type) && el.value) continue;
+               const named = (el.labels && el.labels.length) || el.getAttribute('aria-label')
+                 || el.getAttribute('aria-labelledby');
+               if (!named) bad.push('unlabelled field: ' + show(el));
+             }
+             for (const el of document.querySelectorAll('button, a[href], summary')) {
+               const name = (el.textContent || '').trim() || el.getAttribute('aria-label')
+                 || el.getAttribute('title');
+               if (!name) bad.push('control without a name: ' + show(el));
+               if (el.tabIndex < 0) bad.push('out of the tab order: ' + show(el));
+             }
+             for (const el of document.querySelectorAll('input, select, textarea')) {
+               if (el.type !== 'hidden' && el.tabIndex < 0) bad.push('out of the tab order: ' + show(el));
+             }
+             for (const el of document.querySelectorAll('[onclick]')) {
+               bad.push('click handler in markup: ' + show(el));
+             }
+             if (!document.documentElement.lang) bad.push('no lang on <html>');
+             if (!document.title) bad.push('no <title>');
+             if (document.querySelectorAll('h1').length !== 1) bad.push('not exactly one <h1>');
+             return bad;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// Types `keys` (text and WebDriver key codes) into whatever has focus.
+async fn press(c: &Client, keys: &str) {
+    let mut typing = KeyActions::new("keyboard".into());
+    for value in keys.chars() {
+        typing = typing
+            .then(KeyAction::Down { value })
+            .then(KeyAction::Up { value });
+    }
+    c.perform_actions(typing).await.unwrap();
+}
+
+/// The id of the element that has focus ("" for none).
+async fn focused_id(c: &Client) -> String {
+    c.active_element()
+        .await
+        .unwrap()
+        .attr("id")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Logs in from the login page the dashboard sends to; with `shots`, by
+/// keyboard alone.
 async fn log_in(c: &Client, url: &str, shots: Option<&Shots>) {
     c.goto(&format!("{url}/ui")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/ui/login");
     if let Some(shots) = shots {
         shots.take(c, "login").await;
+        // By keyboard alone: Tab from the top of the page reaches the
+        // fields, in order, and Enter submits.
+        let (tab, enter) = (char::from(Key::Tab), char::from(Key::Enter));
+        let mut presses = 0;
+        while focused_id(c).await != "username" {
+            assert!(presses < 8, "Tab did not reach the username field");
+            press(c, &tab.to_string()).await;
+            presses += 1;
+        }
+        press(c, ADMIN).await;
+        press(c, &tab.to_string()).await;
+        assert_eq!(
+            focused_id(c).await,
+            "password",
+            "Tab goes on to the password"
+        );
+        press(c, &format!("{PASSWORD}{enter}")).await;
+    } else {
+        fill(c, "username", ADMIN).await;
+        fill(c, "password", PASSWORD).await;
+        c.find(Locator::Css("button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
-    fill(c, "username", ADMIN).await;
-    fill(c, "password", PASSWORD).await;
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
     until(c, "the overview", |s| async move {
         s.contains("<h1>Overview</h1>")
     })

@@ -616,6 +616,120 @@ fn first_mention(text: &str, field: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// The declarations of the first `{ … }` block after `from` in the
+    /// dashboard's stylesheet, as (property, value).
+    fn block(from: &str) -> Vec<(String, String)> {
+        block_at(STYLE_CSS.find(from).expect("block present"))
+    }
+
+    fn block_at(at: usize) -> Vec<(String, String)> {
+        let open = at + STYLE_CSS[at..].find('{').expect("block opens");
+        let close = open + STYLE_CSS[open..].find('}').expect("block ends");
+        STYLE_CSS[open + 1..close]
+            .split(';')
+            .filter_map(|decl| {
+                let (name, value) = decl.split_once(':')?;
+                Some((name.trim().to_owned(), value.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    fn hex(value: &str) -> Option<[f64; 3]> {
+        let hex = value.strip_prefix('#')?;
+        let hex = match hex.len() {
+            3 => hex.chars().flat_map(|c| [c, c]).collect::<String>(),
+            6 => hex.to_owned(),
+            _ => return None,
+        };
+        let channel = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+        Some([channel(0)?, channel(2)?, channel(4)?].map(f64::from))
+    }
+
+    /// The colours of the first `:root` block from `from`, by custom
+    /// property name (without `--`).
+    fn palette(from: &str) -> std::collections::HashMap<String, [f64; 3]> {
+        let at = STYLE_CSS.find(from).expect("theme present");
+        let root = at + STYLE_CSS[at..].find(":root").expect("its :root block");
+        block_at(root)
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.strip_prefix("--")?.to_owned(), hex(&value)?)))
+            .collect()
+    }
+
+    /// WCAG 2 contrast ratio of two sRGB colours.
+    fn contrast(a: [f64; 3], b: [f64; 3]) -> f64 {
+        let lum = |c: [f64; 3]| {
+            let lin = |v: f64| {
+                let v = v / 255.0;
+                if v <= 0.040_45 {
+                    v / 12.92
+                } else {
+                    ((v + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2])
+        };
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn every_text_colour_meets_4_5_to_1_on_its_background_in_both_themes() {
+        let light = palette(":root");
+        let mut dark = light.clone();
+        dark.extend(palette("prefers-color-scheme: dark"));
+        assert!(
+            light.len() >= 10 && dark["bg"] != light["bg"],
+            "both themes parsed"
+        );
+        // The danger button's text: a colour or one of the palette's.
+        let danger_text = block("button.danger")
+            .into_iter()
+            .find(|(name, _)| name == "color")
+            .map(|(_, value)| value)
+            .expect("the danger button sets its text colour");
+        // (text, background) as the stylesheet pairs them: body and card
+        // text, muted hints and headings, links, badges, state colours in
+        // tables, field errors, the notice, and buttons.
+        let pairs = [
+            ("fg", "bg"),
+            ("fg", "card"),
+            ("muted", "bg"),
+            ("muted", "card"),
+            ("accent", "bg"),
+            ("accent", "card"),
+            ("ok", "ok-bg"),
+            ("bad", "bad-bg"),
+            ("off", "off-bg"),
+            ("ok", "card"),
+            ("bad", "card"),
+            ("bad", "bg"),
+            ("off", "card"),
+            ("fg", "ok-bg"),
+            ("card", "accent"),
+        ];
+        let mut failures = Vec::new();
+        for (theme, colours) in [("light", &light), ("dark", &dark)] {
+            for (text, back) in pairs {
+                let ratio = contrast(colours[text], colours[back]);
+                if ratio < 4.5 {
+                    failures.push(format!("{theme}: --{text} on --{back} is {ratio:.2}:1"));
+                }
+            }
+            let text = match danger_text.strip_prefix("var(--") {
+                Some(name) => colours[name.trim_end_matches(')')],
+                None => hex(&danger_text).expect("a hex colour"),
+            };
+            let ratio = contrast(text, colours["bad"]);
+            if ratio < 4.5 {
+                failures.push(format!(
+                    "{theme}: the danger button's {danger_text} on --bad is {ratio:.2}:1"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "below 4.5:1: {failures:#?}");
+    }
+
     #[test]
     fn errors_land_at_the_field_they_name() {
         let fields = &["min_idle_runners", "max_runners", "tags", "provider_name"];
